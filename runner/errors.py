@@ -1,0 +1,41 @@
+"""Typed errors. Library code raises these; only runner.cli turns them into a message and an exit code."""
+
+
+class RunnerError(Exception):
+    """Base of every error a user can act on. str(err) is the one-line message shown to the user."""
+
+    exit_code = 1
+
+
+class UsageError(RunnerError):
+    """Bad input given by the user: a malformed matrix file, an unknown name, a bad option."""
+
+    exit_code = 2
+
+
+class MatrixError(UsageError):
+    """The matrix file is invalid. The message names the file, the key path, the value and what is allowed."""
+
+
+class UnknownNameError(UsageError):
+    """A name (workload, host, group, lock ...) that is not known; the message lists the known ones."""
+
+
+class HostError(RunnerError):
+    """A host cannot be reached or refused us (SSH, host key, login)."""
+
+
+class TrialError(RunnerError):
+    """A trial failed: the workload exited non-zero, timed out, or its output could not be parsed."""
+
+
+class TrialTimeout(TrialError):
+    """A trial ran past its timeout and was stopped."""
+
+
+class DatasetError(RunnerError):
+    """The dataset on disk is locked, incompatible or damaged."""
+
+
+class ProvisionError(RunnerError):
+    """Provisioning (Ansible, guests, containers) failed."""
