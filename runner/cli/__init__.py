@@ -1,1 +1,76 @@
+"""The `runner` command. One module per subcommand, each with `add_parser(subparsers)` and `run(args) -> int`.
 
+Library code raises typed errors (runner.errors); only `main` turns them into a one-line message and an
+exit status (2 for bad input, 1 for other failures, 130 when interrupted). `--verbose` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from runner import __version__
+from runner.errors import RunnerError
+
+# Subcommands in the order of a campaign's life.
+SUBCOMMANDS = ["plan", "provision", "launch", "status", "report", "compare", "fit", "cleanup"]
+
+EPILOG = """\
+a campaign in three steps:
+  runner plan matrix.yml        what would run (no host is touched)
+  runner launch matrix.yml      run it (again to resume: finished trials are skipped)
+  runner report                 figures and tables of the latest campaign
+
+environment: RUNNER_DATASETS (datasets dir), RUNNER_SCHEDULER (Dask scheduler address),
+RUNNER_INVENTORY (Ansible inventory). `runner COMMAND --help` explains each command.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runner",
+        description="Run OS scalability campaigns on bare hosts, containers and VMs, and analyse them.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"runner {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug output")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"runner.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"runner.cli.{name}":
+                raise
+            continue
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except RunnerError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"runner: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("runner: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def datasets_default() -> str:
+    return os.environ.get("RUNNER_DATASETS", "datasets")

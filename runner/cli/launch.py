@@ -1,0 +1,144 @@
+"""runner launch: run (or resume) a campaign."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from runner.cli import datasets_default
+from runner.execution import campaign
+from runner.matrix.load import load_matrix
+
+HELP = """\
+Run every trial of a matrix on its hosts and write the results to datasets/<campaign>/ (Parquet).
+
+Trials run through Dask: a local cluster by default, or an existing scheduler (--scheduler). Each host
+runs one trial at a time; hosts run in parallel. Failed trials are retried as the matrix's `retry` says
+and every attempt is recorded. Launching the same matrix again resumes: finished trials are skipped.
+Ctrl-C stops running workloads and keeps everything measured so far.
+
+exit status: 0 if every trial succeeded, 1 if some failed, 2 for bad input, 130 if interrupted.
+
+examples:
+  runner launch matrix.yml
+  runner launch matrix.yml --scheduler tcp://127.0.0.1:8786    a long-lived lab scheduler
+  RUNNER_DATASETS=/data/campaigns runner launch matrix.yml
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("launch", help="run or resume a campaign", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("matrix", type=Path, help="matrix file (YAML)")
+    p.add_argument("--datasets", default=datasets_default(), type=Path, help="where datasets go (env RUNNER_DATASETS; default datasets/)")
+    p.add_argument("--scheduler", default=os.environ.get("RUNNER_SCHEDULER"), help="Dask scheduler address, e.g. tcp://HOST:8786 (env RUNNER_SCHEDULER; default: a local cluster)")
+    p.add_argument("--inventory", default=os.environ.get("RUNNER_INVENTORY"), help="Ansible inventory (env RUNNER_INVENTORY; default inventory/)")
+    p.add_argument("--quiet", action="store_true", help="no progress display, only the summary")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = launch_matrix(args.matrix, datasets=args.datasets, scheduler=args.scheduler, inventory=args.inventory, quiet=args.quiet)
+    return 0 if summary.success else (130 if summary.interrupted else 1)
+
+
+def launch_matrix(matrix_path: Path, *, datasets: Path, scheduler: str | None = None, inventory: str | None = None, quiet: bool = False) -> campaign.Summary:
+    matrix = load_matrix(matrix_path)
+    hosts = campaign.resolve_hosts(matrix, inventory)
+    console = Console(stderr=True)
+    view = _TerminalView(console) if console.is_terminal and not quiet else _LineView(console, quiet)
+    try:
+        summary = campaign.launch(
+            matrix, datasets=Path(datasets), hosts=hosts, scheduler=scheduler, on_progress=view.update, command_line=sys.argv
+        )
+    finally:
+        view.close()
+    print_summary(Console(), summary)
+    return summary
+
+
+class _TerminalView:
+    def __init__(self, console: Console) -> None:
+        self.bar = Progress(
+            TextColumn("[bold]trials"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[counts]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[running]}"),
+            console=console,
+            transient=False,
+        )
+        self.task = None
+        self.seen = 0
+        self.bar.start()
+
+    def update(self, p: campaign.Progress) -> None:
+        counts = f"[green]{p.done} ok[/] [red]{p.failed} failed[/] {p.remaining} left"
+        running = "  ".join(f"{h}: {label}" for h, label in sorted(p.running.items()))[:80]
+        if self.task is None:
+            self.task = self.bar.add_task("trials", total=p.total, completed=p.skipped, counts=counts, running=running)
+        self.bar.update(self.task, completed=p.skipped + p.done + p.failed, counts=counts, running=running)
+        for msg in p.messages[self.seen :]:
+            self.bar.console.print(f"[yellow]{msg}")
+        self.seen = len(p.messages)
+
+    def close(self) -> None:
+        self.bar.stop()
+
+
+class _LineView:
+    """Without a terminal (CI, logs): a line each time a trial ends, at most one per second otherwise."""
+
+    def __init__(self, console: Console, quiet: bool) -> None:
+        self.console = console
+        self.quiet = quiet
+        self.last = (-1, -1)
+        self.seen = 0
+
+    def update(self, p: campaign.Progress) -> None:
+        for msg in p.messages[self.seen :]:
+            self.console.print(f"runner: {msg}", highlight=False)
+        self.seen = len(p.messages)
+        key = (p.done, p.failed)
+        if self.quiet or key == self.last:
+            return
+        self.last = key
+        elapsed = time.monotonic() - p.started
+        finished = p.done + p.failed
+        eta = elapsed / finished * p.remaining if finished else p.estimate_s
+        self.console.print(
+            f"trials {p.skipped + finished}/{p.total}: {p.done} ok, {p.failed} failed, {p.remaining} left; "
+            f"elapsed {elapsed:.0f}s, eta {eta:.0f}s",
+            highlight=False,
+        )
+
+    def close(self) -> None:
+        pass
+
+
+def print_summary(console: Console, s: campaign.Summary) -> None:
+    state = "interrupted" if s.interrupted else ("done" if s.success else "done with failures")
+    console.print(f"[bold]{s.campaign}[/]: {state} in {s.elapsed_s:.1f}s")
+    console.print(
+        f"  {s.planned} trials planned, {s.skipped} already recorded, {s.ok} ok now, {s.failed} failed "
+        f"({s.attempts} attempts)"
+    )
+    for host in s.dead_hosts:
+        console.print(f"  [red]host {host} was unreachable[/]")
+    for line in s.failures[:10]:
+        console.print(f"  [red]failed[/] {line}", highlight=False)
+    if len(s.failures) > 10:
+        console.print(f"  ... {len(s.failures) - 10} more: runner status {s.campaign}")
+    console.print(f"  dataset: {s.dataset}")
+    if s.interrupted or s.failed:
+        console.print("  resume with the same `runner launch` command: finished trials are skipped")
+    console.print(f"  next: runner report {s.campaign}")

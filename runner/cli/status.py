@@ -1,0 +1,78 @@
+"""runner status: what a campaign has measured, what failed and why, what is pending."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from runner.cli import datasets_default
+from runner.records.store import CampaignStore, find_campaign
+
+HELP = """\
+Show a campaign's trials: done, failed (with the reason of the last attempt) and pending (planned but
+not yet recorded). CAMPAIGN is a name under the datasets directory or a path; default: the latest.
+
+examples:
+  runner status
+  runner status lockbench-scaling
+"""
+
+
+@dataclass(frozen=True)
+class Status:
+    campaign: str
+    planned: int
+    ok: int
+    failed: dict[str, str]  # trial id -> last error
+    attempts: int
+    running_pid: str | None
+
+    @property
+    def pending(self) -> int:
+        return max(0, self.planned - self.ok - len(self.failed))
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("status", help="done, failed and pending trials of a campaign", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("campaign", nargs="?", help="campaign name or path (default: the latest)")
+    p.add_argument("--datasets", default=datasets_default(), type=Path, help="datasets directory (env RUNNER_DATASETS)")
+    p.set_defaults(func=run)
+
+
+def campaign_status(campaign: str | None, datasets: Path) -> Status:
+    store = CampaignStore(find_campaign(campaign, datasets))
+    meta = store.meta()
+    trials = store.read_table("trials").to_pandas()
+    ok_ids = set(trials.loc[trials["status"] == "ok", "trial_id"])
+    failed: dict[str, str] = {}
+    if len(trials):
+        last = trials.sort_values("attempt").groupby("trial_id").tail(1)
+        for row in last.itertuples():
+            if row.trial_id not in ok_ids:
+                failed[row.trial_id] = str(row.error)
+    lock = store.root / "lock"
+    holder = lock.read_text().strip() if lock.exists() else ""
+    return Status(meta["campaign"], int(meta["trials_planned"]), len(ok_ids), failed, len(trials), holder or None)
+
+
+def run(args: argparse.Namespace) -> int:
+    st = campaign_status(args.campaign, args.datasets)
+    console = Console()
+    console.print(f"[bold]{st.campaign}[/]: {st.planned} trials planned; [green]{st.ok} done[/], [red]{len(st.failed)} failed[/], {st.pending} pending ({st.attempts} attempts recorded)")
+    if st.running_pid:
+        console.print(f"running now: {st.running_pid}")
+    if st.failed:
+        reasons: dict[str, int] = {}
+        for err in st.failed.values():
+            reasons[err] = reasons.get(err, 0) + 1
+        table = Table("failed trials", "reason of the last attempt", show_edge=False)
+        for err, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            table.add_row(str(n), err)
+        console.print(table)
+    if st.pending or st.failed:
+        console.print("`runner launch` with the same matrix runs the failed and pending trials")
+    return 0

@@ -1,0 +1,271 @@
+"""Read and validate a matrix file. The only place that parses matrix YAML.
+
+`load_matrix(path)` returns a `Matrix` (plain, frozen data) or raises `MatrixError` whose message is one line:
+`<file>: <key path>: <bad value> <what is wrong>; <what is allowed>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from runner.errors import MatrixError, UsageError
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. (YAML 1.1 reads `on:`, `no`, `off` as booleans.)"""
+
+
+_Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.copy().items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+
+# Parameters the runner itself understands (environments and guests), allowed in axes and workload.params
+# next to the workload's own. See docs/matrix.md.
+RUNNER_PARAMS_SCHEMA: dict[str, Any] = {
+    "env": {"enum": ["host", "container", "kvm", "xen-hvm", "xen-pv"], "description": "where the workload runs"},
+    "vcpus": {"x-cpus": True, "type": "integer", "minimum": 1, "description": "vCPUs of each guest / CPUs of a container"},
+    "vms": {"type": "integer", "minimum": 1, "maximum": 64, "description": "guests started at once on one host (over-commit)"},
+    "guest_kernel": {"type": "string", "description": "entry of the guest kernel catalog"},
+    "memory": {"type": "integer", "minimum": 64, "description": "guest memory in MiB"},
+    "pin": {"enum": ["packed", "spread", "none"], "description": "vCPU pinning policy"},
+    "guest_numa": {"type": "integer", "minimum": 1, "description": "virtual NUMA nodes of each guest"},
+}
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 2
+    on: frozenset[str] = frozenset({"failed", "timeout", "host"})
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """A validated matrix file. Axis values are kept as written ("50%" stays a string until a host is known)."""
+
+    path: Path
+    text: str
+    campaign: str
+    workload: str
+    params: Mapping[str, Any]
+    axes: Mapping[str, tuple[Any, ...]]
+    zip: tuple[tuple[str, ...], ...] = ()
+    exclude: tuple[Mapping[str, Any], ...] = ()
+    include: tuple[Mapping[str, Any], ...] = ()
+    repetitions: int = 3
+    timeout: float = 600.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    order: str = "interleave"
+    seed: int = 0
+    hosts: str = "local"
+    placement: str = "pool"
+    inventory: str | None = None
+    description: str = ""
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    @property
+    def param_schema(self) -> Mapping[str, Any]:
+        """Schema of every parameter name (workload's own and the runner's)."""
+        return _param_properties(self.workload)
+
+
+@cache
+def matrix_schema() -> dict[str, Any]:
+    return json.loads(resources.files("runner.matrix").joinpath("schema.json").read_text())
+
+
+def load_matrix(path: str | Path) -> Matrix:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such matrix file") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
+    return parse_matrix(text, path)
+
+
+def parse_matrix(text: str, path: Path = Path("matrix.yml")) -> Matrix:
+    name = str(path)
+    try:
+        doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise MatrixError(f"{name}: {where}not valid YAML: {problem}") from None
+    if not isinstance(doc, dict):
+        raise MatrixError(f"{name}: the file must be a mapping with at least 'campaign' and 'workload'")
+
+    _check(doc, matrix_schema(), name, "")
+    workload = doc["workload"]["name"]
+    props = _param_properties(workload)  # raises UnknownNameError for a bad workload name
+    props_known = ", ".join(sorted(props))
+    if _allows_extra(workload):  # e.g. the command workload: any parameter name becomes $RUNNER_<NAME>
+        names = set(doc["workload"].get("params") or {}) | set(doc.get("axes") or {})
+        props.update({key: {} for key in names if key not in props})
+
+    params = dict(doc["workload"].get("params") or {})
+    for key, value in params.items():
+        if key not in props:
+            raise MatrixError(f"{name}: workload.params.{key}: unknown parameter of workload {workload!r}; known: {props_known}")
+        _check_value(value, props[key], name, f"workload.params.{key}")
+
+    axes = {k: tuple(v) for k, v in (doc.get("axes") or {}).items()}
+    for key, values in axes.items():
+        if key not in props:
+            raise MatrixError(f"{name}: axes.{key}: unknown parameter of workload {workload!r}; known: {props_known}")
+        if key in params:
+            raise MatrixError(f"{name}: axes.{key}: also set in workload.params; set it in one place")
+        for i, value in enumerate(values):
+            _check_value(value, props[key], name, f"axes.{key}[{i}]")
+        seen: set[str] = set()
+        for i, value in enumerate(values):
+            canon = json.dumps(value)
+            if canon in seen:
+                raise MatrixError(f"{name}: axes.{key}[{i}]: {value!r} appears twice; values of an axis must differ")
+            seen.add(canon)
+
+    zips = tuple(tuple(group) for group in doc.get("zip") or ())
+    zipped: set[str] = set()
+    for gi, group in enumerate(zips):
+        for ai, axis in enumerate(group):
+            if axis not in axes:
+                raise MatrixError(f"{name}: zip[{gi}][{ai}]: {axis!r} is not an axis; axes: {', '.join(axes) or 'none'}")
+            if axis in zipped:
+                raise MatrixError(f"{name}: zip[{gi}][{ai}]: axis {axis!r} is in two zip groups")
+            zipped.add(axis)
+        lengths = {axis: len(axes[axis]) for axis in group}
+        if len(set(lengths.values())) != 1:
+            detail = ", ".join(f"{a}={n}" for a, n in lengths.items())
+            raise MatrixError(f"{name}: zip[{gi}]: zipped axes must have the same number of values; got {detail}")
+
+    for kind in ("exclude", "include"):
+        for ri, rule in enumerate(doc.get(kind) or ()):
+            for key, value in rule.items():
+                if key not in axes:
+                    raise MatrixError(f"{name}: {kind}[{ri}].{key}: not an axis; axes: {', '.join(axes) or 'none'}")
+                if kind == "include":
+                    _check_value(value, props[key], name, f"include[{ri}].{key}")
+            if kind == "include":
+                missing = [a for a in axes if a not in rule]
+                if missing:
+                    raise MatrixError(f"{name}: include[{ri}]: an included cell must name every axis; missing: {', '.join(missing)}")
+
+    from runner.workloads import base
+
+    plugin = base.get(workload)
+    if (missing := plugin.missing()) is not None:
+        raise MatrixError(f"{name}: workload.name: workload {workload!r} cannot run here: {missing}")
+    try:
+        plugin.validate({**params, **{k: v[0] for k, v in axes.items()}})
+    except UsageError as exc:
+        raise MatrixError(f"{name}: {exc}") from None
+
+    hosts = doc.get("hosts", "local")
+    if isinstance(hosts, str):
+        hosts = {"group": hosts}
+    retry = doc.get("retry") or {}
+    campaign = doc["campaign"]
+    seed = doc.get("seed")
+    if seed is None:
+        seed = int(hashlib.sha256(campaign.encode()).hexdigest()[:8], 16)
+    return Matrix(
+        path=path,
+        text=text,
+        campaign=campaign,
+        workload=workload,
+        params=params,
+        axes=axes,
+        zip=zips,
+        exclude=tuple(doc.get("exclude") or ()),
+        include=tuple(doc.get("include") or ()),
+        repetitions=doc.get("repetitions", 3),
+        timeout=float(doc.get("timeout", 600)),
+        retry=RetryPolicy(
+            attempts=retry.get("attempts", 2),
+            on=frozenset(retry.get("on", ("failed", "timeout", "host"))),
+        ),
+        order=doc.get("order", "interleave"),
+        seed=seed,
+        hosts=hosts["group"],
+        placement=hosts.get("placement", "pool"),
+        inventory=hosts.get("inventory"),
+        description=doc.get("description", ""),
+    )
+
+
+def _param_properties(workload: str) -> dict[str, Any]:
+    from runner.workloads import base
+
+    plugin = base.get(workload)
+    props = dict(plugin.params_schema.get("properties", {}))
+    for key, schema in RUNNER_PARAMS_SCHEMA.items():
+        props.setdefault(key, schema)
+    return props
+
+
+def _allows_extra(workload: str) -> bool:
+    from runner.workloads import base
+
+    return base.get(workload).params_schema.get("additionalProperties", False) is not False
+
+
+def _check_value(value: Any, schema: Mapping[str, Any], name: str, path: str) -> None:
+    """Validate one parameter value; CPU-count parameters (x-cpus) may also be percentages like "50%"."""
+    if schema.get("x-cpus") and isinstance(value, str):
+        m = PERCENT.match(value)
+        if m and float(m.group(1)) > 0:
+            return
+        raise MatrixError(f"{name}: {path}: {value!r} is not a CPU count; allowed: an integer >= 1 or a percentage of the host's CPUs like '50%'")
+    _check(value, {k: v for k, v in schema.items() if not k.startswith("x-")}, name, path)
+
+
+def _check(doc: Any, schema: Mapping[str, Any], name: str, base: str) -> None:
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
+    if error is None:
+        return
+    path = base
+    for part in error.absolute_path:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    raise MatrixError(f"{name}: {path or '(top level)'}: {_describe(error)}")
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    v, schema, value = error.validator, error.schema, error.instance
+    if v == "additionalProperties":
+        allowed = ", ".join(sorted(schema.get("properties", {})))
+        extra = sorted(set(value) - set(schema.get("properties", {})))
+        return f"unknown key {extra[0]!r}; allowed: {allowed}"
+    if v == "required":
+        return error.message.replace("is a required property", "is required but missing")
+    if v == "enum":
+        return f"{value!r} is not allowed; allowed: {', '.join(map(str, schema['enum']))}"
+    if v == "type":
+        want = schema["type"]
+        want = " or ".join(want) if isinstance(want, list) else want
+        return f"{value!r} is not {'an' if want[0] in 'aeiou' else 'a'} {want}"
+    if v == "pattern":
+        return f"{value!r} is not allowed; it must match {schema['pattern']}"
+    if v == "propertyNames":
+        return f"{error.message}; names are lower case letters, digits and _"
+    if v in ("minimum", "maximum", "exclusiveMinimum", "minItems", "minProperties", "const", "oneOf"):
+        return error.message
+    return error.message

@@ -1,0 +1,108 @@
+"""The dataset's schema. Versioned: every Parquet file and the campaign's dataset.json carry SCHEMA_VERSION.
+
+History of SCHEMA_VERSION:
+  1 - first release: tables `trials` and `metrics`, axis values as top-level columns.
+
+Layout of one campaign (see runner.records.store, the only module that writes it):
+
+    datasets/<campaign>/
+        dataset.json            schema version, campaign, matrix hash, axis column types, runner version
+        matrix.yml              the matrix file exactly as given
+        provenance.json         runner version and git commit, command line, controller host
+        hosts/<host>.json       facts of every host (taken at launch; issue 4 adds before/after)
+        trials/workload=<w>/<trial_id>.a<attempt>.parquet    one row: one attempt of one trial
+        metrics/workload=<w>/<trial_id>.a<attempt>.parquet   the metric rows of that attempt
+        lock                    held by the controller running the campaign
+
+`workload` is a hive partition column: it is in the path, not in the files (readers add it).
+Axis values (e.g. `threads`, `lock`) are columns of both tables, typed per axis (int64, double or string),
+so `SELECT lock, threads, median(value) FROM metrics WHERE metric = 'throughput' GROUP BY ALL` works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+# Columns every metrics file has, before the axis columns.
+METRIC_FIELDS: list[pa.Field] = [
+    pa.field("campaign", pa.string(), nullable=False),
+    pa.field("trial_id", pa.string(), nullable=False),
+    pa.field("cell_id", pa.string(), nullable=False),
+    pa.field("repetition", pa.int32(), nullable=False),
+    pa.field("attempt", pa.int32(), nullable=False),
+    pa.field("host", pa.string(), nullable=False),
+    pa.field("env", pa.string(), nullable=False),
+    pa.field("accel", pa.string()),
+    pa.field("metric", pa.string(), nullable=False),
+    pa.field("value", pa.float64()),
+    pa.field("unit", pa.string()),
+    pa.field("higher_is_better", pa.bool_()),
+    pa.field("thread", pa.int32()),
+    pa.field("vm", pa.int32()),
+]
+
+TRIAL_FIELDS: list[pa.Field] = [
+    pa.field("campaign", pa.string(), nullable=False),
+    pa.field("trial_id", pa.string(), nullable=False),
+    pa.field("cell_id", pa.string(), nullable=False),
+    pa.field("repetition", pa.int32(), nullable=False),
+    pa.field("attempt", pa.int32(), nullable=False),
+    pa.field("host", pa.string(), nullable=False),
+    pa.field("env", pa.string(), nullable=False),
+    pa.field("accel", pa.string()),
+    pa.field("status", pa.string(), nullable=False),  # ok | failed | timeout
+    pa.field("error", pa.string()),
+    pa.field("started_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("ended_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("wall_s", pa.float64(), nullable=False),  # whole attempt as the runner saw it
+    pa.field("workload_wall_s", pa.float64()),  # the workload command alone
+    pa.field("params_json", pa.string(), nullable=False),  # all parameters, canonical JSON
+    pa.field("guest_json", pa.string()),  # normalized guest description (env != host), canonical JSON
+]
+
+RESERVED = frozenset(f.name for f in METRIC_FIELDS + TRIAL_FIELDS) | {"workload"}
+
+AXIS_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "bool": pa.bool_()}
+
+# Data dictionary: meaning of every fixed column (the dataset card and `runner dataset` use it).
+DICTIONARY: dict[str, str] = {
+    "campaign": "campaign name (directory under datasets/)",
+    "trial_id": "content-derived id of the trial: hash of its normalized parameters and repetition",
+    "cell_id": "content-derived id of the matrix cell (parameters without repetition)",
+    "repetition": "repetition number within the cell, from 1",
+    "attempt": "attempt number of the trial, from 1 (retries increase it)",
+    "host": "inventory name of the host the trial ran on",
+    "env": "environment: host, container, kvm, xen-hvm, xen-pv",
+    "accel": "accelerator actually used: none (bare host or container), kvm, tcg, xen",
+    "metric": "metric name, e.g. throughput",
+    "value": "measured value",
+    "unit": "unit of value, e.g. ops/s",
+    "higher_is_better": "true if a larger value is better, false if smaller is better, null if neutral",
+    "thread": "thread index for per-thread values, null for totals",
+    "vm": "guest index for per-guest values, null for totals",
+    "status": "ok, failed or timeout",
+    "error": "why the attempt failed (one line), null if ok",
+    "started_at": "UTC start of the attempt",
+    "ended_at": "UTC end of the attempt",
+    "wall_s": "wall time of the attempt seen by the runner, seconds",
+    "workload_wall_s": "wall time of the workload command alone, seconds",
+    "params_json": "all trial parameters as canonical JSON",
+    "guest_json": "normalized guest description as canonical JSON (null on the bare host)",
+    "workload": "workload plugin name (hive partition column)",
+}
+
+
+def axis_fields(axis_types: Mapping[str, str]) -> list[pa.Field]:
+    return [pa.field(name, AXIS_TYPES[t]) for name, t in sorted(axis_types.items())]
+
+
+def metrics_schema(axis_types: Mapping[str, str]) -> pa.Schema:
+    return pa.schema(METRIC_FIELDS + axis_fields(axis_types), metadata={b"runner_schema_version": str(SCHEMA_VERSION).encode()})
+
+
+def trials_schema(axis_types: Mapping[str, str]) -> pa.Schema:
+    return pa.schema(TRIAL_FIELDS + axis_fields(axis_types), metadata={b"runner_schema_version": str(SCHEMA_VERSION).encode()})

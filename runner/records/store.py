@@ -1,0 +1,367 @@
+"""The campaign dataset on disk: the only module that writes (and the one that reads) Parquet.
+
+Every attempt of every trial is one small Parquet file per table, written under a hidden staging name,
+fsynced and renamed into place, so a reader or a killed controller never sees a partial file. The trial
+file is written after the metrics file and is the commit mark: metrics without a trial record are the
+leftovers of a crash and are removed when the campaign is opened again. The status is part of the file
+name (`<trial_id>.a<attempt>.<status>.parquet`), so resuming needs a directory listing, not a read.
+See runner.records.schema for the layout and the columns.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import socket
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from runner.errors import DatasetError
+from runner.records.schema import SCHEMA_VERSION, metrics_schema, trials_schema
+from runner.workloads.base import Metric
+
+FILE_RE = re.compile(r"^(?P<trial>[0-9a-f]+)\.a(?P<attempt>\d+)\.(?P<status>ok|failed|timeout)\.parquet$")
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """The outcome of one attempt of one trial, as stored in the `trials` table."""
+
+    trial_id: str
+    cell_id: str
+    repetition: int
+    attempt: int
+    host: str
+    status: str  # ok | failed | timeout
+    error: str | None
+    started_at: float  # epoch seconds
+    ended_at: float
+    wall_s: float
+    workload_wall_s: float | None
+    params: Mapping[str, Any]
+    env: str = "host"
+    accel: str | None = "none"
+    guest_json: str | None = None
+    failure_kind: str | None = None  # failed | timeout | host; decides retries, not stored
+    metrics: tuple[Metric, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What the dataset already holds for one trial."""
+
+    attempts: int
+    ok: bool
+    last_status: str
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (set, frozenset, tuple)):
+        return sorted(obj) if isinstance(obj, (set, frozenset)) else list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_json_atomic(path: Path, doc: Any) -> None:
+    write_bytes_atomic(path, (json.dumps(doc, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class CampaignStore:
+    """One campaign's dataset directory (datasets/<campaign>/)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._lock_fh: Any = None
+
+    # -- opening ------------------------------------------------------------------------------------
+    @property
+    def meta_path(self) -> Path:
+        return self.root / "dataset.json"
+
+    def meta(self) -> dict[str, Any]:
+        try:
+            meta = json.loads(self.meta_path.read_text())
+        except FileNotFoundError:
+            raise DatasetError(f"{self.root}: not a campaign dataset (no dataset.json)") from None
+        version = meta.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise DatasetError(
+                f"{self.root}: dataset schema version {version} is not readable by this runner (reads version {SCHEMA_VERSION})"
+            )
+        return meta
+
+    def initialise(
+        self,
+        *,
+        campaign: str,
+        workload: str,
+        matrix_text: str,
+        matrix_sha256: str,
+        axis_types: Mapping[str, str],
+        trial_count: int,
+        seed: int,
+        provenance: Mapping[str, Any],
+    ) -> bool:
+        """Create the dataset, or check that an existing one was made from the same matrix.
+
+        Returns True when the dataset already existed (a resume). Must be called with the lock held.
+        """
+        if self.meta_path.exists():
+            meta = self.meta()
+            if meta["matrix_sha256"] != matrix_sha256:
+                raise DatasetError(
+                    f"campaign {campaign!r} already exists in {self.root} with a different matrix "
+                    f"(sha256 {meta['matrix_sha256'][:12]}, now {matrix_sha256[:12]}); "
+                    "give the changed matrix a new campaign name, or remove the old dataset"
+                )
+            self._remove_leftovers()
+            launches = self.read_provenance().get("launches", [])
+            self._write_provenance({**provenance, "launches": [*launches, _launch_entry()]})
+            return True
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(self.root / "matrix.yml", matrix_text.encode())
+        self._write_provenance({**provenance, "launches": [_launch_entry()]})
+        write_json_atomic(
+            self.meta_path,
+            {
+                "schema_version": SCHEMA_VERSION,
+                "campaign": campaign,
+                "workload": workload,
+                "matrix_sha256": matrix_sha256,
+                "axis_types": dict(axis_types),
+                "trials_planned": trial_count,
+                "seed": seed,
+                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            },
+        )
+        return False
+
+    def _write_provenance(self, doc: Mapping[str, Any]) -> None:
+        write_json_atomic(self.root / "provenance.json", dict(doc))
+
+    def read_provenance(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.root / "provenance.json").read_text())
+        except FileNotFoundError:
+            return {}
+
+    # -- the lock -------------------------------------------------------------------------------------
+    def acquire(self) -> None:
+        """Hold the campaign's lock (an flock: it goes away with the process, even on SIGKILL)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / "lock"
+        fh = open(path, "a+")  # noqa: SIM115 - held for the life of the campaign
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise DatasetError(
+                f"campaign {self.root.name!r} is already being run ({holder}); wait for it to finish or stop it"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now(UTC).isoformat(timespec='seconds')}\n")
+        fh.flush()
+        self._lock_fh = fh
+
+    def release(self) -> None:
+        if self._lock_fh is not None:
+            self._lock_fh.seek(0)
+            self._lock_fh.truncate()
+            fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    def __enter__(self) -> CampaignStore:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    # -- trials -----------------------------------------------------------------------------------------
+    def recorded(self) -> dict[str, Recorded]:
+        """trial id -> attempts recorded so far, whether one succeeded, and the last status."""
+        found: dict[str, list[tuple[int, str]]] = {}
+        for path in self._files("trials"):
+            m = FILE_RE.match(path.name)
+            if m:
+                found.setdefault(m["trial"], []).append((int(m["attempt"]), m["status"]))
+        out = {}
+        for tid, attempts in found.items():
+            attempts.sort()
+            out[tid] = Recorded(attempts[-1][0], any(s == "ok" for _, s in attempts), attempts[-1][1])
+        return out
+
+    def write_attempt(self, campaign: str, workload: str, axis_types: Mapping[str, str], rec: AttemptRecord) -> None:
+        """Store one attempt: its metrics (if any), then its trial record. Idempotent by trial id and attempt."""
+        name = f"{rec.trial_id}.a{rec.attempt}.{rec.status}.parquet"
+        common = {
+            "campaign": campaign,
+            "trial_id": rec.trial_id,
+            "cell_id": rec.cell_id,
+            "repetition": rec.repetition,
+            "attempt": rec.attempt,
+            "host": rec.host,
+            "env": rec.env,
+            "accel": rec.accel,
+        }
+        axes = {axis: _coerce(rec.params.get(axis), kind) for axis, kind in axis_types.items()}
+        if rec.metrics:
+            rows = [
+                {
+                    **common,
+                    "metric": m.name,
+                    "value": m.value,
+                    "unit": m.unit,
+                    "higher_is_better": m.higher_is_better,
+                    "thread": m.thread,
+                    "vm": m.vm,
+                    **axes,
+                }
+                for m in rec.metrics
+            ]
+            self._write_table(self.root / "metrics" / f"workload={workload}" / name, rows, metrics_schema(axis_types))
+        trial_row = {
+            **common,
+            "status": rec.status,
+            "error": rec.error,
+            "started_at": datetime.fromtimestamp(rec.started_at, UTC),
+            "ended_at": datetime.fromtimestamp(rec.ended_at, UTC),
+            "wall_s": rec.wall_s,
+            "workload_wall_s": rec.workload_wall_s,
+            "params_json": json.dumps(dict(rec.params), sort_keys=True, default=_json_default),
+            "guest_json": rec.guest_json,
+            **axes,
+        }
+        self._write_table(self.root / "trials" / f"workload={workload}" / name, [trial_row], trials_schema(axis_types))
+
+    def write_host_facts(self, host: str, facts: Mapping[str, Any], *, when: str = "before") -> Path:
+        path = self.root / "hosts" / (f"{host}.json" if when == "before" else f"{host}.{when}.json")
+        write_json_atomic(path, dict(facts))
+        return path
+
+    def host_facts(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for path in sorted((self.root / "hosts").glob("*.json")):
+            if path.name.count(".") == 1:
+                out[path.stem] = json.loads(path.read_text())
+        return out
+
+    @staticmethod
+    def _write_table(path: Path, rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> None:
+        table = pa.Table.from_pylist(list(rows), schema=schema)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+        pq.write_table(table, tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
+    def _files(self, table: str) -> Iterable[Path]:
+        base = self.root / table
+        if not base.exists():
+            return []
+        return base.glob("workload=*/*.parquet")
+
+    def _remove_leftovers(self) -> None:
+        """Staging files and metrics without a trial record are what a killed controller leaves."""
+        committed = {p.name for p in self._files("trials")}
+        for table in ("trials", "metrics"):
+            base = self.root / table
+            if base.exists():
+                for tmp in base.glob("workload=*/.*.tmp"):
+                    tmp.unlink(missing_ok=True)
+        for path in list(self._files("metrics")):
+            if path.name not in committed:
+                path.unlink(missing_ok=True)
+
+    # -- reading -------------------------------------------------------------------------------------------
+    def read_table(self, table: str) -> pa.Table:
+        meta = self.meta()
+        schema = (metrics_schema if table == "metrics" else trials_schema)(meta["axis_types"])
+        schema = schema.append(pa.field("workload", pa.string()))
+        files = [str(p) for p in self._files(table)]
+        if not files:
+            return schema.empty_table()
+        part = pads.partitioning(pa.schema([("workload", pa.string())]), flavor="hive")
+        dataset = pads.dataset(files, schema=schema, format="parquet", partitioning=part, partition_base_dir=str(self.root / table))
+        return dataset.to_table()
+
+
+def _coerce(value: Any, kind: str) -> Any:
+    if value is None:
+        return None
+    if kind == "str":
+        return value if isinstance(value, str) else json.dumps(value)
+    if kind == "float":
+        return float(value)
+    return value
+
+
+def _launch_entry() -> dict[str, Any]:
+    return {"at": datetime.now(UTC).isoformat(timespec="seconds"), "pid": os.getpid(), "controller": socket.gethostname()}
+
+
+def campaign_dir(datasets: Path, campaign: str) -> Path:
+    return Path(datasets) / campaign
+
+
+def find_campaign(name_or_path: str | None, datasets: Path) -> Path:
+    """A campaign given by name (under datasets/) or path; None means the most recently changed one."""
+    datasets = Path(datasets)
+    if name_or_path is None:
+        candidates = [p for p in datasets.glob("*/dataset.json")] if datasets.exists() else []
+        if not candidates:
+            raise DatasetError(f"no campaign in {datasets}/; run `runner launch matrix.yml` first")
+        return max(candidates, key=lambda p: p.stat().st_mtime).parent
+    for cand in (Path(name_or_path), datasets / name_or_path):
+        if (cand / "dataset.json").exists():
+            return cand
+    known = sorted(p.parent.name for p in datasets.glob("*/dataset.json")) if datasets.exists() else []
+    raise DatasetError(f"no campaign {name_or_path!r} in {datasets}/; known: {', '.join(known) or 'none'}")
+
+
+def read_campaign(campaign: str | Path, datasets: Path | None = None) -> tuple[Any, Any, dict[str, Any]]:
+    """(metrics, trials, provenance) of a campaign as pandas DataFrames and a dict.
+
+    `campaign` is a path or a name under `datasets`. The provenance dict holds the dataset.json fields,
+    provenance.json, `hosts` (facts per host) and `matrix` (the matrix text).
+    """
+    root = find_campaign(str(campaign), Path(datasets or "datasets"))
+    store = CampaignStore(root)
+    meta = store.meta()
+    prov = {**meta, **store.read_provenance(), "hosts": store.host_facts(), "matrix": (root / "matrix.yml").read_text()}
+    metrics = store.read_table("metrics").to_pandas()
+    trials = store.read_table("trials").to_pandas()
+    return metrics, trials, prov
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,137 @@
+"""Trials: cells x repetitions, with content-derived ids, in the order the matrix asks for. Pure functions.
+
+A trial id is the first 16 hex digits of the SHA-256 of the canonical JSON of the workload, the trial's
+resolved parameters, its repetition number and (when every host runs the whole matrix) its host. The same
+matrix on the same hosts therefore always yields the same ids, whatever the order, and a resumed campaign
+recognises what it has already measured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from runner.errors import MatrixError
+from runner.matrix.expand import expand_cells, resolve_params, uses_relative
+from runner.matrix.load import Matrix
+
+ID_LEN = 16
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One measurement to make: a cell's parameters, a repetition number and (placement `each`) a host."""
+
+    campaign: str
+    workload: str
+    trial_id: str
+    cell_id: str
+    repetition: int
+    params: tuple[tuple[str, Any], ...]  # resolved; fixed workload params and axis values, sorted by name
+    written: tuple[tuple[str, Any], ...]  # axis values as written in the matrix ("50%")
+    host: str | None = None  # None: any host of the pool
+
+    @property
+    def param_dict(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    def label(self) -> str:
+        axes = dict(self.written)
+        return " ".join(f"{k}={v}" for k, v in dict(self.params).items() if k in axes) + f" rep={self.repetition}"
+
+
+def canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(canonical(obj).encode()).hexdigest()[:ID_LEN]
+
+
+def cell_id(workload: str, params: Mapping[str, Any], host: str | None) -> str:
+    doc: dict[str, Any] = {"workload": workload, "params": dict(params)}
+    if host is not None:
+        doc["host"] = host
+    return _digest(doc)
+
+
+def trial_id(cell: str, repetition: int) -> str:
+    return _digest({"cell": cell, "repetition": repetition})
+
+
+def plan(matrix: Matrix, cpus_by_host: Mapping[str, int]) -> list[Trial]:
+    """Expand `matrix` for the given hosts (name -> online CPUs) into trials, in the matrix's order."""
+    cells = expand_cells(matrix.axes, matrix.zip, matrix.exclude, matrix.include)
+    relative = frozenset(k for k, s in matrix.param_schema.items() if s.get("x-cpus"))
+    needs_cpus = uses_relative(matrix.params) or any(uses_relative(c) for c in cells)
+    if matrix.placement == "each":
+        targets: list[tuple[str | None, int]] = [(h, n) for h, n in sorted(cpus_by_host.items())]
+    else:
+        counts = set(cpus_by_host.values())
+        if needs_cpus and len(counts) > 1:
+            detail = ", ".join(f"{h}={n}" for h, n in sorted(cpus_by_host.items()))
+            raise MatrixError(
+                f"{matrix.path}: axes: values relative to the CPU count need pool hosts with equal CPU counts ({detail}); "
+                "use hosts.placement: each"
+            )
+        targets = [(None, counts.pop() if counts else 1)]
+    trials: list[list[Trial]] = []
+    for host, cpus in targets:
+        seen: set[str] = set()
+        for cell in cells:
+            merged = {**matrix.params, **cell}
+            params = dict(sorted(resolve_params(merged, cpus, relative).items()))
+            cid = cell_id(matrix.workload, params, host)
+            if cid in seen:  # e.g. "50%" and 1 on a 2-CPU host: one cell, written first wins
+                continue
+            seen.add(cid)
+            trials.append(
+                [
+                    Trial(
+                        campaign=matrix.campaign,
+                        workload=matrix.workload,
+                        trial_id=trial_id(cid, rep),
+                        cell_id=cid,
+                        repetition=rep,
+                        params=tuple(params.items()),
+                        written=tuple(cell.items()),
+                        host=host,
+                    )
+                    for rep in range(1, matrix.repetitions + 1)
+                ]
+            )
+    return order_trials(trials, matrix.order, matrix.seed)
+
+
+def order_trials(per_cell: Sequence[Sequence[Trial]], order: str, seed: int) -> list[Trial]:
+    """as-written: cell by cell; interleave: repetition 1 of every cell, then 2, ...; shuffle: seeded."""
+    if order == "as-written":
+        return [t for reps in per_cell for t in reps]
+    if order == "interleave":
+        depth = max((len(r) for r in per_cell), default=0)
+        return [reps[i] for i in range(depth) for reps in per_cell if i < len(reps)]
+    if order == "shuffle":
+        flat = [t for reps in per_cell for t in reps]
+        random.Random(seed).shuffle(flat)
+        return flat
+    raise ValueError(f"unknown order {order!r}")
+
+
+def axis_types(trials: Sequence[Trial], axes: Sequence[str]) -> dict[str, str]:
+    """Column type of each axis over all trials: int, float, bool or str (mixed types become str)."""
+    types: dict[str, str] = {}
+    for axis in axes:
+        kinds = {type(dict(t.params)[axis]) for t in trials if axis in dict(t.params)}
+        if kinds == {bool}:
+            types[axis] = "bool"
+        elif kinds and kinds <= {int}:
+            types[axis] = "int"
+        elif kinds and kinds <= {int, float}:
+            types[axis] = "float"
+        else:
+            types[axis] = "str"
+    return types

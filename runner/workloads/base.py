@@ -1,0 +1,112 @@
+"""The workload contract and its registry.
+
+A workload plugin is a subclass of `Workload` registered with `@register("name")`. The runner calls it in
+this order, always with plain data:
+
+1. `validate(params)` once per campaign at planning time, with the workload's fixed parameters merged
+   with one cell's axis values. Raise `UsageError` naming the bad key; the matrix loader prefixes the file.
+2. `estimate_seconds(params)` at planning time: a rough wall time of one trial, for the plan and progress.
+3. `prepare(host, ctx)` once per campaign on every host (and guest) before its first trial: copy or build
+   what the workload needs into `ctx.workdir` on that host. It must be idempotent (a resumed campaign
+   calls it again). Raise `ProvisionError` with a message naming the host when it cannot prepare.
+4. `command(params, ctx)` for every trial: the argv to run (a list; never a shell string with values
+   pasted in). `ctx.cpus` is the number of CPUs the trial may use on its host.
+5. `parse(result, params)` with the finished CommandResult: a list of `Metric`. A pure function of the
+   captured output, tested in tests/ on real output kept in tests/data/. Raise `TrialError` when the
+   output cannot be understood.
+
+A plugin whose optional dependency is missing still registers; `missing()` says what is missing, and the
+runner refuses to plan a campaign with it, quoting that message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from runner.errors import UnknownNameError
+from runner.execution.hosts import CommandResult, Host
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One measured value. `thread`/`vm` index per-thread or per-guest values; None for totals."""
+
+    name: str
+    value: float
+    unit: str
+    higher_is_better: bool | None = True
+    thread: int | None = None
+    vm: int | None = None
+
+
+@dataclass(frozen=True)
+class WorkloadContext:
+    """What a workload knows about the place it runs in."""
+
+    host: str
+    workdir: str  # campaign working directory on the host (created by the runner)
+    cpus: int  # CPUs the trial may use (host cores, container cpuset size, or guest vCPUs)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Workload:
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    # JSON Schema (draft 2020-12) of the workload's parameters, used to validate the matrix.
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+
+    def missing(self) -> str | None:
+        """None if usable here, else a one-line reason (e.g. a missing optional dependency)."""
+        return None
+
+    def validate(self, params: Mapping[str, Any]) -> None:
+        """Extra checks beyond params_schema; raise UsageError."""
+
+    def estimate_seconds(self, params: Mapping[str, Any]) -> float:
+        return 10.0
+
+    def prepare(self, host: Host, ctx: WorkloadContext) -> None:
+        """Put what the workload needs on the host. Idempotent."""
+
+    def command(self, params: Mapping[str, Any], ctx: WorkloadContext) -> list[str]:
+        raise NotImplementedError
+
+    def parse(self, result: CommandResult, params: Mapping[str, Any]) -> list[Metric]:
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, type[Workload]] = {}
+
+
+def register(name: str) -> Callable[[type[Workload]], type[Workload]]:
+    def deco(cls: type[Workload]) -> type[Workload]:
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def known() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> Workload:
+    _load_builtin()
+    try:
+        return _REGISTRY[name]()
+    except KeyError:
+        raise UnknownNameError(f"no workload {name!r}; known: {', '.join(known())}") from None
+
+
+def _load_builtin() -> None:
+    # Importing the modules registers them.
+    from runner.workloads import command, lockbench  # noqa: F401
+
+    try:
+        from runner.workloads import gmake  # noqa: F401
+    except ImportError:  # pragma: no cover - gmake is optional until its module lands
+        pass

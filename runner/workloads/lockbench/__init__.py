@@ -1,0 +1,77 @@
+"""lockbench: the project's C lock microbenchmark (lockbench.c beside this file).
+
+Threads play vCPUs and the kernel scheduler plays the hypervisor: with more threads than cores, FIFO locks
+(ticket, MCS) hand the lock to preempted waiters and collapse, which is the user-space analogue of vCPU
+over-commit. The source is compiled on each host with its own compiler, once per campaign and source version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from runner.errors import ProvisionError
+from runner.execution.hosts import CommandResult, Host
+from runner.workloads.base import Metric, Workload, WorkloadContext, register
+
+LOCKS = ["ttas", "ticket", "mcs", "mutex", "oticket", "spinpark"]
+
+
+def source_path() -> Path:
+    return Path(str(resources.files("runner.workloads.lockbench").joinpath("lockbench.c")))
+
+
+def binary_name() -> str:
+    digest = hashlib.sha256(source_path().read_bytes()).hexdigest()[:12]
+    return f"lockbench-{digest}"
+
+
+@register("lockbench")
+class Lockbench(Workload):
+    description = "lock microbenchmark: ttas, ticket, mcs, mutex, oticket, spinpark under N threads"
+    params_schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "lock": {"enum": LOCKS, "description": "lock algorithm"},
+            "threads": {"x-cpus": True, "type": "integer", "minimum": 1, "maximum": 4096, "description": "threads contending for the lock"},
+            "duration": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600, "description": "seconds of measurement (default 1)"},
+            "cs_work": {"type": "integer", "minimum": 0, "description": "work loop iterations inside the critical section (default 100)"},
+            "out_work": {"type": "integer", "minimum": 0, "description": "work loop iterations outside it (default 100)"},
+            "spin_threshold": {"type": "integer", "minimum": 1, "description": "spins before oticket steals / spinpark parks"},
+            "thread_pin": {"enum": ["none", "compact"], "description": "pin thread i to the i-th allowed CPU (compact) or not (default none)"},
+        },
+    }
+
+    def estimate_seconds(self, params: Mapping[str, Any]) -> float:
+        return float(params.get("duration", 1.0)) + 0.2
+
+    def prepare(self, host: Host, ctx: WorkloadContext) -> None:
+        src = f"{ctx.workdir}/lockbench.c"
+        binary = f"{ctx.workdir}/{binary_name()}"
+        if host.run(["test", "-x", binary], timeout=30).rc == 0:
+            return
+        host.put(source_path(), src)
+        tmp = f"{binary}.tmp"
+        built = host.run(["cc", "-O2", "-pthread", "-o", tmp, src], timeout=300)
+        if not built.ok:
+            why = (built.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ProvisionError(f"{host.name}: cannot build lockbench with cc: {why}")
+        host.run(["mv", "-f", tmp, binary], timeout=30)
+
+    def command(self, params: Mapping[str, Any], ctx: WorkloadContext) -> list[str]:
+        argv = [f"{ctx.workdir}/{binary_name()}", "--lock", str(params.get("lock", "ticket"))]
+        argv += ["--threads", str(params.get("threads", 1)), "--duration", str(params.get("duration", 1.0))]
+        for key, flag in (("cs_work", "--cs-work"), ("out_work", "--out-work"), ("spin_threshold", "--spin-threshold")):
+            if key in params:
+                argv += [flag, str(params[key])]
+        argv += ["--pin", str(params.get("thread_pin", "none"))]
+        return argv
+
+    def parse(self, result: CommandResult, params: Mapping[str, Any]) -> list[Metric]:
+        from runner.workloads.lockbench.parse import parse_output, to_metrics
+
+        return to_metrics(parse_output(result.stdout))
