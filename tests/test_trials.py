@@ -1,0 +1,77 @@
+"""Expansion (cross, zip, exclude, include, relative values), trial ids and ordering."""
+
+from collections import Counter
+
+from runner.matrix.expand import expand_cells, resolve_value
+from runner.matrix.load import parse_matrix
+from runner.trials import order_trials, plan
+
+BASE = "campaign: c\nworkload: {name: lockbench}\n"
+
+
+def test_cross_product_in_written_order() -> None:
+    cells = expand_cells({"a": [1, 2], "b": ["x", "y", "z"]})
+    assert cells == [{"a": 1, "b": "x"}, {"a": 1, "b": "y"}, {"a": 1, "b": "z"}, {"a": 2, "b": "x"}, {"a": 2, "b": "y"}, {"a": 2, "b": "z"}]
+
+
+def test_zip_varies_together() -> None:
+    cells = expand_cells({"a": [1, 2, 3], "b": ["x", "y", "z"], "c": [0, 1]}, zip_groups=[["a", "b"]])
+    assert len(cells) == 6
+    assert {(c["a"], c["b"]) for c in cells} == {(1, "x"), (2, "y"), (3, "z")}
+
+
+def test_exclude_and_include() -> None:
+    cells = expand_cells(
+        {"a": [1, 2], "b": ["x", "y"]},
+        exclude=[{"a": 2, "b": "y"}, {"b": "x", "a": 1}],
+        include=[{"a": 9, "b": "q"}, {"a": 1, "b": "y"}],  # the second is already there: no duplicate
+    )
+    assert cells == [{"a": 1, "b": "y"}, {"a": 2, "b": "x"}, {"a": 9, "b": "q"}]
+
+
+def test_relative_values() -> None:
+    assert [resolve_value(v, 8) for v in ["50%", "100%", "200%", "1%", 3, "x"]] == [4, 8, 16, 1, 3, "x"]
+    assert resolve_value("150%", 120) == 180
+
+
+def test_relative_values_resolve_per_host_cpu_count() -> None:
+    m = parse_matrix(BASE + "axes: {threads: [1, '50%', '100%', '200%']}\nrepetitions: 1\n")
+    assert [t.param_dict["threads"] for t in plan(m, {"h": 8})] == [1, 4, 8, 16]
+    # On 2 CPUs, 50% is 1: the same cell as 1, kept once.
+    assert [t.param_dict["threads"] for t in plan(m, {"h": 2})] == [1, 2, 4]
+
+
+def test_trial_ids_are_deterministic_and_unique() -> None:
+    text = BASE + "axes: {lock: [ttas, ticket], threads: [1, 2]}\nrepetitions: 3\norder: shuffle\nseed: 7\n"
+    a = plan(parse_matrix(text), {"h": 4})
+    b = plan(parse_matrix(text), {"h": 4})
+    assert [t.trial_id for t in a] == [t.trial_id for t in b]
+    assert len({t.trial_id for t in a}) == 12
+    assert len({t.cell_id for t in a}) == 4
+    # The id depends on the parameters and repetition, not on the order or the campaign's text layout.
+    c = plan(parse_matrix(text.replace("order: shuffle", "order: as-written")), {"h": 4})
+    assert {t.trial_id for t in a} == {t.trial_id for t in c}
+    d = plan(parse_matrix(text.replace("threads: [1, 2]", "threads: [1, 3]")), {"h": 4})
+    assert len({t.trial_id for t in a} & {t.trial_id for t in d}) == 6
+
+
+def test_orders() -> None:
+    m = parse_matrix(BASE + "axes: {lock: [ttas, ticket, mcs]}\nrepetitions: 2\norder: as-written\n")
+    written = plan(m, {"h": 2})
+    assert [(t.param_dict["lock"], t.repetition) for t in written] == [
+        ("ttas", 1), ("ttas", 2), ("ticket", 1), ("ticket", 2), ("mcs", 1), ("mcs", 2)
+    ]
+    per_cell = [written[i : i + 2] for i in range(0, 6, 2)]
+    inter = order_trials(per_cell, "interleave", 0)
+    assert [t.repetition for t in inter] == [1, 1, 1, 2, 2, 2]
+    s1 = order_trials(per_cell, "shuffle", 1)
+    assert Counter(t.trial_id for t in s1) == Counter(t.trial_id for t in written)
+    assert [t.trial_id for t in s1] == [t.trial_id for t in order_trials(per_cell, "shuffle", 1)]
+    assert [t.trial_id for t in s1] != [t.trial_id for t in order_trials(per_cell, "shuffle", 2)]
+
+
+def test_each_placement_gives_every_host_the_matrix() -> None:
+    m = parse_matrix("campaign: c\nworkload: {name: lockbench}\nhosts: {group: lab, placement: each}\naxes: {threads: ['100%']}\nrepetitions: 2\n")
+    trials = plan(m, {"a": 4, "b": 8})
+    assert sorted((t.host, t.param_dict["threads"]) for t in trials) == [("a", 4), ("a", 4), ("b", 8), ("b", 8)]
+    assert len({t.trial_id for t in trials}) == 4
