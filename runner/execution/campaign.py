@@ -308,7 +308,10 @@ class _Dispatch:
             if not inflight:
                 break
             self.notify(self.progress)
-            done, _ = wait(list(inflight), return_when="FIRST_COMPLETED", timeout=1.0)
+            try:
+                done, _ = wait(list(inflight), return_when="FIRST_COMPLETED", timeout=1.0)
+            except TimeoutError:  # nothing finished within a second: refresh the display and wait again
+                done = set()
             for future in done:
                 trial, attempt, name = inflight.pop(future)
                 busy.discard(name)

@@ -1,0 +1,91 @@
+"""Collapse detection along a load axis (threads, cores, vCPUs).
+
+A sudden drop is not USL-shaped, so it is detected directly (science.md): the collapse point is the first N
+past the peak where throughput stays below (1 - d) of the peak for all larger N. The peak is the level with the
+highest median; a level counts as "below" only when the *upper end of its repetition spread* (the largest
+repetition by default, or the upper quartile) is below (1 - d) x the peak median, so a single noisy low
+repetition cannot fake a collapse.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from runner.analysis.stats import as_pandas, check_metrics, iter_slices, scaling_axis, spread_by_level, totals
+from runner.errors import DatasetError
+
+DEFAULT_DROP = 0.2
+BANDS = ("max", "q3")
+
+
+@dataclass(frozen=True)
+class Collapse:
+    """Peak and collapse point of one slice. collapse_n is NaN when there is no collapse."""
+
+    peak_n: float
+    peak_x: float  # median at the peak
+    collapsed: bool
+    collapse_n: float
+    collapse_x: float  # median at the collapse point (NaN without collapse)
+    drop: float  # 1 - collapse_x / peak_x (NaN without collapse)
+    last_n: float  # largest load measured
+    last_ratio: float  # median at the largest load / peak median
+    d: float
+    band: str
+    n_levels: int
+
+
+def detect_collapse(n, x, *, d: float = DEFAULT_DROP, band: str = "max") -> Collapse:
+    """Find the peak and the collapse point of throughputs `x` (one per repetition) at loads `n`."""
+    if not 0 < d < 1:
+        raise DatasetError(f"detect_collapse: d must be in (0, 1), got {d}")
+    if band not in BANDS:
+        raise DatasetError(f"detect_collapse: unknown band {band!r}; known: {', '.join(BANDS)}")
+    n_arr = np.asarray(n, dtype=float).ravel()
+    x_arr = np.asarray(x, dtype=float).ravel()
+    ok = np.isfinite(n_arr) & np.isfinite(x_arr)
+    if not ok.any():
+        raise DatasetError("detect_collapse: no finite points")
+    lv = spread_by_level(n_arr[ok], x_arr[ok])
+    med = lv["median"].to_numpy()
+    upper = lv[band].to_numpy()
+    levels = lv["n"].to_numpy()
+    ip = int(np.argmax(med))
+    peak_x = float(med[ip])
+    below = upper < (1 - d) * peak_x
+    # stays_below[i]: every level from i on is below the threshold
+    stays_below = np.flip(np.logical_and.accumulate(np.flip(below)))
+    after = np.flatnonzero(stays_below[ip + 1:])
+    collapsed = after.size > 0
+    ic = ip + 1 + int(after[0]) if collapsed else -1
+    cx = float(med[ic]) if collapsed else math.nan
+    return Collapse(
+        peak_n=float(levels[ip]), peak_x=peak_x, collapsed=collapsed,
+        collapse_n=float(levels[ic]) if collapsed else math.nan, collapse_x=cx,
+        drop=1 - cx / peak_x if collapsed and peak_x else math.nan,
+        last_n=float(levels[-1]), last_ratio=float(med[-1] / peak_x) if peak_x else math.nan,
+        d=d, band=band, n_levels=int(levels.size),
+    )
+
+
+def collapse_table(metrics: Any, *, axis: str | None = None, metric: str | None = None,
+                   d: float = DEFAULT_DROP, band: str = "max") -> pd.DataFrame:
+    """detect_collapse on every slice of the totals along `axis` (auto-detected when None): one row per slice."""
+    metrics = as_pandas(metrics)
+    check_metrics(metrics)
+    axis = axis or scaling_axis(metrics)
+    if axis is None or axis not in metrics.columns:
+        raise DatasetError(f"no scaling axis {axis or '(threads, cores, vcpus)'} in the metrics table")
+    tot = totals(metrics, metric)
+    rows = []
+    for params, rows_df in iter_slices(tot[tot["value"].notna()], axis):
+        if rows_df[axis].nunique() < 2:
+            continue
+        c = detect_collapse(rows_df[axis].to_numpy(dtype=float), rows_df["value"].to_numpy(dtype=float), d=d, band=band)
+        rows.append({**params, "axis": axis, **c.__dict__})
+    return pd.DataFrame(rows)

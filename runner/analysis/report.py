@@ -1,0 +1,388 @@
+"""HTML report of a campaign: scaling, fits, collapse, over-commit, comparability warnings, provenance.
+
+`build_report` writes `out_dir/report.html`, `out_dir/summary.csv` (median and spread of every cell) and the
+figures as PNG files in `out_dir/img/`, referenced from the HTML by relative path (so the directory is the
+report: copy or serve it whole). Figures are limited to `max_figures`; tables always cover every slice.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from runner.analysis import plots
+from runner.analysis.collapse import DEFAULT_DROP, Collapse, detect_collapse
+from runner.analysis.overcommit import VMS_AXIS, overcommit_table
+from runner.analysis.stats import (
+    DEFAULT_TARGET, as_pandas, cell_stats, check_metrics, iter_slices, param_columns, scaling_axis, slice_columns,
+    slice_label, spread_by_level, totals,
+)
+from runner.analysis.usl import UslFit, fit_usl
+from runner.errors import DatasetError, UsageError
+
+LINES_PER_FIGURE = 8
+HTML_ROWS = 2000  # cells shown in the HTML summary table; summary.csv has all
+FACT_KEYS = ("cpu_model", "cores", "numa_nodes", "kernel", "cmdline", "microcode", "smt", "turbo", "thp", "mitigations")
+NO_ACCEL = {"none", "", None}
+
+_CSS = """body{font-family:sans-serif;max-width:1200px;margin:1em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:12px;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}
+th{background:#eee}td:first-child,th:first-child{text-align:left}.warn{background:#fff3cd;border-left:4px solid #e0a800;
+padding:4px 8px;margin:4px 0}.poor{color:#a00}.tcg{color:#a00;font-weight:bold}img{max-width:100%}
+pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px}h2{border-bottom:1px solid #ccc}"""
+
+
+def summary_table(metrics: Any, *, metric: str | None = None, target: float = DEFAULT_TARGET) -> pd.DataFrame:
+    """Median and spread of every cell's totals: parameters, metric, unit, n, median, q1, q3, iqr, rel_iqr,
+    ci_rel (relative 95% half-width of the median), wide and reps_needed (see runner.analysis.stats)."""
+    metrics = as_pandas(metrics)
+    st = cell_stats(metrics, metric=metric, target=target)
+    params = [c for c in param_columns(metrics) if c in st.columns]
+    cols = params + ["metric"] + [c for c in ("unit", "n", "median", "q1", "q3", "iqr", "rel_iqr", "ci_rel", "wide",
+                                              "reps_needed") if c in st.columns]
+    return st[cols].sort_values(params + ["metric"], kind="stable").reset_index(drop=True)
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+        return ""
+    if isinstance(v, (float, np.floating)):
+        return "inf" if math.isinf(v) else f"{v:.4g}"
+    return str(v)
+
+
+def _ci(v: float, ci: tuple[float, float]) -> str:
+    if any(map(math.isnan, ci)):
+        return _fmt(v)
+    return f"{_fmt(v)} [{_fmt(ci[0])}, {_fmt(ci[1])}]"
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], raw: Sequence[bool] = ()) -> str:
+    """HTML table; cells are escaped unless their column is marked raw (already HTML)."""
+    out = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
+    for r in rows:
+        cells = [c if i < len(raw) and raw[i] else html.escape(_fmt(c)) for i, c in enumerate(r)]
+        out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def _warn(text: str) -> str:
+    return f'<div class="warn">{html.escape(text)}</div>'
+
+
+def _facts_differ(hosts: Iterable[str], facts: dict[str, dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """(fact keys whose values differ between the hosts, hosts without facts)."""
+    hosts = sorted(set(hosts))
+    missing = [h for h in hosts if h not in facts]
+    known = [facts[h] for h in hosts if h in facts]
+    differ = [k for k in FACT_KEYS if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in known}) > 1]
+    return differ, missing
+
+
+class _Report:
+    """Accumulates the HTML sections and warnings of one report."""
+
+    def __init__(self, out_dir: Path, max_figures: int) -> None:
+        self.out_dir = out_dir
+        self.img = out_dir / "img"
+        self.max_figures = max_figures
+        self.figures = 0
+        self.omitted = 0
+        self.warnings: list[str] = []
+        self.sections: list[str] = []
+
+    def figure(self, name: str, draw: Any) -> str:
+        """Draw a figure into img/<name>.png if the budget allows; returns the <img> tag or ''."""
+        if self.figures >= self.max_figures:
+            self.omitted += 1
+            return ""
+        self.figures += 1
+        path = draw(self.img / f"{name}.png")
+        return f'<p><img src="img/{html.escape(path.name)}" alt="{html.escape(name)}"></p>'
+
+
+def _plot_metrics(tot: pd.DataFrame, chosen: Sequence[str] | None) -> list[str]:
+    present = sorted(map(str, tot["metric"].unique()))
+    if chosen:
+        unknown = [m for m in chosen if m not in present]
+        if unknown:
+            raise UsageError(f"no metric {unknown[0]!r} in the data; known: {', '.join(present)}")
+        return list(chosen)
+    if "higher_is_better" in tot.columns:
+        hib = tot.drop_duplicates("metric").set_index("metric")["higher_is_better"]
+        better = sorted(str(m) for m, v in hib.items() if pd.notna(v) and bool(v))
+        if better:  # throughput first: it gets the figures when they are limited
+            return sorted(better, key=lambda m: m != "throughput")
+    return present
+
+
+def _label_columns(tot: pd.DataFrame, cols: Sequence[str]) -> list[str]:
+    """Columns worth naming in labels: those that vary, plus accel whenever a real accelerator appears."""
+    out = [c for c in cols if tot[c].nunique(dropna=False) > 1]
+    if "accel" in tot.columns and "accel" not in out and not set(tot["accel"].dropna().unique()) <= NO_ACCEL:
+        out.append("accel")
+    return out
+
+
+def _scaling_sections(rep: _Report, tot: pd.DataFrame, metric_names: Sequence[str], axis: str,
+                      facts: dict[str, dict[str, Any]], bootstrap: int, seed: int, d: float) -> None:
+    group_cols = [c for c in ("campaign", "workload") if c in tot.columns] + ["metric"]
+    label_cols = _label_columns(tot, [c for c in slice_columns(tot, axis) if c not in group_cols])
+    rep.sections.append(f"<h2>Scaling along {html.escape(axis)}</h2><p>Left: median of the repetitions; band: "
+                        "interquartile range; dashed: USL fit (faint when the fit is poor); x: collapse point "
+                        f"(throughput stays below {100 * (1 - d):.0f}% of the peak, judged on the largest repetition)."
+                        " Right: speedup and efficiency relative to the smallest load. Intervals are 95% bootstrap"
+                        " intervals over repetitions.</p>")
+    chosen = tot[tot["metric"].isin(metric_names)]
+    groups = sorted(chosen.groupby(group_cols, sort=True, observed=True),
+                    key=lambda g: list(metric_names).index(g[0][-1]))  # metric by metric, in the order given
+    for gi, (gkey, gdf) in enumerate(groups):
+        gparams = dict(zip(group_cols, gkey))
+        title = slice_label(gparams)
+        unit = str(gdf["unit"].dropna().iloc[0]) if "unit" in gdf.columns and gdf["unit"].notna().any() else ""
+        rows, series = [], []
+        for params, sdf in iter_slices(gdf, axis):
+            label = slice_label({k: params[k] for k in label_cols if k in params}) or title
+            n, x = sdf[axis].to_numpy(dtype=float), sdf["value"].to_numpy(dtype=float)
+            lv = spread_by_level(n, x)
+            fit: UslFit | None = None
+            coll: Collapse | None = None
+            if lv.shape[0] >= 2:
+                fit = fit_usl(n, x, bootstrap=bootstrap, seed=seed)
+                coll = detect_collapse(n, x, d=d)
+            series.append(plots.Series(label, lv["n"].to_numpy(), lv["median"].to_numpy(), lv["q1"].to_numpy(),
+                                       lv["q3"].to_numpy(), fit, coll))
+            hosts = sorted(map(str, sdf["host"].dropna().unique())) if "host" in sdf.columns else []
+            if len(hosts) > 1:
+                differ, missing = _facts_differ(hosts, facts)
+                if differ:
+                    rep.warnings.append(f"{title} {label}: ran on hosts {', '.join(hosts)} that differ in "
+                                        f"{', '.join(differ)}; its points are not comparable")
+                if missing:
+                    rep.warnings.append(f"{title} {label}: no facts recorded for host(s) {', '.join(missing)}; "
+                                        "cannot check that its hosts are comparable")
+            rows.append(_fit_row(label, lv, fit, coll, hosts))
+        all_hosts = sorted(map(str, gdf["host"].dropna().unique())) if "host" in gdf.columns else []
+        differ, _ = _facts_differ(all_hosts, facts)
+        if differ:
+            rep.warnings.append(f"{title}: its variants ran on hosts that differ in {', '.join(differ)} "
+                                f"({', '.join(all_hosts)}); compare them with care")
+        rep.sections.append(f"<h3>{html.escape(title)}</h3>")
+        for part in range(0, len(series), LINES_PER_FIGURE):
+            chunk = series[part:part + LINES_PER_FIGURE]
+            suffix = f" ({part // LINES_PER_FIGURE + 1})" if len(series) > LINES_PER_FIGURE else ""
+            rep.sections.append(rep.figure(f"scaling_{gi}_{part}", lambda p, c=chunk, s=suffix: plots.scaling(
+                p, c, axis=axis, ylabel=f"{gparams['metric']} ({unit})" if unit else str(gparams["metric"]),
+                title=title + s)))
+        rep.sections.append(_table(
+            ["variant", "loads", "hosts", "sigma (contention)", "kappa (coherency)", "gamma", "peak N*", "X(N*)", "R^2",
+             "collapse", "fit"], rows, raw=[False] * 10 + [True]))
+
+
+def _fit_row(label: str, lv: pd.DataFrame, fit: UslFit | None, coll: Collapse | None, hosts: list[str]) -> list[Any]:
+    loads = f"{_fmt(lv['n'].iloc[0])}..{_fmt(lv['n'].iloc[-1])} ({lv.shape[0]})"
+    if fit is None:
+        return [label, loads, ", ".join(hosts)] + [""] * 6 + ["", "one load only: nothing to fit"]
+    collapse = (f"at {_fmt(coll.collapse_n)}: -{100 * coll.drop:.0f}% of peak at {_fmt(coll.peak_n)}"
+                if coll and coll.collapsed else f"none (peak at {_fmt(coll.peak_n)})" if coll else "")
+    note = f'<span class="poor">poor fit: {html.escape(fit.reason)}</span>' if fit.poor_fit else "ok"
+    return [label, loads, ", ".join(hosts), _ci(fit.sigma, fit.sigma_ci), _ci(fit.kappa, fit.kappa_ci),
+            _ci(fit.gamma, fit.gamma_ci), _ci(fit.peak_n, fit.peak_n_ci), fit.peak_x, f"{fit.r2:.3f}", collapse, note]
+
+
+def _overcommit_sections(rep: _Report, metrics: pd.DataFrame, metric_names: Sequence[str]) -> None:
+    rep.sections.append("<h2>Over-commit</h2><p>k VMs share the same cores; T1 is the median of the single-VM cell "
+                        "with equal parameters. Aggregate efficiency sum T<sub>k,i</sub>/T1 (ideal 1), per-VM "
+                        "normalized throughput T<sub>k,i</sub>/T1 (ideal 1/k), Jain's index (1 fair, 1/k one VM "
+                        "gets all); medians over repetitions.</p>")
+    found = False
+    for mi, name in enumerate(metric_names):
+        cells, _ = overcommit_table(metrics, metric=name)
+        if cells.empty:
+            continue
+        found = True
+        group_cols = [c for c in ("campaign", "workload") if c in cells.columns]
+        var_cols = _label_columns(cells, [c for c in param_columns(metrics) if c not in group_cols + [VMS_AXIS]])
+        groups = cells.groupby(group_cols, sort=True, observed=True) if group_cols else [((), cells)]
+        for gi, (gkey, gdf) in enumerate(groups):
+            gkey = gkey if isinstance(gkey, tuple) else (gkey,)
+            title = slice_label({**dict(zip(group_cols, gkey)), "metric": name})
+            series = []
+            for vkey, vdf in (gdf.groupby(var_cols, sort=True, dropna=False, observed=True) if var_cols else [((), gdf)]):
+                vkey = vkey if isinstance(vkey, tuple) else (vkey,)
+                vdf = vdf.sort_values("k")
+                series.append(plots.OvercommitSeries(
+                    slice_label(dict(zip(var_cols, vkey))) or title, vdf["k"].to_numpy(), vdf["efficiency"].to_numpy(),
+                    vdf["efficiency_q1"].to_numpy(), vdf["efficiency_q3"].to_numpy(), vdf["jain"].to_numpy()))
+            rep.sections.append(f"<h3>{html.escape(title)}</h3>")
+            rep.sections.append(rep.figure(f"overcommit_{mi}_{gi}", lambda p, s=series, t=title: plots.overcommit(p, s, title=t)))
+            rows = [[slice_label({c: r[c] for c in var_cols}), r["k"], r["n"], r["t1"], r["efficiency"],
+                     f"{_fmt(r['efficiency_q1'])}..{_fmt(r['efficiency_q3'])}", r["jain"], r["jain_min"],
+                     f"{_fmt(r['norm_min'])}..{_fmt(r['norm_max'])}", r["ideal_per_vm"],
+                     f"{int(r['vms_seen'])}/{int(r['k'])}"] for _, r in gdf.iterrows()]
+            rep.sections.append(_table(["variant", "k", "reps", "T1", "efficiency", "IQR", "Jain", "Jain min",
+                                        "per-VM T/T1 (min..max)", "ideal per VM", "VMs seen"], rows))
+            short = gdf[gdf["vms_seen"] < gdf["k"]]
+            if not short.empty:
+                rep.warnings.append(f"{title}: {len(short)} over-commit cell(s) lack per-VM rows for some VMs")
+    if not found:
+        rep.sections.append("<p>No over-commit cell has a single-VM reference (vms = 1 with equal parameters).</p>")
+
+
+def _provenance_section(provenance: dict[str, Any], tot: pd.DataFrame) -> str:
+    parts = ["<h2>Provenance</h2>"]
+    skip = {"hosts", "matrix"}
+    fields = [[k, v if isinstance(v, (str, int, float)) else json.dumps(v, default=str)]
+              for k, v in provenance.items() if k not in skip]
+    parts.append(_table(["field", "value"], fields))
+    if {"env", "accel"} <= set(tot.columns):
+        used = tot.groupby(["env", "accel"], dropna=False, observed=True).size().reset_index(name="rows")
+        parts.append("<h3>Environments and accelerators actually used</h3>")
+        parts.append(_table(["env", "accel", "result rows"], used.itertuples(index=False)))
+    hosts = provenance.get("hosts") or {}
+    if hosts:
+        cols = list(dict.fromkeys([k for k in FACT_KEYS if any(k in f for f in hosts.values())]
+                                  + sorted({k for f in hosts.values() for k in f} - set(FACT_KEYS))))
+        parts.append("<h3>Hosts</h3>")
+        parts.append(_table(["host"] + cols, [[h] + [json.dumps(f.get(c), default=str) if isinstance(f.get(c), (dict, list))
+                                                     else f.get(c) for c in cols] for h, f in sorted(hosts.items())]))
+    matrix = provenance.get("matrix")
+    if matrix is not None:
+        text = matrix if isinstance(matrix, str) else json.dumps(matrix, indent=2, default=str)
+        parts.append("<h3>Matrix</h3><pre>" + html.escape(text) + "</pre>")
+    return "\n".join(parts)
+
+
+def _trial_section(rep: _Report, trials: pd.DataFrame | None) -> str:
+    if trials is None or trials.empty or "status" not in trials.columns:
+        return ""
+    by_status = trials["status"].value_counts().sort_index()
+    final = trials
+    if {"trial_id", "attempt"} <= set(trials.columns):
+        final = trials.sort_values("attempt").drop_duplicates("trial_id", keep="last")
+    bad = final[final["status"] != "ok"]
+    if not bad.empty:
+        rep.warnings.append(f"{len(bad)} trial(s) have no successful attempt ({', '.join(sorted(map(str, bad['status'].unique())))});"
+                            " their cells have fewer repetitions")
+    return "<h2>Trials</h2>" + _table(["status", "attempts"], by_status.items()) + (
+        f"<p>{len(final)} trials, {len(final) - len(bad)} with a successful attempt.</p>")
+
+
+def _wide_section(rep: _Report, stats: pd.DataFrame, target: float) -> str:
+    wide = stats[stats["wide"]].sort_values("ci_rel", ascending=False)
+    if wide.empty:
+        return ""
+    rep.warnings.append(f"{len(wide)} cell(s) have a 95% interval of the median wider than +-{100 * target:.0f}%; "
+                        "see 'Cells with wide spread' for the repetitions they need")
+    params = [c for c in wide.columns if c in set(param_columns(stats))]
+    rows = [[slice_label({c: r[c] for c in params}), r["metric"], r["n"], r["median"], f"{100 * r['ci_rel']:.1f}%",
+             r["reps_needed"]] for _, r in wide.head(50).iterrows()]
+    more = f"<p>{len(wide) - 50} more in summary.csv (column wide).</p>" if len(wide) > 50 else ""
+    return ("<h2>Cells with wide spread</h2>" + _table(["cell", "metric", "reps", "median", "CI half-width",
+                                                        "reps needed"], rows) + more)
+
+
+def build_report(metrics: Any, trials: Any, provenance: dict[str, Any] | None, out_dir: Path | str, *,
+                 axis: str | None = None, metric_names: Sequence[str] | None = None, bootstrap: int = 200,
+                 seed: int = 0, d: float = DEFAULT_DROP, target: float = DEFAULT_TARGET,
+                 max_figures: int = 12) -> Path:
+    """Write out_dir/report.html (PNG figures in out_dir/img/, all cells in out_dir/summary.csv); return its path.
+
+    `axis` is the load axis (default: the first of threads, cores, vcpus with 2+ values); `metric_names` the
+    metrics to plot and fit (default: every higher-is-better metric). Slices are the cells that differ only in
+    the axis; each gets a USL fit with `bootstrap` replicates and collapse detection with drop `d`.
+    """
+    t0 = time.perf_counter()
+    metrics = as_pandas(metrics)
+    check_metrics(metrics)
+    trials_df = as_pandas(trials) if trials is not None else None
+    provenance = provenance or {}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in (out / "img").glob("*.png"):
+        old.unlink()
+    if axis is not None and axis not in metrics.columns:
+        raise UsageError(f"no axis {axis!r} in the data; axes: {', '.join(param_columns(metrics))}")
+    axis = axis or scaling_axis(metrics)
+    tot = totals(metrics)
+    tot = tot[tot["value"].notna().to_numpy()]
+    if tot.empty:
+        raise DatasetError("the metrics table has no total rows (thread and vm null) to report")
+    names = _plot_metrics(tot, metric_names)
+    stats = cell_stats(metrics, target=target)
+    summary = summary_table(metrics, target=target)
+    summary.to_csv(out / "summary.csv", index=False)
+
+    rep = _Report(out, max_figures)
+    facts = {str(h): f for h, f in (provenance.get("hosts") or {}).items()}
+    if "accel" in tot.columns:
+        emulated = tot[(tot["accel"] == "tcg").to_numpy()]
+        if not emulated.empty:
+            envs = ", ".join(sorted(map(str, emulated["env"].unique()))) if "env" in emulated.columns else ""
+            rep.warnings.append(f"{len(emulated)} result rows ({envs}) ran under TCG, QEMU's software emulation: "
+                                "they are not KVM figures and are labelled accel=tcg throughout")
+        guests = tot[(tot["env"] != "host").to_numpy() & (tot["env"] != "container").to_numpy() & tot["accel"].isna().to_numpy()] \
+            if "env" in tot.columns else tot.iloc[:0]
+        if not guests.empty:
+            rep.warnings.append(f"{len(guests)} guest result rows do not record the accelerator used")
+    if "campaign" in tot.columns and tot["campaign"].nunique() > 1:
+        rep.warnings.append(f"the data holds {tot['campaign'].nunique()} campaigns; they are shown side by side, never pooled")
+    trial_html = _trial_section(rep, trials_df)
+    if axis is not None:
+        _scaling_sections(rep, tot, names, axis, facts, bootstrap, seed, d)
+    else:
+        rep.sections.append("<h2>Scaling</h2><p>No scaling axis (threads, cores or vcpus with 2+ values) in the data.</p>")
+    if VMS_AXIS in metrics.columns and metrics[VMS_AXIS].nunique() > 1:
+        _overcommit_sections(rep, metrics, names)
+    wide_html = _wide_section(rep, stats, target)
+    shown = summary.head(HTML_ROWS)
+    summary_html = ("<h2>Cells</h2><p>Median and interquartile range of every cell's repetitions"
+                    + (f"; first {HTML_ROWS} of {len(summary)} (all in " if len(summary) > HTML_ROWS else " (also in ")
+                    + '<a href="summary.csv">summary.csv</a>).</p>'
+                    + _table(list(shown.columns), shown.itertuples(index=False)))
+    if rep.omitted:
+        rep.warnings.append(f"{rep.omitted} figure(s) left out (max_figures={max_figures}); their tables are complete")
+    campaigns = sorted(map(str, tot["campaign"].unique())) if "campaign" in tot.columns else []
+    title = f"Campaign {provenance.get('campaign') or ', '.join(campaigns)}"
+    warn_html = "<h2>Warnings</h2>" + ("".join(_warn(w) for w in rep.warnings) if rep.warnings else "<p>None.</p>")
+    doc = "\n".join([
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
+        f"<p>Runner {html.escape(str(provenance.get('runner_version', '?')))}, commit "
+        f"{html.escape(str(provenance.get('git_commit', '?')))}; {len(metrics)} metric rows, {len(stats)} cells; "
+        f"report built in {time.perf_counter() - t0:.1f} s.</p>",
+        warn_html, trial_html, *rep.sections, wide_html, summary_html, _provenance_section(provenance, tot),
+        "</body></html>",
+    ])
+    path = out / "report.html"
+    path.write_text(doc, encoding="utf-8")
+    return path
+
+
+def write_compare_html(result: pd.DataFrame, path: Path | str, *, title: str, q: float = 0.05) -> Path:
+    """Write the table returned by runner.analysis.compare as a small HTML page."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    counts = result["verdict"].value_counts()
+    summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in ("regression", "improvement", "changed", "same", "untested"))
+    rows = result.copy()
+    for c in ("change", "change_low", "change_high"):
+        rows[c] = rows[c].map(lambda v: f"{100 * v:+.1f}%" if pd.notna(v) else "")
+    doc = "\n".join([
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
+        f"<p>{html.escape(summary)}. Mann-Whitney U per cell, Benjamini-Hochberg q-values, significant at q &le; {q}; "
+        "change is median(B)/median(A) - 1 with a 95% bootstrap interval.</p>",
+        _table(list(rows.columns), rows.itertuples(index=False)), "</body></html>",
+    ])
+    path.write_text(doc, encoding="utf-8")
+    return path

@@ -1,0 +1,124 @@
+"""runner provision: fingerprint hosts, optionally tune them, and build the workloads on them (Ansible)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from runner.cli import datasets_default
+from runner.errors import UsageError
+from runner.provision.ansible import ProvisionReport, TaskEvent, provision
+from runner.provision.tuning import knobs_from_vars
+
+HELP = """\
+Prepare hosts for a campaign with the playbooks in playbooks/: record each host's fingerprint (CPU,
+NUMA, SMT, governor, turbo, kernel, THP, mitigations, hypervisor) to OUT/hosts/<host>.json, apply the
+tuning knobs of --tune (saving the old values on the host; playbooks/restore.yml puts them back), then
+build lockbench (and with --gmake unpack a kernel tree for the gmake workload). Running it again
+changes nothing that is already in place. Host keys are always checked.
+
+A --tune file holds knobs (all optional; null leaves the host as it is):
+  governor: performance        # cpufreq governor on every policy
+  turbo: false                 # intel_pstate/no_turbo or cpufreq/boost
+  smt: "off"                   # /sys/devices/system/cpu/smt/control
+  thp: never                   # transparent hugepages
+  irqbalance: stopped
+  kvm_params: {kvm_intel: {ple_gap: 0}}   # needs allow_reload: true (reloads the module)
+  cmdline_add: [nosmt]                    # needs allow_reboot: true (reports that a reboot is needed)
+Knobs this hardware lacks (no cpufreq in a VM, no SMT control) are reported, not failed.
+
+examples:
+  runner provision                                  # every host of inventory/
+  runner provision --limit local                    # only this machine
+  runner provision --limit lab --tune tune.yml --check   # what tuning would change, nothing changed
+  runner provision --limit lab --tune tune.yml --gmake --out datasets
+
+environment: RUNNER_INVENTORY (inventory), RUNNER_DATASETS (default --out).
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "provision",
+        help="fingerprint, tune and prepare hosts with Ansible",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--inventory", type=Path, default=Path(os.environ.get("RUNNER_INVENTORY", "inventory/")),
+                   help="Ansible inventory file or directory (env RUNNER_INVENTORY; default inventory/)")
+    p.add_argument("--limit", default="all", help="host pattern, e.g. a group name (default all)")
+    p.add_argument("--check", action="store_true", help="show what would change; change nothing on the hosts")
+    p.add_argument("--tune", type=Path, metavar="FILE.yml", help="tuning knobs to apply (see above)")
+    p.add_argument("--gmake", action="store_true", help="also prepare the kernel tree for the gmake workload")
+    p.add_argument("--out", type=Path, default=Path(datasets_default()),
+                   help="where OUT/hosts/<host>.json go (env RUNNER_DATASETS; default datasets)")
+    p.set_defaults(func=run)
+
+
+def load_tune_file(path: Path) -> dict[str, Any]:
+    """Read and validate a --tune file; errors name the file."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"{path}: cannot read tuning knobs: {' '.join(str(exc).split())}") from exc
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a mapping of knob: value")
+    knobs_from_vars(data, str(path))
+    return data
+
+
+def provision_hosts(
+    inventory: Path,
+    limit: str,
+    out: Path,
+    *,
+    tune_file: Path | None = None,
+    check: bool = False,
+    gmake: bool = False,
+    on_event: Callable[[TaskEvent], None] | None = None,
+) -> ProvisionReport:
+    """What `runner provision` does, without argv or output."""
+    if not Path(inventory).exists():
+        raise UsageError(f"inventory {inventory} does not exist (set --inventory or RUNNER_INVENTORY)")
+    tune = load_tune_file(tune_file) if tune_file else None
+    return provision(limit, inventory, out, tune=tune, check=check,
+                     prepare_vars={"runner_prepare_gmake": gmake}, private_data_root=out / ".ansible-runs",
+                     on_event=on_event)
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console(highlight=False)
+
+    def progress(ev: TaskEvent) -> None:
+        if ev.host is None:
+            console.print(f"[dim]{ev.playbook}: {ev.task}[/]")
+        elif ev.status in ("changed", "failed", "unreachable"):
+            color = "yellow" if ev.status == "changed" else "red"
+            console.print(f"  [{color}]{ev.status}[/] {ev.host}" + (f": {ev.message}" if ev.message else ""))
+
+    report = provision_hosts(args.inventory, args.limit, args.out, tune_file=args.tune, check=args.check,
+                             gmake=args.gmake, on_event=progress)
+    for host in report.hosts:
+        s = report.summaries[host]
+        console.print(
+            f"[bold]{host}[/]: {s['cpu_model']}, {s['sockets']} sockets / {s['cores']} cores / {s['threads']} threads, "
+            f"{s['numa_nodes']} NUMA nodes, SMT {s['smt']}, governor {s['governor']}, turbo {s['turbo']}, "
+            f"THP {s['thp']}, kernel {s['kernel']}, hypervisor {s['hypervisor']}"
+        )
+        t = report.tuning.get(host) or {}
+        for note in t.get("unsupported", []):
+            console.print(f"  [yellow]not on this host[/] {note['knob']}: {note['reason']}")
+        if t.get("reboot_required"):
+            console.print("  [red]reboot required[/] for the kernel arguments to take effect")
+        for change in report.tuning_changes[host]:
+            console.print(f"  tuned {change.path}: {change.old} -> {change.new}")
+    changed = sum(r.changed for r in report.results)
+    mode = " (check mode: nothing was changed)" if report.check else ""
+    console.print(f"{len(report.hosts)} hosts provisioned, {changed} changes{mode}; facts in {args.out / 'hosts'}")
+    return 0

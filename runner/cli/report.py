@@ -1,0 +1,88 @@
+"""`runner report`: build the HTML report of a campaign and print the median and spread of every cell."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import webbrowser
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from runner.cli import datasets_default
+
+EPILOG = """\
+examples:
+  runner report                          # the most recent campaign under datasets/
+  runner report locks-2026               # datasets/locks-2026, report in reports/locks-2026/
+  runner report /data/old/locks --out /tmp/r --open
+  runner report locks-2026 --axis vcpus --bootstrap 1000
+
+The report (report.html, PNG figures in img/, summary.csv) shows throughput against the load axis with
+its spread, speedup and efficiency, a Universal Scalability Law fit per slice with 95% intervals, collapse
+points, over-commit efficiency and fairness, provenance, and warnings when results are not comparable
+(hosts that differ, TCG emulation instead of KVM, cells whose spread needs more repetitions).
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "report", help="build the HTML report of a campaign", epilog=EPILOG,
+        description="Analyse a campaign's dataset and write an HTML report; print the median of every cell.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("campaign", nargs="?", help="campaign name under --datasets, or a path (default: most recent)")
+    p.add_argument("--datasets", default=datasets_default(),
+                   help="directory holding campaigns (env RUNNER_DATASETS; default: %(default)s)")
+    p.add_argument("--out", help="report directory (default: reports/<campaign>)")
+    p.add_argument("--axis", help="load axis (default: the first of threads, cores, vcpus with 2+ values)")
+    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates per fit (default: %(default)s)")
+    p.add_argument("--open", action="store_true", help="open the report in a web browser")
+    p.set_defaults(func=run)
+    return p
+
+
+def print_frame(console: Console, df: pd.DataFrame, *, title: str, max_rows: int = 40) -> None:
+    """Print a DataFrame as a rich table (first max_rows rows; floats with 4 significant digits)."""
+    table = Table(title=title, show_lines=False)
+    for c in df.columns:
+        table.add_column(str(c), justify="right" if pd.api.types.is_numeric_dtype(df[c]) else "left")
+    for row in df.head(max_rows).itertuples(index=False):
+        table.add_row(*(_cell(v) for v in row))
+    console.print(table)
+    if len(df) > max_rows:
+        console.print(f"... {len(df) - max_rows} more rows")
+
+
+def _cell(v: object) -> str:
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def report(campaign: str | None = None, *, datasets: Path | str = "datasets", out: Path | str | None = None,
+           axis: str | None = None, bootstrap: int = 200, console: Console | None = None) -> Path:
+    """Build the report of a campaign (see `runner report --help`); print its cell table; return report.html."""
+    from runner.analysis import build_report, summary_table
+    from runner.records.store import find_campaign, read_campaign
+
+    console = console or Console()
+    cdir = find_campaign(campaign, Path(datasets))
+    metrics, trials, provenance = read_campaign(cdir)
+    out_dir = Path(out) if out else Path("reports") / cdir.name
+    path = build_report(metrics, trials, provenance, out_dir, axis=axis, bootstrap=bootstrap)
+    cols = ["metric", "n", "median", "rel_iqr", "reps_needed"]
+    table = summary_table(metrics)
+    keep = [c for c in table.columns if c not in ("campaign", "unit", "q1", "q3", "iqr", "ci_rel", "wide")
+            and table[c].nunique(dropna=False) > 1 or c in cols]
+    print_frame(console, table[keep], title=f"{cdir.name}: median of every cell (rel_iqr = IQR / median)")
+    console.print(f"report: {path}")
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    path = report(args.campaign, datasets=args.datasets, out=args.out, axis=args.axis, bootstrap=args.bootstrap)
+    if args.open:
+        webbrowser.open(path.resolve().as_uri())
+    return 0

@@ -1,0 +1,284 @@
+"""Remote hosts over SSH (Fabric 3 / paramiko). The only module of the runner that talks SSH.
+
+`SSHHost` keeps one connection per host and reuses it for every `run()` and `put()`; a connection that
+dropped between calls is re-opened once. Host keys are always checked: the known_hosts file given in the
+`HostSpec` (else ~/.ssh/known_hosts) plus /etc/ssh/ssh_known_hosts; an unknown or changed key is refused.
+
+Every command is wrapped in the remote `timeout -k KILL_AFTER TIMEOUT argv...` (GNU coreutils or busybox),
+so a hung workload cannot outlive its trial even if we lose the connection. Locally, run() gives up at
+timeout + kill_after + grace: by then the remote `timeout` must have answered, so silence means the host
+or its network is gone and run() raises HostError. TCP_USER_TIMEOUT plus an SSH keepalive make a vanished
+peer close the transport instead of hanging a read.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import select
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from fabric import Config, Connection
+from paramiko import Channel, RejectPolicy, SSHConfig
+from paramiko.ssh_exception import AuthenticationException, BadHostKeyException, SSHException
+
+from runner.errors import HostError, UsageError
+from runner.execution.hosts import CommandResult, Host
+
+SYSTEM_KNOWN_HOSTS = (Path("/etc/ssh/ssh_known_hosts"), Path("/etc/ssh/ssh_known_hosts2"))
+USER_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
+KEEPALIVE_S = 5  # SSH keepalive interval
+DEAD_PEER_S = 15  # TCP_USER_TIMEOUT: unacknowledged data for this long closes the connection
+SFTP_TIMEOUT_S = 60.0  # per read on the SFTP channel
+# Exit codes of `timeout`: 124 (GNU, TERM sent), 137 (KILL after kill_after), 143 (busybox, TERM sent).
+TIMEOUT_RCS = frozenset({124, 137, 143})
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """How to reach one inventory host. local=True means this machine (no SSH)."""
+
+    name: str
+    address: str
+    port: int = 22
+    user: str = "root"
+    key_file: Path | None = None  # None: the default keys in ~/.ssh and the agent, like ssh
+    known_hosts: Path | None = None  # None: ~/.ssh/known_hosts
+    connect_timeout: float = 10.0
+    local: bool = False
+
+    def where(self) -> str:
+        """'host tb1 (root@10.0.0.2:22)' for messages."""
+        return f"host {self.name} ({self.user}@{self.address}:{self.port})"
+
+
+def remote_command(
+    argv: Sequence[str],
+    timeout: float,
+    kill_after: float,
+    cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """The shell line run remotely: every argv element, cwd and env value quoted; argv under `timeout`."""
+    if not argv:
+        raise UsageError("cannot run an empty argv")
+    if not timeout > 0:
+        raise UsageError(f"timeout {timeout!r} must be > 0 seconds")
+    parts: list[str] = []
+    if cwd is not None:
+        parts += ["cd", shlex.quote(cwd), "&&"]
+    parts.append("exec")
+    if env:
+        bad = [k for k in env if not _ENV_NAME.fullmatch(k)]
+        if bad:
+            raise UsageError(f"environment variable name {bad[0]!r} is invalid; allowed: [A-Za-z_][A-Za-z0-9_]*")
+        parts += ["env", *(shlex.quote(f"{k}={v}") for k, v in env.items())]
+    seconds = f"{timeout:.3f}".rstrip("0").rstrip(".")
+    parts += ["timeout", "-k", str(max(1, math.ceil(kill_after))), seconds, shlex.join(argv)]
+    return " ".join(parts)
+
+
+class _UnknownHostKey(SSHException):
+    pass
+
+
+class _Reject(RejectPolicy):
+    """RejectPolicy with an exception we can tell apart from other SSH failures."""
+
+    def missing_host_key(self, client, hostname, key) -> None:  # noqa: ANN001 - paramiko's signature
+        raise _UnknownHostKey(f"{key.get_name()} {key.fingerprint}")
+
+
+class SSHHost(Host):
+    """A host reached over SSH with one persistent, host-key-checked connection."""
+
+    def __init__(self, spec: HostSpec, *, kill_after: float = 5.0, grace: float = 5.0) -> None:
+        self.name = spec.name
+        self.spec = spec
+        self.kill_after = kill_after
+        self.grace = grace
+        self._conn: Connection | None = None
+        self._lock = threading.Lock()
+
+    # ----- connection --------------------------------------------------------------------------------
+    def _known_hosts_files(self) -> list[Path]:
+        first = self.spec.known_hosts if self.spec.known_hosts is not None else USER_KNOWN_HOSTS.expanduser()
+        return [first, *(p for p in SYSTEM_KNOWN_HOSTS if p.is_file())]
+
+    def _connect(self) -> Connection:
+        spec, where = self.spec, self.spec.where()
+        if spec.key_file is not None and not Path(spec.key_file).is_file():
+            raise HostError(f"{where}: key file {spec.key_file} does not exist")
+        if spec.known_hosts is not None and not Path(spec.known_hosts).exists():
+            raise HostError(f"{where}: known_hosts file {spec.known_hosts} does not exist")
+        t = float(spec.connect_timeout)
+        kwargs: dict = {"timeout": t, "banner_timeout": t, "auth_timeout": t, "channel_timeout": t}
+        if spec.key_file is not None:
+            kwargs |= {"key_filename": str(spec.key_file), "look_for_keys": False, "allow_agent": False}
+        # An empty SSHConfig: ~/.ssh/config must not silently change where or how we connect.
+        conn = Connection(
+            host=spec.address, user=spec.user, port=spec.port, connect_kwargs=kwargs,
+            config=Config(lazy=True, ssh_config=SSHConfig()),
+        )
+        client = conn.client
+        client.set_missing_host_key_policy(_Reject())
+        files = self._known_hosts_files()
+        # paramiko consults "system" keys first: the file named for this host wins over the others.
+        if files[0].is_file():
+            client.load_system_host_keys(str(files[0]))
+        for extra in files[1:]:
+            client.get_host_keys().load(str(extra))
+        try:
+            conn.open()
+        except BadHostKeyException as e:
+            client.close()
+            raise HostError(
+                f"{where}: host key changed: got {e.key.get_name()} {e.key.fingerprint}, "
+                f"known_hosts ({', '.join(map(str, files))}) has {e.expected_key.fingerprint}"
+            ) from None
+        except _UnknownHostKey as e:
+            client.close()
+            raise HostError(f"{where}: unknown host key {e}; not in {', '.join(map(str, files))}") from None
+        except AuthenticationException:
+            client.close()
+            key = spec.key_file or "the default keys"
+            raise HostError(f"{where}: login refused for user {spec.user} with {key}") from None
+        except (TimeoutError, socket.timeout):
+            client.close()
+            raise HostError(f"{where}: unreachable: no answer within {t:g} s") from None
+        except (SSHException, OSError, EOFError) as e:
+            client.close()
+            raise HostError(f"{where}: cannot connect: {_one_line(e)}") from None
+        transport = conn.transport
+        transport.set_keepalive(KEEPALIVE_S)
+        if isinstance(transport.sock, socket.socket):
+            transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, DEAD_PEER_S * 1000)
+        return conn
+
+    def _connection(self) -> Connection:
+        """The open connection, (re)connecting if there is none or it dropped."""
+        with self._lock:
+            if self._conn is None or not self._conn.is_connected:
+                self._drop()
+                self._conn = self._connect()
+            return self._conn
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            finally:
+                conn.client.close()
+
+    def _session(self) -> Channel:
+        """A new session channel. A kept connection found dead is replaced once; a fresh one is not retried."""
+        fresh = self._conn is None or not self._conn.is_connected
+        while True:
+            conn = self._connection()
+            try:
+                return conn.transport.open_session(timeout=self.spec.connect_timeout)
+            except (SSHException, OSError, EOFError) as e:
+                self._drop()
+                if fresh:
+                    raise HostError(f"{self.spec.where()}: cannot open a session: {_one_line(e)}") from None
+                fresh = True
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    # ----- Host API ----------------------------------------------------------------------------------
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> CommandResult:
+        command = remote_command(argv, timeout, self.kill_after, cwd, env)
+        start = time.monotonic()
+        limit = timeout + self.kill_after + self.grace
+        chan = self._session()
+        try:
+            chan.exec_command(command)
+            chan.shutdown_write()
+            rc, out, err = self._collect(chan, start + limit, argv, limit)
+        except (SSHException, OSError, EOFError) as e:
+            self._drop()
+            raise HostError(f"{self.spec.where()}: connection lost while running {argv[0]}: {_one_line(e)}") from None
+        finally:
+            chan.close()
+        wall = time.monotonic() - start
+        timed_out = rc in TIMEOUT_RCS and wall >= timeout
+        return CommandResult(tuple(argv), rc, out, err, wall, timed_out)
+
+    def _collect(self, chan: Channel, deadline: float, argv: Sequence[str], limit: float) -> tuple[int, str, str]:
+        """rc, stdout, stderr of a running command; rc -1 if it died by a signal (no exit status)."""
+        out, err = bytearray(), bytearray()
+        while True:
+            while chan.recv_ready():
+                out += chan.recv(65536)
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+            done = chan.exit_status_ready() and (chan.eof_received or chan.closed)
+            if done and not chan.recv_ready() and not chan.recv_stderr_ready():
+                break
+            transport = chan.get_transport()
+            if transport is None or not transport.is_active():
+                self._drop()
+                raise HostError(f"{self.spec.where()}: connection lost while running {argv[0]}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._drop()
+                raise HostError(
+                    f"{self.spec.where()}: no answer {limit:g} s after starting {argv[0]}; host or network gone"
+                )
+            if chan.eof_received:
+                chan.status_event.wait(min(remaining, 0.5))
+            else:
+                select.select([chan], [], [], min(remaining, 0.5))
+        rc = chan.recv_exit_status()
+        if rc == -1 and not chan.get_transport().is_active():
+            self._drop()
+            raise HostError(f"{self.spec.where()}: connection lost while running {argv[0]}")
+        return rc, out.decode(errors="replace"), err.decode(errors="replace")
+
+    def put(self, local: Path, remote: str) -> None:
+        local = Path(local)
+        if not local.is_file():
+            raise UsageError(f"cannot copy {local} to {self.name}: no such local file")
+        where = self.spec.where()
+        chan = self._session()
+        chan.close()  # proves the connection alive (reconnecting once) before SFTP opens its own channel
+        try:
+            sftp = self._connection().sftp()
+            sftp.get_channel().settimeout(SFTP_TIMEOUT_S)
+            parent = PurePosixPath(remote).parent
+            for d in reversed([parent, *parent.parents]):
+                if str(d) in ("/", "."):
+                    continue
+                try:
+                    sftp.stat(str(d))
+                except FileNotFoundError:
+                    sftp.mkdir(str(d))
+            sftp.put(str(local), remote)
+            sftp.chmod(remote, local.stat().st_mode & 0o7777)
+        except (SSHException, OSError, EOFError) as e:
+            lost = self._conn is None or not self._conn.is_connected
+            if lost:
+                self._drop()
+            what = "connection lost" if lost else "failed"
+            raise HostError(f"{where}: copying {local} to {remote} {what}: {_one_line(e)}") from None
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__

@@ -1,0 +1,183 @@
+"""The Ansible inventory, read by Ansible itself, turned into `HostSpec`s the runner connects to.
+
+Ansible's DataLoader, InventoryManager and VariableManager load the file, so host_vars/, group_vars/,
+group nesting, templated values and the connection variables (ansible_host, ansible_port, ansible_user,
+ansible_ssh_private_key_file, ansible_connection and their ansible_ssh_* aliases) mean exactly what they
+mean to ansible-playbook. A `-o UserKnownHostsFile=...` in ansible_ssh_common_args/extra_args is honoured,
+so the runner checks host keys against the same file as Ansible.
+"""
+
+from __future__ import annotations
+
+import getpass
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runner.errors import UnknownNameError, UsageError
+from runner.execution.hosts import LOCAL_NAMES, Host, LocalHost
+from runner.execution.ssh import HostSpec, SSHHost
+
+DEFAULT_CONNECT_TIMEOUT = 10.0  # Ansible's own default `timeout`
+SSH_CONNECTIONS = frozenset({"ssh", "paramiko", "paramiko_ssh", "smart"})
+
+# Variable names Ansible's ssh connection plugin reads, lowest precedence first (the last one set wins).
+_ADDRESS = ("ansible_host", "ansible_ssh_host")
+_PORT = ("ansible_port", "ansible_ssh_port")
+_USER = ("ansible_user", "ansible_ssh_user")
+_KEY = ("ansible_private_key_file", "ansible_ssh_private_key_file")
+_TIMEOUT = ("ansible_timeout", "ansible_ssh_timeout")
+_SSH_ARGS = ("ansible_ssh_common_args", "ansible_ssh_extra_args")
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Hosts and groups of one inventory file. `groups` maps a group to its hosts, nested groups included."""
+
+    path: Path
+    hosts: Mapping[str, HostSpec]
+    groups: Mapping[str, tuple[str, ...]]
+    unsupported: Mapping[str, str] = field(default_factory=dict)  # host -> its ansible_connection
+
+    def resolve(self, pattern: str) -> list[HostSpec]:
+        """The hosts of a group, or the one host of that name. Like Ansible, `localhost` always exists."""
+        if pattern in self.groups:
+            names = list(self.groups[pattern])
+        elif pattern in self.hosts or pattern in self.unsupported:
+            names = [pattern]
+        elif pattern == "localhost":
+            return [HostSpec(name="localhost", address="127.0.0.1", user=getpass.getuser(), local=True)]
+        else:
+            raise UnknownNameError(f"no host or group '{pattern}' in {self.path}; known: {', '.join(self.known())}")
+        for name in names:
+            if name in self.unsupported:
+                raise UsageError(
+                    f"{self.path}: host {name}: ansible_connection '{self.unsupported[name]}' is not supported "
+                    f"by the runner; allowed: local, {', '.join(sorted(SSH_CONNECTIONS))}"
+                )
+        return [self.hosts[n] for n in names]
+
+    def known(self) -> list[str]:
+        """Group names, then host names, sorted; the implicit empty group `ungrouped` left out."""
+        groups = sorted(g for g, members in self.groups.items() if members or g != "ungrouped")
+        return groups + sorted({*self.hosts, *self.unsupported})
+
+
+def load_inventory(path: Path | str) -> Inventory:
+    """Load an Ansible inventory (file or directory) with Ansible's own loader."""
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar
+    from ansible.vars.manager import VariableManager
+
+    shown = Path(path)
+    source = shown.resolve()
+    if not source.exists():
+        raise UsageError(f"inventory {shown} does not exist")
+    if source.is_file() and source.suffix in (".yml", ".yaml"):
+        try:  # Ansible only warns about a broken file and goes on with an empty inventory
+            yaml.safe_load(source.read_text())
+        except yaml.YAMLError as e:
+            raise UsageError(f"{shown}: not valid YAML: {' '.join(str(e).split())}") from None
+    loader = DataLoader()
+    manager = InventoryManager(loader=loader, sources=[str(source)])
+    variables = VariableManager(loader=loader, inventory=manager)
+    if not manager.hosts:
+        raise UsageError(f"{shown}: no hosts (the file is empty or Ansible could not parse it)")
+    hosts: dict[str, HostSpec] = {}
+    unsupported: dict[str, str] = {}
+    for name, host in manager.hosts.items():
+        hostvars = variables.get_vars(host=host, include_hostvars=False)
+        templar = Templar(loader=loader, variables=hostvars)
+        conn_vars = {k: _template(templar, hostvars[k], shown, name, k) for k in _CONNECTION_VARS if k in hostvars}
+        connection = conn_vars.get("ansible_connection")
+        if connection is not None and connection != "local" and connection not in SSH_CONNECTIONS:
+            unsupported[name] = str(connection)
+            continue
+        hosts[name] = host_spec(name, conn_vars, shown)
+    groups = {g: tuple(h.name for h in group.get_hosts()) for g, group in manager.groups.items()}
+    return Inventory(path=shown, hosts=hosts, groups=groups, unsupported=unsupported)
+
+
+_CONNECTION_VARS = ("ansible_connection", *_ADDRESS, *_PORT, *_USER, *_KEY, *_TIMEOUT, *_SSH_ARGS)
+
+
+def _template(templar: Any, value: Any, path: Path, host: str, key: str) -> Any:
+    from ansible.errors import AnsibleError
+
+    try:
+        value = templar.template(value)
+    except AnsibleError as e:
+        raise UsageError(f"{path}: host {host}: {key}: {' '.join(str(e).split())}") from None
+    # Ansible hands out tagged str/int subclasses; keep plain values in our records.
+    if isinstance(value, bool):
+        return value
+    for plain in (int, float, str):
+        if isinstance(value, plain):
+            return plain(value)
+    return value
+
+
+def host_spec(name: str, conn_vars: Mapping[str, Any], path: Path) -> HostSpec:
+    """Build a HostSpec from a host's (templated) connection variables. Pure."""
+
+    def last(keys: tuple[str, ...]) -> Any:
+        found = [conn_vars[k] for k in keys if conn_vars.get(k) not in (None, "")]
+        return found[-1] if found else None
+
+    address = last(_ADDRESS)
+    local = conn_vars.get("ansible_connection") == "local" or (name in LOCAL_NAMES and address is None)
+    port = _number(last(_PORT), 22, int, path, name, "ansible_port")
+    timeout = _number(last(_TIMEOUT), DEFAULT_CONNECT_TIMEOUT, float, path, name, "ansible_timeout")
+    if not 0 < port < 65536:
+        raise UsageError(f"{path}: host {name}: ansible_port {port} out of range; allowed: 1..65535")
+    key = last(_KEY)
+    ssh_args = " ".join(str(conn_vars[k]) for k in _SSH_ARGS if conn_vars.get(k))
+    return HostSpec(
+        name=name,
+        address=str(address or name),
+        port=port,
+        user=str(last(_USER) or getpass.getuser()),
+        key_file=Path(str(key)).expanduser() if key else None,
+        known_hosts=known_hosts_from_ssh_args(ssh_args),
+        connect_timeout=timeout,
+        local=local,
+    )
+
+
+def _number(value: Any, default: Any, kind: type, path: Path, host: str, key: str) -> Any:
+    if value is None:
+        return default
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        what = "an integer" if kind is int else "a number"
+        raise UsageError(f"{path}: host {host}: {key} {value!r} is not {what}") from None
+
+
+def known_hosts_from_ssh_args(args: str) -> Path | None:
+    """The first UserKnownHostsFile in ssh arguments ('-o UserKnownHostsFile=F', '-oUserKnownHostsFile F')."""
+    try:
+        words = shlex.split(args)
+    except ValueError:
+        return None
+    options: list[str] = []
+    for i, word in enumerate(words):
+        if word == "-o" and i + 1 < len(words):
+            options.append(words[i + 1])
+        elif word.startswith("-o") and len(word) > 2:
+            options.append(word[2:])
+    for option in options:
+        key, _, value = option.strip().replace("=", " ", 1).partition(" ")
+        if key.lower() == "userknownhostsfile" and value.split():
+            return Path(value.split()[0]).expanduser()
+    return None
+
+
+def connect(spec: HostSpec) -> Host:
+    """A Host for the spec: this machine for local hosts, otherwise an SSHHost."""
+    return LocalHost(spec.name) if spec.local else SSHHost(spec)

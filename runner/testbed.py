@@ -1,0 +1,534 @@
+"""A test bed of real SSH hosts on this machine: Linux network namespaces on a private bridge.
+
+Each test host is a network namespace with its own address on a private /24 (10.213.<id>.0/24, never
+routed anywhere: the namespaces get no default route) and its own real `sshd` (own config, host key,
+pid file, log). The bridge `rtb<id>` holds .1, hosts tb1..tbN hold .2, .3, ... A client key pair, an
+Ansible inventory (group `testbed`) and a known_hosts file with the real host keys are written to the
+test bed's directory, so the runner and Ansible reach the hosts exactly like lab machines.
+
+Only the network is separate: the hosts share this machine's filesystem, hostname and kernel.
+
+Names: everything the test bed creates starts with `rtb<id>` (id = the third octet, 1..254): bridge
+`rtb<id>`, namespaces `rtb<id>h<i>`, host-side veths `rtb<id>v<i>`. The bridge's alias records who owns
+it, so `cleanup_stale()` can remove what a crashed run left behind without touching a live test bed.
+
+Usage (needs root and `ip netns`):
+
+    with TestBed.up(3, base_dir=tmp, name="tb") as bed:
+        bed.inventory_path, bed.hosts[0].address, bed.link_down("tb2"), ...
+
+    python -m runner.testbed up 3 --dir DIR      # prints DIR/hosts.yml; state in DIR/testbed.json
+    python -m runner.testbed down --dir DIR
+    python -m runner.testbed cleanup [--force]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import yaml
+
+from runner.errors import ProvisionError, RunnerError, UsageError
+
+PREFIX = "rtb"
+SUBNET_BASE = "10.213"  # 10.213.<id>.0/24, one /24 per test bed, only on this machine
+SSHD = "/usr/sbin/sshd"
+STATE_FILE = "testbed.json"
+STATE_VERSION = 1  # 1: first version
+ALIAS_TAG = "runner-testbed"
+MAX_HOSTS = 200
+
+
+@dataclass(frozen=True)
+class TestHost:
+    """One host of the test bed. `sshd_pid` is None while its sshd is killed."""
+
+    __test__ = False  # not a pytest test class
+
+    name: str
+    address: str
+    port: int
+    netns: str
+    veth: str
+    sshd_pid: int | None
+
+
+class TestBed:
+    """N namespaced hosts with real sshds. Build with `TestBed.up(...)`; always call `down()`."""
+
+    __test__ = False
+
+    def __init__(self, bed_id: int, name: str, directory: Path, hosts: list[TestHost], detached: bool) -> None:
+        self.id = bed_id
+        self.name = name
+        self.dir = directory
+        self.hosts = hosts
+        self.detached = detached
+        self._procs: dict[str, subprocess.Popen] = {}
+
+    # ----- paths -------------------------------------------------------------------------------------
+    @property
+    def bridge(self) -> str:
+        return f"{PREFIX}{self.id}"
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.dir / "hosts.yml"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.dir / "known_hosts"
+
+    @property
+    def key_path(self) -> Path:
+        return self.dir / "id_ed25519"
+
+    @property
+    def authorized_keys(self) -> Path:
+        return self.dir / "authorized_keys"
+
+    def host(self, host: TestHost | str) -> TestHost:
+        """The current record of a host given by name or record."""
+        name = host if isinstance(host, str) else host.name
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise UsageError(f"no test host '{name}'; known: {', '.join(h.name for h in self.hosts)}")
+
+    # ----- life cycle --------------------------------------------------------------------------------
+    @classmethod
+    def up(cls, n: int, base_dir: Path, name: str = "testbed", *, detach: bool = False) -> TestBed:
+        """Create n hosts; files go to base_dir/name (created; must not exist or be empty).
+
+        detach=True lets the sshds outlive this process (the CLI); otherwise they are our children.
+        On any failure everything created so far is removed before the error propagates.
+        """
+        if not 1 <= n <= MAX_HOSTS:
+            raise UsageError(f"test bed size {n} out of range; allowed: 1..{MAX_HOSTS}")
+        _check_tools()
+        directory = Path(base_dir).resolve() / name
+        if any(c.isspace() for c in str(directory)):  # sshd_config and ssh -o split paths at whitespace
+            raise UsageError(f"test bed directory {str(directory)!r} contains whitespace; choose another")
+        if directory.exists() and any(directory.iterdir()):
+            raise UsageError(f"test bed directory {directory} exists and is not empty")
+        directory.mkdir(parents=True, exist_ok=True)
+        bed_id = _claim_bridge(directory, detach)
+        bed = cls(bed_id, name, directory, [], detach)
+        try:
+            bed._build(n)
+        except BaseException:
+            bed.down()
+            raise
+        return bed
+
+    @classmethod
+    def load(cls, directory: Path) -> TestBed:
+        """The test bed whose state is in directory/testbed.json (e.g. made by another process)."""
+        path = Path(directory).resolve() / STATE_FILE
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise UsageError(f"{path}: cannot read test bed state: {e}") from None
+        if state.get("version") != STATE_VERSION:
+            raise UsageError(f"{path}: state version {state.get('version')!r} unsupported; allowed: {STATE_VERSION}")
+        hosts = [TestHost(**h) for h in state["hosts"]]
+        return cls(state["id"], state["name"], Path(state["dir"]), hosts, state["detached"])
+
+    def __enter__(self) -> TestBed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    def _build(self, n: int) -> None:
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{self.bridge}-client", "-f", str(self.key_path)])
+        shutil.copyfile(self.key_path.with_suffix(".pub"), self.authorized_keys)
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        _ip("addr", "add", f"{self._address(1)}/24", "dev", self.bridge)
+        _ip("link", "set", self.bridge, "type", "bridge", "forward_delay", "0")
+        _ip("link", "set", self.bridge, "up")
+        for i in range(1, n + 1):
+            b = self.bridge
+            host = TestHost(f"tb{i}", self._address(i + 1), 22, f"{b}h{i}", f"{b}v{i}", None)
+            self.hosts.append(host)  # recorded before it exists, so down() removes a half-made host
+            self._save()
+            self._create_host(host, peer=f"{b}p{i}")
+        for h in list(self.hosts):
+            self.start_sshd(h)
+        self.known_hosts.write_text("".join(f"{h.address} {self._host_pubkey(h)}\n" for h in self.hosts))
+        self.inventory_path.write_text(yaml.safe_dump(self._inventory(), sort_keys=False))
+        self._save()
+
+    def _address(self, index: int) -> str:
+        return f"{SUBNET_BASE}.{self.id}.{index}"
+
+    def _host_pubkey(self, h: TestHost) -> str:
+        """'ssh-ed25519 AAAA...' of the host's sshd."""
+        return " ".join((self.dir / h.name / "ssh_host_ed25519_key.pub").read_text().split()[:2])
+
+    def _create_host(self, host: TestHost, peer: str) -> None:
+        netns, veth = host.netns, host.veth
+        _ip("netns", "add", netns)
+        _ip("link", "add", veth, "type", "veth", "peer", "name", peer)
+        _ip("link", "set", peer, "netns", netns)
+        _ip("-n", netns, "link", "set", peer, "name", "eth0")
+        _ip("-n", netns, "addr", "add", f"{host.address}/24", "dev", "eth0")
+        _ip("-n", netns, "link", "set", "eth0", "up")
+        _ip("-n", netns, "link", "set", "lo", "up")
+        _ip("link", "set", veth, "master", self.bridge)
+        _ip("link", "set", veth, "up")
+        hdir = self.dir / host.name
+        hdir.mkdir()
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host.name, "-f", str(hdir / "ssh_host_ed25519_key")])
+        (hdir / "sshd_config").write_text(
+            f"ListenAddress {host.address}\n"
+            f"Port {host.port}\n"
+            f"HostKey {hdir / 'ssh_host_ed25519_key'}\n"
+            f"PidFile {hdir / 'sshd.pid'}\n"
+            f"AuthorizedKeysFile {self.authorized_keys}\n"
+            "PermitRootLogin prohibit-password\n"
+            "PubkeyAuthentication yes\n"
+            "PasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\n"
+            "UsePAM no\n"
+            "StrictModes no\n"
+            "UseDNS no\n"
+            "PrintMotd no\n"
+            "MaxSessions 64\n"
+            "MaxStartups 64:30:128\n"
+            "Subsystem sftp internal-sftp\n"
+        )
+
+    def _inventory(self) -> dict:
+        common = f"-o UserKnownHostsFile={self.known_hosts} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
+        hosts = {
+            h.name: {
+                "ansible_host": h.address,
+                "ansible_port": h.port,
+                "ansible_user": "root",
+                "ansible_ssh_private_key_file": str(self.key_path),
+                "ansible_ssh_common_args": common,
+                "ansible_python_interpreter": "/usr/bin/python3",
+            }
+            for h in self.hosts
+        }
+        return {"all": {"children": {"testbed": {"hosts": hosts}}}}
+
+    def _save(self) -> None:
+        state = {
+            "version": STATE_VERSION,
+            "id": self.id,
+            "name": self.name,
+            "dir": str(self.dir),
+            "detached": self.detached,
+            "hosts": [asdict(h) for h in self.hosts],
+        }
+        tmp = self.dir / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        os.replace(tmp, self.dir / STATE_FILE)
+
+    def _replace(self, host: TestHost) -> None:
+        self.hosts = [host if h.name == host.name else h for h in self.hosts]
+        self._save()
+
+    def down(self) -> None:
+        """Kill the sshds (and anything else in the namespaces), delete namespaces, links and the directory.
+
+        Tolerates things already gone; safe to call twice.
+        """
+        for h in self.hosts:
+            self._stop_namespace(h)
+            _ip_quiet("netns", "delete", h.netns)
+            _ip_quiet("link", "delete", h.veth)
+        _ip_quiet("link", "delete", self.bridge)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _stop_namespace(self, h: TestHost) -> None:
+        # Workloads and sessions first, so the living sshd reaps them; then the listener.
+        pids = _netns_pids(h.netns)
+        listener = h.sshd_pid if h.sshd_pid in pids else None  # a recorded pid may be reused by now
+        _kill_and_wait([p for p in pids if p != listener], signal.SIGKILL)
+        if listener is not None:
+            self._stop_sshd_pid(h.name, listener)
+        _kill_and_wait(_netns_pids(h.netns), signal.SIGKILL)
+        self._reap(h.name)
+
+    def _stop_sshd_pid(self, name: str, pid: int) -> None:
+        _kill_and_wait([pid], signal.SIGKILL)
+        self._reap(name)
+
+    def _reap(self, name: str) -> None:
+        """Collect our own sshd child of that host, if any (killing it if it still runs)."""
+        proc = self._procs.pop(name, None)
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+    # ----- faults ------------------------------------------------------------------------------------
+    def link_down(self, host: TestHost | str) -> None:
+        """Cut the host off the bridge: packets are dropped silently, like a pulled cable."""
+        _ip("link", "set", self.host(host).veth, "down")
+
+    def link_up(self, host: TestHost | str) -> None:
+        _ip("link", "set", self.host(host).veth, "up")
+
+    def kill_sshd(self, host: TestHost | str) -> None:
+        """SIGKILL the host's sshd and its open sessions: new and existing connections fail."""
+        h = self.host(host)
+        sshds = [p for p in _netns_pids(h.netns) if _comm(p) == "sshd"]
+        _kill_and_wait([p for p in sshds if p != h.sshd_pid], signal.SIGKILL)
+        if h.sshd_pid in sshds:
+            self._stop_sshd_pid(h.name, h.sshd_pid)
+        self._replace(replace(h, sshd_pid=None))
+
+    def start_sshd(self, host: TestHost | str) -> TestHost:
+        """Start the host's sshd (again) and wait until it accepts connections; returns the new record."""
+        h = self.host(host)
+        if h.sshd_pid is not None and h.sshd_pid in _netns_pids(h.netns):
+            return h
+        self._reap(h.name)
+        hdir = self.dir / h.name
+        pidfile = hdir / "sshd.pid"
+        pidfile.unlink(missing_ok=True)
+        cmd = ["ip", "netns", "exec", h.netns, SSHD, "-f", str(hdir / "sshd_config"), "-E", str(hdir / "sshd.log")]
+        if self.detached:
+            _run(cmd)  # sshd daemonizes after it listens; the pid file follows shortly
+            pid = _wait_pidfile(pidfile, h.name)
+        else:
+            proc = subprocess.Popen(
+                [*cmd, "-D"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True,
+            )
+            self._procs[h.name] = proc
+            pid = proc.pid  # `ip netns exec` execs sshd in place
+        new = replace(h, sshd_pid=pid)
+        self._replace(new)
+        _wait_listening(new, self._procs.get(h.name), hdir / "sshd.log")
+        return new
+
+
+# ----- stale test beds -------------------------------------------------------------------------------
+def cleanup_stale(force: bool = False) -> list[str]:
+    """Remove test-bed namespaces, links and their processes whose owner is gone; returns what was removed.
+
+    A test bed is stale when the process that made it is dead (library use) or, for a detached test bed
+    (CLI), when its directory no longer holds its state. force=True removes every `rtb*` test bed.
+    """
+    live: set[str] = set()
+    for link in _links():
+        name = link["ifname"]
+        if _is_bridge_name(name) and not force and not _bridge_is_stale(link.get("ifalias", "")):
+            live.add(name)
+    removed: list[str] = []
+    for ns in _netns_names():
+        owner = _owner_bridge(ns)
+        if owner is not None and owner not in live:
+            _kill_and_wait(_netns_pids(ns), signal.SIGKILL)
+            _ip_quiet("netns", "delete", ns)
+            removed.append(ns)
+    for link in sorted(_links(), key=lambda lk: _is_bridge_name(lk["ifname"])):  # veths before bridges
+        name = link["ifname"]
+        owner = _owner_bridge(name)
+        if owner is not None and owner not in live:
+            _ip_quiet("link", "delete", name)
+            removed.append(name)
+    return removed
+
+
+def _bridge_is_stale(alias: str) -> bool:
+    """Decide from the bridge alias '<tag> owner=<pid>@<start>|detached@0 dir=<path>'."""
+    if not alias.startswith(ALIAS_TAG + " owner="):
+        return False  # being created right now (the alias follows the link), or not ours to judge
+    owner_field, _, directory = alias[len(ALIAS_TAG + " owner="):].partition(" dir=")
+    owner, _, start = owner_field.partition("@")
+    if owner == "detached":
+        return not (Path(directory) / STATE_FILE).exists()
+    return not (owner.isdigit() and start.lstrip("-").isdigit() and _start_time(int(owner)) == int(start))
+
+
+def _owner_bridge(name: str) -> str | None:
+    """'rtb12' for rtb12, rtb12h3, rtb12v3, rtb12p3; None for names that are not ours."""
+    if not name.startswith(PREFIX):
+        return None
+    rest = name[len(PREFIX):]
+    digits = len(rest) - len(rest.lstrip("0123456789"))
+    if digits == 0 or not (rest[digits:] == "" or (rest[digits] in "hvp" and rest[digits + 1:].isdigit())):
+        return None
+    return PREFIX + rest[:digits]
+
+
+def _is_bridge_name(name: str) -> bool:
+    return _owner_bridge(name) == name
+
+
+# ----- helpers ---------------------------------------------------------------------------------------
+def _check_tools() -> None:
+    if os.geteuid() != 0:
+        raise UsageError("the test bed needs root (network namespaces, bridge, sshd)")
+    for tool in ("ip", "ssh-keygen", SSHD):
+        if shutil.which(tool) is None:
+            raise UsageError(f"the test bed needs {tool}; install iproute2 and openssh-server")
+
+
+def _run(argv: Sequence[str]) -> str:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30)
+    if proc.returncode != 0:
+        first = (proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}").splitlines()[0]
+        raise ProvisionError(f"test bed: `{' '.join(argv)}` failed: {first}")
+    return proc.stdout
+
+
+def _ip(*args: str) -> str:
+    return _run(["ip", *args])
+
+
+def _ip_quiet(*args: str) -> None:
+    subprocess.run(["ip", *args], capture_output=True, stdin=subprocess.DEVNULL, timeout=30, check=False)
+
+
+def _links() -> list[dict]:
+    return json.loads(_ip("-j", "link", "show") or "[]")
+
+
+def _netns_names() -> list[str]:
+    return [line.split()[0] for line in _ip("netns", "list").splitlines() if line.strip()]
+
+
+def _used_octets() -> set[int]:
+    used = set()
+    for entry in json.loads(_ip("-j", "-4", "addr", "show") or "[]"):
+        for a in entry.get("addr_info", []):
+            net = ipaddress.ip_network(f"{a['local']}/{a['prefixlen']}", strict=False)
+            for octet in range(1, 255):
+                if net.overlaps(ipaddress.ip_network(f"{SUBNET_BASE}.{octet}.0/24")):
+                    used.add(octet)
+    return used
+
+
+def _claim_bridge(directory: Path, detach: bool) -> int:
+    """Create bridge rtb<id> for a free id; creating the link is the atomic claim."""
+    owner = "detached@0" if detach else f"{os.getpid()}@{_start_time(os.getpid())}"
+    ours = {_owner_bridge(lk["ifname"]) for lk in _links()} - {None}
+    used = _used_octets() | {int(b[len(PREFIX):]) for b in ours}
+    candidates = [o for o in range(1, 255) if o not in used]
+    random.shuffle(candidates)
+    for octet in candidates:
+        bridge = f"{PREFIX}{octet}"
+        proc = subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], capture_output=True, text=True)
+        if proc.returncode == 0:
+            try:
+                _ip("link", "set", bridge, "alias", f"{ALIAS_TAG} owner={owner} dir={directory}")
+            except ProvisionError:
+                _ip_quiet("link", "delete", bridge)
+                raise
+            return octet
+    raise ProvisionError(f"test bed: no free subnet left in {SUBNET_BASE}.0.0/16")
+
+
+def _netns_pids(netns: str) -> list[int]:
+    proc = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, check=False)
+    return [int(p) for p in proc.stdout.split() if p.isdigit()]
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    """True if pid runs (a zombie counts as dead: this machine's init does not reap orphans)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _start_time(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def _kill_and_wait(pids: Sequence[int], sig: signal.Signals, wait_s: float = 5.0) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + wait_s
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _wait_pidfile(pidfile: Path, name: str, wait_s: float = 5.0) -> int:
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        text = pidfile.read_text().strip() if pidfile.exists() else ""
+        if text.isdigit():
+            return int(text)
+        time.sleep(0.01)
+    raise ProvisionError(f"test bed: sshd of {name} wrote no pid file {pidfile} within {wait_s:g} s")
+
+
+def _wait_listening(h: TestHost, proc: subprocess.Popen | None, log: Path, wait_s: float = 5.0) -> None:
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            last = ((log.read_text().strip() if log.exists() else "") or "no log output").splitlines()[-1]
+            raise ProvisionError(f"test bed: sshd of {h.name} exited with {proc.returncode}: {last}")
+        try:
+            with socket.create_connection((h.address, h.port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise ProvisionError(f"test bed: sshd of {h.name} does not listen on {h.address}:{h.port} after {wait_s:g} s")
+
+
+# ----- CLI -------------------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    """`up N --dir DIR` | `down --dir DIR` | `cleanup [--force]`; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m runner.testbed", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_up = sub.add_parser("up", help="create N hosts; prints the inventory path")
+    p_up.add_argument("n", type=int)
+    p_up.add_argument("--dir", type=Path, required=True)
+    p_down = sub.add_parser("down", help="remove the test bed whose state is in DIR")
+    p_down.add_argument("--dir", type=Path, required=True)
+    p_clean = sub.add_parser("cleanup", help="remove test beds left by crashed runs")
+    p_clean.add_argument("--force", action="store_true", help="remove every rtb* test bed, live or not")
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "up":
+            d = args.dir.resolve()
+            bed = TestBed.up(args.n, d.parent, d.name, detach=True)
+            print(bed.inventory_path)
+        elif args.cmd == "down":
+            TestBed.load(args.dir).down()
+        else:
+            for name in cleanup_stale(force=args.force):
+                print(f"removed {name}")
+    except RunnerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

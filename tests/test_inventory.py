@@ -1,0 +1,161 @@
+"""Inventory loading through Ansible's own loader, on inventories written in tmp_path."""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+
+import pytest
+
+from runner.errors import UnknownNameError, UsageError
+from runner.execution.hosts import LocalHost
+from runner.execution.ssh import HostSpec, SSHHost
+from runner.provision.inventory import connect, known_hosts_from_ssh_args, load_inventory
+
+REPO = Path(__file__).resolve().parent.parent
+
+LAB = """\
+all:
+  children:
+    local:
+      hosts:
+        localhost:
+          ansible_connection: local
+    lab:
+      children:
+        numa:
+          hosts:
+            n1:
+              ansible_host: "{{ inventory_hostname }}.lab.example"
+            n2:
+        xen:
+          hosts:
+            x1:
+              ansible_ssh_host: 192.0.2.7
+              ansible_ssh_port: 2200
+              ansible_ssh_user: xenadm
+    guests:
+      hosts:
+        vm1:
+          ansible_connection: community.libvirt.libvirt_qemu
+"""
+
+
+def write(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root / "hosts.yml"
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Path:
+    return write(tmp_path, {
+        "hosts.yml": LAB,
+        "group_vars/lab.yml": "ansible_user: bench\nansible_ssh_private_key_file: ~/.ssh/lab_key\n"
+                              "ansible_ssh_common_args: -o StrictHostKeyChecking=yes "
+                              "-o UserKnownHostsFile=/etc/lab/known_hosts\n",
+        "host_vars/n2.yml": "ansible_port: 2222\nansible_host: 192.0.2.2\nansible_ssh_timeout: 3\n",
+    })
+
+
+def test_group_resolves_with_group_vars_host_vars_and_templates(lab):
+    n1, n2, x1 = load_inventory(lab).resolve("lab")
+    home = Path("~").expanduser()
+    assert n1 == HostSpec("n1", "n1.lab.example", 22, "bench", home / ".ssh/lab_key",
+                          Path("/etc/lab/known_hosts"), 10.0, local=False)
+    assert (n2.address, n2.port, n2.user, n2.connect_timeout) == ("192.0.2.2", 2222, "bench", 3.0)
+    assert (x1.address, x1.port, x1.user) == ("192.0.2.7", 2200, "xenadm")  # ansible_ssh_* aliases
+
+
+def test_host_name_and_nested_group_resolve(lab):
+    inv = load_inventory(lab)
+    assert [s.name for s in inv.resolve("numa")] == ["n1", "n2"]
+    assert [s.name for s in inv.resolve("n2")] == ["n2"]
+    assert [s.name for s in inv.resolve("lab")] == ["n1", "n2", "x1"]
+
+
+def test_local_hosts(lab, tmp_path):
+    inv = load_inventory(lab)
+    (local,) = inv.resolve("local")
+    assert local.local and local.name == "localhost"
+    assert isinstance(connect(local), LocalHost)
+    other = write(tmp_path / "other", {"hosts.yml": "all:\n  hosts:\n    box:\n    localhost:\n"})
+    box, localhost = load_inventory(other).resolve("all")
+    assert not box.local and box.address == "box" and box.user == getpass.getuser()
+    assert localhost.local  # named localhost without ansible_host
+    implicit = load_inventory(other).resolve("localhost")
+    assert implicit[0].local
+
+
+def test_remote_host_connects_over_ssh_lazily(lab):
+    (n1,) = load_inventory(lab).resolve("n1")
+    host = connect(n1)
+    assert isinstance(host, SSHHost) and host.name == "n1"
+    host.close()  # nothing was opened; closing is still fine
+
+
+def test_unknown_name_lists_known_ones(lab):
+    with pytest.raises(UnknownNameError) as err:
+        load_inventory(lab).resolve("nmua")
+    message = str(err.value)
+    assert message == (f"no host or group 'nmua' in {lab}; known: all, guests, lab, local, numa, xen, "
+                       "localhost, n1, n2, vm1, x1")
+
+
+def test_unsupported_connection_fails_only_when_used(lab):
+    inv = load_inventory(lab)
+    inv.resolve("lab")
+    with pytest.raises(UsageError, match=r"host vm1: ansible_connection 'community.libvirt.libvirt_qemu' is not"):
+        inv.resolve("guests")
+
+
+def test_bad_values_name_file_host_and_key(tmp_path):
+    bad_port = write(tmp_path / "a", {"hosts.yml": "all:\n  hosts:\n    h1:\n      ansible_port: twenty\n"})
+    with pytest.raises(UsageError, match=r"hosts.yml: host h1: ansible_port 'twenty' is not an integer"):
+        load_inventory(bad_port)
+    undefined = write(tmp_path / "b", {"hosts.yml": "all:\n  hosts:\n    h1:\n      ansible_host: '{{ nope }}'\n"})
+    with pytest.raises(UsageError, match=r"hosts.yml: host h1: ansible_host: .*nope"):
+        load_inventory(undefined)
+
+
+def test_missing_broken_and_empty_files(tmp_path):
+    with pytest.raises(UsageError, match="does not exist"):
+        load_inventory(tmp_path / "nothing.yml")
+    broken = write(tmp_path / "c", {"hosts.yml": "all:\n  hosts: [\n"})
+    with pytest.raises(UsageError, match=r"hosts.yml: not valid YAML"):
+        load_inventory(broken)
+    empty = write(tmp_path / "d", {"hosts.yml": "all:\n  children: {}\n"})
+    with pytest.raises(UsageError, match="no hosts"):
+        load_inventory(empty)
+
+
+def test_ini_inventory_works_too(tmp_path):
+    ini = tmp_path / "hosts.ini"
+    ini.write_text("[lab]\nn1 ansible_host=192.0.2.1 ansible_user=bench\n")
+    (n1,) = load_inventory(ini).resolve("lab")
+    assert (n1.address, n1.user, n1.port) == ("192.0.2.1", "bench", 22)
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    ("-o UserKnownHostsFile=/a/kh -o StrictHostKeyChecking=yes", "/a/kh"),
+    ("-oUserKnownHostsFile=/b/kh", "/b/kh"),
+    ("-o 'UserKnownHostsFile /c/kh /d/kh'", "/c/kh"),
+    ("-o userknownhostsfile=/e/kh", "/e/kh"),
+    ("-o StrictHostKeyChecking=yes", None),
+    ("", None),
+    ("-o 'unbalanced", None),
+])
+def test_known_hosts_from_ssh_args(args, expected):
+    assert known_hosts_from_ssh_args(args) == (Path(expected) if expected else None)
+
+
+@pytest.mark.parametrize("source", ["inventory/hosts.yml", "inventory"])
+def test_default_inventory_has_local_group(source):
+    (spec,) = load_inventory(REPO / source).resolve("local")
+    assert spec.name == "localhost" and spec.local
+
+
+def test_directory_inventory_reads_every_file_and_vars(lab):
+    inv = load_inventory(lab.parent)
+    assert inv.resolve("n2")[0].port == 2222

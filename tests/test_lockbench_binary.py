@@ -1,0 +1,92 @@
+"""Build lockbench.c with the system cc and run every lock briefly (about 6 s in all on 2 cores)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from runner.workloads.lockbench.parse import parse_output
+
+SOURCE = Path(__file__).parents[1] / "runner" / "workloads" / "lockbench" / "lockbench.c"
+LOCKS = ["ttas", "ticket", "mcs", "mutex", "oticket", "spinpark"]
+WARNINGS = ["-Wall", "-Wextra", "-Werror"]
+
+
+def _cc(out: Path, *flags: str) -> Path:
+    proc = subprocess.run(
+        ["cc", "-O2", "-pthread", *WARNINGS, *flags, "-o", str(out), str(SOURCE)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def lockbench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _cc(tmp_path_factory.mktemp("lockbench") / "lockbench")
+
+
+def _run(binary: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=20)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("lock", LOCKS)
+def test_each_lock_runs_and_counts(lockbench: Path, lock: str, threads: int) -> None:
+    proc = _run(lockbench, "--lock", lock, "--threads", str(threads), "--duration", "0.2", "--pin", "compact")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    doc = json.loads(proc.stdout)
+    assert doc["counter_ok"] is True
+    assert doc["total_ops"] > 0
+    assert sum(doc["per_thread_ops"]) == doc["total_ops"] == doc["counter"]
+    assert (doc["lock"], doc["threads"], doc["pin"]) == (lock, threads, "compact")
+    assert doc["duration_s"] >= 0.2
+    assert parse_output(proc.stdout) == doc
+
+
+def test_a_lock_that_does_not_exclude_is_caught(lockbench: Path) -> None:
+    # "none" takes no lock: the read-work-write of the shared counter loses updates.
+    proc = _run(lockbench, "--lock", "none", "--threads", "2", "--duration", "0.2")
+    assert proc.returncode == 3
+    assert "counter mismatch" in proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["counter_ok"] is False and doc["counter"] < doc["total_ops"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bogus"], "unknown option '--bogus'"),
+        (["--lock", "spin"], "--lock: unknown lock 'spin'; known: ttas, ticket"),
+        (["--threads", "0"], "--threads: 0 is out of range"),
+        (["--threads", "two"], "--threads: 'two' is not a non-negative integer"),
+        (["--duration", "-1"], "--duration: '-1' is not a number of seconds"),
+        (["--pin", "scatter"], "--pin: 'scatter' is not one of none, compact"),
+        (["--cpus", "1-0"], "--cpus: bad CPU range in '1-0'"),
+        (["--cpus", "0,x"], "--cpus: bad CPU list '0,x'"),
+        (["--cpus", "4095"], "--cpus: cpu 4095 is not in this process's affinity mask"),
+        (["--threads"], "option --threads needs a value"),
+        (["stray"], "unexpected argument 'stray'"),
+    ],
+)
+def test_bad_option_exits_2(lockbench: Path, args: list[str], message: str) -> None:
+    proc = _run(lockbench, *args)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert message in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_help_version_and_cpus(lockbench: Path) -> None:
+    assert _run(lockbench, "--help").stdout.startswith("usage: lockbench")
+    assert _run(lockbench, "--version").stdout == "lockbench 1.0\n"
+    doc = json.loads(_run(lockbench, "--threads", "3", "--pin", "compact", "--cpus", "0", "--duration", "0.05").stdout)
+    assert doc["cpus"] == [0] and doc["counter_ok"] is True
+
+
+def test_static_build(tmp_path: Path) -> None:
+    binary = _cc(tmp_path / "lockbench-static", "-static")
+    assert _run(binary, "--version").returncode == 0

@@ -1,0 +1,232 @@
+"""SSHHost against real sshds in network namespaces, plus the pure remote command line."""
+
+from __future__ import annotations
+
+import shlex
+import statistics
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from runner.errors import HostError, UsageError
+from runner.execution.ssh import HostSpec, SSHHost, remote_command
+from runner.provision.inventory import connect, load_inventory
+from runner.testbed import TestBed, TestHost
+
+netns = [pytest.mark.netns, pytest.mark.integration]
+
+
+def spec_of(bed: TestBed, host: TestHost | str = "tb1", **changes) -> HostSpec:
+    h = bed.host(host)
+    spec = HostSpec(h.name, h.address, h.port, "root", bed.key_path, bed.known_hosts, connect_timeout=3)
+    return replace(spec, **changes)
+
+
+def processes_in(bed: TestBed, host: str, comm: str) -> list[int]:
+    pids = subprocess.run(["ip", "netns", "pids", bed.host(host).netns], capture_output=True, text=True).stdout
+    found = []
+    for pid in pids.split():
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == comm:
+                found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+# ----- the command line (pure) -----------------------------------------------------------------------
+def test_remote_command_quotes_argv_cwd_and_env():
+    argv = ["echo", "$(touch /x);`id`;|&", "a b", "'q'"]
+    line = remote_command(argv, 2.5, 5, cwd="/tmp/a dir", env={"X": "$HOME 'y'"})
+    assert shlex.split(line) == [
+        "cd", "/tmp/a dir", "&&", "exec", "env", "X=$HOME 'y'", "timeout", "-k", "5", "2.5", *argv,
+    ]
+
+
+def test_remote_command_refuses_bad_input():
+    with pytest.raises(UsageError, match="empty argv"):
+        remote_command([], 1, 5)
+    with pytest.raises(UsageError, match="timeout"):
+        remote_command(["true"], 0, 5)
+    with pytest.raises(UsageError, match="'A;B'"):
+        remote_command(["true"], 1, 5, env={"A;B": "x"})
+
+
+# ----- against the test bed --------------------------------------------------------------------------
+@pytest.mark.parametrize("_", [None], ids=["metachars"])
+@pytest.mark.netns
+@pytest.mark.integration
+def test_argv_with_shell_metacharacters_comes_back_verbatim(testbed, tmp_path, _):
+    marker = tmp_path / "pwned"
+    weird = [f"$(touch {marker});`touch {marker}`;|& >{marker}", "*", "a  b", "'\"", "\\n"]
+    with SSHHost(spec_of(testbed)) as host:
+        result = host.run(["printf", "%s\\n", *weird], timeout=10)
+    assert result.ok, result.stderr
+    assert result.stdout == "".join(w + "\n" for w in weird)
+    assert not marker.exists()
+
+
+@pytest.mark.netns
+@pytest.mark.integration
+def test_exit_code_stderr_cwd_and_env_pass_through(testbed, tmp_path):
+    workdir = tmp_path / "work dir"
+    workdir.mkdir()
+    with SSHHost(spec_of(testbed, "tb2")) as host:
+        failed = host.run(["sh", "-c", "echo out; echo err >&2; exit 7"], timeout=10)
+        assert (failed.rc, failed.stdout, failed.stderr, failed.timed_out) == (7, "out\n", "err\n", False)
+        here = host.run(["sh", "-c", 'pwd; printf "%s" "$V"'], timeout=10, cwd=str(workdir), env={"V": "$(id) 'x'"})
+    assert here.ok and here.stdout == f"{workdir}\n$(id) 'x'"
+
+
+@pytest.mark.netns
+@pytest.mark.integration
+def test_timeout_kills_the_remote_command(testbed):
+    with SSHHost(spec_of(testbed, "tb3")) as host:
+        start = time.monotonic()
+        result = host.run(["sleep", "30"], timeout=1)
+        elapsed = time.monotonic() - start
+        assert result.timed_out and result.rc in (124, 137)
+        assert elapsed < 4
+        assert processes_in(testbed, "tb3", "sleep") == []
+        assert host.run(["true"], timeout=5).ok  # the connection survives a timed-out command
+
+
+@pytest.mark.netns
+@pytest.mark.integration
+def test_put_creates_parents_and_keeps_mode(testbed, tmp_path):
+    src = tmp_path / "tool.sh"
+    src.write_text("#!/bin/sh\necho tool\n")
+    src.chmod(0o750)
+    dest = tmp_path / "remote" / "a" / "b" / "tool.sh"  # the namespaces share this filesystem
+    with SSHHost(spec_of(testbed)) as host:
+        host.put(src, str(dest))
+        assert host.run([str(dest)], timeout=10).stdout == "tool\n"
+        with pytest.raises(UsageError, match="no such local file"):
+            host.put(tmp_path / "missing", str(dest))
+    assert dest.read_text() == src.read_text()
+    assert dest.stat().st_mode & 0o777 == 0o750
+
+
+@pytest.mark.netns
+@pytest.mark.integration
+def test_one_connection_is_reused_and_shared_by_threads(testbed):
+    with SSHHost(spec_of(testbed)) as host:
+        ports = {host.run(["sh", "-c", "echo $SSH_CLIENT"], timeout=10).stdout.split()[1] for _ in range(20)}
+        assert len(ports) == 1  # same client port: one TCP connection for all 20 runs
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda i: host.run(["echo", str(i)], timeout=10), range(8)))
+    assert [r.stdout for r in results] == [f"{i}\n" for i in range(8)]
+
+
+@pytest.mark.netns
+@pytest.mark.integration
+def test_round_trip_over_persistent_connection(testbed):
+    with SSHHost(spec_of(testbed)) as host:
+        host.run(["true"], timeout=10)
+        times = []
+        for _ in range(50):
+            t = time.perf_counter()
+            assert host.run(["true"], timeout=10).ok
+            times.append(time.perf_counter() - t)
+    median = statistics.median(times)
+    print(f"ssh round trip of run(['true']) over one connection: median {median * 1000:.1f} ms of 50")
+    assert median < 2.0
+
+
+@pytest.mark.netns
+@pytest.mark.integration
+def test_inventory_specs_connect_to_every_host(testbed):
+    specs = load_inventory(testbed.inventory_path).resolve("testbed")
+    assert [s.known_hosts for s in specs] == [testbed.known_hosts] * 3
+    for spec, h in zip(specs, testbed.hosts, strict=True):
+        with connect(spec) as host:
+            assert host.run(["sh", "-c", "echo $SSH_CONNECTION"], timeout=10).stdout.split()[2] == h.address
+
+
+@pytest.mark.netns
+@pytest.mark.integration
+def test_unknown_and_changed_host_keys_are_refused(testbed, tmp_path):
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    with pytest.raises(HostError, match=r"host tb1 \(.*\): unknown host key") as unknown:
+        SSHHost(spec_of(testbed, known_hosts=empty)).run(["true"], timeout=5)
+    wrong = tmp_path / "wrong_known_hosts"  # tb1's address with tb2's key
+    tb2_key = testbed.known_hosts.read_text().splitlines()[1].split(" ", 1)[1]
+    wrong.write_text(f"{testbed.hosts[0].address} {tb2_key}\n")
+    with pytest.raises(HostError, match=r"host tb1 \(.*\): host key changed") as changed:
+        SSHHost(spec_of(testbed, known_hosts=wrong)).run(["true"], timeout=5)
+    assert "\n" not in str(unknown.value) + str(changed.value)
+
+
+@pytest.mark.netns
+@pytest.mark.integration
+def test_wrong_or_missing_client_key_is_a_host_error(testbed, tmp_path):
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    with pytest.raises(HostError, match=r"host tb1 \(.*\): login refused for user root"):
+        SSHHost(spec_of(testbed, key_file=other)).run(["true"], timeout=5)
+    with pytest.raises(HostError, match=r"host tb1 \(.*\): key file .* does not exist"):
+        SSHHost(spec_of(testbed, key_file=tmp_path / "nope")).run(["true"], timeout=5)
+
+
+@pytest.mark.netns
+@pytest.mark.integration
+def test_unreachable_host_fails_within_connect_timeout(make_testbed):
+    bed = make_testbed(1)
+    bed.link_down("tb1")
+    start = time.monotonic()
+    with pytest.raises(HostError, match=r"host tb1 \(.*\): unreachable"):
+        SSHHost(spec_of(bed, connect_timeout=1)).run(["true"], timeout=5)
+    assert time.monotonic() - start < 5
+
+
+@pytest.mark.netns
+@pytest.mark.integration
+def test_link_down_mid_command_raises_within_bounds_then_recovers(make_testbed):
+    bed = make_testbed(1)
+    host = SSHHost(spec_of(bed), kill_after=1, grace=1)
+    with host:
+        assert host.run(["true"], timeout=5).ok
+        cut = threading.Timer(0.5, bed.link_down, args=("tb1",))
+        cut.start()
+        start = time.monotonic()
+        with pytest.raises(HostError, match=r"host tb1 \(.*\): no answer"):
+            host.run(["sleep", "20"], timeout=2)
+        assert time.monotonic() - start < 6  # timeout 2 + kill_after 1 + grace 1, plus slack
+        cut.join()
+        deadline = time.monotonic() + 5  # the remote `timeout` stops the workload without us
+        while processes_in(bed, "tb1", "sleep") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert processes_in(bed, "tb1", "sleep") == []
+        bed.link_up("tb1")
+        assert host.run(["echo", "back"], timeout=5).stdout == "back\n"  # reconnects by itself
+
+
+@pytest.mark.netns
+@pytest.mark.integration
+def test_killed_sshd_is_a_host_error_and_a_restart_reconnects(make_testbed):
+    bed = make_testbed(1)
+    with SSHHost(spec_of(bed)) as host:
+        assert host.run(["true"], timeout=5).ok
+        bed.kill_sshd("tb1")
+        with pytest.raises(HostError, match=r"host tb1 \(.*\): (cannot connect|cannot open a session)"):
+            host.run(["true"], timeout=5)
+        bed.start_sshd("tb1")
+        assert host.run(["echo", "again"], timeout=5).stdout == "again\n"
+
+
+@pytest.mark.netns
+@pytest.mark.integration
+def test_sshd_killed_mid_command_is_a_host_error(make_testbed):
+    bed = make_testbed(1)
+    with SSHHost(spec_of(bed)) as host:
+        threading.Timer(0.5, bed.kill_sshd, args=("tb1",)).start()
+        start = time.monotonic()
+        with pytest.raises(HostError, match=r"host tb1 \(.*\): connection lost while running sleep"):
+            host.run(["sleep", "10"], timeout=5)
+        assert time.monotonic() - start < 4
