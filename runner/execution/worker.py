@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runner.errors import HostError, RunnerError, TrialError
+from runner.execution import environments
 from runner.execution.hosts import Host
 from runner.records.store import AttemptRecord
 from runner.trials import Trial
@@ -34,7 +35,6 @@ class AttemptSpec:
 
 _lock = threading.Lock()
 _hosts: dict[Any, Host] = {}
-_prepared: set[tuple[str, str, str]] = set()
 
 
 def _host(spec: Any) -> Host:
@@ -50,7 +50,7 @@ def _host(spec: Any) -> Host:
 def _forget(spec: Any) -> None:
     with _lock:
         host = _hosts.pop(spec, None)
-        _prepared.difference_update({k for k in _prepared if k[1] == spec.name})
+    environments.forget_host(spec.name)
     if host is not None:
         try:
             host.close()
@@ -73,7 +73,7 @@ def execute(spec: AttemptSpec) -> AttemptRecord:
     t0 = time.monotonic()
     workload_wall = None
 
-    def record(status: str, error: str | None, kind: str | None, metrics: tuple = ()) -> AttemptRecord:
+    def record(status: str, error: str | None, kind: str | None, metrics: tuple = (), *, accel: str | None = "none", guest_json: str | None = None) -> AttemptRecord:
         return AttemptRecord(
             trial_id=trial.trial_id,
             cell_id=trial.cell_id,
@@ -88,7 +88,8 @@ def execute(spec: AttemptSpec) -> AttemptRecord:
             workload_wall_s=workload_wall,
             params=params,
             env=str(params.get("env", "host")),
-            accel="none",
+            accel=accel,
+            guest_json=guest_json,
             failure_kind=kind,
             metrics=metrics,
         )
@@ -96,25 +97,12 @@ def execute(spec: AttemptSpec) -> AttemptRecord:
     plugin = base.get(trial.workload)
     try:
         host = _host(spec.host)
-        cpus = host_cpus(host)
-        ctx = WorkloadContext(host=host.name, workdir=spec.workdir, cpus=cpus)
-        key = (trial.campaign, spec.host.name, trial.workload)
-        if key not in _prepared:
-            mk = host.run(["mkdir", "-p", spec.workdir], timeout=30)
-            if not mk.ok:
-                raise HostError(f"{host.name}: cannot create {spec.workdir}: {mk.stderr.strip()}")
-            plugin.prepare(host, ctx)
-            _prepared.add(key)
-        argv = plugin.command(params, ctx)
-        result = host.run(argv, timeout=spec.timeout, cwd=spec.workdir)
-        workload_wall = result.wall_s
-        if result.timed_out:
-            return record("timeout", f"{host.name}: trial ran past its timeout of {spec.timeout:g} s and was stopped", "timeout")
-        if result.rc != 0:
-            tail = (result.stderr.strip().splitlines() or result.stdout.strip().splitlines() or ["no output"])[-1]
-            return record("failed", f"{host.name}: workload exited with status {result.rc}: {tail[:300]}", "failed")
-        metrics = tuple(plugin.parse(result, params))
-        return record("ok", None, None, metrics)
+        ctx = WorkloadContext(host=host.name, workdir=spec.workdir, cpus=host_cpus(host), extra={"campaign": trial.campaign, "trial_id": trial.trial_id})
+        run_env = environments.get(str(params.get("env", "host")))
+        outcome = run_env(host, plugin, params, ctx, spec.timeout)
+        workload_wall = outcome.workload_wall_s
+        kind = {"ok": None, "timeout": "timeout"}.get(outcome.status, "failed")
+        return record(outcome.status, outcome.error, kind, outcome.metrics, accel=outcome.accel, guest_json=outcome.guest_json)
     except HostError as exc:
         _forget(spec.host)
         return record("failed", str(exc), "host")

@@ -1,0 +1,93 @@
+"""Environments: where on a host a trial's workload runs (the `env` parameter).
+
+`host` runs the workload directly on the trial's host. Other environments (container, kvm, xen-hvm,
+xen-pv) start their guests or containers, run the workload inside them, and always tear them down.
+
+Contract: `run(host, plugin, trial_params, ctx, timeout) -> Outcome`. It raises HostError when the host
+itself fails (the runner may drop the host), ProvisionError when the environment cannot be set up, and
+TrialError for a workload failure it detected; a timeout or non-zero exit is returned as an Outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from runner.errors import HostError, UnknownNameError
+from runner.execution.hosts import Host
+from runner.workloads.base import Metric, Workload, WorkloadContext
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # ok | failed | timeout
+    error: str | None = None
+    metrics: tuple[Metric, ...] = ()
+    workload_wall_s: float | None = None
+    accel: str | None = "none"
+    guest_json: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+Runner = Callable[[Host, Workload, Mapping[str, Any], WorkloadContext, float], Outcome]
+_ENVIRONMENTS: dict[str, Runner] = {}
+
+
+def register(name: str) -> Callable[[Runner], Runner]:
+    def deco(fn: Runner) -> Runner:
+        _ENVIRONMENTS[name] = fn
+        return fn
+
+    return deco
+
+
+def get(name: str) -> Runner:
+    _load()
+    try:
+        return _ENVIRONMENTS[name]
+    except KeyError:
+        raise UnknownNameError(f"environment {name!r} is not available; known: {', '.join(sorted(_ENVIRONMENTS))}") from None
+
+
+def _load() -> None:
+    try:
+        from runner.execution import guests  # noqa: F401 - registers container/kvm/xen environments
+    except ImportError:  # pragma: no cover - until the guest environments land
+        pass
+
+
+def prepare_once(host: Host, plugin: Workload, ctx: WorkloadContext, cache: set[tuple[str, ...]], key: tuple[str, ...]) -> None:
+    """Create the campaign's work directory and let the workload prepare it, once per worker process."""
+    if key in cache:
+        return
+    mk = host.run(["mkdir", "-p", ctx.workdir], timeout=30)
+    if not mk.ok:
+        raise HostError(f"{host.name}: cannot create {ctx.workdir}: {mk.stderr.strip()}")
+    plugin.prepare(host, ctx)
+    cache.add(key)
+
+
+def finish(plugin: Workload, params: Mapping[str, Any], host_name: str, result: Any, timeout: float, **fields: Any) -> Outcome:
+    """Turn a finished workload command into an Outcome (timeout, exit status, parsed metrics)."""
+    if result.timed_out:
+        return Outcome("timeout", f"{host_name}: trial ran past its timeout of {timeout:g} s and was stopped", workload_wall_s=result.wall_s, **fields)
+    if result.rc != 0:
+        tail = (result.stderr.strip().splitlines() or result.stdout.strip().splitlines() or ["no output"])[-1]
+        return Outcome("failed", f"{host_name}: workload exited with status {result.rc}: {tail[:300]}", workload_wall_s=result.wall_s, **fields)
+    return Outcome("ok", None, tuple(plugin.parse(result, params)), result.wall_s, **fields)
+
+
+_prepared: set[tuple[str, ...]] = set()
+
+
+@register("host")
+def run_on_host(host: Host, plugin: Workload, params: Mapping[str, Any], ctx: WorkloadContext, timeout: float) -> Outcome:
+    prepare_once(host, plugin, ctx, _prepared, (ctx.workdir, host.name, plugin.name))
+    result = host.run(plugin.command(params, ctx), timeout=timeout, cwd=ctx.workdir)
+    return finish(plugin, params, host.name, result, timeout)
+
+
+def forget_host(name: str) -> None:
+    """After a host failure: prepare again on the next trial (the host may have been reinstalled)."""
+    _prepared.difference_update({k for k in _prepared if k[1] == name})
