@@ -37,6 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="directory holding campaigns (env RUNNER_DATASETS; default: %(default)s)")
     p.add_argument("--out", help="report directory (default: reports/<campaign>)")
     p.add_argument("--axis", help="load axis (default: the first of threads, cores, vcpus with 2+ values)")
+    p.add_argument("--metric", default="throughput",
+                   help="metric of the terminal table (default: %(default)s, else every metric); 'all' for every metric")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates per fit (default: %(default)s)")
     p.add_argument("--open", action="store_true", help="open the report in a web browser")
     p.set_defaults(func=run)
@@ -62,7 +64,8 @@ def _cell(v: object) -> str:
 
 
 def report(campaign: str | None = None, *, datasets: Path | str = "datasets", out: Path | str | None = None,
-           axis: str | None = None, bootstrap: int = 200, console: Console | None = None) -> Path:
+           axis: str | None = None, bootstrap: int = 200, metric: str = "throughput",
+           console: Console | None = None) -> Path:
     """Build the report of a campaign (see `runner report --help`); print its cell table; return report.html."""
     from runner.analysis import build_report, summary_table
     from runner.records.store import find_campaign, read_campaign
@@ -74,15 +77,18 @@ def report(campaign: str | None = None, *, datasets: Path | str = "datasets", ou
     path = build_report(metrics, trials, provenance, out_dir, axis=axis, bootstrap=bootstrap)
     cols = ["metric", "n", "median", "rel_iqr", "reps_needed"]
     table = summary_table(metrics)
+    if metric != "all" and (table["metric"] == metric).any():
+        table = table[table["metric"] == metric]
     keep = [c for c in table.columns if c not in ("campaign", "unit", "q1", "q3", "iqr", "ci_rel", "wide")
             and table[c].nunique(dropna=False) > 1 or c in cols]
-    print_frame(console, table[keep], title=f"{cdir.name}: median of every cell (rel_iqr = IQR / median)")
+    print_frame(console, table[keep], title=f"{cdir.name}: median of every cell (rel_iqr = IQR / median; reps_needed for a 5% interval)")
     console.print(f"report: {path}")
     return path
 
 
 def run(args: argparse.Namespace) -> int:
-    path = report(args.campaign, datasets=args.datasets, out=args.out, axis=args.axis, bootstrap=args.bootstrap)
+    path = report(args.campaign, datasets=args.datasets, out=args.out, axis=args.axis, bootstrap=args.bootstrap,
+                  metric=args.metric)
     if args.open:
         webbrowser.open(path.resolve().as_uri())
     return 0
