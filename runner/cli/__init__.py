@@ -17,7 +17,7 @@ from runner import __version__
 from runner.errors import RunnerError
 
 # Subcommands in the order of a campaign's life.
-SUBCOMMANDS = ["plan", "provision", "launch", "status", "report", "compare", "fit", "cleanup"]
+SUBCOMMANDS = ["plan", "provision", "launch", "status", "report", "compare", "fit", "cleanup", "hosts", "schedule", "serve", "dataset"]
 
 EPILOG = """\
 a campaign in three steps:

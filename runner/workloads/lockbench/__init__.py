@@ -41,7 +41,7 @@ class Lockbench(Workload):
             "duration": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600, "description": "seconds of measurement (default 1)"},
             "cs_work": {"type": "integer", "minimum": 0, "description": "work loop iterations inside the critical section (default 100)"},
             "out_work": {"type": "integer", "minimum": 0, "description": "work loop iterations outside it (default 100)"},
-            "spin_threshold": {"type": "integer", "minimum": 1, "description": "spins before oticket steals / spinpark parks"},
+            "spin_threshold": {"type": "integer", "minimum": 0, "description": "spins before oticket steals out of turn / spinpark parks (default 16384)"},
             "thread_pin": {"enum": ["none", "compact"], "description": "pin thread i to the i-th allowed CPU (compact) or not (default none)"},
         },
     }
