@@ -73,6 +73,9 @@ class Matrix:
     hosts: str = "local"
     placement: str = "pool"
     inventory: str | None = None
+    busy: str = "wait"
+    busy_timeout: float | None = None
+    provision: Mapping[str, Any] | None = None  # None: no Ansible step before the trials
     description: str = ""
 
     @property
@@ -207,8 +210,17 @@ def parse_matrix(text: str, path: Path = Path("matrix.yml")) -> Matrix:
         hosts=hosts["group"],
         placement=hosts.get("placement", "pool"),
         inventory=hosts.get("inventory"),
+        busy=hosts.get("busy", "wait"),
+        busy_timeout=hosts.get("busy_timeout"),
+        provision=_provision(doc.get("provision", False)),
         description=doc.get("description", ""),
     )
+
+
+def _provision(value: bool | Mapping[str, Any]) -> Mapping[str, Any] | None:
+    if value is False:
+        return None
+    return {} if value is True else dict(value)
 
 
 def _param_properties(workload: str) -> dict[str, Any]:

@@ -264,11 +264,13 @@ class CampaignStore:
         write_json_atomic(path, dict(facts))
         return path
 
-    def host_facts(self) -> dict[str, dict[str, Any]]:
+    def host_facts(self, when: str = "before") -> dict[str, dict[str, Any]]:
+        """Facts of every host taken at `when` (before or after the campaign), by host name."""
         out = {}
         for path in sorted((self.root / "hosts").glob("*.json")):
-            if path.name.count(".") == 1:
-                out[path.stem] = json.loads(path.read_text())
+            host, taken = split_host_file(path.name)
+            if taken == when:
+                out[host] = json.loads(path.read_text())
         return out
 
     @staticmethod
@@ -313,6 +315,25 @@ class CampaignStore:
         part = pads.partitioning(pa.schema([("workload", pa.string())]), flavor="hive")
         dataset = pads.dataset(files, schema=schema, format="parquet", partitioning=part, partition_base_dir=str(self.root / table))
         return dataset.to_table()
+
+
+HOST_FACT_TIMES = ("after",)  # hosts/<host>.<when>.json beside hosts/<host>.json (taken before)
+
+
+def split_host_file(filename: str) -> tuple[str, str]:
+    """'numa80.lab.json' -> ('numa80.lab', 'before'); 'numa80.lab.after.json' -> ('numa80.lab', 'after')."""
+    stem = filename.removesuffix(".json")
+    for when in HOST_FACT_TIMES:
+        if stem.endswith("." + when):
+            return stem[: -len(when) - 1], when
+    return stem, "before"
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    """A table as Parquet file contents (for archives); files in a dataset go through CampaignStore."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
 
 
 def _coerce(value: Any, kind: str) -> Any:

@@ -1,0 +1,89 @@
+"""runner dataset: pack, verify, import, query, publish and fetch campaign datasets."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from runner.cli import datasets_default
+from runner.records import share
+
+HELP = """\
+Share datasets with collaborators and query them.
+
+  pack CAMPAIGN [-o FILE] [--anonymize]   one archive: Parquet files, data dictionary, provenance, host
+                                          fingerprints, DATA-CARD.md and SHA-256 checksums
+  verify ARCHIVE                          check checksums and schema version (refuses a tampered or
+                                          truncated archive)
+  import ARCHIVE                          verify, then add to the datasets: a new campaign, merged into
+                                          the campaign of that name (no duplicate trials), or kept apart
+                                          as CAMPAIGN--ID when the results are not comparable
+  query "SQL"                             DuckDB over every campaign: views `metrics` and `trials`
+  publish CAMPAIGN URL [--anonymize]      pack and copy to a shared location (any fsspec URL)
+  fetch URL/NAME                          copy from a shared location, verify and import
+
+examples:
+  runner dataset pack lockbench-scaling --anonymize -o /tmp/locks.tar.gz
+  runner dataset verify /tmp/locks.tar.gz
+  runner dataset query "SELECT lock, threads, median(value) FROM metrics WHERE metric='throughput' GROUP BY ALL ORDER BY ALL"
+  runner dataset publish lockbench-scaling file:///srv/lab-datasets
+  runner dataset fetch file:///srv/lab-datasets/lockbench-scaling
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("dataset", help="pack, verify, import, query and publish datasets", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", default=datasets_default(), type=Path, help="datasets directory (env RUNNER_DATASETS; default datasets/)")
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    pk = sub.add_parser("pack", help="write a campaign's archive")
+    pk.add_argument("campaign", help="campaign name or path")
+    pk.add_argument("-o", "--output", type=Path, help="archive file (default CAMPAIGN.tar.gz here)")
+    pk.add_argument("--anonymize", action="store_true", help="replace host names and addresses by stable pseudonyms")
+    vf = sub.add_parser("verify", help="check an archive's checksums and versions")
+    vf.add_argument("archive", type=Path)
+    im = sub.add_parser("import", help="verify an archive and add it to the datasets")
+    im.add_argument("archive", type=Path)
+    qy = sub.add_parser("query", help="run SQL (DuckDB) over views `metrics` and `trials` of all campaigns")
+    qy.add_argument("sql")
+    pb = sub.add_parser("publish", help="pack a campaign and copy it to an fsspec URL (a directory)")
+    pb.add_argument("campaign")
+    pb.add_argument("url", help="e.g. file:///srv/lab-datasets, s3://bucket/lab")
+    pb.add_argument("--anonymize", action="store_true", help="replace host names and addresses by stable pseudonyms")
+    ft = sub.add_parser("fetch", help="copy an archive from an fsspec URL, verify and import it")
+    ft.add_argument("url", help="URL/NAME or URL/NAME.tar.gz")
+    p.set_defaults(func=run)
+
+
+def report_import(console: Console, done: share.Imported) -> None:
+    console.print(f"imported into {done.dataset}: {done.new_trials} new trials, {done.duplicate_trials} already there (skipped)", highlight=False)
+    if done.kept_apart:
+        console.print(f"[yellow]kept apart from campaign {done.campaign.split('--')[0]}: {done.kept_apart}", highlight=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console(soft_wrap=True)
+    if args.action == "pack":
+        out = share.pack(args.campaign, args.output, datasets=args.datasets, anonymize=args.anonymize)
+        console.print(f"packed {out} ({out.stat().st_size / 1e6:.1f} MB)" + (", anonymized" if args.anonymize else ""), highlight=False)
+    elif args.action == "verify":
+        v = share.verify(args.archive)
+        console.print(
+            f"{args.archive}: ok: campaign {v.campaign}, schema version {v.schema_version}, {v.files} files checked"
+            f"{', anonymized' if v.anonymized else ''}; MANIFEST sha256 {v.manifest_sha256}", highlight=False,
+        )
+    elif args.action == "import":
+        report_import(console, share.import_archive(args.archive, args.datasets))
+    elif args.action == "query":
+        columns, rows = share.query(args.sql, args.datasets)
+        table = Table(*columns, show_edge=False)
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        console.print(table)
+    elif args.action == "publish":
+        console.print(f"published {share.publish(args.campaign, args.url, datasets=args.datasets, anonymize=args.anonymize)}", highlight=False)
+    else:
+        report_import(console, share.fetch(args.url, args.datasets))
+    return 0

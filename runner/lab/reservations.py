@@ -1,0 +1,364 @@
+"""Holds on hosts shared by several controllers: two campaigns never measure on the same host at once.
+
+A hold lives on the host itself, so controllers of different people on different machines see the same
+holds without any central service. It is one small JSON file (owner `user@controller`, campaign, since,
+TTL, a random token) whose modification time is the heartbeat. Every change runs as one short shell
+script on the host (through `Host.run`) inside `flock` on the hold directory, so taking, refreshing,
+releasing and taking over an expired hold are each an atomic compare-and-swap; the file itself is written
+to a temporary name and renamed into place, so a reader never sees half a hold. The kernel drops the
+flock when the script dies, so a lost connection never leaves the directory locked.
+
+A hold expires when its heartbeat is older than its TTL, judged by the host's own clock (controllers'
+clocks may disagree; the host's clock is the one both sides read). `hold_hosts` refreshes its holds
+every TTL/4 from a background thread, so a crashed or SIGKILLed controller's holds expire after one TTL.
+
+Where the hold file is (per host):
+- the inventory variable `runner_hold_path` if set (a full path), else
+- `/var/lib/runner/holds/hold-net<inode>.json`, where <inode> is the host's network namespace
+  (`stat -L -c %i /proc/self/ns/net`). On separate machines every host has its own file system and the
+  name is simply fixed per machine, whatever name each controller's inventory gives the host. On the
+  namespace test bed the hosts share one file system but each sshd runs in its own network namespace,
+  so each test host still gets its own hold. All lab accounts that run campaigns must be able to write
+  the directory (a group-writable directory, not a sticky one such as /tmp: taking over an expired hold
+  replaces another user's file).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import math
+import os
+import random
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from runner.errors import HostError, RunnerError, UsageError
+from runner.execution.hosts import Host
+
+DEFAULT_TTL = 60.0
+HOLD_PATH_VAR = "runner_hold_path"
+DEFAULT_DIR = "/var/lib/runner/holds"
+LOCK_WAIT_S = 10  # how long one operation waits for another controller's operation on the same host
+HOLD_VERSION = 1  # 1: owner, campaign, since, ttl, token, pid; heartbeat = file mtime
+
+# One script for every operation. Output: "<STATE> <host now> <hold mtime> <path>" then the hold's JSON.
+# STATE: OK (done), BUSY (held by another, not expired), LOST (not ours any more), ERROR (message follows).
+_SCRIPT = r"""
+op=$1 path=$2 token=$3 ttl=$4 doc=$5
+if [ -z "$path" ]; then
+  ino=$(stat -L -c %i /proc/self/ns/net) || { echo "ERROR cannot read /proc/self/ns/net"; exit 0; }
+  path=DEFAULT_DIR/hold-net$ino.json
+fi
+dir=$(dirname "$path")
+report() {
+  mtime=0; cur=""
+  if [ -f "$path" ]; then
+    mtime=$(stat -c %Y "$path" 2>/dev/null || echo 0); cur=$(cat "$path" 2>/dev/null || true)
+  fi
+  echo "$1 $(date +%s) $mtime $path"; printf '%s\n' "$cur"
+}
+if [ "$op" = status ]; then report OK; exit 0; fi
+mkdir -p "$dir" 2>/dev/null || { echo "ERROR cannot create hold directory $dir"; exit 0; }
+exec 9<"$dir" || { echo "ERROR cannot open hold directory $dir"; exit 0; }
+flock -w LOCK_WAIT 9 || { echo "ERROR hold directory $dir stayed locked for LOCK_WAIT s"; exit 0; }
+cur=""; mine=0; age=0; theirs=$ttl
+if [ -f "$path" ]; then
+  cur=$(cat "$path")
+  age=$(( $(date +%s) - $(stat -c %Y "$path") ))
+  case "$cur" in *"\"token\": \"$token\""*) mine=1;; esac
+  t=$(printf '%s' "$cur" | sed -n 's/.*"ttl": \([0-9][0-9]*\).*/\1/p')
+  [ -n "$t" ] && theirs=$t
+fi
+case "$op" in
+acquire)
+  if [ -n "$cur" ] && [ $mine = 0 ] && [ $age -le $theirs ]; then report BUSY; exit 0; fi
+  tmp="$path.$token.tmp"
+  printf '%s\n' "$doc" > "$tmp" && mv -f "$tmp" "$path" || { rm -f "$tmp"; echo "ERROR cannot write $path"; exit 0; }
+  report OK;;
+refresh)
+  if [ $mine = 1 ]; then touch "$path" && report OK; else report LOST; fi;;
+release)
+  if [ $mine = 1 ]; then rm -f "$path"; fi; report OK;;
+force)
+  report OK; rm -f "$path";;
+esac
+""".replace("DEFAULT_DIR", DEFAULT_DIR).replace("LOCK_WAIT", str(LOCK_WAIT_S))
+
+
+@dataclass(frozen=True)
+class HoldInfo:
+    """A hold as found on a host. `age_s` is the time since its last heartbeat by the host's clock."""
+
+    host: str
+    path: str
+    owner: str
+    campaign: str
+    since: str
+    ttl: float
+    token: str
+    age_s: float
+    pid: int | None = None
+
+    @property
+    def expired(self) -> bool:
+        return self.age_s > self.ttl
+
+    def describe(self) -> str:
+        """'held by alice@ctl1 for campaign nightly since 2026-11-26T02:00:00+00:00 (heartbeat 3 s ago)'."""
+        state = f"expired {self.age_s - self.ttl:.0f} s ago" if self.expired else f"heartbeat {self.age_s:.0f} s ago"
+        return f"held by {self.owner} for campaign {self.campaign} since {self.since} ({state})"
+
+
+class HostBusy(RunnerError):
+    """A host is held by another campaign. `holders` maps each busy host to its hold."""
+
+    def __init__(self, message: str, holders: Mapping[str, HoldInfo]) -> None:
+        super().__init__(message)
+        self.holders = dict(holders)
+
+
+class HoldLost(RunnerError):
+    """Our hold is gone: it expired and another controller took the host, or it was released by force."""
+
+
+@dataclass(frozen=True)
+class _Answer:
+    state: str
+    host_now: int
+    path: str
+    info: HoldInfo | None
+
+
+def default_owner() -> str:
+    """`user@controller` of this process."""
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def _call(host: Host, op: str, path: str | None, token: str = "", ttl: int = 0, doc: str = "") -> _Answer:
+    result = host.run(["sh", "-c", _SCRIPT, "hold", op, path or "", token, str(ttl), doc], timeout=LOCK_WAIT_S + 20)
+    lines = result.stdout.splitlines()
+    if not result.ok or not lines:
+        why = (result.stderr.strip() or f"exit {result.rc}").splitlines()[-1]
+        raise HostError(f"host {host.name}: hold {op} failed: {why}")
+    head = lines[0].split(" ", 3)
+    if head[0] == "ERROR":
+        raise HostError(f"host {host.name}: hold {op}: {lines[0][6:]}")
+    state, now, mtime, where = head[0], int(head[1]), int(head[2]), head[3]
+    return _Answer(state, now, where, parse_hold(host.name, where, "\n".join(lines[1:]), now - mtime))
+
+
+def parse_hold(host: str, path: str, text: str, age_s: float) -> HoldInfo | None:
+    """The HoldInfo of a hold file's text; None for no hold. An unreadable file counts as a hold of 'unknown'."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        doc = json.loads(text)
+        return HoldInfo(
+            host=host, path=path, owner=str(doc["owner"]), campaign=str(doc["campaign"]), since=str(doc["since"]),
+            ttl=float(doc["ttl"]), token=str(doc["token"]), age_s=float(age_s), pid=doc.get("pid"),
+        )
+    except (ValueError, KeyError, TypeError):
+        return HoldInfo(host, path, "unknown", "unknown", "unknown", DEFAULT_TTL, "", float(age_s))
+
+
+class Hold:
+    """A hold we own on one host. Refresh it more often than its TTL; release it when done."""
+
+    def __init__(self, host: Host, path: str, token: str, info: HoldInfo) -> None:
+        self.host = host
+        self.path = path
+        self.token = token
+        self.info = info
+
+    def refresh(self) -> None:
+        """Renew the heartbeat. Raises HoldLost if the hold is no longer ours."""
+        answer = _call(self.host, "refresh", self.path, self.token)
+        if answer.state != "OK":
+            other = answer.info.describe() if answer.info else "released"
+            raise HoldLost(f"host {self.host.name}: our hold for campaign {self.info.campaign} was lost; now {other}")
+
+    def release(self) -> None:
+        """Remove the hold if it is still ours (a hold taken over by someone else is left alone)."""
+        _call(self.host, "release", self.path, self.token)
+
+
+def acquire(host: Host, owner: str, campaign: str, ttl: float = DEFAULT_TTL, *, path: str | None = None) -> Hold:
+    """Hold `host` for `campaign`, or raise HostBusy naming the current holder. An expired hold is taken over."""
+    if ttl < 1:
+        raise UsageError(f"hold TTL {ttl!r} must be at least 1 second")
+    seconds = math.ceil(ttl)
+    token = secrets.token_hex(8)
+    since = datetime.now(UTC).isoformat(timespec="seconds")
+    doc = {"version": HOLD_VERSION, "owner": owner, "campaign": campaign, "since": since, "ttl": seconds, "token": token, "pid": os.getpid()}
+    answer = _call(host, "acquire", path, token, seconds, json.dumps(doc, sort_keys=True))
+    if answer.state == "BUSY" and answer.info is not None:
+        raise HostBusy(f"host {host.name} is {answer.info.describe()}", {host.name: answer.info})
+    info = answer.info or HoldInfo(host.name, answer.path, owner, campaign, since, seconds, token, 0.0)
+    return Hold(host, path or answer.path, token, info)
+
+
+def status(host: Host, *, path: str | None = None) -> HoldInfo | None:
+    """The hold on `host`, expired or not; None if it is free."""
+    return _call(host, "status", path).info
+
+
+def force_release(host: Host, *, path: str | None = None) -> HoldInfo | None:
+    """Remove whatever hold `host` has (an administrator's tool); returns the hold that was removed."""
+    return _call(host, "force", path).info
+
+
+@dataclass
+class HoldSet:
+    """The holds of one campaign: `held` host name -> Hold, `skipped` host name -> the other campaign's hold."""
+
+    held: dict[str, Hold] = field(default_factory=dict)
+    skipped: dict[str, HoldInfo] = field(default_factory=dict)
+    lost: dict[str, str] = field(default_factory=dict)  # host -> why, filled by the heartbeat
+
+
+def _connect(spec: Any) -> Host:
+    if isinstance(spec, Host):
+        return spec
+    from runner.provision.inventory import connect
+
+    return connect(spec)
+
+
+@contextmanager
+def hold_hosts(
+    hosts: Sequence[Any],
+    owner: str | None,
+    campaign: str,
+    *,
+    wait: bool = True,
+    timeout: float | None = None,
+    ttl: float = DEFAULT_TTL,
+    paths: Mapping[str, str] | None = None,
+    on_wait: Callable[[str], None] | None = None,
+    on_lost: Callable[[str], None] | None = None,
+    poll_s: float | None = None,
+) -> Iterator[HoldSet]:
+    """Hold `hosts` (HostSpecs or Hosts) for the life of the block, with heartbeats every TTL/4.
+
+    wait=True: all or nothing. While any host is busy, release what we took (no hold-and-wait, so two
+    campaigns never deadlock), tell `on_wait` why, and try again after a random pause; HostBusy after
+    `timeout` seconds (None: wait for ever). wait=False: hold the free hosts, skip the busy ones
+    (`HoldSet.skipped`); HostBusy if every host is busy. A hold lost later is reported to `on_lost` and
+    listed in `HoldSet.lost`. `paths` maps host names to `runner_hold_path` values (see hold_paths).
+    """
+    owner = owner or default_owner()
+    paths = paths or {}
+    poll = poll_s if poll_s is not None else min(ttl / 4, 5.0)
+    conns = {h.name: _connect(h) for h in hosts}
+    ours = [h.name for h in hosts if not isinstance(h, Host)]  # connections we opened, we close
+    holds = HoldSet()
+    stop = threading.Event()
+    guard = threading.Lock()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    beat: threading.Thread | None = None
+    try:
+        while True:
+            busy: dict[str, HoldInfo] = {}
+            for name in sorted(conns):
+                if name in holds.held:
+                    continue
+                try:
+                    hold = acquire(conns[name], owner, campaign, ttl, path=paths.get(name))
+                except HostBusy as exc:
+                    busy.update(exc.holders)
+                    continue
+                with guard:
+                    holds.held[name] = hold
+            if beat is None and holds.held:
+                beat = threading.Thread(target=_heartbeat, args=(holds, guard, stop, ttl / 4, on_lost), daemon=True, name="runner-holds")
+                beat.start()
+            if not busy:
+                break
+            if not wait:
+                if not holds.held:
+                    raise HostBusy(_busy_message(busy), busy)
+                holds.skipped = busy
+                for name, info in sorted(busy.items()):
+                    if on_wait:
+                        on_wait(f"skipping host {name}: {info.describe()}")
+                break
+            _release_all(holds, guard)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise HostBusy(f"gave up after {timeout:g} s: {_busy_message(busy)}", busy)
+            if on_wait:
+                for name, info in sorted(busy.items()):
+                    on_wait(f"waiting for host {name}: {info.describe()}")
+            pause = poll * random.uniform(0.5, 1.5)
+            if deadline is not None:
+                pause = max(0.0, min(pause, deadline - time.monotonic()))
+            time.sleep(pause)
+        yield holds
+    finally:
+        stop.set()
+        if beat is not None:
+            beat.join()
+        _release_all(holds, guard)
+        for name in ours:
+            conns[name].close()
+
+
+def _busy_message(busy: Mapping[str, HoldInfo]) -> str:
+    return "; ".join(f"host {n} is {i.describe()}" for n, i in sorted(busy.items()))
+
+
+def _release_all(holds: HoldSet, guard: threading.Lock) -> None:
+    with guard:
+        taken, holds.held = holds.held, {}
+    for hold in taken.values():
+        try:
+            hold.release()
+        except HostError:
+            pass  # unreachable: the hold expires after its TTL
+
+
+def _heartbeat(holds: HoldSet, guard: threading.Lock, stop: threading.Event, every: float, on_lost: Callable[[str], None] | None) -> None:
+    while not stop.wait(every):
+        with guard:
+            current = list(holds.held.items())
+        for name, hold in current:
+            try:
+                hold.refresh()
+            except HoldLost as exc:
+                with guard:
+                    holds.held.pop(name, None)
+                    holds.lost[name] = str(exc)
+                if on_lost:
+                    on_lost(str(exc))
+            except HostError:
+                pass  # try again next beat; if the host stays away past the TTL the hold is lost then
+
+
+def hold_paths(inventory: Path | str) -> dict[str, str]:
+    """host name -> its `runner_hold_path` inventory variable, for the hosts that set it."""
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar
+    from ansible.vars.manager import VariableManager
+
+    source = Path(inventory).resolve()
+    if not source.exists():
+        raise UsageError(f"inventory {inventory} does not exist")
+    loader = DataLoader()
+    manager = InventoryManager(loader=loader, sources=[str(source)])
+    variables = VariableManager(loader=loader, inventory=manager)
+    out = {}
+    for name, host in manager.hosts.items():
+        hostvars = variables.get_vars(host=host, include_hostvars=False)
+        if hostvars.get(HOLD_PATH_VAR):
+            out[name] = str(Templar(loader=loader, variables=hostvars).template(hostvars[HOLD_PATH_VAR]))
+    return out

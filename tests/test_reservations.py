@@ -1,0 +1,176 @@
+"""Host holds: the on-host protocol on this machine, then two real controllers (processes) racing for the
+test bed's sshd hosts, and a controller SIGKILLed while it holds a host."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runner.cli import hosts as hosts_cli
+from runner.execution.hosts import LocalHost
+from runner.lab import reservations
+from runner.lab.reservations import HostBusy, HoldLost, acquire, force_release, hold_hosts, parse_hold, status
+from runner.provision.inventory import connect, load_inventory
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def test_parse_hold() -> None:
+    assert parse_hold("h", "/p", "  \n", 0) is None
+    doc = {"owner": "a@c", "campaign": "x", "since": "2026-01-01T00:00:00+00:00", "ttl": 60, "token": "ab", "pid": 7}
+    info = parse_hold("h", "/p", json.dumps(doc), 61.0)
+    assert info is not None and info.owner == "a@c" and info.expired and "expired 1 s ago" in info.describe()
+    garbage = parse_hold("h", "/p", "{not json", 1.0)
+    assert garbage is not None and garbage.owner == "unknown" and not garbage.expired
+
+
+def test_hold_protocol_on_this_machine(tmp_path: Path) -> None:
+    host = LocalHost("here")
+    path = str(tmp_path / "holds" / "hold.json")
+    a = acquire(host, "alice@c1", "nightly", 1, path=path)
+    with pytest.raises(HostBusy, match="held by alice@c1 for campaign nightly"):
+        acquire(host, "bob@c2", "other", 1, path=path)
+    a.refresh()
+    assert status(host, path=path).token == a.token
+    time.sleep(2.2)  # heartbeat older than the TTL: the hold has expired
+    assert status(host, path=path).expired
+    b = acquire(host, "bob@c2", "other", 1, path=path)
+    with pytest.raises(HoldLost, match="held by bob@c2"):
+        a.refresh()
+    a.release()  # not ours any more: left alone
+    assert status(host, path=path).owner == "bob@c2"
+    assert force_release(host, path=path).owner == "bob@c2"
+    assert status(host, path=path) is None
+    b.release()
+    with pytest.raises(Exception, match="at least 1 second"):
+        acquire(host, "x@y", "z", 0.5, path=path)
+
+
+CONTROLLER = """
+import os, sys, time
+from pathlib import Path
+from runner.lab.reservations import hold_hosts
+from runner.provision.inventory import load_inventory
+
+inventory, name, rounds, work = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+specs = load_inventory(inventory).resolve("testbed")
+waits = []
+print("ready", flush=True)
+while not (work / "go").exists():
+    time.sleep(0.01)
+for i in range(rounds):
+    with hold_hosts(specs, f"{name}@test", f"camp-{name}", wait=True, timeout=60, ttl=5, poll_s=0.2, on_wait=waits.append) as hs:
+        for host in hs.held:
+            try:
+                os.close(os.open(work / f"{host}.inuse", os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                print(f"VIOLATION {host}", flush=True)
+        time.sleep(0.3)
+        for host in hs.held:
+            os.unlink(work / f"{host}.inuse")
+print(f"done waits={len(waits)}", flush=True)
+"""
+
+
+def _controller(bed_inventory: Path, name: str, rounds: int, work: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", CONTROLLER, str(bed_inventory), name, str(rounds), str(work)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(PROJECT)},
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.netns
+def test_two_controllers_race_for_testbed_hosts(testbed, tmp_path: Path) -> None:
+    specs = load_inventory(testbed.inventory_path).resolve("testbed")
+    # Default hold path: one hold per sshd's network namespace, although the test hosts share one disk.
+    with connect(specs[0]) as h1, connect(specs[1]) as h2:
+        a, b = acquire(h1, "x@test", "one", 5), acquire(h2, "y@test", "two", 5)
+        assert a.path != b.path and a.path.startswith(reservations.DEFAULT_DIR)
+        a.release(), b.release()
+        assert status(h1) is None and status(h2) is None
+    procs = [_controller(testbed.inventory_path, n, 3, tmp_path) for n in ("alice", "bob")]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready", p.stderr.read()
+        (tmp_path / "go").touch()
+        outs = [p.communicate(timeout=90) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+        assert "VIOLATION" not in out
+    waits = sum(int(out.split("waits=")[1]) for out, _ in outs)
+    assert waits > 0  # they did meet, and one waited for the other
+    assert all(s.hold is None for s in hosts_cli.host_states(testbed.inventory_path, "testbed"))
+
+
+KILLED = """
+import sys, time
+from runner.lab.reservations import hold_hosts
+from runner.provision.inventory import load_inventory
+
+specs = load_inventory(sys.argv[1]).resolve("tb1")
+with hold_hosts(specs, "crashing@ctl", "doomed", ttl=2):
+    print("HELD", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.netns
+def test_killed_controller_hold_expires(testbed, tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED, str(testbed.inventory_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True, env={**os.environ, "PYTHONPATH": str(PROJECT)},
+    )
+    try:
+        assert proc.stdout.readline().strip() == "HELD", proc.stderr.read()
+        time.sleep(1.5)  # past a heartbeat: the hold is kept alive while the controller lives
+        states = {s.host: s for s in hosts_cli.host_states(testbed.inventory_path, "testbed")}
+        assert states["tb1"].hold.owner == "crashing@ctl" and not states["tb1"].hold.expired
+        assert states["tb2"].hold is None
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    spec = load_inventory(testbed.inventory_path).resolve("tb1")
+    with connect(spec[0]) as host, pytest.raises(HostBusy, match="crashing@ctl for campaign doomed"):
+        acquire(host, "me@test", "next", 5)
+    reasons: list[str] = []
+    started = time.monotonic()
+    with hold_hosts(spec, "me@test", "next", ttl=5, timeout=20, poll_s=0.3, on_wait=reasons.append) as hs:
+        assert set(hs.held) == {"tb1"}
+        assert time.monotonic() - started > 0.5
+        assert reasons and reasons[0].startswith("waiting for host tb1: held by crashing@ctl")
+        # An administrator releases it by force: our hold is lost.
+        mine = hs.held["tb1"]
+        assert hosts_cli.release_host(testbed.inventory_path, "tb1").owner == "me@test"
+        with pytest.raises(HoldLost):
+            mine.refresh()
+    with connect(spec[0]) as host:
+        assert status(host) is None
+
+
+@pytest.mark.integration
+@pytest.mark.netns
+def test_skip_busy_hosts(testbed) -> None:
+    specs = load_inventory(testbed.inventory_path).resolve("testbed")
+    with hold_hosts(specs[:1], "first@test", "a", ttl=5) as first:
+        seen: list[str] = []
+        with hold_hosts(specs, "second@test", "b", wait=False, ttl=5, on_wait=seen.append) as second:
+            assert set(second.held) == {"tb2", "tb3"} and set(second.skipped) == {"tb1"}
+            assert seen == [f"skipping host tb1: {second.skipped['tb1'].describe()}"]
+        with pytest.raises(HostBusy, match="gave up after 0.5 s: host tb1 is held by first@test"):
+            with hold_hosts(specs, "third@test", "c", ttl=5, timeout=0.5, poll_s=0.1):
+                pass
+        assert set(first.held) == {"tb1"}
