@@ -123,8 +123,12 @@ def order_trials(per_cell: Sequence[Sequence[Trial]], order: str, seed: int) -> 
 
 def axis_types(trials: Sequence[Trial], axes: Sequence[str]) -> dict[str, str]:
     """Column type of each axis over all trials: int, float, bool or str (mixed types become str)."""
+    from runner.records.schema import RESERVED
+
     types: dict[str, str] = {}
     for axis in axes:
+        if axis in RESERVED:  # e.g. env: the dataset's fixed column of that name holds it
+            continue
         kinds = {type(dict(t.params)[axis]) for t in trials if axis in dict(t.params)}
         if kinds == {bool}:
             types[axis] = "bool"

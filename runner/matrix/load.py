@@ -131,9 +131,13 @@ def parse_matrix(text: str, path: Path = Path("matrix.yml")) -> Matrix:
         _check_value(value, props[key], name, f"workload.params.{key}")
 
     axes = {k: tuple(v) for k, v in (doc.get("axes") or {}).items()}
+    from runner.records.schema import RESERVED
+
     for key, values in axes.items():
         if key not in props:
             raise MatrixError(f"{name}: axes.{key}: unknown parameter of workload {workload!r}; known: {props_known}")
+        if key in RESERVED and key not in RUNNER_PARAMS_SCHEMA:
+            raise MatrixError(f"{name}: axes.{key}: {key!r} is a column of the dataset; give the parameter another name")
         if key in params:
             raise MatrixError(f"{name}: axes.{key}: also set in workload.params; set it in one place")
         for i, value in enumerate(values):

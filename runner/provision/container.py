@@ -12,6 +12,7 @@ pulled. Containers run with `--network none` and `--rm`; their names come from `
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
@@ -20,12 +21,13 @@ from functools import cache
 from pathlib import Path
 
 from runner.errors import ProvisionError
-from runner.provision.guest import belongs_to
+from runner.provision.guest import belongs_to, campaign_slug
 from runner.provision.topology import format_cpulist
 
 CONF_PATH = Path("/var/lib/runner/containers.conf")
 CONF_TEXT = "# written by runner.provision.container, see docs/guests.md\n[containers]\ndefault_ulimits = []\n"
 RUNC = "/usr/sbin/runc"
+IMAGE_REPO = "rnr-campaign"  # images are IMAGE_REPO:<content digest>-<campaign slug>
 
 
 @cache
@@ -105,10 +107,14 @@ def run_argv(
     name: str,
     cpuset: Iterable[int] = (),
     memory_mib: int | None = None,
+    workdir: str | None = None,
 ) -> list[str]:
     """The argv that runs `argv` in a fresh container `name` of `image` (removed when it exits), with no
-    network, limited to host CPUs `cpuset` (empty: all) and `memory_mib` MiB (None: no limit)."""
+    network, limited to host CPUs `cpuset` (empty: all) and `memory_mib` MiB (None: no limit), in the
+    container directory `workdir` (None: the image's default)."""
     out = [*container_cli(), "run", "--rm", "--name", name, "--network", "none"]
+    if workdir:
+        out += ["--workdir", workdir]
     cpus = format_cpulist(cpuset)
     if cpus:
         out += ["--cpuset-cpus", cpus]
@@ -120,15 +126,41 @@ def run_argv(
 def remove(name: str) -> None:
     """Remove container `name`, running or not (no-op if it does not exist)."""
     if name in list_containers():
-        # docker rm -f kills at once; podman waits 10 s for SIGTERM unless told otherwise.
-        wait = [] if container_cli() == ("docker",) else ["-t", "0"]
-        _cli("rm", "-f", *wait, name)
+        _cli(*remove_argv(name)[len(container_cli()):])
+
+
+def remove_argv(name: str) -> list[str]:
+    """The argv that removes container `name` at once, running or not."""
+    # docker rm -f kills at once; podman waits 10 s for SIGTERM unless told otherwise.
+    wait = [] if container_cli() == ("docker",) else ["-t", "0"]
+    return [*container_cli(), "rm", "-f", *wait, name]
+
+
+def image_name(campaign: str, digest: str) -> str:
+    """The name of a campaign's image with content `digest` (hex): the campaign is in the tag, which,
+    unlike a repository name, may hold upper case."""
+    return f"{IMAGE_REPO}:{digest[:12]}-{campaign_slug(campaign)}"
+
+
+def image_exists(name: str) -> bool:
+    return _ok([*container_cli(), "image", "inspect", name])
 
 
 def remove_image(name: str) -> None:
     """Remove image `name` (no-op if it does not exist)."""
-    if _ok([*container_cli(), "image", "inspect", name]):
+    if image_exists(name):
         _cli("rmi", "-f", name)
+
+
+def list_campaign_images(campaign: str) -> list[str]:
+    """Names of the images `image_name` made for `campaign` (and no other campaign)."""
+    tag = re.compile(rf"[0-9a-f]{{12}}-{re.escape(campaign_slug(campaign))}")
+    out = []
+    for ref in _cli("images", "--format", "{{.Repository}}:{{.Tag}}").split():
+        repo, _, t = ref.rpartition(":")
+        if repo.rsplit("/", 1)[-1] == IMAGE_REPO and tag.fullmatch(t):
+            out.append(f"{IMAGE_REPO}:{t}")
+    return sorted(set(out))
 
 
 def list_containers() -> list[str]:

@@ -25,7 +25,7 @@ from runner.errors import DatasetError, UnknownNameError, UsageError
 from runner.provision.topology import Topology, pin_plan
 
 # Version of GuestSpec.to_json. History:
-#   1 - first release.
+#   1 - first release (`vms` was added before any dataset held a guest description).
 GUEST_SPEC_VERSION = 1
 
 ENVS = ("kvm", "xen-hvm", "xen-pv", "container")
@@ -58,6 +58,7 @@ class GuestSpec:
     accel: str
     guest_kernel: str
     disk: str | None = None
+    vms: int = 1  # guests of the trial (over-commit); all get the same host CPUs
 
     @property
     def host_cpus(self) -> tuple[int, ...]:
@@ -127,19 +128,21 @@ def describe_guest(
 
     params: vcpus, memory (MiB), pin ("packed"|"spread"|"none", default packed), guest_numa (virtual
     nodes, vCPUs and memory split evenly; 0 or 1 = flat), guest_kernel (catalog key; not for containers),
-    accel (default: kvm, xen or none by env; kvm may be "tcg"), disk (optional image path).
+    accel (default: kvm, xen or none by env; kvm may be "tcg"), disk (optional image path), vms (guests
+    of the trial, default 1; recorded in the spec).
     catalog: {name: {kernel, initrd, cmdline}}. address ("10.214.0.5/24") is appended to the kernel
     command line as runner.ip=, read by the guest image's init.
     """
     if env not in ENVS:
         raise UnknownNameError(f"no guest environment {env!r}; known: {', '.join(ENVS)}")
-    known = {"vcpus", "memory", "pin", "guest_numa", "guest_kernel", "accel", "disk"}
+    known = {"vcpus", "memory", "pin", "guest_numa", "guest_kernel", "accel", "disk", "vms"}
     unknown = sorted(set(params) - known)
     if unknown:
         raise UsageError(f"unknown guest parameter {unknown[0]!r}; known: {', '.join(sorted(known))}")
     vcpus = _int_param(params, "vcpus", None, 1)
     memory = _int_param(params, "memory", None, 16)
     numa = _int_param(params, "guest_numa", 1, 0)
+    vms = _int_param(params, "vms", 1, 1)
     accel = params.get("accel", ACCELS[env][0])
     if accel not in ACCELS[env]:
         raise UsageError(f"guest parameter accel: {accel!r} is not possible with {env}; allowed: {', '.join(ACCELS[env])}")
@@ -192,6 +195,7 @@ def describe_guest(
         accel=accel,
         guest_kernel=guest_kernel,
         disk=params.get("disk"),
+        vms=vms,
     )
     short = hashlib.sha256(spec.to_json().encode()).hexdigest()[:8]
     return replace(spec, name=f"{NAME_PREFIX}-{campaign_slug(campaign)}-{index}-{short}")

@@ -35,6 +35,8 @@ INIT_MARKER = "RUNNER-GUEST-INIT"
 SSH_MARKER = "RUNNER-GUEST-SSH-READY"
 # Network modules loaded by /init when the kernel has them as modules (Debian's kernel does).
 NET_MODULES = ("virtio_pci", "virtio_net")
+# For Xen guests (PV, and HVM with PV drivers): the netfront driver.
+XEN_NET_MODULES = ("xen_netfront",)
 DEFAULT_CMDLINE = "console=ttyS0 panic=-1 quiet"
 
 INIT_SCRIPT = f"""#!/bin/sh
@@ -143,17 +145,19 @@ def build_image(
     key_path: Path,
     extra_files: Mapping[str, Path] | None = None,
     kernel: Path | None = None,
+    net_modules: Iterable[str] = NET_MODULES,
 ) -> GuestImage:
     """Build (or reuse) the image for this campaign key and these extra files under `out_dir/<digest>/`.
 
     key_path: private key from `campaign_keypair`; its `.pub` is installed as root's authorized_keys.
     extra_files: guest path -> host file (mode kept), e.g. {"/usr/bin/lockbench": Path("lockbench")}.
+    net_modules: network drivers loaded by /init (NET_MODULES for KVM, XEN_NET_MODULES for Xen).
     """
     kernel = Path(kernel) if kernel else newest_kernel()
     release = kernel.name.removeprefix("vmlinuz-")
     moddir = Path("/lib/modules") / release
     try:
-        modules = module_load_order((moddir / "modules.dep").read_text(), NET_MODULES)
+        modules = module_load_order((moddir / "modules.dep").read_text(), net_modules)
     except OSError as e:
         raise ProvisionError(f"cannot read the modules of kernel {release} in {moddir}: {e.strerror}") from None
     authorized = Path(f"{key_path}.pub").read_text()

@@ -183,6 +183,12 @@ def ensure_bridge(bridge: str = BRIDGE, subnet: str = SUBNET) -> bool:
     return True
 
 
+def bridge_ports(bridge: str = BRIDGE) -> list[str]:
+    """Interfaces attached to the bridge (a guest's tap device, a Xen vif); [] if it has none or is absent."""
+    brif = Path(f"/sys/class/net/{bridge}/brif")
+    return sorted(p.name for p in brif.iterdir()) if brif.is_dir() else []
+
+
 def remove_bridge(bridge: str = BRIDGE) -> None:
     """Delete the guest bridge (no-op if absent)."""
     if Path(f"/sys/class/net/{bridge}").exists():

@@ -1,0 +1,166 @@
+"""Guest environments in campaigns: pure parts, and real campaigns with KVM/TCG guests and podman containers.
+
+The kvm campaign boots real guests under libvirt/QEMU (TCG here: the probe finds that KVM does not boot a
+guest on these machines): vms 1 and 2 with 2 vCPUs on the same 2 host CPUs, lockbench in every guest.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from runner.analysis.overcommit import overcommit_table
+from runner.cli import main
+from runner.errors import ProvisionError
+from runner.execution import environments, guests
+from runner.execution.environments import Outcome
+from runner.execution.ssh import HostSpec, SSHHost
+from runner.provision import container, libvirt
+from runner.provision.guest import GuestSpec
+from runner.provision.image import GuestImage
+from runner.records.store import read_campaign
+from runner.workloads import base
+from runner.workloads.base import Metric, WorkloadContext
+
+PROJECT = Path(__file__).resolve().parents[1]
+CTX = WorkloadContext(host="localhost", workdir="/nonexistent", cpus=2, extra={"campaign": "c"})
+
+
+def test_guest_params_defaults_and_passthrough() -> None:
+    assert guests.guest_params("kvm", {"lock": "ttas"}, 4) == {"vcpus": 4, "memory": 512, "vms": 1, "guest_kernel": "default"}
+    got = guests.guest_params("container", {"vcpus": 2, "memory": 256, "vms": 3, "pin": "spread", "guest_kernel": "x"}, 8)
+    assert got == {"vcpus": 2, "memory": 256, "vms": 3, "pin": "spread"}
+
+
+def test_catalog_has_default_and_nopvspin() -> None:
+    img = GuestImage(Path("/i/vmlinuz"), Path("/i/initrd.img"), Path("/k"), "ssh-ed25519 AAAA", "6.1", "d")
+    cat = guests.guest_catalog(img, "kvm")
+    assert sorted(cat) == ["default", "nopvspin"]
+    assert cat["default"]["cmdline"] == "console=ttyS0 panic=-1 quiet"
+    assert cat["nopvspin"]["cmdline"] == "console=ttyS0 panic=-1 quiet nopvspin"
+    assert guests.guest_catalog(img, "xen-pv")["default"]["cmdline"].startswith("console=hvc0 ")
+
+
+def test_combine_relabels_per_vm_and_adds_totals() -> None:
+    per_vm = [
+        [Metric("throughput", 300.0, "ops/s"), Metric("thread_ops", 10.0, "ops", thread=0)],
+        [Metric("throughput", 100.0, "ops/s"), Metric("thread_ops", 5.0, "ops", thread=0)],
+    ]
+    tel = [{"ssh_ready_s": 10.0, "guest_steal_pct": 2.0, "vcpu_run_delay_s": 1.5},
+           {"ssh_ready_s": 12.0, "guest_steal_pct": 4.0, "vcpu_run_delay_s": None}]
+    out = guests.combine(per_vm, tel)
+    by = {(m.name, m.vm, m.thread): m.value for m in out}
+    assert by[("throughput", 0, None)] == 300 and by[("thread_ops", 1, 0)] == 5
+    assert by[("throughput", None, None)] == by[("aggregate_throughput", None, None)] == 400
+    assert by[("vm_jain", None, None)] == pytest.approx(400**2 / (2 * (300**2 + 100**2)))
+    assert by[("vms", None, None)] == 2
+    assert by[("ssh_ready_s", None, None)] == 12 and by[("guest_steal_pct", None, None)] == 3
+    assert ("vcpu_run_delay_s", 1, None) not in by and ("vcpu_run_delay_s", None, None) not in by  # not for every VM
+
+
+def test_merge_outcomes_first_failure_wins() -> None:
+    ok = Outcome("ok", None, (Metric("throughput", 1.0, "ops/s"),), 2.0)
+    bad = Outcome("timeout", "vm 1 ran past its timeout", (), 5.0)
+    merged = guests.merge_outcomes([ok, bad], [{}, {}], accel="tcg", guest_json="{}")
+    assert (merged.status, merged.error, merged.metrics, merged.workload_wall_s, merged.accel) == ("timeout", bad.error, (), 5.0, "tcg")
+
+
+def test_telemetry_deltas() -> None:
+    before = "cpu  100 0 100 800 0 0 0 0 0 0\n"
+    after = "cpu  150 0 150 850 0 0 0 50 0 0\n"
+    assert guests.steal_pct(before, after) == pytest.approx(100 * 50 / 200)
+    assert guests.steal_pct(before, before) is None
+    assert guests.run_delay_s({0: (1, 1_000_000_000, 1), 1: (1, 0, 1)}, {0: (2, 3_000_000_000, 2), 1: (2, 500_000_000, 2)}) == 2.5
+    assert guests.run_delay_s({}, {0: (1, 1, 1)}) is None
+
+
+def test_unsupported_workload_and_remote_host_are_refused(tmp_path: Path) -> None:
+    class Other(base.Workload):
+        name = "gmake-like"
+
+    with pytest.raises(ProvisionError, match="cannot run in a guest or container yet; supported: command, lockbench"):
+        guests.payload(Other(), tmp_path)
+    remote = SSHHost(HostSpec(name="lab1", address="192.0.2.1"))  # never connected: refused before any SSH
+    for env in ("kvm", "container"):
+        with pytest.raises(ProvisionError, match=f"lab1: {env} env on remote hosts is not supported yet"):
+            environments.get(env)(remote, base.get("lockbench"), {"env": env}, CTX, 10)
+
+
+# ------------------------------------------------------------------------------------ real campaigns
+
+
+def _matrix(tmp: Path, name: str, env: str, axes: str) -> Path:
+    path = tmp / f"{name}.yml"
+    path.write_text(
+        f"campaign: {name}\n"
+        f"hosts: {{group: local, inventory: {PROJECT / 'inventory'}}}\n"
+        f"workload: {{name: lockbench, params: {{env: {env}, lock: ttas, threads: 2, duration: 0.3}}}}\n"
+        f"axes:\n{axes}"
+        "repetitions: 1\ntimeout: 60\nretry: {attempts: 1}\n"
+    )
+    return path
+
+
+def _nothing_left(campaign: str) -> None:
+    assert libvirt.list_campaign(campaign) == []
+    assert campaign not in libvirt.virsh("list", "--all", "--name")
+    assert not Path(f"/sys/class/net/{libvirt.BRIDGE}").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.guest
+def test_kvm_overcommit_campaign(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    name = "pytest-guest-overcommit"
+    matrix = _matrix(tmp_path, name, "kvm", "  vcpus: [2]\n  vms: [1, 2]\n")
+    rc = main(["launch", str(matrix), "--datasets", str(tmp_path / "ds")])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    metrics, trials, _ = read_campaign(name, tmp_path / "ds")
+    assert sorted(trials["status"]) == ["ok", "ok"]
+    assert set(trials["accel"]) == {"tcg"} and set(metrics["accel"]) == {"tcg"}  # never reported as kvm
+    for row in trials.itertuples():
+        spec = GuestSpec.from_json(row.guest_json)
+        assert (spec.env, spec.accel, spec.vcpus, spec.vms, spec.index) == ("kvm", "tcg", 2, row.vms, 0)
+        assert spec.host_cpus == (0, 1) and spec.guest_kernel == "default"
+        assert row.wall_s > row.workload_wall_s > 0
+    tput = metrics[(metrics["metric"] == "throughput") & metrics["thread"].isna()]
+    two = tput[tput["vms"] == 2]
+    assert sorted(two["vm"].dropna().astype(int)) == [0, 1]
+    total = two[two["vm"].isna()]["value"].item()
+    assert total == pytest.approx(two["value"][two["vm"].notna()].sum())
+    for metric in ("aggregate_throughput", "vm_jain", "vms", "ssh_ready_s", "vcpu_run_delay_s", "guest_steal_pct"):
+        rows = metrics[(metrics["metric"] == metric) & metrics["vm"].isna()]
+        assert sorted(rows["vms"]) == [1, 2], metric
+    jain = metrics[(metrics["metric"] == "vm_jain") & (metrics["vms"] == 2)]["value"].item()
+    assert 0.5 <= jain <= 1.0
+    cells, per_vm = overcommit_table(metrics)
+    k2 = cells[cells["k"] == 2].iloc[0]
+    assert k2["vms_seen"] == 2 and k2["efficiency"] > 0 and k2["ideal_per_vm"] == 0.5
+    assert sorted(per_vm[per_vm["vms"] == 2]["vm"]) == [0, 1]
+    _nothing_left(name)
+
+
+@pytest.mark.integration
+@pytest.mark.guest
+def test_container_campaign(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    name = "pytest-guest-container"
+    matrix = _matrix(tmp_path, name, "container", "  vcpus: [1, 2]\n")
+    rc = main(["launch", str(matrix), "--datasets", str(tmp_path / "ds")])
+    assert rc == 0, capsys.readouterr().out
+    metrics, trials, _ = read_campaign(name, tmp_path / "ds")
+    assert sorted(trials["status"]) == ["ok", "ok"] and set(trials["accel"]) == {"none"}
+    for row in trials.itertuples():
+        doc = json.loads(row.guest_json)
+        assert (doc["env"], doc["vcpus"], doc["vcpu_pins"]) == ("container", row.vcpus, [[c] for c in range(row.vcpus)])
+    tput = metrics[(metrics["metric"] == "throughput") & metrics["thread"].isna() & metrics["vm"].isna()]
+    assert sorted(tput["vcpus"]) == [1, 2] and (tput["value"] > 0).all()
+    assert container.list_campaign(name) == []
+    images = container.list_campaign_images(name)
+    assert len(images) == 1  # built once for both trials, removed by cleanup
+    assert main(["cleanup", name]) == 0
+    assert container.list_campaign_images(name) == []
+    ps = subprocess.run([*container.container_cli(), "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True, check=True)
+    assert name not in ps.stdout
