@@ -134,6 +134,8 @@ def print_summary(console: Console, s: campaign.Summary) -> None:
     )
     for host in s.dead_hosts:
         console.print(f"  [red]host {host} was unreachable[/]")
+    for line in s.host_changes:
+        console.print(f"  [yellow]{line}[/]", highlight=False)
     for line in s.failures[:10]:
         console.print(f"  [red]failed[/] {line}", highlight=False)
     if len(s.failures) > 10:

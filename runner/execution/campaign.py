@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ class Summary:
     interrupted: bool
     failures: tuple[str, ...]
     dead_hosts: tuple[str, ...]
+    host_changes: tuple[str, ...] = ()  # 'tb1: kernel.release: 6.1 -> 6.2', facts that changed under the campaign
 
     @property
     def success(self) -> bool:
@@ -93,7 +95,10 @@ def git_commit() -> str | None:
 
 
 def collect_facts(spec: Any) -> dict[str, Any]:
-    """Facts of one host: its fingerprint where the collector runs, at least its CPU count."""
+    """Facts of one host: its fingerprint where the collector runs, at least its CPU count.
+
+    Raises HostError when the host cannot be reached; a failing collector only leaves `facts_error`.
+    """
     from runner.provision.inventory import connect
 
     host = connect(spec)
@@ -101,13 +106,49 @@ def collect_facts(spec: Any) -> dict[str, Any]:
         facts: dict[str, Any] = {"host": spec.name, "cpus": host_cpus(host)}
         try:
             from runner.provision.fingerprint import collect_on
-
+        except ImportError:  # until the remote collector lands: the CPU count only
+            return facts
+        try:
             facts.update(collect_on(host))
-        except ImportError:
-            pass
+        except HostError:
+            raise
+        except RunnerError as exc:
+            facts["facts_error"] = str(exc)
         return facts
     finally:
         host.close()
+
+
+def collect_all(specs: Sequence[Any]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Facts of every host, collected in parallel: (facts by host, reason by unreachable host)."""
+    if not specs:
+        return {}, {}
+
+    def one(spec: Any) -> tuple[str, dict[str, Any] | None, str | None]:
+        try:
+            return spec.name, collect_facts(spec), None
+        except HostError as exc:
+            return spec.name, None, str(exc)
+
+    with ThreadPoolExecutor(max_workers=min(16, len(specs))) as pool:
+        results = list(pool.map(one, specs))
+    facts = {name: f for name, f, _ in results if f is not None}
+    dead = {name: why for name, _, why in results if why is not None}
+    return facts, dead
+
+
+def fact_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """'path: old -> new' for every fact that differs (pure)."""
+    from runner.provision.fingerprint import diff_fingerprints
+
+    return [f"{c.path}: {c.old!r} -> {c.new!r}" for c in diff_fingerprints(before, after)]
+
+
+def describe_changes(host: str, changes: Sequence[str], when: str, limit: int = 3) -> str:
+    """One line for the progress display and the summary (pure)."""
+    shown = "; ".join(changes[:limit])
+    more = f" (+{len(changes) - limit} more)" if len(changes) > limit else ""
+    return f"{host}: facts changed {when}: {shown}{more}"
 
 
 def launch(
@@ -138,21 +179,15 @@ def _launch_locked(
 ) -> Summary:
     started = time.monotonic()
     # Facts first: the CPU count of each host resolves relative values like "50%".
-    facts: dict[str, dict[str, Any]] = {}
-    dead: dict[str, str] = {}
-    for spec in specs:
-        try:
-            facts[spec.name] = collect_facts(spec)
-        except HostError as exc:
-            dead[spec.name] = str(exc)
+    facts, dead = collect_all(specs)
     live = [s for s in specs if s.name not in dead]
+    earlier = store.host_facts() if store.meta_path.exists() else {}
     if not live and matrix.placement == "pool":
         raise HostError(f"no host of {matrix.hosts!r} is reachable: " + "; ".join(dead.values()))
     cpus = {name: f["cpus"] for name, f in facts.items()}
     if matrix.placement == "each":
         for name in dead:  # plan its trials anyway (from earlier facts if any) to record them as failed
-            earlier = store.host_facts().get(name, {}) if store.meta_path.exists() else {}
-            cpus[name] = earlier.get("cpus") or next(iter(cpus.values()), 1)
+            cpus[name] = earlier.get(name, {}).get("cpus") or next(iter(cpus.values()), 1)
     trials = plan(matrix, cpus)
     types = axis_types(trials, list(matrix.axes))
     provenance = {
@@ -180,18 +215,24 @@ def _launch_locked(
         seed=matrix.seed,
         provenance=provenance,
     )
-    for name, f in facts.items():
+    notes = [f"host {name} unreachable at start: {why}" for name, why in sorted(dead.items())]
+    changes: dict[str, list[str]] = {}
+    for name, f in sorted(facts.items()):
+        if name in earlier and (diff := fact_changes(earlier[name], f)):
+            changes[name] = diff
+            notes.append(describe_changes(name, diff, "since the previous launch"))
         store.write_host_facts(name, f)
 
     recorded = store.recorded()
     todo = [(t, recorded[t.trial_id].attempts + 1 if t.trial_id in recorded else 1) for t in trials]
     todo = [(t, a) for t, a in todo if not (t.trial_id in recorded and recorded[t.trial_id].ok)]
     # A trial that already used up its attempts in an earlier launch gets the policy's attempts again.
-    progress = Progress(total=len(trials), skipped=len(trials) - len(todo))
+    progress = Progress(total=len(trials), skipped=len(trials) - len(todo), messages=notes)
     plugin = base.get(matrix.workload)
     progress.estimate_s = sum(plugin.estimate_seconds(t.param_dict) for t, _ in todo) / max(1, len(live))
 
     runner = _Dispatch(matrix, store, types, live, dead, progress, on_progress)
+    runner.notify(progress)  # the start: notes on unreachable or changed hosts show before any trial
     interrupted = False
     previous = signal.getsignal(signal.SIGTERM)
     if threading_is_main():
@@ -203,6 +244,11 @@ def _launch_locked(
     finally:
         if threading_is_main():
             signal.signal(signal.SIGTERM, previous)
+    lines = [describe_changes(n, c, "since the previous launch") for n, c in sorted(changes.items())]
+    if not interrupted:
+        lines += _facts_after(store, [s for s in live if s.name not in runner.dead], facts, progress, on_progress)
+    dead_now = {**dead, **{n: runner.dead_reasons[n] for n in runner.dead}}
+    store.update_provenance(dead_hosts=dead_now, host_changes=lines)
     return Summary(
         campaign=matrix.campaign,
         dataset=store.root,
@@ -214,8 +260,30 @@ def _launch_locked(
         elapsed_s=time.monotonic() - started,
         interrupted=interrupted,
         failures=tuple(runner.failures),
-        dead_hosts=tuple(sorted(set(dead) | runner.dead)),
+        dead_hosts=tuple(sorted(dead_now)),
+        host_changes=tuple(lines),
     )
+
+
+def _facts_after(
+    store: CampaignStore,
+    specs: Sequence[Any],
+    before: Mapping[str, Mapping[str, Any]],
+    progress: Progress,
+    on_progress: Callable[[Progress], None] | None,
+) -> list[str]:
+    """Take the facts of the hosts again, store them, and return a line per host that changed."""
+    after, gone = collect_all(specs)
+    lines = []
+    for name, f in sorted(after.items()):
+        store.write_host_facts(name, f, when="after")
+        if diff := fact_changes(before.get(name, {}), f):
+            lines.append(describe_changes(name, diff, "during the campaign"))
+    lines += [f"{name}: facts after the campaign not taken: {why}" for name, why in sorted(gone.items())]
+    if lines:
+        progress.messages.extend(lines)
+        (on_progress or (lambda p: None))(progress)
+    return lines
 
 
 def threading_is_main() -> bool:
@@ -269,20 +337,31 @@ class _Dispatch:
 
         with client_for(scheduler, n_hosts=len(self.specs)) as client:
             try:
-                self._loop(client, queues)
+                self._loop(client, queues, shared=scheduler is not None)
             except KeyboardInterrupt:
                 self.progress.messages.append("interrupted: stopping running workloads")
                 self.notify(self.progress)
-                _stop_everything(client)
+                _stop_everything(client, [(s, workdir_for(self.matrix, s)) for s in self.specs.values()])
                 raise
 
-    def _loop(self, client: Any, queues: dict[Any, collections.deque]) -> None:
+    def _loop(self, client: Any, queues: dict[Any, collections.deque], *, shared: bool) -> None:
+        """Submit, wait, record, until the queues are empty. `shared`: an external scheduler."""
         from distributed import wait
+
+        from runner.execution.cluster import worker_addresses, worker_wait_s
 
         inflight: dict[Any, tuple[Trial, int, str]] = {}
         busy: set[str] = set()
-        workers = sorted(client.scheduler_info().get("workers", {}))
-        preferred = {name: workers[i % len(workers)] for i, name in enumerate(sorted(self.specs))} if workers else {}
+        workers = worker_addresses(client)
+        preferred = _preferred(sorted(self.specs), workers)
+        if shared:
+            threads = sum(w.get("nthreads", 1) for w in client.scheduler_info(n_workers=-1)["workers"].values())
+            if threads < len(self.specs):
+                self.progress.messages.append(
+                    f"the scheduler has {threads} worker threads for {len(self.specs)} hosts: at most {threads} hosts measure at once"
+                )
+        checked = time.monotonic()
+        no_workers_since: float | None = None
         self.notify(self.progress)
         while True:
             for name in sorted(self.specs):
@@ -292,7 +371,9 @@ class _Dispatch:
                 if not queue:
                     continue
                 trial, attempt = queue.popleft()
-                spec = AttemptSpec(trial, attempt, self.specs[name], self.matrix.timeout, workdir_for(self.matrix, self.specs[name]))
+                spec = AttemptSpec(
+                    trial, attempt, self.specs[name], self.matrix.timeout, workdir_for(self.matrix, self.specs[name]), host_lease=shared
+                )
                 future = client.submit(
                     execute,
                     spec,
@@ -319,10 +400,26 @@ class _Dispatch:
                 try:
                     rec = future.result()
                 except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker: the trial's worker died repeatedly
-                    rec = _failure(trial, attempt, name, f"{name}: Dask could not run the trial: {type(exc).__name__}: {exc}", "failed")
+                    rec = _failure(trial, attempt, name, f"{name}: Dask could not run the trial: {type(exc).__name__}: {_one_line(exc)}", "failed")
                 self._handle(rec, trial, attempt, name, queues)
-            if not done:
-                self.notify(self.progress)
+            if done or time.monotonic() - checked < 5.0:
+                continue
+            # Nothing finished for a while: are there still workers? (A killed worker's task moves on by
+            # itself; with no worker at all, tasks would wait forever.)
+            self.notify(self.progress)
+            checked = time.monotonic()
+            now_workers = worker_addresses(client)
+            if now_workers != workers:
+                workers, preferred = now_workers, _preferred(sorted(self.specs), now_workers)
+            if workers:
+                no_workers_since = None
+            elif no_workers_since is None:
+                no_workers_since = checked
+            elif checked - no_workers_since > worker_wait_s():
+                raise RunnerError(
+                    f"every Dask worker left the scheduler ({len(inflight)} trials were running); "
+                    "start workers again and relaunch: finished trials are kept"
+                )
         # Hosts that died leave trials behind (placement each): record them as failed.
         for key, queue in queues.items():
             while queue:
@@ -340,12 +437,14 @@ class _Dispatch:
         if rec.failure_kind == "host":
             self.dead.add(name)
             self.dead_reasons[name] = rec.error or "unreachable"
-            self.progress.messages.append(f"host {name} dropped: {rec.error}")
+            self.progress.messages.append(f"host {name} dropped for the rest of the campaign: {rec.error}")
         queue_key = name if self.matrix.placement == "each" else None
         retry = attempt < self.matrix.retry.attempts and rec.failure_kind in self.matrix.retry.on
         if retry and not (queue_key is not None and name in self.dead) and len(self.dead) < len(self.specs):
             self.progress.retried += 1
             queues[queue_key].appendleft((trial, attempt + 1))
+            if queue_key is None and name in self.dead:
+                self.progress.messages.append(f"trial {trial.label()} will be retried on another host (attempt {attempt + 1})")
         else:
             self.progress.failed += 1
             self.failures.append(f"{trial.trial_id} ({trial.label()}): {rec.error}")
@@ -381,9 +480,19 @@ def _failure(trial: Trial, attempt: int, host: str, error: str, kind: str) -> At
     )
 
 
-def _stop_everything(client: Any) -> None:
+def _preferred(hosts: Sequence[str], workers: Sequence[str]) -> dict[str, str]:
+    """Each host's preferred worker, round robin, so a host's trials reuse one worker's connection (pure)."""
+    return {name: workers[i % len(workers)] for i, name in enumerate(hosts)} if workers else {}
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _stop_everything(client: Any, workdirs: Sequence[tuple[Any, str]]) -> None:
+    """Stop this campaign's running workloads on every worker (others sharing the scheduler keep theirs)."""
     try:
-        client.run(kill_running, wait=True)
+        client.run(kill_running, workdirs, wait=True)
     except Exception:  # noqa: BLE001 - best effort while shutting down
         pass
 

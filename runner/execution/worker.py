@@ -1,20 +1,27 @@
 """What a Dask worker does for one attempt of one trial. Never raises for a failed trial: it returns a record.
 
 Runs inside Dask worker processes (local or remote `dask worker`s), so everything it gets and returns is
-plain, picklable data. Connections to hosts and the per-campaign preparation of a workload on a host are
-cached in the worker process and reused across trials.
+plain, picklable data. Connections to hosts, their CPU counts and the per-campaign preparation of a
+workload on a host are cached in the worker process and reused across trials; a host failure forgets them.
+
+Running an attempt twice (Dask re-runs a task whose worker died) is harmless: the worker only returns a
+record, and the controller alone writes it, once per attempt.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import threading
 import time
 import traceback
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from runner import __version__
 from runner.errors import HostError, RunnerError, TrialError
 from runner.execution import environments
 from runner.execution.hosts import Host
@@ -22,6 +29,8 @@ from runner.records.store import AttemptRecord
 from runner.trials import Trial
 from runner.workloads import base
 from runner.workloads.base import WorkloadContext
+
+KILL_TIMEOUT_S = 10.0  # for the command that stops a campaign's workloads on a host
 
 
 @dataclass(frozen=True)
@@ -31,10 +40,14 @@ class AttemptSpec:
     host: Any  # runner.provision.inventory.HostSpec
     timeout: float
     workdir: str  # campaign working directory on the host
+    # Hold a scheduler-wide lease on the host while the attempt runs, so campaigns sharing one
+    # long-lived scheduler never measure on the same host at once (needs a distributed worker).
+    host_lease: bool = False
 
 
 _lock = threading.Lock()
 _hosts: dict[Any, Host] = {}
+_cpus: dict[Any, int] = {}
 
 
 def _host(spec: Any) -> Host:
@@ -47,9 +60,21 @@ def _host(spec: Any) -> Host:
         return host
 
 
+def _host_cpus_cached(spec: Any, host: Host) -> int:
+    """host_cpus once per host and worker process (it costs a round trip to the host)."""
+    with _lock:
+        cached = _cpus.get(spec)
+    if cached is None:
+        cached = host_cpus(host)
+        with _lock:
+            _cpus[spec] = cached
+    return cached
+
+
 def _forget(spec: Any) -> None:
     with _lock:
         host = _hosts.pop(spec, None)
+        _cpus.pop(spec, None)
     environments.forget_host(spec.name)
     if host is not None:
         try:
@@ -66,7 +91,34 @@ def host_cpus(host: Host) -> int:
     return int(res.stdout.strip())
 
 
+def lease_name(spec: Any) -> str:
+    """The scheduler-wide name of a host: its address (a local host is the worker's own machine)."""
+    where = socket.gethostname() if spec.local else f"{spec.address}:{spec.port}"
+    return f"runner-host:{where}"
+
+
+@contextlib.contextmanager
+def _leased(spec: AttemptSpec) -> Iterator[None]:
+    if not spec.host_lease:
+        yield
+        return
+    from distributed import Semaphore
+
+    lease = Semaphore(max_leases=1, name=lease_name(spec.host))
+    lease.acquire()
+    try:
+        yield
+    finally:
+        lease.release()
+
+
 def execute(spec: AttemptSpec) -> AttemptRecord:
+    """Run one attempt of one trial on its host and return its record (never raises for a failed trial)."""
+    with _leased(spec):
+        return _execute(spec)
+
+
+def _execute(spec: AttemptSpec) -> AttemptRecord:
     trial = spec.trial
     params = trial.param_dict
     started = time.time()
@@ -97,7 +149,12 @@ def execute(spec: AttemptSpec) -> AttemptRecord:
     plugin = base.get(trial.workload)
     try:
         host = _host(spec.host)
-        ctx = WorkloadContext(host=host.name, workdir=spec.workdir, cpus=host_cpus(host), extra={"campaign": trial.campaign, "trial_id": trial.trial_id})
+        ctx = WorkloadContext(
+            host=host.name,
+            workdir=spec.workdir,
+            cpus=_host_cpus_cached(spec.host, host),
+            extra={"campaign": trial.campaign, "trial_id": trial.trial_id},
+        )
         run_env = environments.get(str(params.get("env", "host")))
         outcome = run_env(host, plugin, params, ctx, spec.timeout)
         workload_wall = outcome.workload_wall_s
@@ -106,17 +163,47 @@ def execute(spec: AttemptSpec) -> AttemptRecord:
     except HostError as exc:
         _forget(spec.host)
         return record("failed", str(exc), "host")
-    except TrialError as exc:
-        return record("failed", str(exc), "failed")
-    except RunnerError as exc:
+    except (TrialError, RunnerError) as exc:
         return record("failed", str(exc), "failed")
     except Exception as exc:  # noqa: BLE001 - a bug must not cost the campaign; the record keeps it
         last = traceback.format_exception_only(exc)[-1].strip()
         return record("failed", f"{spec.host.name}: internal error: {last}", "failed")
 
 
-def kill_running() -> int:
-    """Stop every workload this worker process started (on Ctrl-C). Returns how many were signalled."""
+def worker_version() -> str:
+    """The runner version this worker imports; the controller calls it on every worker before the first
+    trial, which also loads what trials need (SSH, workload plugins) so the first trial does not pay for it."""
+    import runner.provision.inventory  # noqa: F401 - connect(): Fabric and paramiko
+
+    base.known()
+    return __version__
+
+
+# Kills every process whose working directory is $1: a campaign's workload and its `timeout` wrapper.
+_KILL_BY_CWD = 'for p in /proc/[0-9]*; do [ "$(readlink "$p/cwd" 2>/dev/null)" = "$1" ] && kill -KILL "${p#/proc/}" 2>/dev/null; done; exit 0'
+
+
+def kill_running(workdirs: Sequence[tuple[Any, str]] | None = None) -> int:
+    """Stop running workloads (on Ctrl-C). Returns how many hosts or process groups were signalled.
+
+    With `workdirs` (pairs of HostSpec and the campaign's work directory on it), only that campaign's
+    workloads are stopped, on every host this worker has a connection to: other campaigns sharing the
+    worker keep running. Without, every workload this worker process started locally is killed and its
+    host connections are closed.
+    """
+    if workdirs is not None:
+        n = 0
+        for spec, workdir in workdirs:
+            with _lock:
+                host = _hosts.get(spec)
+            if host is None:
+                continue
+            try:
+                host.run(["sh", "-c", _KILL_BY_CWD, "sh", workdir], timeout=KILL_TIMEOUT_S)
+                n += 1
+            except RunnerError:
+                pass  # the host is gone; its remote `timeout` stops the workload
+        return n
     from runner.execution.hosts import running_groups
 
     n = 0

@@ -160,6 +160,9 @@ class CampaignStore:
     def _write_provenance(self, doc: Mapping[str, Any]) -> None:
         write_json_atomic(self.root / "provenance.json", dict(doc))
 
+    def update_provenance(self, **fields: Any) -> None:
+        self._write_provenance({**self.read_provenance(), **fields})
+
     def read_provenance(self) -> dict[str, Any]:
         try:
             return json.loads((self.root / "provenance.json").read_text())

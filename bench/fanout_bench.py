@@ -1,0 +1,113 @@
+"""Fan-out over SSH on the namespace test bed (issue 3), measured, not asserted. Needs root (`ip netns`).
+
+1. Fan-out efficiency: a campaign of T equal trials (command workload `sleep 1`, default T=32) on 1, 2
+   and 4 test-bed hosts (placement pool). Efficiency = ideal / makespan, where makespan = first trial
+   start to last trial end and ideal = total trial time / hosts, with the trials' whole wall times (A)
+   and with the workloads' own wall times (B). Goal: >= 0.9 with 4 hosts. The campaign's whole wall
+   time (Dask cluster start, facts before and after) is shown beside it.
+2. Per-trial overhead over SSH, side by side with Ansible: N trials of `true` on one host, run back to
+   back by the runner (span / N), against N runs of `ansible tb1 -m ansible.builtin.command -a true`
+   with the project's ansible.cfg (pipelining, ControlPersist: Ansible at its fastest). Goal: the
+   runner's per-trial cost at least 5x lower.
+Run: .venv/bin/python bench/fanout_bench.py [T] [N]
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from runner.execution import campaign
+from runner.matrix.load import load_matrix
+from runner.records.store import read_campaign
+from runner.testbed import TestBed
+
+PROJECT = Path(__file__).resolve().parents[1]
+WORK = Path("/var/tmp/runner")
+
+
+def write_inventory(bed: TestBed, path: Path) -> Path:
+    """The test bed's inventory plus groups fan1, fan2, fan4 (the first 1, 2, 4 hosts)."""
+    doc = yaml.safe_load(bed.inventory_path.read_text())
+    hosts = doc["all"]["children"]["testbed"]["hosts"]
+    names = list(hosts)
+    for k in (1, 2, 4):
+        doc["all"]["children"][f"fan{k}"] = {"hosts": {n: None for n in names[:k]}}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def run(tmp: Path, name: str, inventory: Path, group: str, command: str, n: int) -> tuple[float, object]:
+    path = tmp / f"{name}.yml"
+    path.write_text(
+        f"campaign: {name}\n"
+        f"hosts: {{group: {group}, inventory: {inventory}}}\n"
+        f"workload:\n  name: command\n  params:\n    run: '{command}; echo \"{{\\\"n\\\": 1}}\"'\n"
+        f"axes:\n  i: {list(range(n))}\nrepetitions: 1\ntimeout: 60\n"
+    )
+    matrix = load_matrix(path)
+    t0 = time.monotonic()
+    try:
+        summary = campaign.launch(matrix, datasets=tmp / "ds", hosts=campaign.resolve_hosts(matrix))
+    finally:
+        subprocess.run(["rm", "-rf", str(WORK / name)], check=False)
+    elapsed = time.monotonic() - t0
+    assert summary.success, summary.failures
+    _, trials, _ = read_campaign(summary.dataset)
+    return elapsed, trials
+
+
+def fanout(tmp: Path, inventory: Path, t: int) -> None:
+    print(f"fan-out: {t} trials of `sleep 1` (placement pool); makespan = first trial start to last trial end")
+    print("  ideal A = sum of the trials' wall times / hosts (what fan-out alone can reach)")
+    print("  ideal B = sum of the workloads' own wall times / hosts (without per-trial and per-host setup)")
+    print("  hosts  makespan  ideal A  eff A  ideal B  eff B  campaign wall  trials per host")
+    for k in (1, 2, 4):
+        elapsed, trials = run(tmp, f"fanout{k}-{os.getpid()}", inventory, f"fan{k}", "sleep 1", t)
+        span = (trials["ended_at"].max() - trials["started_at"].min()).total_seconds()
+        ideal_a = trials["wall_s"].sum() / k
+        ideal_b = trials["workload_wall_s"].sum() / k
+        per_host = "/".join(str(v) for v in trials["host"].value_counts().sort_index())
+        print(f"  {k:>5}  {span:7.2f}s  {ideal_a:6.2f}s  {ideal_a / span:5.3f}  {ideal_b:6.2f}s  {ideal_b / span:5.3f}  {elapsed:12.2f}s  {per_host}")
+
+
+def overhead(tmp: Path, inventory: Path, n: int) -> None:
+    elapsed, trials = run(tmp, f"sshoverhead-{os.getpid()}", inventory, "fan1", "true", n)
+    span = (trials["ended_at"].max() - trials["started_at"].min()).total_seconds()
+    runner_cost = span / n
+    in_worker = statistics.median(trials["wall_s"] - trials["workload_wall_s"])
+    ssh_exec = statistics.median(trials["workload_wall_s"])
+    env = {**os.environ, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    argv = ["ansible", "tb1", "-i", str(inventory), "-m", "ansible.builtin.command", "-a", "true", "-o"]
+    walls = []
+    for _ in range(max(3, n // 4)):
+        t0 = time.monotonic()
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=PROJECT)
+        walls.append(time.monotonic() - t0)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    ansible_cost = statistics.median(walls)
+    print(f"per-trial overhead over SSH, `true` on one test-bed host ({n} runner trials, {len(walls)} ansible runs):")
+    print(f"  runner : {runner_cost * 1000:7.1f} ms per trial back to back (span / N); of which remote exec "
+          f"{ssh_exec * 1000:.1f} ms, worker bookkeeping {in_worker * 1000:.1f} ms (medians)")
+    print(f"  ansible: {ansible_cost * 1000:7.1f} ms per `ansible tb1 -m command -a true` (median; min {min(walls) * 1000:.0f} ms)")
+    print(f"  ratio  : ansible / runner = {ansible_cost / runner_cost:.1f}x (goal >= 5x)")
+
+
+def main(t: int, n: int) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        with TestBed.up(4, tmp, "bed") as bed:
+            inventory = write_inventory(bed, tmp / "fanout-hosts.yml")
+            fanout(tmp, inventory, t)
+            overhead(tmp, inventory, n)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 32, int(sys.argv[2]) if len(sys.argv) > 2 else 40)
