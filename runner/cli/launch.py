@@ -54,7 +54,8 @@ def launch_matrix(matrix_path: Path, *, datasets: Path, scheduler: str | None = 
     view = _TerminalView(console) if console.is_terminal and not quiet else _LineView(console, quiet)
     try:
         summary = campaign.launch(
-            matrix, datasets=Path(datasets), hosts=hosts, scheduler=scheduler, on_progress=view.update, command_line=sys.argv
+            matrix, datasets=Path(datasets), hosts=hosts, scheduler=scheduler, on_progress=view.update, command_line=sys.argv,
+            inventory=inventory,
         )
     finally:
         view.close()
@@ -84,6 +85,10 @@ class _TerminalView:
     def update(self, p: campaign.Progress) -> None:
         counts = f"[green]{p.done} ok[/] [red]{p.failed} failed[/] {p.remaining} left"
         running = "  ".join(f"{h}: {label}" for h, label in sorted(p.running.items()))[:80]
+        if p.total == 0:  # a note before the campaign starts (e.g. waiting for a busy host)
+            for msg in p.messages:
+                self.bar.console.print(f"[yellow]{msg}")
+            return
         if self.task is None:
             self.task = self.bar.add_task("trials", total=p.total, completed=p.skipped, counts=counts, running=running)
         self.bar.update(self.task, completed=p.skipped + p.done + p.failed, counts=counts, running=running)
@@ -105,6 +110,10 @@ class _LineView:
         self.seen = 0
 
     def update(self, p: campaign.Progress) -> None:
+        if p.total == 0:  # a note before the campaign starts (e.g. waiting for a busy host)
+            for msg in p.messages:
+                self.console.print(f"runner: {msg}", highlight=False)
+            return
         for msg in p.messages[self.seen :]:
             self.console.print(f"runner: {msg}", highlight=False)
         self.seen = len(p.messages)

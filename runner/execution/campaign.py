@@ -70,15 +70,20 @@ class Summary:
         return self.failed == 0 and not self.interrupted
 
 
-def resolve_hosts(matrix: Matrix, inventory: str | Path | None = None) -> list[Any]:
-    """HostSpecs of the matrix's host group, read through Ansible's inventory loading."""
-    from runner.provision.inventory import load_inventory
-
+def inventory_path(matrix: Matrix, inventory: str | Path | None = None) -> Path:
+    """The inventory a campaign uses: given, else the matrix's, else inventory/ beside it, else the project's."""
     path = inventory or matrix.inventory
     if path is None:
         beside = matrix.path.parent / "inventory"
         path = beside if beside.exists() else PROJECT_ROOT / "inventory"
-    return load_inventory(Path(path)).resolve(matrix.hosts)
+    return Path(path)
+
+
+def resolve_hosts(matrix: Matrix, inventory: str | Path | None = None) -> list[Any]:
+    """HostSpecs of the matrix's host group, read through Ansible's inventory loading."""
+    from runner.provision.inventory import load_inventory
+
+    return load_inventory(inventory_path(matrix, inventory)).resolve(matrix.hosts)
 
 
 def workdir_for(matrix: Matrix, spec: Any) -> str:
@@ -159,12 +164,17 @@ def launch(
     scheduler: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     command_line: Sequence[str] = (),
+    inventory: str | Path | None = None,
 ) -> Summary:
-    """Run (or resume) a campaign. Raises RunnerError for problems found before any trial runs."""
+    """Run (or resume) a campaign. Raises RunnerError for problems found before any trial runs.
+
+    The campaign holds its live hosts for its whole life (runner.lab.reservations): a host held by
+    another campaign is waited for or skipped, as the matrix's `hosts.busy` says.
+    """
     store = CampaignStore(Path(datasets) / matrix.campaign)
     store.acquire()
     try:
-        return _launch_locked(matrix, store, hosts, scheduler, on_progress, command_line)
+        return _launch_locked(matrix, store, hosts, scheduler, on_progress, command_line, inventory_path(matrix, inventory))
     finally:
         store.release()
 
@@ -176,8 +186,73 @@ def _launch_locked(
     scheduler: str | None,
     on_progress: Callable[[Progress], None] | None,
     command_line: Sequence[str],
+    inventory: Path,
+) -> Summary:
+    from runner.lab.reservations import hold_hosts, hold_paths
+
+    notes: list[str] = []
+    with hold_hosts(
+        list(specs),
+        None,
+        matrix.campaign,
+        wait=matrix.busy != "skip",
+        timeout=matrix.busy_timeout,
+        paths=hold_paths(inventory) if inventory.exists() else {},
+        on_wait=lambda why: _notify_note(on_progress, why),
+        on_lost=notes.append,
+    ) as holds:
+        held = [s for s in specs if s.name in holds.held]
+        notes += [f"host {name} skipped: held by another campaign" for name in sorted(holds.skipped)]
+        return _launch_held(matrix, store, held, scheduler, on_progress, command_line, inventory, notes)
+
+
+def _notify_note(on_progress: Callable[[Progress], None] | None, note: str) -> None:
+    if on_progress is not None:
+        on_progress(Progress(total=0, messages=[note]))
+
+
+def _provision(matrix: Matrix, store: CampaignStore, specs: Sequence[Any], inventory: Path, notes: list[str]) -> None:
+    """The matrix's `provision:` step: Ansible fingerprint, tuning and workload build, before any trial."""
+    from runner.provision.ansible import provision
+
+    options = dict(matrix.provision or {})
+    tune = None
+    if options.get("tune"):
+        from runner.cli.provision import load_tune_file
+
+        tune = load_tune_file(matrix.path.parent / options["tune"])
+    report = provision(
+        ":".join(s.name for s in specs),
+        inventory,
+        store.root / "provision",
+        tune=tune,
+        prepare_vars={"runner_prepare_gmake": bool(options.get("gmake"))},
+    )
+    for host, changes in report.tuning_changes.items():
+        if changes:
+            notes.append(f"{host}: tuned: " + "; ".join(f"{c.path} {c.old!r} -> {c.new!r}" for c in changes[:3]))
+
+
+def _restore(matrix: Matrix, store: CampaignStore, specs: Sequence[Any], inventory: Path) -> None:
+    """Put back what the campaign's tuning changed (the host_tuning role saved it on each host)."""
+    from runner.provision.ansible import run_playbook
+
+    run_playbook("restore.yml", inventory=inventory, limit=":".join(s.name for s in specs), private_data_root=store.root / "provision" / "ansible")
+
+
+def _launch_held(
+    matrix: Matrix,
+    store: CampaignStore,
+    specs: Sequence[Any],
+    scheduler: str | None,
+    on_progress: Callable[[Progress], None] | None,
+    command_line: Sequence[str],
+    inventory: Path,
+    notes: list[str],
 ) -> Summary:
     started = time.monotonic()
+    if matrix.provision is not None and specs:
+        _provision(matrix, store, specs, inventory, notes)
     # Facts first: the CPU count of each host resolves relative values like "50%".
     facts, dead = collect_all(specs)
     live = [s for s in specs if s.name not in dead]
@@ -215,7 +290,7 @@ def _launch_locked(
         seed=matrix.seed,
         provenance=provenance,
     )
-    notes = [f"host {name} unreachable at start: {why}" for name, why in sorted(dead.items())]
+    notes += [f"host {name} unreachable at start: {why}" for name, why in sorted(dead.items())]
     changes: dict[str, list[str]] = {}
     for name, f in sorted(facts.items()):
         if name in earlier and (diff := fact_changes(earlier[name], f)):
@@ -244,6 +319,8 @@ def _launch_locked(
     finally:
         if threading_is_main():
             signal.signal(signal.SIGTERM, previous)
+    if matrix.provision and matrix.provision.get("tune") and live:
+        _restore(matrix, store, live, inventory)
     lines = [describe_changes(n, c, "since the previous launch") for n, c in sorted(changes.items())]
     if not interrupted:
         lines += _facts_after(store, [s for s in live if s.name not in runner.dead], facts, progress, on_progress)
