@@ -27,7 +27,7 @@ if (( ${#missing[@]} )); then
   $SUDO apt-get update -q >/dev/null
   # Services must not start (or fail to start) during the install in containers without an init system.
   printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null; $SUDO chmod +x /usr/sbin/policy-rc.d
-  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  $SUDO apt-get install -y -q "${missing[@]}" >/dev/null
   $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 

@@ -1,7 +1,8 @@
 """Host fingerprints: the facts that make results comparable (CPU, NUMA, SMT, governor, turbo, kernel ...).
 
 One collector exists, `playbooks/roles/host_facts/files/collect_facts.py`: the Ansible role `host_facts`
-ships it to hosts, and `collect_local()` runs the same file here. Everything else in this module is a pure
+ships it to hosts, `collect_local()` runs the same file here and `collect_on(host)` runs it on any Host
+(local or over SSH) through a temporary directory there. Everything else in this module is a pure
 function over its JSON.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import ProvisionError
+from runner.execution.hosts import Host
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 COLLECTOR = PROJECT_ROOT / "playbooks" / "roles" / "host_facts" / "files" / "collect_facts.py"
@@ -43,6 +45,39 @@ def collect_local(timeout: float = 60.0) -> dict[str, Any]:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise ProvisionError(f"fact collector {COLLECTOR} failed (rc {proc.returncode}): {last}")
     return json.loads(proc.stdout)
+
+
+def collect_on(host: Host, timeout: float = 60.0) -> dict[str, Any]:
+    """Run the collector with python3 on `host` from a fresh temporary directory there; return its facts.
+
+    Raises HostError when the host cannot be reached, ProvisionError when the collector cannot run or fails."""
+    made = host.run(["mktemp", "-d", "/tmp/runner-facts.XXXXXXXX"], timeout=30)
+    if not made.ok or not made.stdout.strip():
+        raise ProvisionError(f"{host.name}: cannot create a temporary directory for the fact collector: {_last(made.stderr)}")
+    tmpdir = made.stdout.strip()
+    try:
+        script = f"{tmpdir}/collect_facts.py"
+        host.put(COLLECTOR, script)
+        proc = host.run(["python3", script], timeout=timeout)
+    finally:
+        host.run(["rm", "-rf", tmpdir], timeout=30)
+    if proc.timed_out:
+        raise ProvisionError(f"{host.name}: fact collector timed out after {timeout:g} s")
+    if proc.rc == 127:
+        raise ProvisionError(f"{host.name}: the fact collector needs python3 on the host: {_last(proc.stderr)}")
+    if proc.rc != 0:
+        raise ProvisionError(f"{host.name}: fact collector failed (rc {proc.rc}): {_last(proc.stderr)}")
+    try:
+        facts = json.loads(proc.stdout)
+    except ValueError:
+        raise ProvisionError(f"{host.name}: fact collector printed no JSON: {_last(proc.stdout)}") from None
+    if not isinstance(facts, dict):
+        raise ProvisionError(f"{host.name}: fact collector printed {type(facts).__name__}, not an object")
+    return facts
+
+
+def _last(text: str) -> str:
+    return (text.strip().splitlines() or ["no output"])[-1][:300]
 
 
 def load_facts(path: Path) -> dict[str, Any]:
