@@ -251,6 +251,7 @@ class TestBed:
         """
         for h in self.hosts:
             self._stop_namespace(h)
+            _forget_holds(h.netns)
             _ip_quiet("netns", "delete", h.netns)
             _ip_quiet("link", "delete", h.veth)
         _ip_quiet("link", "delete", self.bridge)
@@ -393,6 +394,18 @@ def _run(argv: Sequence[str]) -> str:
 
 def _ip(*args: str) -> str:
     return _run(["ip", *args])
+
+
+def _forget_holds(netns: str) -> None:
+    """Remove campaign holds (runner.lab.reservations) kept for this namespace. The kernel reuses a deleted
+    namespace's inode, and holds are named after it: a hold left by a test must not outlive its test bed."""
+    from runner.lab.reservations import DEFAULT_DIR
+
+    try:
+        inode = os.stat(f"/run/netns/{netns}").st_ino
+    except OSError:
+        return
+    (Path(DEFAULT_DIR) / f"hold-net{inode}.json").unlink(missing_ok=True)
 
 
 def _ip_quiet(*args: str) -> None:

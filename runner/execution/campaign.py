@@ -190,9 +190,12 @@ def _launch_locked(
 ) -> Summary:
     from runner.lab.reservations import hold_hosts, hold_paths
 
+    # Facts first (read-only): they find the hosts that are down, and the CPU counts that resolve "50%".
+    facts, dead = collect_all(specs)
+    live = [s for s in specs if s.name not in dead]
     notes: list[str] = []
     with hold_hosts(
-        list(specs),
+        live,
         None,
         matrix.campaign,
         wait=matrix.busy != "skip",
@@ -201,9 +204,17 @@ def _launch_locked(
         on_wait=lambda why: _notify_note(on_progress, why),
         on_lost=notes.append,
     ) as holds:
-        held = [s for s in specs if s.name in holds.held]
+        held = [s for s in live if s.name in holds.held]
         notes += [f"host {name} skipped: held by another campaign" for name in sorted(holds.skipped)]
-        return _launch_held(matrix, store, held, scheduler, on_progress, command_line, inventory, notes)
+        if matrix.provision is not None and held:
+            _provision(matrix, store, held, inventory, notes)
+            facts, more_dead = collect_all(held)  # tuning may have changed them
+            dead.update(more_dead)
+            held = [s for s in held if s.name not in more_dead]
+        summary = _launch_held(matrix, store, held, facts, dead, scheduler, on_progress, command_line, inventory, notes)
+        for name in summary.dead_hosts:
+            holds.abandon(name)
+        return summary
 
 
 def _notify_note(on_progress: Callable[[Progress], None] | None, note: str) -> None:
@@ -243,7 +254,9 @@ def _restore(matrix: Matrix, store: CampaignStore, specs: Sequence[Any], invento
 def _launch_held(
     matrix: Matrix,
     store: CampaignStore,
-    specs: Sequence[Any],
+    live: Sequence[Any],
+    facts: dict[str, dict[str, Any]],
+    dead: dict[str, str],
     scheduler: str | None,
     on_progress: Callable[[Progress], None] | None,
     command_line: Sequence[str],
@@ -251,15 +264,10 @@ def _launch_held(
     notes: list[str],
 ) -> Summary:
     started = time.monotonic()
-    if matrix.provision is not None and specs:
-        _provision(matrix, store, specs, inventory, notes)
-    # Facts first: the CPU count of each host resolves relative values like "50%".
-    facts, dead = collect_all(specs)
-    live = [s for s in specs if s.name not in dead]
     earlier = store.host_facts() if store.meta_path.exists() else {}
     if not live and matrix.placement == "pool":
         raise HostError(f"no host of {matrix.hosts!r} is reachable: " + "; ".join(dead.values()))
-    cpus = {name: f["cpus"] for name, f in facts.items()}
+    cpus = {s.name: facts[s.name]["cpus"] for s in live}
     if matrix.placement == "each":
         for name in dead:  # plan its trials anyway (from earlier facts if any) to record them as failed
             cpus[name] = earlier.get(name, {}).get("cpus") or next(iter(cpus.values()), 1)

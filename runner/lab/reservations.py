@@ -224,6 +224,11 @@ class HoldSet:
     held: dict[str, Hold] = field(default_factory=dict)
     skipped: dict[str, HoldInfo] = field(default_factory=dict)
     lost: dict[str, str] = field(default_factory=dict)  # host -> why, filled by the heartbeat
+    abandoned: set[str] = field(default_factory=set)
+
+    def abandon(self, name: str) -> None:
+        """Stop heartbeating a host that went away, without contacting it: its hold expires after the TTL."""
+        self.abandoned.add(name)
 
 
 def _connect(spec: Any) -> Host:
@@ -306,7 +311,7 @@ def hold_hosts(
     finally:
         stop.set()
         if beat is not None:
-            beat.join()
+            beat.join(timeout=RELEASE_WAIT_S)  # a beat stuck on a vanished host must not hold us up
         _release_all(holds, guard)
         for name in ours:
             conns[name].close()
@@ -316,14 +321,30 @@ def _busy_message(busy: Mapping[str, HoldInfo]) -> str:
     return "; ".join(f"host {n} is {i.describe()}" for n, i in sorted(busy.items()))
 
 
+RELEASE_WAIT_S = 10.0
+
+
 def _release_all(holds: HoldSet, guard: threading.Lock) -> None:
+    """Release every hold at once; a host that does not answer within RELEASE_WAIT_S keeps its hold until the TTL."""
     with guard:
         taken, holds.held = holds.held, {}
-    for hold in taken.values():
+
+    def release(hold: Hold) -> None:
         try:
             hold.release()
         except HostError:
             pass  # unreachable: the hold expires after its TTL
+
+    threads = [
+        threading.Thread(target=release, args=(hold,), daemon=True, name=f"runner-release-{name}")
+        for name, hold in taken.items()
+        if name not in holds.abandoned
+    ]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + RELEASE_WAIT_S
+    for t in threads:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def _heartbeat(holds: HoldSet, guard: threading.Lock, stop: threading.Event, every: float, on_lost: Callable[[str], None] | None) -> None:
@@ -331,6 +352,8 @@ def _heartbeat(holds: HoldSet, guard: threading.Lock, stop: threading.Event, eve
         with guard:
             current = list(holds.held.items())
         for name, hold in current:
+            if name in holds.abandoned:
+                continue
             try:
                 hold.refresh()
             except HoldLost as exc:
