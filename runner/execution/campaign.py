@@ -109,10 +109,8 @@ def collect_facts(spec: Any) -> dict[str, Any]:
     host = connect(spec)
     try:
         facts: dict[str, Any] = {"host": spec.name, "cpus": host_cpus(host)}
-        try:
-            from runner.provision.fingerprint import collect_on
-        except ImportError:  # until the remote collector lands: the CPU count only
-            return facts
+        from runner.provision.fingerprint import collect_on
+
         try:
             facts.update(collect_on(host))
         except HostError:

@@ -40,10 +40,32 @@ def worker_addresses(client: Any) -> list[str]:
     return sorted(client.scheduler_info(n_workers=-1).get("workers", {}))
 
 
+def _local_cluster(n_workers: int, threads: int) -> Any:
+    """Start a LocalCluster; once more if it fails to start (worker processes can miss Dask's start-up
+    timeout on a heavily loaded machine)."""
+    from distributed import LocalCluster
+
+    for attempt in (1, 2):
+        try:
+            return LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=threads,
+                processes=True,
+                # A free loopback port: the default 8787 may be taken (a lab scheduler's dashboard, another
+                # campaign), and Dask then warns and leaks the socket it probed with.
+                dashboard_address="127.0.0.1:0",
+                silence_logs=logging.ERROR,
+            )
+        except RuntimeError as exc:
+            if attempt == 2:
+                raise RunnerError(f"the local Dask cluster did not start: {exc}") from None
+    raise AssertionError("unreachable")
+
+
 @contextlib.contextmanager
 def client_for(scheduler: str | None, *, n_hosts: int) -> Iterator[Any]:
     """A connected Client with at least one worker; RunnerError (one line) when there is none."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if scheduler:
         wait_s = worker_wait_s()
@@ -62,15 +84,7 @@ def client_for(scheduler: str | None, *, n_hosts: int) -> Iterator[Any]:
     # mostly wait on their hosts, and separate processes keep a crashed trial from taking the rest along.
     n_workers = max(1, min(n_hosts, 8))
     threads = -(-max(1, n_hosts) // n_workers)
-    cluster = LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=threads,
-        processes=True,
-        # A free loopback port: the default 8787 may be taken (a lab scheduler's dashboard, another campaign),
-        # and Dask then warns and leaks the socket it probed with.
-        dashboard_address="127.0.0.1:0",
-        silence_logs=logging.ERROR,
-    )
+    cluster = _local_cluster(n_workers, threads)
     client = Client(cluster)
     try:
         from runner.execution.worker import worker_version
