@@ -126,7 +126,7 @@ def test_ctrl_c_keeps_results_and_stops_workloads(tmp_path: Path) -> None:
     assert proc.returncode == 130, err
     assert "interrupted" in out + err
     assert len(ok_files(dataset)) >= 1
-    leftover = subprocess.run(["pgrep", "-f", f"datasets/interrupted|/interrupted/localhost/lockbench"], capture_output=True, text=True)
+    leftover = subprocess.run(["pgrep", "-f", "datasets/interrupted|/interrupted/localhost/lockbench"], capture_output=True, text=True)
     assert leftover.stdout.strip() == "", "a workload outlived Ctrl-C"
     assert not (dataset / "lock").read_text().strip()  # the lock was released
 

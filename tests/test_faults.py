@@ -19,7 +19,7 @@ import pytest
 
 from runner.records.store import read_campaign
 from runner.testbed import TestBed
-from tests.test_remote_campaign import WORK_BASE, bed_matrix, campaigns, run_campaign  # noqa: F401 - fixture
+from tests.test_remote_campaign import WORK_BASE, bed_matrix, run_campaign
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]
 

@@ -9,18 +9,17 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from runner.execution import campaign
-from runner.execution.campaign import describe_changes, fact_changes, workdir_for
+from runner.execution.campaign import WORKDIR_ROOT, describe_changes, fact_changes, workdir_for
 from runner.matrix.load import Matrix, load_matrix
 from runner.records.store import CampaignStore, read_campaign
 from runner.testbed import TestBed
 
-WORK_BASE = Path("/var/tmp/runner")
+WORK_BASE = Path(WORKDIR_ROOT)
 # A command trial that reports one metric; $RUNNER_WORKDIR is the campaign's directory on the host.
 ECHO = 'echo "{\\"n\\": 1}"'
 
@@ -54,15 +53,6 @@ def bed_matrix(
 
 def remove_workdirs(campaign_name: str) -> None:
     shutil.rmtree(WORK_BASE / campaign_name, ignore_errors=True)
-
-
-@pytest.fixture
-def campaigns() -> Iterator[list[str]]:
-    """Names of campaigns a test ran; their work directories are removed afterwards."""
-    names: list[str] = []
-    yield names
-    for name in names:
-        remove_workdirs(name)
 
 
 def run_campaign(matrix: Matrix, datasets: Path, campaigns: list[str], **kwargs: object) -> campaign.Summary:

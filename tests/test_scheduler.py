@@ -24,7 +24,7 @@ from runner.execution.worker import AttemptSpec, execute
 from runner.records.store import read_campaign
 from runner.testbed import TestBed
 from runner.trials import plan
-from tests.test_remote_campaign import bed_matrix, campaigns, run_campaign  # noqa: F401 - fixture
+from tests.test_remote_campaign import bed_matrix, run_campaign
 
 DASK = str(Path(sys.executable).parent / "dask")
 PROJECT = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from runner.analysis.stats import as_pandas, check_metrics, iter_slices, scaling_axis, spread_by_level, totals
+from runner.analysis.stats import iter_slices, load_totals, spread_by_level
 from runner.errors import DatasetError
 
 DEFAULT_DROP = 0.2
@@ -76,14 +76,9 @@ def detect_collapse(n, x, *, d: float = DEFAULT_DROP, band: str = "max") -> Coll
 def collapse_table(metrics: Any, *, axis: str | None = None, metric: str | None = None,
                    d: float = DEFAULT_DROP, band: str = "max") -> pd.DataFrame:
     """detect_collapse on every slice of the totals along `axis` (auto-detected when None): one row per slice."""
-    metrics = as_pandas(metrics)
-    check_metrics(metrics)
-    axis = axis or scaling_axis(metrics)
-    if axis is None or axis not in metrics.columns:
-        raise DatasetError(f"no scaling axis {axis or '(threads, cores, vcpus)'} in the metrics table")
-    tot = totals(metrics, metric)
+    axis, tot = load_totals(metrics, axis, metric)
     rows = []
-    for params, rows_df in iter_slices(tot[tot["value"].notna()], axis):
+    for params, rows_df in iter_slices(tot, axis):
         if rows_df[axis].nunique() < 2:
             continue
         c = detect_collapse(rows_df[axis].to_numpy(dtype=float), rows_df["value"].to_numpy(dtype=float), d=d, band=band)

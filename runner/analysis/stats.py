@@ -183,6 +183,17 @@ def slice_columns(metrics: pd.DataFrame, axis: str) -> list[str]:
     return ["metric"] + [c for c in param_columns(metrics) if c != axis]
 
 
+def load_totals(metrics: Any, axis: str | None, metric: str | None) -> tuple[str, pd.DataFrame]:
+    """The load axis (given or detected) and the total rows with a value, checked: what every per-slice table starts from."""
+    metrics = as_pandas(metrics)
+    check_metrics(metrics)
+    axis = axis or scaling_axis(metrics)
+    if axis is None or axis not in metrics.columns:
+        raise DatasetError(f"no scaling axis {axis or '(threads, cores, vcpus)'} in the metrics table")
+    tot = totals(metrics, metric)
+    return axis, tot[tot["value"].notna()]
+
+
 def iter_slices(tot: pd.DataFrame, axis: str) -> list[tuple[dict[str, Any], pd.DataFrame]]:
     """Split total rows into slices along `axis`: [(slice parameters, rows sorted by axis)], in a stable order.
 

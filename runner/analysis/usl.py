@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
-from runner.analysis.stats import as_pandas, check_metrics, iter_slices, scaling_axis, totals
+from runner.analysis.stats import iter_slices, load_totals
 from runner.errors import DatasetError
 
 _LO = np.array([0.0, 0.0, 0.0])
@@ -312,14 +312,9 @@ def usl_table(metrics, *, axis: str | None = None, metric: str | None = "through
     """fit_usl on every slice of the totals along `axis` (auto-detected when None); one row per slice with its
     parameters, the fit's fields and the fit object itself in column `fit`. Slices with fewer than 2 loads are
     left out."""
-    metrics = as_pandas(metrics)
-    check_metrics(metrics)
-    axis = axis or scaling_axis(metrics)
-    if axis is None or axis not in metrics.columns:
-        raise DatasetError(f"no scaling axis {axis or '(threads, cores, vcpus)'} in the metrics table")
-    tot = totals(metrics, metric)
+    axis, tot = load_totals(metrics, axis, metric)
     rows = []
-    for params, df in iter_slices(tot[tot["value"].notna()], axis):
+    for params, df in iter_slices(tot, axis):
         n, x = df[axis].to_numpy(dtype=float), df["value"].to_numpy(dtype=float)
         if np.unique(n).size < 2 or n.size < (2 if model == "amdahl" else 3):
             continue

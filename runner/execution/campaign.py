@@ -86,8 +86,11 @@ def resolve_hosts(matrix: Matrix, inventory: str | Path | None = None) -> list[A
     return load_inventory(inventory_path(matrix, inventory)).resolve(matrix.hosts)
 
 
+WORKDIR_ROOT = "/var/tmp/runner"  # on every host: <root>/<campaign>/<host>/ holds the campaign's builds
+
+
 def workdir_for(matrix: Matrix, spec: Any) -> str:
-    base_dir = getattr(spec, "workdir", None) or "/var/tmp/runner"
+    base_dir = getattr(spec, "workdir", None) or WORKDIR_ROOT
     return f"{base_dir}/{matrix.campaign}/{spec.name}"
 
 
