@@ -58,7 +58,7 @@ def test_summary_table_columns():
 
 
 def write_campaign(datasets: Path, name: str, factor: float, seed: int) -> None:
-    """A real campaign on disk through the lead's store: lock x threads, 5 repetitions, per-thread rows."""
+    """A real campaign on disk through the dataset store: lock x threads, 5 repetitions, per-thread rows."""
     rng = np.random.default_rng(seed)
     axis_types = {"lock": "str", "threads": "int"}
     matrix = f"campaign: {name}\nworkload: lockbench\nmatrix:\n  lock: [ticket, mcs]\n  threads: [1, 2, 4, 8]\n"
