@@ -180,3 +180,31 @@ def test_failures_are_retried_and_recorded(tmp_path: Path, capsys: pytest.Captur
     assert list(by_mode["slow"]["status"]) == ["timeout", "timeout"]
     assert "past its timeout of 1 s" in by_mode["slow"]["error"].iloc[0]
     assert (by_mode["slow"]["workload_wall_s"] < 10).all()
+
+
+def test_full_disk_stops_with_one_line_and_keeps_results(tmp_path: Path) -> None:
+    # The dataset on a tiny tmpfs of its own: it fills up mid-campaign.
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(small)], check=True)
+    try:
+        matrix = tmp_path / "full.yml"
+        matrix.write_text(
+            "campaign: full\n"
+            f"hosts: {{group: local, inventory: {PROJECT / 'inventory'}}}\n"
+            "workload: {name: command, params: {run: 'echo {\\\"v\\\": $RUNNER_N}'}}\n"
+            f"axes: {{n: {list(range(200))}}}\nrepetitions: 1\ntimeout: 10\n"
+        )
+        done = subprocess.run([*RUNNER, "launch", str(matrix), "--datasets", str(small)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 1
+        errors = [line for line in done.stderr.splitlines() if line.startswith("runner: ")]
+        assert len(errors) == 1 and "Traceback" not in done.stderr
+        assert errors[0].startswith(f"runner: cannot write results to {small / 'full'}: No space left on device")
+        assert "launch again to resume" in errors[0]
+        metrics, trials, _ = read_campaign(small / "full")
+        assert 0 < len(trials) < 200 and set(trials["status"]) == {"ok"}
+        assert set(metrics["trial_id"]) == set(trials["trial_id"])
+        assert not list(small.rglob(".*.tmp"))
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)

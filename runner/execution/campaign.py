@@ -429,6 +429,9 @@ class _Dispatch:
                 self.notify(self.progress)
                 _stop_everything(client, [(s, workdir_for(self.matrix, s)) for s in self.specs.values()])
                 raise
+            except BaseException:  # e.g. the dataset's disk is full: nothing may keep running unrecorded
+                _stop_everything(client, [(s, workdir_for(self.matrix, s)) for s in self.specs.values()])
+                raise
 
     def _loop(self, client: Any, queues: dict[Any, collections.deque], *, shared: bool) -> None:
         """Submit, wait, record, until the queues are empty. `shared`: an external scheduler."""

@@ -220,7 +220,25 @@ class CampaignStore:
         return out
 
     def write_attempt(self, campaign: str, workload: str, axis_types: Mapping[str, str], rec: AttemptRecord) -> None:
-        """Store one attempt: its metrics (if any), then its trial record. Idempotent by trial id and attempt."""
+        """Store one attempt: its metrics (if any), then its trial record. Idempotent by trial id and attempt.
+
+        A failed write (a full disk) raises DatasetError and leaves no partial file: what was recorded
+        before stays readable, and a relaunch measures this trial again.
+        """
+        try:
+            self._write_attempt(campaign, workload, axis_types, rec)
+        except OSError as exc:
+            for tmp in self.root.glob("*/workload=*/.*.tmp"):
+                tmp.unlink(missing_ok=True)
+            name = f"{rec.trial_id}.a{rec.attempt}.{rec.status}.parquet"
+            if not (self.root / "trials" / f"workload={workload}" / name).exists():  # metrics without their commit mark
+                (self.root / "metrics" / f"workload={workload}" / name).unlink(missing_ok=True)
+            raise DatasetError(
+                f"cannot write results to {self.root}: {_os_reason(exc)}; the {len(self.recorded())} trials "
+                "recorded so far are kept; make room and launch again to resume"
+            ) from None
+
+    def _write_attempt(self, campaign: str, workload: str, axis_types: Mapping[str, str], rec: AttemptRecord) -> None:
         name = f"{rec.trial_id}.a{rec.attempt}.{rec.status}.parquet"
         common = {
             "campaign": campaign,
@@ -337,6 +355,14 @@ def parquet_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     return sink.getvalue().to_pybytes()
+
+
+def _os_reason(exc: OSError) -> str:
+    """The system's words for an OSError, also when pyarrow wraps it ('... Detail: [errno 28] ...')."""
+    code = exc.errno
+    if code is None and (m := re.search(r"\[errno (\d+)\]", str(exc))):
+        code = int(m.group(1))
+    return os.strerror(code) if code else " ".join(str(exc).split())
 
 
 def _coerce(value: Any, kind: str) -> Any:
