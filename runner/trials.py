@@ -84,6 +84,8 @@ def plan(matrix: Matrix, cpus_by_host: Mapping[str, int]) -> list[Trial]:
         seen: set[str] = set()
         for cell in cells:
             merged = {**matrix.params, **cell}
+            if (kernel := matrix.guest_kernels.get(str(merged.get("guest_kernel")))) is not None:
+                merged["guest_kernel_spec"] = dict(kernel)  # the guest runner boots it; part of the cell's identity
             params = dict(sorted(resolve_params(merged, cpus, relative).items()))
             cid = cell_id(matrix.workload, params, host)
             if cid in seen:  # e.g. "50%" and 1 on a 2-CPU host: one cell, written first wins

@@ -79,11 +79,16 @@ def guest_params(env: str, params: Mapping[str, Any], host_cpus: int) -> dict[st
     return out
 
 
-def guest_catalog(img: image.GuestImage, env: str) -> dict[str, dict[str, str]]:
+def guest_catalog(img: image.GuestImage, env: str, params: Mapping[str, Any] | None = None) -> dict[str, dict[str, str]]:
     """The guest kernel catalog: `default` = the image's kernel (this machine's), `nopvspin` = the same
-    kernel with `nopvspin` (no paravirtual spinlocks) on its command line."""
+    kernel with `nopvspin` (no paravirtual spinlocks) on its command line, and the trial's kernel from the
+    matrix's `guest_kernels` (its image is `img` then), with its extra command line."""
     base = image.DEFAULT_CMDLINE.replace("console=ttyS0", CONSOLES[env])
-    return {"default": img.catalog_entry(base), "nopvspin": img.catalog_entry(f"{base} nopvspin")}
+    catalog = {"default": img.catalog_entry(base), "nopvspin": img.catalog_entry(f"{base} nopvspin")}
+    spec = (params or {}).get("guest_kernel_spec")
+    if spec:
+        catalog[str(params["guest_kernel"])] = img.catalog_entry(f"{base} {spec.get('cmdline', '')}".strip())
+    return catalog
 
 
 def steal_pct(before: str, after: str) -> float | None:
@@ -176,11 +181,16 @@ def _cache_dir(ctx: WorkloadContext) -> Path:
     return Path(ctx.workdir) / "guest"
 
 
-def _guest_image(cache: Path, pay: Payload, env: str) -> image.GuestImage:
+def _guest_image(cache: Path, pay: Payload, env: str, params: Mapping[str, Any] | None = None) -> image.GuestImage:
+    """The guest image (kernel + initramfs) for the trial: the host's kernel, or the matrix's guest_kernels entry."""
     nets = image.NET_MODULES if env == "kvm" else image.NET_MODULES + image.XEN_NET_MODULES
     key = image.campaign_keypair(cache / "keys")
-    return _memoized(("image", str(cache), tuple(sorted(pay.files.items())), nets),
-                     lambda: image.build_image(cache / "images", key_path=key, extra_files=pay.files, net_modules=nets))
+    spec = (params or {}).get("guest_kernel_spec") or {}
+    kernel = Path(spec["kernel"]) if spec.get("kernel") else None
+    if kernel is not None and not kernel.is_file():
+        raise ProvisionError(f"guest kernel {params['guest_kernel']!r}: {kernel} does not exist on this host")
+    return _memoized(("image", str(cache), tuple(sorted(pay.files.items())), nets, str(kernel)),
+                     lambda: image.build_image(cache / "images", key_path=key, extra_files=pay.files, net_modules=nets, kernel=kernel))
 
 
 def _container_image(campaign: str, pay: Payload) -> str:
@@ -391,8 +401,8 @@ def run_in_kvm(host: Host, plugin: Workload, params: Mapping[str, Any], ctx: Wor
     libvirt.ensure_libvirtd()
     cache = _cache_dir(ctx)
     pay = payload(plugin, cache)
-    img = _guest_image(cache, pay, "kvm")
-    accel = _accel(host, img, cache / "logs")
+    img = _guest_image(cache, pay, "kvm", params)
+    accel = _accel(host, _guest_image(cache, pay, "kvm"), cache / "logs")
     return _run_guests(_LIBVIRT, "kvm", accel, img, pay, host, plugin, params, ctx, timeout)
 
 
@@ -403,7 +413,7 @@ def _run_in_xen(env: str, host: Host, plugin: Workload, params: Mapping[str, Any
     _require_local(host, env)
     cache = _cache_dir(ctx)
     pay = payload(plugin, cache)
-    img = _guest_image(cache, pay, env)
+    img = _guest_image(cache, pay, env, params)
     return _run_guests(_XL, env, "xen", img, pay, host, plugin, params, ctx, timeout)
 
 
@@ -427,7 +437,7 @@ def _run_guests(
     cache = _cache_dir(ctx)
     gp = {**guest_params(env, params, ctx.cpus), "accel": accel}
     topo = read_topology()
-    catalog = guest_catalog(img, env)
+    catalog = guest_catalog(img, env, params)
     specs = [describe_guest(env, gp, topo, catalog, campaign, i, address=libvirt.guest_address(i)) for i in range(gp["vms"])]
     fields = {"accel": accel, "guest_json": specs[0].to_json()}
     known = _known_hosts(cache / f"known_hosts.{os.getpid()}", specs, img.host_key)

@@ -76,6 +76,7 @@ class Matrix:
     busy: str = "wait"
     busy_timeout: float | None = None
     provision: Mapping[str, Any] | None = None  # None: no Ansible step before the trials
+    guest_kernels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     description: str = ""
 
     @property
@@ -217,8 +218,30 @@ def parse_matrix(text: str, path: Path = Path("matrix.yml")) -> Matrix:
         busy=hosts.get("busy", "wait"),
         busy_timeout=hosts.get("busy_timeout"),
         provision=_provision(doc.get("provision", False)),
+        guest_kernels=_guest_kernels(doc, axes, params, name),
         description=doc.get("description", ""),
     )
+
+
+BUILTIN_GUEST_KERNELS = ("default", "nopvspin")
+
+
+def _guest_kernels(doc: Mapping[str, Any], axes: Mapping[str, tuple[Any, ...]], params: Mapping[str, Any], name: str) -> dict[str, dict[str, str]]:
+    """The matrix's guest kernel catalog; every guest_kernel value used must be in it or built in."""
+    catalog = {k: dict(v) for k, v in (doc.get("guest_kernels") or {}).items()}
+    for key, entry in catalog.items():
+        if key in BUILTIN_GUEST_KERNELS:
+            raise MatrixError(f"{name}: guest_kernels.{key}: {key!r} is built in; give your kernel another name")
+        if not entry["kernel"].startswith("/"):
+            raise MatrixError(f"{name}: guest_kernels.{key}.kernel: {entry['kernel']!r} is not an absolute path")
+    known = [*BUILTIN_GUEST_KERNELS, *sorted(catalog)]
+    used = [(f"axes.guest_kernel[{i}]", v) for i, v in enumerate(axes.get("guest_kernel", ()))]
+    if "guest_kernel" in params:
+        used.append(("workload.params.guest_kernel", params["guest_kernel"]))
+    for path, value in used:
+        if value not in known:
+            raise MatrixError(f"{name}: {path}: no guest kernel {value!r}; known: {', '.join(known)} (add it under guest_kernels)")
+    return catalog
 
 
 def _provision(value: bool | Mapping[str, Any]) -> Mapping[str, Any] | None:
