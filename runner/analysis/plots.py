@@ -65,6 +65,10 @@ def scaling(path: Path, series: Sequence[Series], *, axis: str, ylabel: str, tit
         ax_s.plot(lv, lv / lv[0], ":", color="grey", lw=1)
         ax.legend(fontsize=6, loc="upper left")
     ax_e.axhline(1.0, ls=":", color="grey", lw=1)
+    medians = np.concatenate([s.median[s.median > 0] for s in series]) if series else np.array([])
+    if medians.size and medians.max() / medians.min() > 100:  # a collapse spans decades: show them all
+        ax.set_yscale("log")
+        ylabel += " (log scale)"
     ax.set_xlabel(axis)
     ax.set_ylabel(ylabel)
     ax_s.set_ylabel("speedup", fontsize=8)
@@ -73,7 +77,8 @@ def scaling(path: Path, series: Sequence[Series], *, axis: str, ylabel: str, tit
     fig.suptitle(title, fontsize=9)
     for a in (ax, ax_s, ax_e):
         a.grid(alpha=0.3)
-        a.set_ylim(bottom=0)
+        if a.get_yscale() == "linear":
+            a.set_ylim(bottom=0)
     ax_s.tick_params(labelbottom=False, labelsize=7)
     ax_e.tick_params(labelsize=7)
     return _save(fig, path)
