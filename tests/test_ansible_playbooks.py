@@ -53,11 +53,16 @@ def test_provision_stores_facts_builds_lockbench_and_is_idempotent(inventory, tm
     assert not [p for p in (tmp_path / "runs").rglob("job_events/*")]
 
 
+def check_mode_knobs(state_dir: Path) -> dict:
+    """Knobs that would change this machine (THP at least), for check-mode runs that must change nothing."""
+    return {"host_tuning_governor": "performance", "host_tuning_turbo": False, "host_tuning_smt": "off",
+            "host_tuning_thp": "never" if "[never]" not in THP.read_text() else "always",
+            "host_tuning_state_file": str(state_dir / "state.json")}
+
+
 def test_tuning_in_check_mode_changes_nothing(inventory, tmp_path):
     before = THP.read_text()
-    knobs = {"host_tuning_governor": "performance", "host_tuning_turbo": False, "host_tuning_smt": "off",
-             "host_tuning_thp": "never" if "[never]" not in before else "always",
-             "host_tuning_state_file": str(tmp_path / "state" / "state.json")}
+    knobs = check_mode_knobs(tmp_path / "state")
     result = run_playbook("tune.yml", inventory=inventory, extravars=knobs, check=True,
                           private_data_root=tmp_path / "runs")
     assert THP.read_text() == before

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from runner.provision.ansible import run_playbook
 from runner.provision.fingerprint import load_facts
+from tests.test_ansible_playbooks import THP, check_mode_knobs
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]
 
@@ -23,14 +22,11 @@ def test_facts_playbook_over_ssh(testbed, tmp_path):
 
 def test_tuning_check_mode_over_ssh_changes_nothing(testbed, tmp_path):
     # The test-bed hosts share this machine's /sys: the tuning role must only report what it would change.
-    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
-    before = thp.read_text()
-    knobs = {"host_tuning_governor": "performance", "host_tuning_turbo": False, "host_tuning_smt": "off",
-             "host_tuning_thp": "never" if "[never]" not in before else "always",
-             "host_tuning_state_file": str(tmp_path / "state" / "state.json")}
+    before = THP.read_text()
+    knobs = check_mode_knobs(tmp_path / "state")
     result = run_playbook("tune.yml", inventory=testbed.inventory_path, limit="tb1", extravars=knobs, check=True,
                           private_data_root=tmp_path / "runs")
-    assert thp.read_text() == before
+    assert THP.read_text() == before
     assert not (tmp_path / "state").exists()
     report = result.data["host_tuning"]["tb1"]
     assert report["changes"] >= 1 and result.stats["tb1"].changed >= 1  # THP would change
