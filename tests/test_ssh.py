@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from runner.errors import HostError, UsageError
-from runner.execution.ssh import HostSpec, SSHHost, remote_command
+from runner.execution.ssh import HANGUP_WRAPPER, HostSpec, SSHHost, remote_command
 from runner.provision.inventory import connect, load_inventory
 from runner.testbed import TestBed, TestHost
 
@@ -44,7 +45,8 @@ def test_remote_command_quotes_argv_cwd_and_env():
     argv = ["echo", "$(touch /x);`id`;|&", "a b", "'q'"]
     line = remote_command(argv, 2.5, 5, cwd="/tmp/a dir", env={"X": "$HOME 'y'"})
     assert shlex.split(line) == [
-        "cd", "/tmp/a dir", "&&", "exec", "env", "X=$HOME 'y'", "timeout", "-k", "5", "2.5", *argv,
+        "cd", "/tmp/a dir", "&&", "exec", "sh", "-c", HANGUP_WRAPPER, "runner-run",
+        "env", "X=$HOME 'y'", "timeout", "-k", "5", "2.5", *argv,
     ]
 
 
@@ -94,6 +96,41 @@ def test_timeout_kills_the_remote_command(testbed):
         assert elapsed < 4
         assert processes_in(testbed, "tb3", "sleep") == []
         assert host.run(["true"], timeout=5).ok  # the connection survives a timed-out command
+
+
+KILLED_CONTROLLER = """
+import sys
+from runner.execution.ssh import HostSpec, SSHHost
+from runner.provision.inventory import load_inventory
+
+spec = load_inventory(sys.argv[1]).resolve("tb2")[0]
+host = SSHHost(spec)
+host.run(["true"], timeout=10)
+print("connected", flush=True)
+host.run(["sleep", "297"], timeout=600)
+"""
+
+
+@pytest.mark.netns
+@pytest.mark.integration
+def test_remote_workload_dies_with_its_controller(testbed):
+    # A controller killed with SIGKILL mid-command: the remote workload stops within seconds, not when its
+    # (here 600 s) timeout would end it, so a relaunch never measures beside a leftover.
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_CONTROLLER, str(testbed.inventory_path)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "connected"
+        deadline = time.monotonic() + 10
+        while not processes_in(testbed, "tb2", "sleep") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert processes_in(testbed, "tb2", "sleep"), "the remote sleep never started"
+    finally:
+        proc.kill()
+        proc.communicate()
+    deadline = time.monotonic() + 10
+    while processes_in(testbed, "tb2", "sleep") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_in(testbed, "tb2", "sleep") == []
 
 
 @pytest.mark.netns

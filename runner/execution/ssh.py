@@ -59,6 +59,16 @@ class HostSpec:
         return f"host {self.name} ({self.user}@{self.address}:{self.port})"
 
 
+# Runs "$@" and stops it (its process group: GNU timeout makes one) when our side of the channel goes away,
+# e.g. a controller or Dask worker killed with SIGKILL: the remote shell reads its stdin (the channel) until
+# EOF. Asynchronous lists get /dev/null as stdin, hence the copy on fd 3.
+HANGUP_WRAPPER = (
+    'exec 3<&0; "$@" </dev/null 3<&- & p=$!; '
+    '(while read -r _ <&3; do :; done; kill -KILL -$p 2>/dev/null || kill -KILL $p 2>/dev/null) >/dev/null 2>&1 & w=$!; '
+    "wait $p; rc=$?; kill $w 2>/dev/null; exit $rc"
+)
+
+
 def remote_command(
     argv: Sequence[str],
     timeout: float,
@@ -66,7 +76,8 @@ def remote_command(
     cwd: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> str:
-    """The shell line run remotely: every argv element, cwd and env value quoted; argv under `timeout`."""
+    """The shell line run remotely: every argv element, cwd and env value quoted; argv under `timeout`,
+    stopped when the connection goes away (HANGUP_WRAPPER)."""
     if not argv:
         raise UsageError("cannot run an empty argv")
     if not timeout > 0:
@@ -74,7 +85,7 @@ def remote_command(
     parts: list[str] = []
     if cwd is not None:
         parts += ["cd", shlex.quote(cwd), "&&"]
-    parts.append("exec")
+    parts += ["exec", "sh", "-c", shlex.quote(HANGUP_WRAPPER), "runner-run"]
     if env:
         bad = [k for k in env if not _ENV_NAME.fullmatch(k)]
         if bad:
@@ -209,8 +220,7 @@ class SSHHost(Host):
         limit = timeout + self.kill_after + self.grace
         chan = self._session()
         try:
-            chan.exec_command(command)
-            chan.shutdown_write()
+            chan.exec_command(command)  # stdin stays open: its end tells the remote side we are gone
             rc, out, err = self._collect(chan, start + limit, argv, limit)
         except (SSHException, OSError, EOFError) as e:
             self._drop()
