@@ -75,3 +75,14 @@ def test_each_placement_gives_every_host_the_matrix() -> None:
     trials = plan(m, {"a": 4, "b": 8})
     assert sorted((t.host, t.param_dict["threads"]) for t in trials) == [("a", 4), ("a", 4), ("b", 8), ("b", 8)]
     assert len({t.trial_id for t in trials}) == 4
+
+
+def test_estimates_add_the_environments_set_up() -> None:
+    from runner.execution.environments import SETUP_ESTIMATE_S, estimate_seconds
+    from runner.workloads import base
+
+    lockbench = base.get("lockbench")
+    host = estimate_seconds(lockbench, {"duration": 1.0})
+    assert host == lockbench.estimate_seconds({"duration": 1.0})
+    assert estimate_seconds(lockbench, {"duration": 1.0, "env": "kvm", "vms": 2}) == host + 2 * SETUP_ESTIMATE_S["kvm"]
+    assert estimate_seconds(lockbench, {"duration": 1.0, "env": "container", "vms": 4}) == host + SETUP_ESTIMATE_S["container"]

@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from runner.execution import environments
 from runner.matrix.load import load_matrix
 from runner.trials import Trial, plan
 from runner.workloads import base
@@ -42,7 +43,7 @@ def make_plan(matrix_path: Path, cpus: int | None = None) -> tuple[object, list[
 
 def summarize(trials: list[Trial], workload: str, hosts: int) -> Mapping[str, float]:
     plugin = base.get(workload)
-    total = sum(plugin.estimate_seconds(t.param_dict) for t in trials)
+    total = sum(environments.estimate_seconds(plugin, t.param_dict) for t in trials)
     return {
         "trials": len(trials),
         "cells": len({t.cell_id for t in trials}),

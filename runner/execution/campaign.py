@@ -22,6 +22,7 @@ from typing import Any
 
 from runner import __version__
 from runner.errors import HostError, RunnerError, UsageError
+from runner.execution import environments
 from runner.execution.worker import AttemptSpec, execute, host_cpus, kill_running
 from runner.matrix.load import Matrix
 from runner.records.store import AttemptRecord, CampaignStore
@@ -313,7 +314,7 @@ def _launch_held(
     # A trial that already used up its attempts in an earlier launch gets the policy's attempts again.
     progress = Progress(total=len(trials), skipped=len(trials) - len(todo), messages=notes)
     plugin = base.get(matrix.workload)
-    progress.estimate_s = sum(plugin.estimate_seconds(t.param_dict) for t, _ in todo) / max(1, len(live))
+    progress.estimate_s = sum(environments.estimate_seconds(plugin, t.param_dict) for t, _ in todo) / max(1, len(live))
 
     runner = _Dispatch(matrix, store, types, live, dead, progress, on_progress)
     runner.notify(progress)  # the start: notes on unreachable or changed hosts show before any trial

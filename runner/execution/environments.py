@@ -57,6 +57,18 @@ def _load() -> None:
         pass
 
 
+# Rough seconds an environment adds to a trial (guest boot, container start), for plans and progress.
+# Measured on the development machines under TCG (docs/guests.md); real KVM boots faster.
+SETUP_ESTIMATE_S = {"host": 0.0, "container": 1.0, "kvm": 17.0, "xen-hvm": 17.0, "xen-pv": 17.0}
+
+
+def estimate_seconds(plugin: Workload, params: Mapping[str, Any]) -> float:
+    """A trial's rough wall time: the workload's estimate plus its environment's set-up (k guests boot at once)."""
+    env = str(params.get("env", "host"))
+    vms = int(params.get("vms", 1)) if env in ("kvm", "xen-hvm", "xen-pv") else 1
+    return plugin.estimate_seconds(params) + SETUP_ESTIMATE_S.get(env, 0.0) * vms
+
+
 def prepare_once(host: Host, plugin: Workload, ctx: WorkloadContext, cache: set[tuple[str, ...]], key: tuple[str, ...]) -> None:
     """Create the campaign's work directory and let the workload prepare it, once per worker process."""
     if key in cache:
