@@ -18,8 +18,8 @@ from runner.execution.hosts import CommandResult, LocalHost
 from runner.execution.ssh import HostSpec, SSHHost
 from runner.provision.fingerprint import collect_on, summarize
 from runner.workloads import base
-from runner.workloads.gmake import hostside, local_missing, parse_output, script_path, to_metrics, trial_argv
 from runner.workloads.base import WorkloadContext
+from runner.workloads.gmake import hostside, local_missing, parse_output, script_path, to_metrics, trial_argv
 
 DATA = Path(__file__).parent / "data" / "gmake"
 PROJECT = Path(__file__).resolve().parents[1]

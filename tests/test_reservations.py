@@ -16,7 +16,7 @@ import pytest
 from runner.cli import hosts as hosts_cli
 from runner.execution.hosts import LocalHost
 from runner.lab import reservations
-from runner.lab.reservations import HostBusy, HoldLost, acquire, force_release, hold_hosts, parse_hold, status
+from runner.lab.reservations import HoldLost, HostBusy, acquire, force_release, hold_hosts, parse_hold, status
 from runner.provision.inventory import connect, load_inventory
 
 PROJECT = Path(__file__).resolve().parents[1]

@@ -19,7 +19,12 @@ from runner.analysis.compare import compare, compare_variants
 from runner.analysis.overcommit import jain_index, overcommit_table
 from runner.analysis.report import build_report, summary_table, write_compare_html
 from runner.analysis.stats import (
-    as_pandas, bootstrap_ci, cell_stats, repetitions_needed, scaling_axis, totals,
+    as_pandas,
+    bootstrap_ci,
+    cell_stats,
+    repetitions_needed,
+    scaling_axis,
+    totals,
 )
 from runner.analysis.usl import UslFit, fit_amdahl, fit_usl, usl_curve, usl_table
 

@@ -22,8 +22,17 @@ from runner.analysis import plots
 from runner.analysis.collapse import DEFAULT_DROP, Collapse, detect_collapse
 from runner.analysis.overcommit import VMS_AXIS, overcommit_table
 from runner.analysis.stats import (
-    DEFAULT_TARGET, as_pandas, cell_stats, check_metrics, iter_slices, param_columns, scaling_axis, slice_columns,
-    slice_label, spread_by_level, totals,
+    DEFAULT_TARGET,
+    as_pandas,
+    cell_stats,
+    check_metrics,
+    iter_slices,
+    param_columns,
+    scaling_axis,
+    slice_columns,
+    slice_label,
+    spread_by_level,
+    totals,
 )
 from runner.analysis.usl import UslFit, fit_usl
 from runner.errors import DatasetError, UsageError

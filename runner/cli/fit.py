@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pandas as pd
+
 from runner.analysis.usl import UslFit, fit_usl
 from runner.errors import UsageError
 

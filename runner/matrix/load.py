@@ -21,6 +21,7 @@ import yaml
 
 from runner.errors import MatrixError, UsageError
 
+
 class _Loader(yaml.SafeLoader):
     """YAML 1.2 booleans: only true/false. (YAML 1.1 reads `on:`, `no`, `off` as booleans.)"""
 
