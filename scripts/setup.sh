@@ -31,6 +31,13 @@ if (( ${#missing[@]} )); then
   $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
+# Campaigns hold their hosts with a file in this directory (runner.lab.reservations); every user of the
+# machine must be able to take over an expired hold, so it is shared and not sticky.
+if [[ ! -d /var/lib/runner/holds ]]; then
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO install -d -m 2777 /var/lib/runner/holds
+fi
+
 py=""
 for cand in python3.11 python3; do
   if command -v "$cand" >/dev/null && "$cand" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
