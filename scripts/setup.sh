@@ -5,6 +5,7 @@
 # Idempotent: packages already present are not installed again. Needs root (or sudo) for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
 
 want_tests=0
 [[ "${1:-}" == "--test" ]] && want_tests=1
@@ -22,7 +23,6 @@ for p in "${pkgs[@]}"; do
 done
 if (( ${#missing[@]} )); then
   echo "setup: installing ${missing[*]}" >&2
-  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -q >/dev/null
   # Services must not start (or fail to start) during the install in containers without an init system.
@@ -31,12 +31,12 @@ if (( ${#missing[@]} )); then
   $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
-# Campaigns hold their hosts with a file in this directory (runner.lab.reservations); every user of the
-# machine must be able to take over an expired hold, so it is shared and not sticky.
-if [[ ! -d /var/lib/runner/holds ]]; then
-  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
-  $SUDO install -d -m 2777 /var/lib/runner/holds
-fi
+# Shared directories, so every user of the machine can run campaigns on it:
+# - campaign holds on this host (runner.lab.reservations): a user must be able to take over another's
+#   expired hold, so it is not sticky;
+# - campaign work directories (builds of the workloads): sticky, like /tmp.
+[[ -w /var/lib/runner/holds ]] || { $SUDO install -d /var/lib/runner/holds && $SUDO chmod 2777 /var/lib/runner/holds; }
+[[ -w /var/tmp/runner ]] || { $SUDO install -d /var/tmp/runner && $SUDO chmod 1777 /var/tmp/runner; }
 
 py=""
 for cand in python3.11 python3; do
