@@ -27,8 +27,8 @@ import pyarrow as pa
 
 SCHEMA_VERSION = 1
 
-# Columns every metrics file has, before the axis columns.
-METRIC_FIELDS: list[pa.Field] = [
+# Columns that identify an attempt: the first columns of both tables (the store fills them from one dict).
+ATTEMPT_FIELDS: list[pa.Field] = [
     pa.field("campaign", pa.string(), nullable=False),
     pa.field("trial_id", pa.string(), nullable=False),
     pa.field("cell_id", pa.string(), nullable=False),
@@ -37,6 +37,11 @@ METRIC_FIELDS: list[pa.Field] = [
     pa.field("host", pa.string(), nullable=False),
     pa.field("env", pa.string(), nullable=False),
     pa.field("accel", pa.string()),
+]
+
+# Columns every metrics file has, before the axis columns.
+METRIC_FIELDS: list[pa.Field] = [
+    *ATTEMPT_FIELDS,
     pa.field("metric", pa.string(), nullable=False),
     pa.field("value", pa.float64()),
     pa.field("unit", pa.string()),
@@ -46,14 +51,7 @@ METRIC_FIELDS: list[pa.Field] = [
 ]
 
 TRIAL_FIELDS: list[pa.Field] = [
-    pa.field("campaign", pa.string(), nullable=False),
-    pa.field("trial_id", pa.string(), nullable=False),
-    pa.field("cell_id", pa.string(), nullable=False),
-    pa.field("repetition", pa.int32(), nullable=False),
-    pa.field("attempt", pa.int32(), nullable=False),
-    pa.field("host", pa.string(), nullable=False),
-    pa.field("env", pa.string(), nullable=False),
-    pa.field("accel", pa.string()),
+    *ATTEMPT_FIELDS,
     pa.field("status", pa.string(), nullable=False),  # ok | failed | timeout
     pa.field("error", pa.string()),
     pa.field("started_at", pa.timestamp("us", tz="UTC"), nullable=False),
