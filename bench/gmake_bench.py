@@ -16,7 +16,7 @@ import statistics
 import time
 from pathlib import Path
 
-from runner.execution.hosts import LocalHost
+from runner.hosts.local import LocalHost
 from runner.workloads import base
 from runner.workloads.base import WorkloadContext
 from runner.workloads.gmake import parse_output

@@ -106,7 +106,51 @@ def plan(matrix: Matrix, cpus_by_host: Mapping[str, int]) -> list[Trial]:
                     for rep in range(1, matrix.repetitions + 1)
                 ]
             )
-    return order_trials(trials, matrix.order, matrix.seed)
+    ordered = order_trials(trials, matrix.order, matrix.seed)
+    return group_by_guests(ordered) if matrix.reuse == "configuration" else ordered
+
+
+# The parameters that make up a guest configuration: trials that agree on them (and on env and campaign)
+# can run in the same booted guests.
+GUEST_KEYS = ("vcpus", "memory", "vms", "pin", "guest_numa", "guest_kernel", "guest_kernel_spec", "guest_image", "disk")
+
+
+def guest_config_key(env: str, params: Mapping[str, Any], campaign: str) -> str | None:
+    """What makes two trials' guests interchangeable: the environment, the campaign and GUEST_KEYS.
+    None for the bare host. Equal keys may share one boot."""
+    if env == "host":
+        return None
+    return _digest({"env": env, "campaign": campaign, **{k: params.get(k) for k in GUEST_KEYS}})
+
+
+def trial_guest_key(t: Trial) -> str | None:
+    p = t.param_dict
+    return guest_config_key(str(p.get("env", "host")), p, t.campaign)
+
+
+def group_by_guests(trials: Sequence[Trial]) -> list[Trial]:
+    """Trials of one guest configuration (per host) back to back: configurations in the order their first
+    trial appears, trials inside one in their order. Bare-host trials keep their places."""
+    groups: dict[tuple[str | None, str | None], list[Trial]] = {}
+    for t in trials:
+        groups.setdefault((t.host, trial_guest_key(t)), []).append(t)
+    if all(k is None for _, k in groups):
+        return list(trials)
+    return [t for group in groups.values() for t in group]
+
+
+def boots_needed(trials: Sequence[Trial], reuse: str) -> int:
+    """Guest boots (a boot starts a trial's `vms` guests at once) the trials need when run in this order on
+    each host: every guest trial with reuse `trial`; every change of configuration with `configuration`."""
+    if reuse == "trial":
+        return sum(1 for t in trials if trial_guest_key(t) is not None)
+    boots, last = 0, {}
+    for t in trials:
+        key = trial_guest_key(t)
+        if key is not None and last.get(t.host) != key:
+            boots += 1
+        last[t.host] = key
+    return boots
 
 
 def order_trials(per_cell: Sequence[Sequence[Trial]], order: str, seed: int) -> list[Trial]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from runner.cli import main
-from runner.execution.hosts import LocalHost
+from runner.hosts.local import LocalHost
 from runner.lab.reservations import acquire
 from runner.records.store import read_campaign
 

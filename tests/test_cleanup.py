@@ -9,9 +9,12 @@ import pytest
 
 from runner.cli import main
 from runner.cli.cleanup import cleanup
+from runner.hosts.local import LocalHost
 from runner.provision import container, image, libvirt
 from runner.provision.guest import describe_guest
 from runner.provision.topology import read_topology
+
+HERE = LocalHost()
 
 pytestmark = [pytest.mark.integration, pytest.mark.guest]
 MINE, OTHER = "pytest-cleanup", "pytest-cleanup-1"  # OTHER starts with MINE: a prefix match would be a bug
@@ -22,37 +25,37 @@ def _domain(campaign: str, log_dir: Path) -> str:
     catalog = {"default": {"kernel": str(image.newest_kernel()), "cmdline": "console=ttyS0"}}
     spec = describe_guest("kvm", {"vcpus": 1, "memory": 128, "accel": "tcg", "guest_kernel": "default"},
                           read_topology(), catalog, campaign, 0)
-    libvirt.start(spec, log_dir=log_dir)
+    libvirt.start(HERE, spec, log_dir=str(log_dir))
     return spec.name
 
 
 def _container(campaign: str, img: str) -> str:
     name = describe_guest("container", {"vcpus": 1, "memory": 64}, read_topology(), {}, campaign, 0).name
-    subprocess.run([*container.container_cli(), "run", "-d", "--name", name, img, "sleep", "300"],
+    subprocess.run([*container.container_cli(HERE), "run", "-d", "--name", name, img, "sleep", "300"],
                    check=True, capture_output=True, timeout=60)
     return name
 
 
 def test_cleanup_removes_only_the_campaigns_leftovers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    libvirt.ensure_libvirtd()
-    libvirt.ensure_bridge()
-    imgs = {c: container.build_image(container.image_name(c, "0" * 12), files={}) for c in (MINE, OTHER)}
+    libvirt.ensure_libvirtd(HERE)
+    libvirt.ensure_bridge(HERE)
+    imgs = {c: container.build_image(HERE, container.image_name(c, "0" * 12), files={}) for c in (MINE, OTHER)}
     mine = {"domain": _domain(MINE, tmp_path), "container": _container(MINE, imgs[MINE])}
     other = {"domain": _domain(OTHER, tmp_path), "container": _container(OTHER, imgs[OTHER])}
     try:
         planned = cleanup(MINE, dry_run=True)
         assert (planned.domains, planned.containers, planned.images) == ((mine["domain"],), (mine["container"],), (imgs[MINE],))
-        assert libvirt.list_campaign(MINE) == [mine["domain"]]  # a dry run removes nothing
+        assert libvirt.list_campaign(HERE, MINE) == [mine["domain"]]  # a dry run removes nothing
 
         assert main(["cleanup", MINE, "--datasets", str(tmp_path / "ds")]) == 0
         out = capsys.readouterr().out
         assert f"removed libvirt domain {mine['domain']}" in out and f"removed container {mine['container']}" in out
         assert "guest bridge" not in out  # OTHER's guest is still on it
-        assert libvirt.list_campaign(MINE) == [] and container.list_campaign(MINE) == []
-        assert container.list_campaign_images(MINE) == []
-        assert libvirt.list_campaign(OTHER) == [other["domain"]]
-        assert container.list_campaign(OTHER) == [other["container"]]
-        assert container.list_campaign_images(OTHER) == [imgs[OTHER]]
+        assert libvirt.list_campaign(HERE, MINE) == [] and container.list_campaign(HERE, MINE) == []
+        assert container.list_campaign_images(HERE, MINE) == []
+        assert libvirt.list_campaign(HERE, OTHER) == [other["domain"]]
+        assert container.list_campaign(HERE, OTHER) == [other["container"]]
+        assert container.list_campaign_images(HERE, OTHER) == [imgs[OTHER]]
 
         done = cleanup(OTHER)
         assert done.domains == (other["domain"],) and done.containers == (other["container"],)
@@ -61,7 +64,7 @@ def test_cleanup_removes_only_the_campaigns_leftovers(tmp_path: Path, capsys: py
         assert "nothing left behind by campaign 'pytest-cleanup-1'" in capsys.readouterr().out
     finally:
         for c, names in ((MINE, mine), (OTHER, other)):
-            libvirt.destroy(names["domain"])
-            container.remove(names["container"])
-            container.remove_image(imgs[c])
-    assert libvirt.list_campaign(MINE) == libvirt.list_campaign(OTHER) == []
+            libvirt.destroy(HERE, names["domain"])
+            container.remove(HERE, names["container"])
+            container.remove_image(HERE, imgs[c])
+    assert libvirt.list_campaign(HERE, MINE) == libvirt.list_campaign(HERE, OTHER) == []

@@ -9,33 +9,36 @@ from pathlib import Path
 import pytest
 
 from runner.errors import ProvisionError
+from runner.hosts.container import ContainerHost
+from runner.hosts.local import LocalHost
 from runner.provision import container
 from runner.provision.guest import describe_guest
 from runner.provision.topology import read_topology
 
+HERE = LocalHost()
 LOCKBENCH_C = Path(__file__).parents[1] / "runner" / "workloads" / "lockbench" / "lockbench.c"
 
 
 def test_cli_is_docker_or_podman_with_runc() -> None:
-    cli = container.container_cli()
+    cli = container.container_cli(HERE)
     assert cli == ("docker",) or cli[2:] == ("podman", "--runtime", "/usr/sbin/runc")
     if cli[0] == "env":
         conf = Path(cli[1].removeprefix("CONTAINERS_CONF="))
         assert "default_ulimits = []" in conf.read_text()
 
 
-def test_run_argv() -> None:
-    argv = container.run_argv("rnr-c:1", ["lockbench", "--threads", "4"], name="rnr-c-0-0000abcd", cpuset=[3, 0, 1, 2],
-                              memory_mib=512)
-    cli = list(container.container_cli())
-    assert argv[: len(cli)] == cli
-    rest = argv[len(cli) :]
-    assert rest == [
-        "run", "--rm", "--name", "rnr-c-0-0000abcd", "--network", "none", "--cpuset-cpus", "0-3",
-        "--memory", "512m", "rnr-c:1", "lockbench", "--threads", "4",
+def test_start_and_remove_argv() -> None:
+    cli = ("env", "CONTAINERS_CONF=/x", "podman", "--runtime", "/usr/sbin/runc")
+    argv = container.start_argv(cli, "rnr-c:1", name="rnr-c-0-0000abcd", cpuset=[3, 0, 1, 2], memory_mib=512)
+    assert argv[: len(cli)] == list(cli)
+    assert argv[len(cli):] == [
+        "run", "-d", "--name", "rnr-c-0-0000abcd", "--network", "none", "--cpuset-cpus", "0-3",
+        "--memory", "512m", "rnr-c:1", "sleep", "2147483647",
     ]
-    bare = container.run_argv("img", ["true"], name="n")
+    bare = container.start_argv(("docker",), "img", name="n")
     assert "--cpuset-cpus" not in bare and "--memory" not in bare
+    assert container.remove_argv(("docker",), "n") == ["docker", "rm", "-f", "n"]
+    assert container.remove_argv(cli, "n")[len(cli):] == ["rm", "-f", "-t", "0", "n"]
 
 
 def test_minimal_rootfs(tmp_path: Path) -> None:
@@ -52,29 +55,33 @@ def test_minimal_rootfs(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 @pytest.mark.guest
-def test_container_runs_lockbench_on_cpu_0(tmp_path: Path) -> None:
+def test_container_host_runs_lockbench_on_cpu_0(tmp_path: Path) -> None:
     campaign = "pytest-container"
     lockbench = tmp_path / "lockbench"
     subprocess.run(["cc", "-O2", "-static", "-pthread", "-o", str(lockbench), str(LOCKBENCH_C)], check=True, timeout=120)
-    image = container.build_image(f"rnr-{campaign}:test", files={"/usr/bin/lockbench": lockbench})
+    image = container.build_image(HERE, f"rnr-{campaign}:test", files={"/usr/bin/lockbench": lockbench})
     spec = describe_guest("container", {"vcpus": 1, "memory": 256}, read_topology(), {}, campaign, 0)
     assert spec.host_cpus == (0,)
     try:
-        script = "grep Cpus_allowed_list /proc/self/status; lockbench --threads 2 --duration 0.2"
-        argv = container.run_argv(image, ["sh", "-c", script], name=spec.name, cpuset=spec.host_cpus, memory_mib=spec.memory_mib)
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0, proc.stderr
-        first, _, rest = proc.stdout.partition("\n")
+        container.start(HERE, image, name=spec.name, cpuset=spec.host_cpus, memory_mib=spec.memory_mib)
+        assert container.list_campaign(HERE, campaign) == [spec.name]
+        inside = ContainerHost(HERE, spec.name, container.container_cli(HERE))
+        res = inside.run(["sh", "-c", "grep Cpus_allowed_list /proc/self/status; lockbench --threads 2 --duration 0.2"], timeout=60)
+        assert res.ok, res.stderr
+        first, _, rest = res.stdout.partition("\n")
         assert first.split() == ["Cpus_allowed_list:", "0"]
         doc = json.loads(rest)
         assert doc["counter_ok"] is True and doc["threads"] == 2
-        assert container.list_campaign(campaign) == []  # --rm removed it
-        # A container left behind (e.g. a killed trial) is found by campaign and removed.
-        detached = [*container.container_cli(), "run", "-d", "--name", spec.name, image, "sleep", "30"]
-        subprocess.run(detached, check=True, capture_output=True, timeout=60)
-        assert container.list_campaign(campaign) == [spec.name]
+        # put() lands a file inside the container; a command past its timeout is stopped inside it.
+        note = tmp_path / "note.txt"
+        note.write_text("hello\n")
+        inside.put(note, "/opt/runner/note.txt")
+        assert inside.run(["cat", "/opt/runner/note.txt"], timeout=30).stdout == "hello\n"
+        slow = inside.run(["sleep", "30"], timeout=1)
+        assert slow.timed_out and slow.wall_s < 20
+        assert "sleep 30" not in inside.run(["ps"], timeout=30).stdout
     finally:
-        container.remove(spec.name)
-        container.remove_image(image)
-    assert container.list_campaign(campaign) == []
-    container.remove(spec.name)  # no-op
+        container.remove(HERE, spec.name)
+        container.remove_image(HERE, image)
+    assert container.list_campaign(HERE, campaign) == []
+    container.remove(HERE, spec.name)  # no-op

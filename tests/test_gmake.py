@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from runner.errors import TrialError, UsageError
-from runner.execution.hosts import CommandResult, LocalHost
-from runner.execution.ssh import HostSpec, SSHHost
+from runner.hosts.base import CommandResult
+from runner.hosts.local import LocalHost
+from runner.hosts.ssh import HostSpec, SSHHost
 from runner.provision.fingerprint import collect_on, summarize
 from runner.workloads import base
 from runner.workloads.base import WorkloadContext

@@ -14,19 +14,18 @@ import pytest
 
 from runner.analysis.overcommit import overcommit_table
 from runner.cli import main
-from runner.errors import ProvisionError
-from runner.execution import environments, guests
+from runner.execution import guests
 from runner.execution.environments import Outcome
-from runner.execution.ssh import HostSpec, SSHHost
+from runner.hosts.local import LocalHost
 from runner.provision import container, libvirt
 from runner.provision.guest import GuestSpec
 from runner.provision.image import GuestImage
 from runner.records.store import read_campaign
 from runner.workloads import base
-from runner.workloads.base import Metric, WorkloadContext
+from runner.workloads.base import Metric
 
 PROJECT = Path(__file__).resolve().parents[1]
-CTX = WorkloadContext(host="localhost", workdir="/nonexistent", cpus=2, extra={"campaign": "c"})
+HERE = LocalHost()
 
 
 def test_guest_params_defaults_and_passthrough() -> None:
@@ -77,36 +76,49 @@ def test_telemetry_deltas() -> None:
     assert guests.run_delay_s({}, {0: (1, 1, 1)}) is None
 
 
-def test_unsupported_workload_and_remote_host_are_refused(tmp_path: Path) -> None:
-    class Other(base.Workload):
-        name = "gmake-like"
+def test_common_window_and_overlap() -> None:
+    start, end, overlap = guests.common_window([(10.0, 12.0), (10.5, 13.0)])
+    assert (start, end) == (10.5, 12.0)
+    assert overlap == pytest.approx([0.75, 0.6])
+    assert guests.common_window([(0.0, 1.0), (2.0, 3.0)])[2] == [0.0, 0.0]  # disjoint: no common window
 
-    with pytest.raises(ProvisionError, match="cannot run in a guest or container yet; supported: command, lockbench"):
-        guests.payload(Other(), tmp_path)
-    remote = SSHHost(HostSpec(name="lab1", address="192.0.2.1"))  # never connected: refused before any SSH
-    for env in ("kvm", "container"):
-        with pytest.raises(ProvisionError, match=f"lab1: {env} env on remote hosts is not supported yet"):
-            environments.get(env)(remote, base.get("lockbench"), {"env": env}, CTX, 10)
+
+def test_guest_facts_parser() -> None:
+    text = ("kernel_release 6.1.0-57-amd64\ncmdline console=ttyS0 panic=-1 quiet runner.ip=10.214.0.10/24\n"
+            "online_cpus 0-1\nclocksource kvm-clock\nhypervisor  KVM\npv steal_time\npv kvm_clock\n")
+    facts = guests.parse_guest_facts(text)
+    assert facts["kernel_release"] == "6.1.0-57-amd64" and facts["online_cpus"] == "0-1"
+    assert facts["cmdline"].endswith("runner.ip=10.214.0.10/24") and facts["hypervisor"] == "KVM"
+    assert facts["pv_features"] == ["steal_time", "kvm_clock"]
+
+
+def test_guest_needs_come_from_the_workload_plugin(tmp_path: Path) -> None:
+    assert base.get("command").guest_files(tmp_path) == {}
+    files = base.get("lockbench").guest_files(tmp_path)
+    (guest_path, local), = files.items()
+    assert guest_path.startswith(base.GUEST_WORKDIR + "/lockbench-") and local.is_file()
+    assert "not a dynamic executable" in subprocess.run(["ldd", str(local)], capture_output=True, text=True).stdout + \
+        subprocess.run(["ldd", str(local)], capture_output=True, text=True).stderr
 
 
 # ------------------------------------------------------------------------------------ real campaigns
 
 
-def _matrix(tmp: Path, name: str, env: str, axes: str) -> Path:
+def _matrix(tmp: Path, name: str, env: str, axes: str, extra: str = "repetitions: 1\n") -> Path:
     path = tmp / f"{name}.yml"
     path.write_text(
         f"campaign: {name}\n"
         f"hosts: {{group: local, inventory: {PROJECT / 'inventory'}}}\n"
         f"workload: {{name: lockbench, params: {{env: {env}, lock: ttas, threads: 2, duration: 0.3}}}}\n"
         f"axes:\n{axes}"
-        "repetitions: 1\ntimeout: 60\nretry: {attempts: 1}\n"
+        f"{extra}timeout: 60\nretry: {{attempts: 1}}\n"
     )
     return path
 
 
 def _nothing_left(campaign: str) -> None:
-    assert libvirt.list_campaign(campaign) == []
-    assert campaign not in libvirt.virsh("list", "--all", "--name")
+    assert libvirt.list_campaign(HERE, campaign) == []
+    assert campaign not in libvirt.virsh(HERE, "list", "--all", "--name")
     assert not Path(f"/sys/class/net/{libvirt.BRIDGE}").exists()
 
 
@@ -136,6 +148,17 @@ def test_kvm_overcommit_campaign(tmp_path: Path, capsys: pytest.CaptureFixture[s
         assert sorted(rows["vms"]) == [1, 2], metric
     jain = metrics[(metrics["metric"] == "vm_jain") & (metrics["vms"] == 2)]["value"].item()
     assert 0.5 <= jain <= 1.0
+    assert trials["boot_id"].nunique() == 2 and trials["boot_s"].notna().all()  # vms 1 and 2: two configurations
+    assert set(trials["guest_vcpus"]) == {2} and set(trials["guest_kernel"]) == {"default"}
+    assert set(trials["guest_pins"]) == {"[[0], [1]]"} and trials["guest_cmdline"].str.contains("runner.ip=").all()
+    for facts in trials["guest_facts_json"]:
+        doc = json.loads(facts)
+        assert [f["online_cpus"] for f in doc] in (["0-1"], ["0-1", "0-1"])
+        assert all(f["pins_applied"] == [[0], [1]] for f in doc)
+    two_row = trials[trials["vms"] == 2].iloc[0]
+    assert two_row.window_end > two_row.window_start
+    overlap = metrics[(metrics["metric"] == "window_overlap") & (metrics["vms"] == 2)]
+    assert sorted(overlap["vm"].dropna().astype(int)) == [0, 1] and ((overlap["value"] > 0) & (overlap["value"] <= 1)).all()
     cells, per_vm = overcommit_table(metrics)
     k2 = cells[cells["k"] == 2].iloc[0]
     assert k2["vms_seen"] == 2 and k2["efficiency"] > 0 and k2["ideal_per_vm"] == 0.5
@@ -157,10 +180,31 @@ def test_container_campaign(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         assert (doc["env"], doc["vcpus"], doc["vcpu_pins"]) == ("container", row.vcpus, [[c] for c in range(row.vcpus)])
     tput = metrics[(metrics["metric"] == "throughput") & metrics["thread"].isna() & metrics["vm"].isna()]
     assert sorted(tput["vcpus"]) == [1, 2] and (tput["value"] > 0).all()
-    assert container.list_campaign(name) == []
-    images = container.list_campaign_images(name)
+    assert container.list_campaign(HERE, name) == []
+    images = container.list_campaign_images(HERE, name)
     assert len(images) == 1  # built once for both trials, removed by cleanup
     assert main(["cleanup", name]) == 0
-    assert container.list_campaign_images(name) == []
-    ps = subprocess.run([*container.container_cli(), "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True, check=True)
+    assert container.list_campaign_images(HERE, name) == []
+    ps = subprocess.run([*container.container_cli(HERE), "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True, check=True)
     assert name not in ps.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.guest
+def test_guests_boot_once_per_configuration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two locks x 2 repetitions in one configuration: one boot serves all four trials; with
+    guests.reuse: trial, every trial boots its own."""
+    for reuse, boots in (("configuration", 1), ("trial", 4)):
+        name = f"pytest-guest-reuse-{reuse}"
+        matrix = _matrix(tmp_path, name, "kvm", "  lock: [ttas, ticket]\n", f"repetitions: 2\nguests: {{reuse: {reuse}}}\n")
+        matrix.write_text(matrix.read_text().replace("lock: ttas, ", "vcpus: 1, "))
+        assert main(["plan", str(matrix), "--show", "0"]) == 0
+        assert f"guest boots: {boots}" in capsys.readouterr().out
+        rc = main(["launch", str(matrix), "--datasets", str(tmp_path / "ds")])
+        assert rc == 0, capsys.readouterr().out
+        metrics, trials, _ = read_campaign(name, tmp_path / "ds")
+        assert (trials["status"] == "ok").all() and len(trials) == 4
+        assert trials["boot_id"].nunique() == boots
+        assert trials["boot_s"].notna().sum() == boots  # the boot's time once per boot
+        assert len(metrics[(metrics["metric"] == "ssh_ready_s") & metrics["vm"].isna()]) == boots
+        _nothing_left(name)

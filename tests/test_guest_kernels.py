@@ -11,11 +11,14 @@ import pytest
 from runner.cli import main
 from runner.errors import MatrixError
 from runner.execution import guests
+from runner.hosts.local import LocalHost
 from runner.matrix.load import parse_matrix
 from runner.provision import libvirt
 from runner.provision.image import GuestImage
 from runner.records.store import read_campaign
 from runner.trials import plan
+
+HERE = LocalHost()
 
 PROJECT = Path(__file__).resolve().parents[1]
 BASE = "campaign: c\nworkload: {name: lockbench, params: {env: kvm}}\n"
@@ -69,7 +72,7 @@ def test_a_lab_kernel_boots_with_its_command_line(tmp_path: Path) -> None:
     try:
         assert main(["launch", str(matrix), "--datasets", str(tmp_path / "ds")]) == 0
     finally:
-        assert libvirt.list_campaign("labkernel") == []
+        assert libvirt.list_campaign(HERE, "labkernel") == []
     metrics, trials, _ = read_campaign(tmp_path / "ds" / "labkernel")
     marker = metrics[(metrics["metric"] == "marker") & (metrics["vm"] == 0)]["value"]
     assert list(marker) == [1.0]

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from runner.errors import UnknownNameError, UsageError
-from runner.execution.hosts import LocalHost
-from runner.execution.ssh import HostSpec, SSHHost
+from runner.hosts.local import LocalHost
+from runner.hosts.ssh import HostSpec, SSHHost
 from runner.provision.inventory import connect, known_hosts_from_ssh_args, load_inventory
 
 REPO = Path(__file__).resolve().parent.parent

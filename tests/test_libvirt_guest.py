@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 
 from runner.errors import ProvisionError
+from runner.hosts.local import LocalHost
 from runner.provision import image, libvirt
 from runner.provision.guest import describe_guest
 from runner.provision.topology import read_topology, synthetic_topology
 
+HERE = LocalHost()
 LAB80 = synthetic_topology(2, 40, 2, nodes_per_socket=4)
 CATALOG = {"deb": {"kernel": "/img/vmlinuz", "initrd": "/img/initrd.img", "cmdline": "console=ttyS0 quiet"}}
 LOCKBENCH_C = Path(__file__).parents[1] / "runner" / "workloads" / "lockbench" / "lockbench.c"
@@ -93,6 +95,11 @@ def test_telemetry_parsers() -> None:
     assert libvirt.parse_proc_stat_steal("cpu  20 0 357 389 0 0 5 3 0 0\ncpu0 10 0 1 1 0 0 0 0 0 0\n") == (3, 774)
     with pytest.raises(ProvisionError, match="cpu"):
         libvirt.parse_proc_stat_steal("intr 1 2\n")
+    # Threads of a QEMU process as the host-side script prints them: only vCPU threads count.
+    text = "qemu-system-x86\t1 2 3\nCPU 0/TCG\t5384422931 2810494513 4906\nCPU 1/KVM\t10 20 30\nIO mon_iothread\t4 5 6\n"
+    assert libvirt.parse_vcpu_schedstats(text) == {0: (5384422931, 2810494513, 4906), 1: (10, 20, 30)}
+    # `virsh -q vcpupin NAME` as virsh 9 prints it.
+    assert libvirt.parse_vcpupin(" 0      2\n 1      3-4\n") == ((2,), (3, 4))
 
 
 def test_module_load_order_puts_dependencies_first() -> None:
@@ -114,16 +121,15 @@ def guest_image(tmp_path_factory: pytest.TempPathFactory) -> image.GuestImage:
     key = image.campaign_keypair(work / "keys")
     built = image.build_image(work / "images", key_path=key, extra_files={"/usr/bin/lockbench": lockbench})
     assert image.build_image(work / "images", key_path=key, extra_files={"/usr/bin/lockbench": lockbench}) == built
-    libvirt.ensure_libvirtd()
+    libvirt.ensure_libvirtd(HERE)
     return built
 
 
 @pytest.fixture(scope="module")
 def bridge() -> str:
-    created = libvirt.ensure_bridge()
+    libvirt.ensure_bridge(HERE)
     yield libvirt.BRIDGE
-    if created:
-        libvirt.remove_bridge()
+    libvirt.remove_bridge(HERE)  # only if no guest is left on it
 
 
 def _ssh(img: image.GuestImage, address: str, command: str) -> subprocess.CompletedProcess[str]:
@@ -145,29 +151,30 @@ def test_tcg_guest_boots_runs_lockbench_and_is_destroyed(guest_image: image.Gues
         {"vcpus": 2, "memory": 512, "guest_numa": 2, "accel": "tcg", "guest_kernel": "deb"},
         read_topology(), {"deb": guest_image.catalog_entry()}, campaign, 0, address=address,
     )
-    guest = libvirt.start(spec, bridge=bridge, log_dir=tmp_path)
+    guest = libvirt.start(HERE, spec, bridge=bridge, log_dir=str(tmp_path))
     try:
-        assert libvirt.list_campaign(campaign) == [spec.name]
-        libvirt.wait_ssh(address, timeout=120)
+        assert libvirt.list_campaign(HERE, campaign) == [spec.name]
+        libvirt.wait_ssh(HERE, address, timeout=120)
         out = _ssh(guest_image, address, "uname -r; nproc; ls -d /sys/devices/system/node/node*; lockbench --lock ticket --threads 2 --duration 0.3")
-        assert out.returncode == 0, out.stderr + guest.console_log.read_text()
+        assert out.returncode == 0, out.stderr + Path(guest.console_log).read_text()
         lines = out.stdout.splitlines()
         assert lines[0] == guest_image.kernel_release
         assert lines[1] == "2"
         assert lines[2:4] == ["/sys/devices/system/node/node0", "/sys/devices/system/node/node1"]
         doc = json.loads("\n".join(lines[4:]))
         assert doc["counter_ok"] is True and doc["threads"] == 2
-        stats = libvirt.vcpu_schedstats(libvirt.qemu_pid(spec.name))
+        stats = libvirt.vcpu_schedstats(HERE, libvirt.qemu_pid(HERE, spec.name))
         assert sorted(stats) == [0, 1] and all(s[0] > 0 for s in stats.values())
         steal, total = libvirt.parse_proc_stat_steal(_ssh(guest_image, address, "cat /proc/stat").stdout)
         assert 0 <= steal <= total
-        console = guest.console_log.read_text()
+        assert libvirt.vcpu_pins(HERE, spec.name) == spec.vcpu_pins  # what libvirt applied, read back
+        console = Path(guest.console_log).read_text()
         assert image.INIT_MARKER in console and image.SSH_MARKER in console
     finally:
-        libvirt.destroy(spec.name)
-    assert libvirt.list_campaign(campaign) == []
-    assert spec.name not in libvirt.virsh("list", "--all", "--name")
-    libvirt.destroy(spec.name)  # destroying what is gone is a no-op
+        libvirt.destroy(HERE, spec.name)
+    assert libvirt.list_campaign(HERE, campaign) == []
+    assert spec.name not in libvirt.virsh(HERE, "list", "--all", "--name")
+    libvirt.destroy(HERE, spec.name)  # destroying what is gone is a no-op
 
 
 @pytest.mark.integration
@@ -179,5 +186,5 @@ def test_tcg_guest_boots_runs_lockbench_and_is_destroyed(guest_image: image.Gues
     strict=True,
 )
 def test_probe_finds_working_kvm(guest_image: image.GuestImage, tmp_path: Path) -> None:
-    assert libvirt.probe_accel(guest_image, timeout=12, log_dir=tmp_path) == "kvm"
-    assert not [n for n in libvirt.list_domains() if n.startswith("rnr-probe-")]
+    assert libvirt.probe_accel(HERE, str(guest_image.kernel), str(guest_image.initrd), timeout=12, log_dir=str(tmp_path)) == "kvm"
+    assert not [n for n in libvirt.list_domains(HERE) if n.startswith("rnr-probe-")]

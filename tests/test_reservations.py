@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from runner.cli import hosts as hosts_cli
-from runner.execution.hosts import LocalHost
+from runner.hosts.local import LocalHost
 from runner.lab import reservations
 from runner.lab.reservations import HoldLost, HostBusy, acquire, force_release, hold_hosts, parse_hold, status
 from runner.provision.inventory import connect, load_inventory

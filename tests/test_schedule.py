@@ -13,6 +13,7 @@ import pytest
 
 from runner.cli import schedule as schedule_cli
 from runner.cli import serve as serve_cli
+from runner.cli.launch import launch_matrix
 from runner.errors import UsageError
 from runner.lab import schedule as sch
 from runner.records.store import read_campaign
@@ -113,7 +114,7 @@ def test_serve_runs_a_due_schedule(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
     # `serve` in a child process, as it runs in real life (and a LocalCluster's warnings stay out of pytest's)
     proc = subprocess.run(
-        [sys.executable, "-c", f"from runner.lab.schedule import *; print(serve_once(now=datetime.fromisoformat({now.isoformat()!r})))"],
+        [sys.executable, "-c", f"from runner.lab.schedule import *; from runner.cli.launch import launch_matrix; print(serve_once(launch_matrix, now=datetime.fromisoformat({now.isoformat()!r})))"],
         cwd=PROJECT, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
@@ -122,11 +123,11 @@ def test_serve_runs_a_due_schedule(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert proc.stdout.strip().splitlines()[-1] == repr(ran)
     metrics, trials, prov = read_campaign(ran[0], tmp_path / "ds")
     assert sorted(trials["status"]) == ["ok", "ok"] and list(metrics["value"]) == [1.0, 1.0]
-    assert sch.serve_once(home, now=now) == []  # that slot is done
+    assert sch.serve_once(launch_matrix, home, now=now) == []  # that slot is done
     assert sch.last_run("tiny-nightly", home) == slot
 
     proc = subprocess.run(  # the same slot again resumes its instance: nothing left to run
-        [sys.executable, "-c", f"from runner.lab.schedule import *; s = get_schedule('tiny-nightly'); r = run_slot(s, datetime.fromisoformat({slot.isoformat()!r})); print(r.campaign, r.skipped, r.ok)"],
+        [sys.executable, "-c", f"from runner.lab.schedule import *; from runner.cli.launch import launch_matrix; s = get_schedule('tiny-nightly'); r = run_slot(s, launch_matrix, datetime.fromisoformat({slot.isoformat()!r})); print(r.campaign, r.skipped, r.ok)"],
         cwd=PROJECT, capture_output=True, text=True, timeout=120,
     )
     assert proc.stdout.strip().splitlines()[-1] == f"{ran[0]} 2 0", proc.stderr

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from runner.errors import HostError, UsageError
-from runner.execution.ssh import HANGUP_WRAPPER, HostSpec, SSHHost, remote_command
+from runner.hosts.ssh import HANGUP_WRAPPER, HostSpec, SSHHost, remote_command
 from runner.provision.inventory import connect, load_inventory
 from runner.testbed import TestBed, TestHost
 
@@ -100,7 +100,7 @@ def test_timeout_kills_the_remote_command(testbed):
 
 KILLED_CONTROLLER = """
 import sys
-from runner.execution.ssh import HostSpec, SSHHost
+from runner.hosts.ssh import HostSpec, SSHHost
 from runner.provision.inventory import load_inventory
 
 spec = load_inventory(sys.argv[1]).resolve("tb2")[0]

@@ -2,6 +2,8 @@
 
 from collections import Counter
 
+import pytest
+
 from runner.matrix.expand import expand_cells, resolve_value
 from runner.matrix.load import parse_matrix
 from runner.trials import order_trials, plan
@@ -86,3 +88,37 @@ def test_estimates_add_the_environments_set_up() -> None:
     assert host == lockbench.estimate_seconds({"duration": 1.0})
     assert estimate_seconds(lockbench, {"duration": 1.0, "env": "kvm", "vms": 2}) == host + 2 * SETUP_ESTIMATE_S["kvm"]
     assert estimate_seconds(lockbench, {"duration": 1.0, "env": "container", "vms": 4}) == host + SETUP_ESTIMATE_S["container"]
+
+
+def test_reuse_groups_guest_configurations_and_counts_boots() -> None:
+    """With reuse (the default), the trials of one guest configuration run back to back; the order still
+    orders the configurations and the trials inside one. Ids do not depend on it."""
+    from runner.trials import boots_needed, group_by_guests, trial_guest_key
+
+    text = BASE + "axes: {env: [kvm], vms: [1, 2], lock: [ttas, ticket]}\nrepetitions: 2\norder: interleave\n"
+    grouped = plan(parse_matrix(text), {"h": 2})
+    per_trial = plan(parse_matrix(text + "guests: {reuse: trial}\n"), {"h": 2})
+    assert {t.trial_id for t in grouped} == {t.trial_id for t in per_trial}
+    assert [t.param_dict["vms"] for t in per_trial] == [1, 1, 2, 2, 1, 1, 2, 2]  # interleaved as written
+    assert [t.param_dict["vms"] for t in grouped] == [1, 1, 1, 1, 2, 2, 2, 2]
+    assert [(t.param_dict["lock"], t.repetition) for t in grouped[:4]] == [("ttas", 1), ("ticket", 1), ("ttas", 2), ("ticket", 2)]
+    assert boots_needed(grouped, "configuration") == 2 and boots_needed(per_trial, "trial") == 8
+    assert boots_needed(per_trial, "configuration") == 4  # ungrouped, the configuration changes 3 times
+    assert trial_guest_key(grouped[0]) == trial_guest_key(grouped[3]) != trial_guest_key(grouped[4])
+    # Bare-host trials have no configuration and keep their order; guest keys differ by env and by campaign.
+    host_trials = plan(parse_matrix(BASE + "axes: {lock: [ttas, ticket]}\nrepetitions: 2\n"), {"h": 2})
+    assert group_by_guests(host_trials) == host_trials and boots_needed(host_trials, "configuration") == 0
+    assert trial_guest_key(host_trials[0]) is None
+
+
+def test_estimate_counts_one_set_up_per_boot() -> None:
+    from runner.execution.environments import SETUP_ESTIMATE_S, estimate_trials
+    from runner.workloads import base
+
+    lockbench = base.get("lockbench")
+    text = BASE + "workload: {name: lockbench, params: {duration: 1}}\naxes: {env: [kvm], lock: [ttas, ticket]}\nrepetitions: 3\n"
+    text = text.replace("workload: {name: lockbench}\n", "", 1)
+    trials = plan(parse_matrix(text), {"h": 2})
+    work = sum(lockbench.estimate_seconds(t.param_dict) for t in trials)
+    assert estimate_trials(lockbench, trials, "configuration") == pytest.approx(work + SETUP_ESTIMATE_S["kvm"])
+    assert estimate_trials(lockbench, trials, "trial") == pytest.approx(work + 6 * SETUP_ESTIMATE_S["kvm"])

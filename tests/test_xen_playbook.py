@@ -16,13 +16,15 @@ import yaml
 
 from runner.errors import ProvisionError
 from runner.execution import environments
-from runner.execution.hosts import LocalHost
+from runner.hosts.local import LocalHost
 from runner.provision import image, libvirt, xen
 from runner.provision.ansible import TaskEvent, run_playbook
 from runner.provision.guest import describe_guest
 from runner.provision.topology import read_topology
 from runner.workloads import base
 from runner.workloads.base import WorkloadContext
+
+HERE = LocalHost()
 
 pytestmark = pytest.mark.integration
 CAMPAIGN = "pytest-playbook"
@@ -90,7 +92,7 @@ def test_xen_environment_needs_xl(env: str) -> None:
 
 @pytest.mark.guest
 def test_kvm_role_creates_and_destroys_a_domain_idempotently(inventory: Path, tmp_path: Path) -> None:
-    libvirt.ensure_libvirtd()
+    libvirt.ensure_libvirtd(HERE)
     # No initrd, no network: the kernel boots (TCG) until it finds no root and waits; that is enough here.
     catalog = {"default": {"kernel": str(image.newest_kernel()), "cmdline": "console=ttyS0"}}
     spec = describe_guest("kvm", {"vcpus": 1, "memory": 128, "accel": "tcg", "guest_kernel": "default"},
@@ -106,10 +108,10 @@ def test_kvm_role_creates_and_destroys_a_domain_idempotently(inventory: Path, tm
 
     try:
         assert play("present") == 3  # directory, XML file, virsh create
-        assert libvirt.list_campaign(CAMPAIGN) == [spec.name]
+        assert libvirt.list_campaign(HERE, CAMPAIGN) == [spec.name]
         assert play("present") == 0
         assert play("absent") == 2  # virsh destroy, XML file
-        assert libvirt.list_campaign(CAMPAIGN) == []
+        assert libvirt.list_campaign(HERE, CAMPAIGN) == []
         assert play("absent") == 0
     finally:
-        libvirt.destroy(spec.name)
+        libvirt.destroy(HERE, spec.name)

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import shutil
+import os
+import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from runner.cli import datasets_default
-from runner.errors import ProvisionError
-from runner.provision import container, libvirt
-from runner.provision.guest import belongs_to
-from runner.records.store import CampaignStore
+from runner.hosts.base import Host
+from runner.hosts.local import LocalHost
+from runner.provision import libvirt
+from runner.provision.inventory import connect, load_inventory
+from runner.provision.leftovers import HostLeftovers, clean_host
+from runner.records.store import CampaignStore, split_host_file
 
 HELP = """\
 Remove the guests (libvirt domains, Xen domains), containers and container images that campaign
 CAMPAIGN created and a crashed controller left behind, and the guest bridge (rnrbr0) if no guest of any
-campaign is left on it. Only names made for CAMPAIGN are touched (rnr-<campaign>-<index>-<hash>);
-another campaign's guests are never removed. Refused while the campaign is running (its dataset lock).
+campaign is left on it, on this machine and on every inventory host the campaign ran on (the hosts of
+its dataset; the inventory is --inventory, else the campaign's). Only names made for CAMPAIGN are touched
+(rnr-<campaign>-<index>-<hash>); another campaign's guests are never removed. Refused while the campaign
+is running (its dataset lock). Exit status 1 if a host could not be cleaned.
 
 examples:
   runner cleanup lockbench-overcommit --dry-run
@@ -29,19 +35,38 @@ examples:
 
 @dataclass(frozen=True)
 class Cleanup:
-    """What was (or, with dry_run, would be) removed."""
+    """What was (or, with dry_run, would be) removed, host by host."""
 
     campaign: str
-    domains: tuple[str, ...]
-    xen_domains: tuple[str, ...]
-    containers: tuple[str, ...]
-    images: tuple[str, ...]
-    bridge: bool
+    hosts: tuple[HostLeftovers, ...]
     dry_run: bool
 
     @property
     def count(self) -> int:
-        return len(self.domains) + len(self.xen_domains) + len(self.containers) + len(self.images) + int(self.bridge)
+        return sum(h.count for h in self.hosts)
+
+    def _all(self, attr: str) -> tuple[str, ...]:
+        return tuple(n for h in self.hosts for n in getattr(h, attr))
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return self._all("domains")
+
+    @property
+    def xen_domains(self) -> tuple[str, ...]:
+        return self._all("xen_domains")
+
+    @property
+    def containers(self) -> tuple[str, ...]:
+        return self._all("containers")
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        return self._all("images")
+
+    @property
+    def bridge(self) -> bool:
+        return any(h.bridge for h in self.hosts)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -50,49 +75,61 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("campaign", help="campaign name (the matrix file's `campaign`)")
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     p.add_argument("--datasets", default=datasets_default(), type=Path, help="datasets directory (env RUNNER_DATASETS)")
+    p.add_argument("--inventory", type=Path, default=os.environ.get("RUNNER_INVENTORY"),
+                   help="inventory of the campaign's hosts (env RUNNER_INVENTORY; default: the campaign's)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    done = cleanup(args.campaign, dry_run=args.dry_run, datasets=args.datasets)
+    done = cleanup(args.campaign, dry_run=args.dry_run, datasets=args.datasets, inventory=args.inventory)
     verb = "would remove" if done.dry_run else "removed"
-    for kind, names in (("libvirt domain", done.domains), ("Xen domain", done.xen_domains),
-                        ("container", done.containers), ("container image", done.images)):
-        for name in names:
-            print(f"{verb} {kind} {name}")
-    if done.bridge:
-        print(f"{verb} guest bridge {libvirt.BRIDGE} (no guest left on it)")
+    many = len(done.hosts) > 1
+    for h in done.hosts:
+        where = f" on {h.host}" if many else ""
+        if h.error:
+            print(f"runner: cleanup: {h.host}: not cleaned: {h.error}", file=sys.stderr)
+        for kind, names in (("libvirt domain", h.domains), ("Xen domain", h.xen_domains),
+                            ("container", h.containers), ("container image", h.images)):
+            for name in names:
+                print(f"{verb} {kind} {name}{where}")
+        if h.bridge:
+            print(f"{verb} guest bridge {libvirt.BRIDGE}{where} (no guest left on it)")
     if not done.count:
         print(f"nothing left behind by campaign {done.campaign!r}")
-    return 0
+    return 1 if any(h.error for h in done.hosts) else 0
 
 
-def cleanup(campaign: str, *, dry_run: bool = False, datasets: Path | None = None) -> Cleanup:
-    """Remove (dry_run: list) what `campaign` left on this machine. Holds the campaign's dataset lock
-    when its dataset exists under `datasets`, so a running campaign is refused (DatasetError)."""
+def cleanup(campaign: str, *, dry_run: bool = False, datasets: Path | None = None, inventory: Path | None = None) -> Cleanup:
+    """Remove (dry_run: list) what `campaign` left on this machine and on every inventory host it ran on
+    (the hosts of its dataset, looked up in `inventory`, else the campaign's own). Holds the campaign's
+    dataset lock when its dataset exists under `datasets`, so a running campaign is refused (DatasetError)."""
     root = Path(datasets) / campaign if datasets is not None else None
     with _campaign_lock(root):
-        domains = libvirt.list_campaign(campaign) if _libvirt_here() else []
-        xen_domains = _xen_campaign(campaign)
-        containers = container.list_campaign(campaign) if _containers_here() else []
-        images = container.list_campaign_images(campaign) if _containers_here() else []
-        if not dry_run:
-            for name in domains:
-                libvirt.destroy(name)
-            for name in xen_domains:
-                from runner.execution.guests import xl_destroy
+        hosts = [LocalHost(), *_campaign_hosts(root, inventory)]
+        with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
+            done = list(pool.map(lambda h: clean_host(h, campaign, dry_run=dry_run, bridge=_bridge(h)), hosts))
+        for h in hosts:
+            h.close()
+    return Cleanup(campaign, tuple(done), dry_run)
 
-                xl_destroy(name)
-            for name in containers:
-                container.remove(name)
-            for name in images:
-                container.remove_image(name)
-        # Each guest has one port on the bridge: in a dry run, count the ones that would go.
-        gone = len(domains) + len(xen_domains) if dry_run else 0
-        bridge = Path(f"/sys/class/net/{libvirt.BRIDGE}").exists() and len(libvirt.bridge_ports()) <= gone
-        if bridge and not dry_run:
-            libvirt.remove_bridge()
-    return Cleanup(campaign, tuple(domains), tuple(xen_domains), tuple(containers), tuple(images), bridge, dry_run)
+
+def _bridge(host: Host) -> str:
+    return getattr(getattr(host, "spec", None), "guest_bridge", None) or libvirt.BRIDGE
+
+
+def _campaign_hosts(root: Path | None, inventory: Path | None) -> list[Host]:
+    """The remote hosts a campaign ran on (its dataset's hosts/ facts), connected through the inventory."""
+    if root is None or not (root / "hosts").is_dir():
+        return []
+    names = sorted({split_host_file(p.name)[0] for p in (root / "hosts").glob("*.json")})
+    if inventory is None:
+        prov = CampaignStore(root).read_provenance()
+        matrix_file = Path(prov.get("matrix_file") or root / "matrix.yml")
+        inventory = Path(prov.get("inventory") or (matrix_file.parent / "inventory"))
+    if not Path(inventory).exists():
+        return []
+    inv = load_inventory(inventory)
+    return [connect(inv.hosts[n]) for n in names if n in inv.hosts and not inv.hosts[n].local]
 
 
 @contextlib.contextmanager
@@ -108,24 +145,3 @@ def _campaign_lock(root: Path | None) -> Iterator[None]:
         store.release()
 
 
-def _libvirt_here() -> bool:
-    if not shutil.which("virsh"):
-        return False
-    libvirt.ensure_libvirtd()
-    return True
-
-
-def _containers_here() -> bool:
-    try:
-        container.container_cli()
-    except ProvisionError:
-        return False
-    return True
-
-
-def _xen_campaign(campaign: str) -> list[str]:
-    if not shutil.which("xl"):
-        return []
-    from runner.execution.guests import xl_domains
-
-    return sorted(n for n in xl_domains() if belongs_to(n, campaign))

@@ -11,8 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from runner.execution import environments
+from runner.execution.campaign import check_guests
 from runner.matrix.load import load_matrix
-from runner.trials import Trial, plan
+from runner.trials import Trial, boots_needed, plan, trial_guest_key
 from runner.workloads import base
 
 HELP = """\
@@ -38,22 +39,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def make_plan(matrix_path: Path, cpus: int | None = None) -> tuple[object, list[Trial]]:
     matrix = load_matrix(matrix_path)
     n = cpus or len(os.sched_getaffinity(0))
-    return matrix, plan(matrix, {"planned-host": n})
+    trials = plan(matrix, {"planned-host": n})
+    check_guests(matrix, trials)
+    return matrix, trials
 
 
-def summarize(trials: list[Trial], workload: str, hosts: int) -> Mapping[str, float]:
+def summarize(trials: list[Trial], workload: str, hosts: int, reuse: str = "configuration") -> Mapping[str, float]:
     plugin = base.get(workload)
-    total = sum(environments.estimate_seconds(plugin, t.param_dict) for t in trials)
+    total = environments.estimate_trials(plugin, trials, reuse)
     return {
         "trials": len(trials),
         "cells": len({t.cell_id for t in trials}),
         "estimate_s": total / max(1, hosts),
+        "boots": boots_needed(trials, reuse),
     }
 
 
 def run(args: argparse.Namespace) -> int:
     matrix, trials = make_plan(args.matrix, args.cpus)
-    info = summarize(trials, matrix.workload, args.hosts)
+    info = summarize(trials, matrix.workload, args.hosts, matrix.reuse)
     console = Console()
     reps = matrix.repetitions
     console.print(
@@ -63,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"workload {matrix.workload} on hosts {matrix.hosts!r} ({matrix.placement}); timeout {matrix.timeout:g} s, "
                   f"{matrix.retry.attempts} attempts on {', '.join(sorted(matrix.retry.on))}")
     console.print(f"estimated duration: {_fmt(info['estimate_s'])} on {args.hosts} host(s), without provisioning")
+    if info["boots"]:
+        console.print(f"guest boots: {info['boots']} (guests.reuse: {matrix.reuse}; "
+                      f"{sum(1 for t in trials if trial_guest_key(t) is not None)} trials in guests or containers)")
     show = len(trials) if args.show < 0 else args.show
     if show:
         table = Table(show_edge=False)

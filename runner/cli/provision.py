@@ -6,15 +6,13 @@ import argparse
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import yaml
 from rich.console import Console
 
 from runner.cli import datasets_default
 from runner.errors import UsageError
 from runner.provision.ansible import ProvisionReport, TaskEvent, provision
-from runner.provision.tuning import knobs_from_vars
+from runner.provision.tuning import load_tune_file
 
 HELP = """\
 Prepare hosts for a campaign with the playbooks in playbooks/: record each host's fingerprint (CPU,
@@ -59,18 +57,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path(datasets_default()),
                    help="where OUT/hosts/<host>.json go (env RUNNER_DATASETS; default datasets)")
     p.set_defaults(func=run)
-
-
-def load_tune_file(path: Path) -> dict[str, Any]:
-    """Read and validate a --tune file; errors name the file."""
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"{path}: cannot read tuning knobs: {' '.join(str(exc).split())}") from exc
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: expected a mapping of knob: value")
-    knobs_from_vars(data, str(path))
-    return data
 
 
 def provision_hosts(

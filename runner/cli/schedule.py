@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from runner.cli import datasets_default
+from runner.cli.launch import launch_matrix
 from runner.lab import schedule as sched_mod
 
 HELP = """\
@@ -75,5 +76,5 @@ def run(args: argparse.Namespace) -> int:
     s = sched_mod.get_schedule(args.name)
     now = datetime.now().astimezone()
     slot = sched_mod.latest_slot(s.cron, now) if args.latest_slot else now.replace(second=0, microsecond=0)
-    summary = sched_mod.run_slot(s, slot, quiet=False)
+    summary = sched_mod.run_slot(s, slot, launch_matrix, quiet=False)
     return 0 if summary.success else (130 if summary.interrupted else 1)

@@ -6,6 +6,7 @@ import argparse
 
 from rich.console import Console
 
+from runner.cli.launch import launch_matrix
 from runner.lab import schedule as sched_mod
 
 HELP = """\
@@ -28,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True, soft_wrap=True)
-    ran = sched_mod.serve(once=args.once, on_run=lambda msg: console.print(f"runner serve: {msg}", highlight=False))
+    ran = sched_mod.serve(launch_matrix, once=args.once, on_run=lambda msg: console.print(f"runner serve: {msg}", highlight=False))
     if args.once and not ran:
         console.print("runner serve: nothing due", highlight=False)
     return 0

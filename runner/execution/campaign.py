@@ -23,10 +23,11 @@ from typing import Any
 from runner import __version__
 from runner.errors import HostError, RunnerError, UsageError
 from runner.execution import environments
-from runner.execution.worker import AttemptSpec, execute, host_cpus, kill_running
+from runner.execution.worker import AttemptSpec, execute, host_cpus, kill_running, release_guests
 from runner.matrix.load import Matrix
+from runner.provision.guest import HOST_TOOLS, check_guest_params
 from runner.records.store import AttemptRecord, CampaignStore
-from runner.trials import Trial, axis_types, plan
+from runner.trials import Trial, axis_types, plan, trial_guest_key
 from runner.workloads import base
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -231,7 +232,7 @@ def _provision(matrix: Matrix, store: CampaignStore, specs: Sequence[Any], inven
     options = dict(matrix.provision or {})
     tune = None
     if options.get("tune"):
-        from runner.cli.provision import load_tune_file
+        from runner.provision.tuning import load_tune_file
 
         tune = load_tune_file(matrix.path.parent / options["tune"])
     report = provision(
@@ -274,6 +275,8 @@ def _launch_held(
         for name in dead:  # plan its trials anyway (from earlier facts if any) to record them as failed
             cpus[name] = earlier.get(name, {}).get("cpus") or next(iter(cpus.values()), 1)
     trials = plan(matrix, cpus)
+    check_guests(matrix, trials)
+    check_host_tools(live, {str(t.param_dict.get("env", "host")) for t in trials})
     types = axis_types(trials, list(matrix.axes))
     provenance = {
         "campaign": matrix.campaign,
@@ -285,6 +288,7 @@ def _launch_held(
         "matrix_file": str(matrix.path),
         "matrix_sha256": matrix.sha256,
         "hosts_group": matrix.hosts,
+        "inventory": str(Path(inventory).resolve()),
         "placement": matrix.placement,
         "order": matrix.order,
         "seed": matrix.seed,
@@ -314,7 +318,7 @@ def _launch_held(
     # A trial that already used up its attempts in an earlier launch gets the policy's attempts again.
     progress = Progress(total=len(trials), skipped=len(trials) - len(todo), messages=notes)
     plugin = base.get(matrix.workload)
-    progress.estimate_s = sum(environments.estimate_seconds(plugin, t.param_dict) for t, _ in todo) / max(1, len(live))
+    progress.estimate_s = environments.estimate_trials(plugin, [t for t, _ in todo], matrix.reuse) / max(1, len(live))
 
     runner = _Dispatch(matrix, store, types, live, dead, progress, on_progress)
     runner.notify(progress)  # the start: notes on unreachable or changed hosts show before any trial
@@ -425,6 +429,7 @@ class _Dispatch:
         with client_for(scheduler, n_hosts=len(self.specs)) as client:
             try:
                 self._loop(client, queues, shared=scheduler is not None)
+                _release_guests(client, self.matrix.campaign)
             except KeyboardInterrupt:
                 self.progress.messages.append("interrupted: stopping running workloads")
                 self.notify(self.progress)
@@ -461,8 +466,11 @@ class _Dispatch:
                 if not queue:
                     continue
                 trial, attempt = queue.popleft()
+                key = trial_guest_key(trial)
+                keep = self.matrix.reuse == "configuration" and key is not None and bool(queue) and trial_guest_key(queue[0][0]) == key
                 spec = AttemptSpec(
-                    trial, attempt, self.specs[name], self.matrix.timeout, workdir_for(self.matrix, self.specs[name]), host_lease=shared
+                    trial, attempt, self.specs[name], self.matrix.timeout, workdir_for(self.matrix, self.specs[name]),
+                    host_lease=shared, keep_guests=keep,
                 )
                 future = client.submit(
                     execute,
@@ -579,12 +587,58 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _release_guests(client: Any, campaign: str) -> None:
+    """Destroy the guests the workers keep for reuse: the campaign has no trial left for them."""
+    try:
+        client.run(release_guests, campaign, wait=True)
+    except Exception:  # noqa: BLE001 - a worker that left took its guests' dead man's switch with it
+        pass
+
+
 def _stop_everything(client: Any, workdirs: Sequence[tuple[Any, str]]) -> None:
     """Stop this campaign's running workloads on every worker (others sharing the scheduler keep theirs)."""
     try:
         client.run(kill_running, workdirs, wait=True)
     except Exception:  # noqa: BLE001 - best effort while shutting down
         pass
+
+
+def check_guests(matrix: Matrix, trials: Sequence[Trial]) -> None:
+    """Refuse guest combinations no host can provide (e.g. xen-pv with guest_numa), naming the file."""
+    for t in trials:
+        p = t.param_dict
+        try:
+            check_guest_params(str(p.get("env", "host")), p)
+        except UsageError as exc:
+            raise UsageError(f"{matrix.path}: {exc}") from None
+
+
+def check_host_tools(specs: Sequence[Any], envs: set[str]) -> None:
+    """Every host has what the campaign's environments need (virsh, podman, xl), before any trial runs;
+    else one UsageError naming the host, the environment and what is missing."""
+    from runner.provision.inventory import connect
+
+    wanted = {env: HOST_TOOLS[env] for env in sorted(envs) if env in HOST_TOOLS}
+    if not wanted:
+        return
+
+    def missing(spec: Any) -> str | None:
+        host = connect(spec)
+        try:
+            for env, (tools, package) in wanted.items():
+                probe = " || ".join(f"command -v {t}" for t in tools)
+                if not host.run(["sh", "-c", probe], timeout=30).ok:
+                    return f"host {spec.name}: env {env} needs {' or '.join(tools)} ({package}); not found there"
+        except HostError:
+            return None  # unreachable hosts are handled as dead hosts
+        finally:
+            host.close()
+        return None
+
+    with ThreadPoolExecutor(max_workers=min(16, len(specs)) or 1) as pool:
+        problems = [m for m in pool.map(missing, specs) if m]
+    if problems:
+        raise UsageError(problems[0] + (f" (and {len(problems) - 1} more hosts)" if len(problems) > 1 else ""))
 
 
 def check_usable(matrix: Matrix) -> None:

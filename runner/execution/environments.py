@@ -10,12 +10,13 @@ TrialError for a workload failure it detected; a timeout or non-zero exit is ret
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from runner.errors import HostError, UnknownNameError
-from runner.execution.hosts import Host
+from runner.hosts.base import Host
+from runner.trials import Trial, trial_guest_key
 from runner.workloads.base import Metric, Workload, WorkloadContext
 
 
@@ -62,11 +63,29 @@ def _load() -> None:
 SETUP_ESTIMATE_S = {"host": 0.0, "container": 1.0, "kvm": 17.0, "xen-hvm": 17.0, "xen-pv": 17.0}
 
 
-def estimate_seconds(plugin: Workload, params: Mapping[str, Any]) -> float:
-    """A trial's rough wall time: the workload's estimate plus its environment's set-up (k guests boot at once)."""
+def setup_seconds(params: Mapping[str, Any]) -> float:
+    """Rough seconds to start a trial's guests or containers (k guests boot at once, roughly k times the work)."""
     env = str(params.get("env", "host"))
     vms = int(params.get("vms", 1)) if env in ("kvm", "xen-hvm", "xen-pv") else 1
-    return plugin.estimate_seconds(params) + SETUP_ESTIMATE_S.get(env, 0.0) * vms
+    return SETUP_ESTIMATE_S.get(env, 0.0) * vms
+
+
+def estimate_seconds(plugin: Workload, params: Mapping[str, Any]) -> float:
+    """A trial's rough wall time when it boots its own guests: the workload's estimate plus the set-up."""
+    return plugin.estimate_seconds(params) + setup_seconds(params)
+
+
+def estimate_trials(plugin: Workload, trials: Sequence[Trial], reuse: str) -> float:
+    """Rough wall time of trials run in this order on one host: workloads plus one set-up per boot."""
+    total, last = 0.0, None
+    for t in trials:
+        params = t.param_dict
+        key = trial_guest_key(t)
+        total += plugin.estimate_seconds(params)
+        if key is not None and (reuse == "trial" or key != last):
+            total += setup_seconds(params)
+        last = key
+    return total
 
 
 def prepare_once(host: Host, plugin: Workload, ctx: WorkloadContext, cache: set[tuple[str, ...]], key: tuple[str, ...]) -> None:
@@ -101,5 +120,25 @@ def run_on_host(host: Host, plugin: Workload, params: Mapping[str, Any], ctx: Wo
 
 
 def forget_host(name: str) -> None:
-    """After a host failure: prepare again on the next trial (the host may have been reinstalled)."""
+    """After a host failure: prepare again on the next trial (the host may have been reinstalled), and
+    forget its guests (their connections went with the host; its dead man's switch destroys them)."""
     _prepared.difference_update({k for k in _prepared if k[1] == name})
+    _load()
+    for release in _releasers:
+        release(name)
+
+
+_releasers: list[Callable[..., Any]] = []  # per-host release of kept guests, registered by guest environments
+_release_alls: list[Callable[..., int]] = []
+
+
+def register_guests(release_host: Callable[[str], None], release_all: Callable[[str | None], int]) -> None:
+    """A guest environment module registers how to drop a host's kept guests and all of them."""
+    _releasers.append(release_host)
+    _release_alls.append(release_all)
+
+
+def release_guests(campaign: str | None = None) -> int:
+    """Destroy the guests kept for reuse in this process (of `campaign` only, if given)."""
+    _load()
+    return sum(release_all(campaign) for release_all in _release_alls)

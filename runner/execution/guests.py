@@ -1,65 +1,84 @@
 """Guest environments: `container`, `kvm` (libvirt, KVM or TCG), `xen-hvm` and `xen-pv` (xl).
 
-Each is an environment runner (see runner.execution.environments for the contract). For one trial it:
-1. builds, once per worker process and cached on disk by content, what the guest needs: the workload's
-   payload (`payload`: a static lockbench; nothing for `command`), then a container image or a guest
-   image (kernel + initramfs with the campaign's SSH key);
-2. describes the trial's `vms` guests with `guest.describe_guest` (all on the SAME host CPUs:
-   over-commit) and starts them; a dead man's switch process (`_Guard`) destroys them if this worker
-   process dies (Ctrl-C of the controller, a killed Dask worker) before it does so itself;
-3. waits until every guest answers on SSH, then starts the workload in all guests at once (a barrier:
-   one thread per guest, released together), and reads telemetry around it;
-4. returns per-guest metrics (`vm` = guest index) and totals (`vm` null): `throughput` and
-   `aggregate_throughput` (sum over guests), `vm_jain` (Jain's index of the guests' throughputs),
-   `vms`, guest steal time and host-side vCPU run delay; and always destroys the guests (try/finally),
-   removing the guest bridge when no guest is left on it.
+An environment turns (hypervisor Host, the trial's guest configuration) into k Hosts, one per guest or
+container, and the ordinary workload path runs on each of them. The hypervisor Host is any Host: this
+machine or a lab host over SSH; every libvirt, xl and podman command runs on it through its Host, and a
+guest is an SSH host reached through a channel its hypervisor host opens (runner.hosts.ssh, `via=`), so
+a guest network that only the hypervisor host sees is enough.
 
-Guests run on the local host only for now; a remote host is refused with a ProvisionError. The trial's
-`timeout` bounds the workload; booting has its own limit, BOOT_TIMEOUT_S (env RUNNER_GUEST_BOOT_TIMEOUT).
+For one trial an environment:
+1. finds the running guests of the same configuration on that host (`Boot`, cached in this worker process)
+   or boots them: builds, once and cached by content, the guest image (kernel + initramfs with the
+   campaign's SSH key and the workload's `guest_files`) or container image, copies it to the host's image
+   cache by digest (nothing is copied when the host already has it), starts the trial's `vms` guests on
+   the SAME host CPUs (over-commit), waits until each answers SSH through the host, and reads what the
+   guest reports about itself (kernel release, command line, CPUs, paravirtual features) and the pinning
+   libvirt applied. A dead man's switch on the hypervisor host (`Host.spawn`) destroys the guests if this
+   worker process or its connection dies (Ctrl-C, SIGKILL of the controller, a killed Dask worker);
+2. prepares the workload once per boot on every guest (`Workload.prepare`, ctx.workdir = GUEST_WORKDIR);
+3. starts the workload in all guests at once (a barrier: one thread per guest, released together), reads
+   telemetry around it, and records the common window (latest start to earliest end) and each guest's
+   overlap with it;
+4. returns per-guest metrics (`vm` = guest index) and totals (`vm` null): `throughput` and
+   `aggregate_throughput` (sum over guests), `vm_jain`, `vms`, guest steal time, host-side vCPU run
+   delay, and the boot that served the trial.
+Guests are kept for the next trial when the controller says one of the same configuration follows on
+this host (`keep_guests`), and destroyed otherwise, after a failed or timed-out trial, when a trial with
+another configuration arrives, on Ctrl-C and at the end of the campaign (`release_all`).
+
+The trial's `timeout` bounds the workload; booting has its own limit, BOOT_TIMEOUT_S (env
+RUNNER_GUEST_BOOT_TIMEOUT).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import shutil
-import subprocess
-import sys
+import shlex
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from runner.errors import HostError, ProvisionError
-from runner.execution.environments import Outcome, finish, register
-from runner.execution.hosts import CommandResult, Host, LocalHost
+from runner.execution.environments import Outcome, finish, register, register_guests
+from runner.hosts.base import CommandResult, Host, Spawned
+from runner.hosts.container import ContainerHost
+from runner.hosts.ssh import HostSpec, SSHHost
 from runner.provision import container, image, libvirt, xen
-from runner.provision.guest import GuestSpec, describe_guest
-from runner.provision.topology import read_topology
-from runner.workloads.base import Metric, Workload, WorkloadContext
+from runner.provision.guest import GuestSpec, campaign_slug, describe_guest
+from runner.provision.topology import TOPOLOGY_SCRIPT, Topology, parse_topology_dump
+from runner.trials import guest_config_key
+from runner.workloads.base import GUEST_WORKDIR, Metric, Workload, WorkloadContext
 from runner.workloads.lockbench.parse import jain
 
-GUEST_WORKDIR = "/opt/runner"  # where the payload lives inside a guest or container
 DEFAULT_MEMORY_MIB = 512
 BOOT_TIMEOUT_S = float(os.environ.get("RUNNER_GUEST_BOOT_TIMEOUT", "240"))
 PROBE_TIMEOUT_S = 15.0
 BARRIER_TIMEOUT_S = 120.0
-LOCK_PATH = Path("/var/tmp/runner/guests.lock")  # serialises bridge creation/removal with guest starts
 CONSOLES = {"kvm": "console=ttyS0", "xen-hvm": "console=ttyS0", "xen-pv": "console=hvc0"}
+IMAGE_CACHE = "/var/cache/runner/images"  # on a remote hypervisor host: <digest>/{vmlinuz,initrd.img}
+# This machine's guest builds (images, the guest key, workload payloads), per user and content-addressed,
+# so campaigns share them: env RUNNER_CACHE, default ~/.cache/runner.
+CONTROLLER_CACHE = Path(os.environ.get("RUNNER_CACHE", "~/.cache/runner")).expanduser()
 
-
-@dataclass(frozen=True)
-class Payload:
-    """What a workload needs inside a guest: files (guest path -> host file) and its working directory."""
-
-    files: Mapping[str, Path]
-    workdir: str
+# Prints what a guest reports about itself, one "key value" line each.
+FACTS_SCRIPT = (
+    'echo "kernel_release $(uname -r)"; echo "cmdline $(cat /proc/cmdline)"; '
+    'echo "online_cpus $(cat /sys/devices/system/cpu/online 2>/dev/null)"; '
+    'echo "clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null)"; '
+    'echo "hypervisor $(dmesg 2>/dev/null | grep -o "Hypervisor detected: .*" | head -n 1 | cut -d: -f2)"; '
+    'dmesg 2>/dev/null | grep -qi "kvm-stealtime\\|steal time" && echo "pv steal_time"; '
+    'dmesg 2>/dev/null | grep -qi "PV spinlocks enabled\\|paravirt.*spinlock" && echo "pv pv_spinlocks"; '
+    'dmesg 2>/dev/null | grep -qi "kvm-clock" && echo "pv kvm_clock"; '
+    'dmesg 2>/dev/null | grep -qi "Booting paravirtualized kernel on Xen\\|xen: PV" && echo "pv xen_pv"; exit 0'
+)
 
 
 # ------------------------------------------------------------------------------------------ pure parts
@@ -106,11 +125,33 @@ def run_delay_s(before: Mapping[int, tuple[int, int, int]], after: Mapping[int, 
     return sum(after[v][1] - before[v][1] for v in common) / 1e9
 
 
+def common_window(spans: Sequence[tuple[float, float]]) -> tuple[float, float, list[float]]:
+    """The window all guests measured in (latest start, earliest end) and each guest's overlap with it:
+    the fraction of the guest's own span inside the window (1.0: it measured exactly the common window)."""
+    start, end = max(s for s, _ in spans), min(e for _, e in spans)
+    width = max(0.0, end - start)
+    return start, end, [min(1.0, width / (e - s)) if e > s else 0.0 for s, e in spans]
+
+
+def parse_guest_facts(text: str) -> dict[str, Any]:
+    """FACTS_SCRIPT's output -> {kernel_release, cmdline, online_cpus, clocksource, hypervisor, pv_features}."""
+    facts: dict[str, Any] = {"pv_features": []}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "pv":
+            facts["pv_features"].append(value.strip())
+        elif key:
+            facts[key] = value.strip()
+    return facts
+
+
 def combine(per_vm: Sequence[Sequence[Metric]], telemetry: Sequence[Mapping[str, float | None]]) -> list[Metric]:
     """Per-guest metrics (relabelled vm = i), per-guest telemetry, then the totals across guests (vm null).
 
-    telemetry[i] may hold `ssh_ready_s`, `guest_steal_pct`, `vcpu_run_delay_s` (None: not available)."""
-    units = {"ssh_ready_s": ("s", False), "guest_steal_pct": ("%", False), "vcpu_run_delay_s": ("s", False)}
+    telemetry[i] may hold `ssh_ready_s`, `guest_steal_pct`, `vcpu_run_delay_s`, `window_overlap`
+    (None: not available)."""
+    units = {"ssh_ready_s": ("s", False), "guest_steal_pct": ("%", False), "vcpu_run_delay_s": ("s", False),
+             "window_overlap": ("fraction", True)}
     out: list[Metric] = []
     for i, (metrics, tel) in enumerate(zip(per_vm, telemetry, strict=True)):
         out += [replace(m, vm=i) for m in metrics]
@@ -125,7 +166,7 @@ def combine(per_vm: Sequence[Sequence[Metric]], telemetry: Sequence[Mapping[str,
             Metric("aggregate_throughput", sum(tput), unit, True),
             Metric("vm_jain", jain(tput), "index", True),
         ]
-    totals = {"ssh_ready_s": max, "guest_steal_pct": lambda v: sum(v) / len(v), "vcpu_run_delay_s": sum}
+    totals = {"ssh_ready_s": max, "guest_steal_pct": lambda v: sum(v) / len(v), "vcpu_run_delay_s": sum, "window_overlap": min}
     for name, agg in totals.items():
         values = [t[name] for t in telemetry if t.get(name) is not None]
         if len(values) == k:
@@ -142,28 +183,7 @@ def merge_outcomes(outcomes: Sequence[Outcome], telemetry: Sequence[Mapping[str,
     return Outcome("ok", None, tuple(combine([o.metrics for o in outcomes], telemetry)), wall, **fields)
 
 
-# ------------------------------------------------------------------------------ payloads and images
-
-
-def payload(plugin: Workload, cache: Path) -> Payload:
-    """Build (once) what `plugin` needs inside a guest. lockbench: a static binary; command: nothing."""
-    if plugin.name == "command":
-        return Payload({}, "/tmp")
-    if plugin.name == "lockbench":
-        from runner.workloads.lockbench import binary_name, source_path
-
-        binary = cache / f"{binary_name()}-static"
-        if not binary.exists():
-            cache.mkdir(parents=True, exist_ok=True)
-            tmp = cache / f"{binary.name}.{os.getpid()}.tmp"
-            argv = ["cc", "-O2", "-pthread", "-static", "-o", str(tmp), str(source_path())]
-            built = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
-            if built.returncode:
-                why = (built.stderr.strip().splitlines() or ["no output"])[-1]
-                raise ProvisionError(f"cannot build a static lockbench for guests (cc -static; needs libc6-dev): {why}")
-            os.replace(tmp, binary)
-        return Payload({f"{GUEST_WORKDIR}/{binary_name()}": binary}, GUEST_WORKDIR)
-    raise ProvisionError(f"workload {plugin.name!r} cannot run in a guest or container yet; supported: command, lockbench")
+# ------------------------------------------------------------------------------ images, on any host
 
 
 _memo: dict[tuple[Any, ...], Any] = {}
@@ -177,141 +197,349 @@ def _memoized(key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
         return _memo[key]
 
 
-def _cache_dir(ctx: WorkloadContext) -> Path:
-    return Path(ctx.workdir) / "guest"
+def _cache_dir() -> Path:
+    """Where this process builds guest images, keys and payloads (CONTROLLER_CACHE)."""
+    return CONTROLLER_CACHE
 
 
-def _guest_image(cache: Path, pay: Payload, env: str, params: Mapping[str, Any] | None = None) -> image.GuestImage:
+def _guest_files(plugin: Workload, cache: Path) -> dict[str, Path]:
+    return _memoized(("files", plugin.name, str(cache)), lambda: {k: Path(v) for k, v in plugin.guest_files(cache / "payload").items()})
+
+
+def _guest_image(cache: Path, files: Mapping[str, Path], env: str, params: Mapping[str, Any] | None = None) -> image.GuestImage:
     """The guest image (kernel + initramfs) for the trial: the host's kernel, or the matrix's guest_kernels entry."""
     nets = image.NET_MODULES if env == "kvm" else image.NET_MODULES + image.XEN_NET_MODULES
     key = image.campaign_keypair(cache / "keys")
     spec = (params or {}).get("guest_kernel_spec") or {}
     kernel = Path(spec["kernel"]) if spec.get("kernel") else None
     if kernel is not None and not kernel.is_file():
-        raise ProvisionError(f"guest kernel {params['guest_kernel']!r}: {kernel} does not exist on this host")
-    return _memoized(("image", str(cache), tuple(sorted(pay.files.items())), nets, str(kernel)),
-                     lambda: image.build_image(cache / "images", key_path=key, extra_files=pay.files, net_modules=nets, kernel=kernel))
+        raise ProvisionError(f"guest kernel {params['guest_kernel']!r}: {kernel} does not exist on this machine")
+    return _memoized(("image", str(cache), tuple(sorted(files.items())), nets, str(kernel)),
+                     lambda: image.build_image(cache / "images", key_path=key, extra_files=files, net_modules=nets, kernel=kernel))
 
 
-def _container_image(campaign: str, pay: Payload) -> str:
-    h = hashlib.sha256(f"container {shutil.which('busybox')}\n".encode())
-    for guest_path, host_path in sorted(pay.files.items()):
-        h.update(f"{guest_path}\n".encode() + hashlib.sha256(Path(host_path).read_bytes()).digest())
+def ship_image(host: Host, img: image.GuestImage) -> image.GuestImage:
+    """The image as the host sees it: a local host uses the built files; a remote host gets them copied
+    once into IMAGE_CACHE/<digest>/ (kept there: a later campaign with the same image copies nothing)."""
+    if host.is_local:
+        return img
+
+    def ship() -> image.GuestImage:
+        where = f"{IMAGE_CACHE}/{img.digest}"
+        remote = {"vmlinuz": img.kernel, "initrd.img": img.initrd}
+        have = host.run(["sh", "-c", " && ".join(f"test -s {shlex.quote(f'{where}/{n}')}" for n in remote)], timeout=30)
+        if not have.ok:
+            for name, local in remote.items():
+                try:
+                    host.put(local, f"{where}/{name}")
+                except HostError as exc:
+                    raise ProvisionError(f"{host.name}: cannot copy the guest image {img.digest[:12]} there: {exc}") from None
+        return replace(img, kernel=Path(f"{where}/vmlinuz"), initrd=Path(f"{where}/initrd.img"))
+
+    return _memoized(("shipped", host.name, img.digest), ship)
+
+
+def _container_image(host: Host, campaign: str, files: Mapping[str, Path]) -> str:
+    h = hashlib.sha256(b"container busybox\n")
+    for guest_path, local in sorted(files.items()):
+        h.update(f"{guest_path}\n".encode() + hashlib.sha256(Path(local).read_bytes()).digest())
     name = container.image_name(campaign, h.hexdigest())
 
     def build() -> str:
-        return name if container.image_exists(name) else container.build_image(name, files=pay.files)
+        return name if container.image_exists(host, name) else container.build_image(host, name, files=files)
 
-    return _memoized(("container", name), build)
+    return _memoized(("container", host.name, name), build)
 
 
-def _accel(host: Host, img: image.GuestImage, log_dir: Path) -> str:
+def _accel(host: Host, img: image.GuestImage, log_dir: str) -> str:
     """The accelerator of this host: "kvm" if a KVM guest really boots, else "tcg" (probed once)."""
-    return _memoized(("accel", host.name), lambda: libvirt.probe_accel(img, PROBE_TIMEOUT_S, log_dir=log_dir))
+    return _memoized(("accel", host.name), lambda: libvirt.probe_accel(host, str(img.kernel), str(img.initrd), PROBE_TIMEOUT_S, log_dir=log_dir))
 
 
-# ----------------------------------------------------------------------------- guest lifecycle helpers
+def host_topology(host: Host) -> Topology:
+    """The host's CPU topology, read through its Host once per process."""
+    def read() -> Topology:
+        return parse_topology_dump(host.run(["sh", "-c", TOPOLOGY_SCRIPT], timeout=30).stdout, host.name)
+
+    return _memoized(("topology", host.name), read)
 
 
-def _require_local(host: Host, env: str) -> None:
-    if not isinstance(host, LocalHost):
-        raise ProvisionError(f"{host.name}: {env} env on remote hosts is not supported yet; run {env} trials on the local host")
+# ------------------------------------------------------------------------------------------- backends
 
 
-@contextlib.contextmanager
-def _host_lock() -> Iterator[None]:
-    LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
-    with open(LOCK_PATH, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+@dataclass(frozen=True)
+class Network:
+    """A hypervisor host's guest network (inventory vars runner_guest_bridge, runner_guest_subnet)."""
 
-
-_GUARD_CODE = (
-    "import json, subprocess, sys\n"
-    "if sys.stdin.read() != 'done':\n"
-    "    for argv in json.loads(sys.argv[1]):\n"
-    "        subprocess.run(argv, capture_output=True, timeout=120, check=False)\n"
-)
-
-
-class _Guard:
-    """A dead man's switch: a detached process that runs the cleanup commands unless told 'done'.
-
-    Threads of a dying process run no `finally`; the guard sees its stdin close and cleans up instead."""
-
-    def __init__(self, cleanup: Sequence[Sequence[str]]) -> None:
-        self._proc = subprocess.Popen(
-            [sys.executable, "-c", _GUARD_CODE, json.dumps([list(a) for a in cleanup])],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
-            start_new_session=True,
-        )
-
-    def release(self, *, clean: bool) -> None:
-        """clean=True: everything is gone, the guard exits; False: the guard runs its cleanup now."""
-        try:
-            self._proc.communicate("done" if clean else "", timeout=180)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
+    bridge: str = libvirt.BRIDGE
+    subnet: str = libvirt.SUBNET
 
 
 @dataclass(frozen=True)
 class _Backend:
-    """How to start and stop one kind of guest on this machine."""
+    """How to start, reach and stop one kind of guest on a hypervisor host."""
 
-    start: Callable[[GuestSpec, Path], None]
-    destroy: Callable[[str], None]
-    destroy_argv: Callable[[str], list[str]]
-    schedstats: Callable[[str], Mapping[int, tuple[int, int, int]]] | None
+    start: Callable[[Host, GuestSpec, Network, str], None]
+    destroy: Callable[[Host, str], None]
+    leftovers: Callable[[Host, str], list[str]]  # (host, campaign) -> names of that campaign's guests there
+    destroy_argv: Callable[[Host, str], list[str]]
+    schedstats: Callable[[Host, str], Mapping[int, tuple[int, int, int]]] | None = None
+    pins: Callable[[Host, str], tuple[tuple[int, ...], ...]] | None = None
 
 
-def _libvirt_start(spec: GuestSpec, log_dir: Path) -> None:
-    libvirt.start(spec, bridge=libvirt.BRIDGE, log_dir=log_dir)
+def _libvirt_start(host: Host, spec: GuestSpec, net: Network, logs: str) -> None:
+    libvirt.start(host, spec, bridge=net.bridge, log_dir=logs)
+
+
+def _xl_start(host: Host, spec: GuestSpec, net: Network, logs: str) -> None:
+    xen.start(host, spec, bridge=net.bridge, log_dir=logs)
+
+
+def _no_start(host: Host, spec: GuestSpec, net: Network, logs: str) -> None:
+    """Containers are started by _boot (they need the image)."""
 
 
 _LIBVIRT = _Backend(
     start=_libvirt_start,
     destroy=libvirt.destroy,
-    destroy_argv=lambda name: ["virsh", "-q", "-c", libvirt.URI, "destroy", name],
-    schedstats=lambda name: libvirt.vcpu_schedstats(libvirt.qemu_pid(name)),
+    leftovers=libvirt.list_campaign,
+    destroy_argv=lambda host, name: libvirt.destroy_argv(name),
+    schedstats=lambda host, name: libvirt.vcpu_schedstats(host, libvirt.qemu_pid(host, name)),
+    pins=libvirt.vcpu_pins,
 )
+_XL = _Backend(
+    start=_xl_start,
+    destroy=xen.destroy,
+    leftovers=lambda host, campaign: [n for n in xen.xl_domains(host) if n.startswith(f"rnr-{campaign_slug(campaign)}-")],
+    destroy_argv=lambda host, name: xen.xl_destroy_argv(name),
+)
+_CONTAINER = _Backend(
+    start=_no_start,
+    destroy=container.remove,
+    leftovers=container.list_campaign,
+    destroy_argv=lambda host, name: container.remove_argv(container.container_cli(host), name),
+)
+_BACKENDS = {"kvm": _LIBVIRT, "xen-hvm": _XL, "xen-pv": _XL, "container": _CONTAINER}
 
 
-def _xl(argv: list[str]) -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-    if proc.returncode:
-        raise ProvisionError(f"{' '.join(argv[:2])} failed: {' '.join((proc.stderr or proc.stdout).split())}")
-    return proc.stdout
+# -------------------------------------------------------------------------------------------- boots
 
 
-def xl_domains() -> list[str]:
-    """Names of the Xen domains of this dom0 (`xl list`), Domain-0 excluded."""
-    lines = _xl(["xl", "list"]).splitlines()[1:]
-    return [line.split()[0] for line in lines if line.split() and line.split()[0] != "Domain-0"]
+@dataclass
+class Boot:
+    """The k running guests (or containers) of one configuration on one hypervisor host."""
+
+    env: str
+    key: str
+    boot_id: str
+    hypervisor: Host
+    specs: list[GuestSpec]
+    guests: list[Host]
+    ready_s: list[float]
+    accel: str
+    guard: Spawned
+    net: Network
+    facts: list[dict[str, Any]] = field(default_factory=list)
+    prepared: set[str] = field(default_factory=set)
+    trials: int = 0  # trials served so far
+
+    def alive(self) -> bool:
+        """Every guest still answers (a cheap command over its kept connection)."""
+        try:
+            return all(g.run(["true"], timeout=20).ok for g in self.guests)
+        except HostError:
+            return False
 
 
-def _xl_start(spec: GuestSpec, log_dir: Path) -> None:
-    log_dir.mkdir(parents=True, exist_ok=True)
-    cfg = log_dir / f"{spec.name}.cfg"
-    cfg.write_text(xen.xl_config(spec, bridge=libvirt.BRIDGE))
-    _xl(xen.xl_create_argv(cfg))
+_boots: dict[str, Boot] = {}  # hypervisor host name -> its running guests (one configuration at a time)
+_boots_lock = threading.Lock()
+
+_GUARD_SCRIPT = 'read -r line; [ "$line" = done ] && exit 0; eval "$1"; exit 0'
 
 
-def xl_destroy(name: str) -> None:
-    """Destroy Xen domain `name` (no-op if it does not exist)."""
-    if name in xl_domains():
-        _xl(xen.xl_destroy_argv(name))
+def _guard(host: Host, cleanup: Sequence[Sequence[str]]) -> Spawned:
+    """A dead man's switch on the hypervisor host: runs `cleanup` unless told "done" on its stdin."""
+    script = "; ".join(shlex.join([*argv]) + " >/dev/null 2>&1" for argv in cleanup)
+    return host.spawn(["sh", "-c", _GUARD_SCRIPT, "runner-guard", script])
 
 
-_XL = _Backend(start=_xl_start, destroy=xl_destroy, destroy_argv=xen.xl_destroy_argv, schedstats=None)
+def _network(ctx: WorkloadContext) -> Network:
+    net = ctx.extra.get("guest_network") or {}
+    return Network(net.get("bridge") or libvirt.BRIDGE, net.get("subnet") or libvirt.SUBNET)
 
 
-def _known_hosts(path: Path, specs: Sequence[GuestSpec], host_key: str) -> Path:
+def _provide(env: str, host: Host, plugin: Workload, params: Mapping[str, Any], ctx: WorkloadContext) -> Boot:
+    """The running guests for this trial: the host's current boot if it has this configuration and is
+    alive, else a new boot (the previous one is destroyed first: a host runs one configuration at a time)."""
+    campaign = str(ctx.extra.get("campaign", "campaign"))
+    gp = guest_params(env, params, ctx.cpus)
+    key = guest_config_key(env, {**gp, "guest_kernel_spec": params.get("guest_kernel_spec")}, campaign)
+    with _boots_lock:
+        boot = _boots.get(host.name)
+    if boot is not None and (boot.key != key or not boot.alive()):
+        release(host.name)
+        boot = None
+    if boot is None:
+        boot = _boot(env, host, plugin, params, ctx, gp, key)
+        with _boots_lock:
+            _boots[host.name] = boot
+    return boot
+
+
+def _boot(env: str, host: Host, plugin: Workload, params: Mapping[str, Any], ctx: WorkloadContext,
+          gp: Mapping[str, Any], key: str) -> Boot:
+    campaign = str(ctx.extra.get("campaign", "campaign"))
+    backend = _BACKENDS[env]
+    cache = _cache_dir()
+    files = _guest_files(plugin, cache)
+    net = _network(ctx)
+    logs = str(cache / "logs" / campaign_slug(campaign)) if host.is_local else libvirt.LOG_DIR
+    topo = host_topology(host)
+    for name in backend.leftovers(host, campaign):  # a killed attempt's or another worker's guests
+        backend.destroy(host, name)
+    if env == "container":
+        img_name = _container_image(host, campaign, files)
+        specs = [describe_guest("container", gp, topo, {}, campaign, i) for i in range(gp["vms"])]
+        cli = container.container_cli(host)
+        guard = _guard(host, [backend.destroy_argv(host, s.name) for s in specs])
+        t0 = time.monotonic()
+        try:
+            for spec in specs:
+                container.start(host, img_name, name=spec.name, cpuset=spec.host_cpus, memory_mib=spec.memory_mib)
+        except BaseException:
+            _destroy_all(host, backend, specs, guard)
+            raise
+        ready = [time.monotonic() - t0] * len(specs)
+        guests: list[Host] = [ContainerHost(host, s.name, cli) for s in specs]
+        boot = Boot(env, key, uuid.uuid4().hex[:12], host, specs, guests, ready, "none", guard, net)
+    else:
+        if env == "kvm":
+            libvirt.ensure_libvirtd(host)
+        built = _guest_image(cache, files, env, params)
+        img = ship_image(host, built)
+        accel = _accel(host, ship_image(host, _guest_image(cache, files, "kvm")), logs) if env == "kvm" else "xen"
+        catalog = guest_catalog(img, env, params)
+        specs = [describe_guest(env, {**gp, "accel": accel}, topo, catalog, campaign, i, address=libvirt.guest_address(i, net.subnet))
+                 for i in range(gp["vms"])]
+        libvirt.ensure_bridge(host, net.bridge, net.subnet)
+        guard = _guard(host, [backend.destroy_argv(host, s.name) for s in specs])
+        try:
+            starts = []
+            for spec in specs:
+                backend.start(host, spec, net, logs)
+                starts.append(time.monotonic())
+            ready = _in_parallel([_ready_waiter(host, s, net, t0, logs) for s, t0 in zip(specs, starts, strict=True)])
+            known = _known_hosts(cache / f"known_hosts.{os.getpid()}.{host.name}", specs, net, built.host_key)
+            guests = [
+                SSHHost(HostSpec(name=s.name, address=libvirt.guest_address(s.index, net.subnet).split("/")[0],
+                                 key_file=built.key_path, known_hosts=known, connect_timeout=30.0), via=host)
+                for s in specs
+            ]
+        except BaseException:
+            _destroy_all(host, backend, specs, guard)
+            raise
+        boot = Boot(env, key, uuid.uuid4().hex[:12], host, specs, guests, ready, accel, guard, net)
+    try:
+        boot.facts = _in_parallel([_facts_reader(boot, i) for i in range(len(specs))])
+    except BaseException:
+        _release_boot(boot, raise_errors=False)
+        raise
+    return boot
+
+
+def _ready_waiter(host: Host, spec: GuestSpec, net: Network, started: float, logs: str) -> Callable[[], float]:
+    def wait() -> float:
+        try:
+            libvirt.wait_ssh(host, libvirt.guest_address(spec.index, net.subnet), max(1.0, BOOT_TIMEOUT_S - (time.monotonic() - started)))
+        except ProvisionError as exc:
+            tail = libvirt.console_tail(host, f"{logs}/{spec.name}.log")
+            raise ProvisionError(f"guest vm {spec.index} ({spec.name}) on {host.name}: {exc}; console: {tail or '(empty)'}") from None
+        return time.monotonic() - started
+
+    return wait
+
+
+def _facts_reader(boot: Boot, i: int) -> Callable[[], dict[str, Any]]:
+    backend = _BACKENDS[boot.env]
+
+    def read() -> dict[str, Any]:
+        guest = boot.guests[i]
+        try:
+            facts = parse_guest_facts(guest.run(["sh", "-c", FACTS_SCRIPT], timeout=60).stdout)
+        except HostError as exc:
+            raise ProvisionError(f"guest vm {i} ({boot.specs[i].name}): {exc}") from None
+        if backend.pins is not None:
+            with contextlib.suppress(ProvisionError):
+                facts["pins_applied"] = [list(p) for p in backend.pins(boot.hypervisor, boot.specs[i].name)]
+        return facts
+
+    return read
+
+
+def _known_hosts(path: Path, specs: Sequence[GuestSpec], net: Network, host_key: str) -> Path:
+    """The guests' known_hosts: their addresses with the image's host key (pinned, never learnt)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{libvirt.guest_address(s.index).split('/')[0]} {host_key}\n" for s in specs))
+    path.write_text("".join(f"{libvirt.guest_address(s.index, net.subnet).split('/')[0]} {host_key}\n" for s in specs))
     return path
+
+
+def _destroy_all(host: Host, backend: _Backend, specs: Sequence[GuestSpec], guard: Spawned) -> list[str]:
+    errors = []
+    for spec in specs:
+        try:
+            backend.destroy(host, spec.name)
+        except (ProvisionError, HostError) as exc:
+            errors.append(f"guest {spec.name}: {exc}")
+    # Not clean: the guard runs its cleanup on the host now (and again, harmlessly, on what is gone).
+    guard.finish("" if errors else "done\n", timeout=120)
+    return errors
+
+
+def _release_boot(boot: Boot, *, raise_errors: bool) -> None:
+    for guest in boot.guests:
+        with contextlib.suppress(Exception):
+            guest.close()
+    errors = _destroy_all(boot.hypervisor, _BACKENDS[boot.env], boot.specs, boot.guard)
+    if boot.env != "container":
+        with contextlib.suppress(ProvisionError, HostError):
+            libvirt.remove_bridge(boot.hypervisor, boot.net.bridge)
+    if errors and raise_errors:
+        raise ProvisionError(f"cannot destroy {errors[0]}")
+
+
+def release(host_name: str, *, raise_errors: bool = False) -> None:
+    """Destroy the guests this process keeps on a hypervisor host (no-op if none)."""
+    with _boots_lock:
+        boot = _boots.pop(host_name, None)
+    if boot is not None:
+        _release_boot(boot, raise_errors=raise_errors)
+
+
+def forget(host_name: str) -> None:
+    """The hypervisor host failed: drop its boot without talking to it (its dead man's switch cleans up
+    when the connection is gone)."""
+    with _boots_lock:
+        boot = _boots.pop(host_name, None)
+    if boot is not None:
+        for guest in boot.guests:
+            with contextlib.suppress(Exception):
+                guest.close()
+
+
+def release_all(campaign: str | None = None) -> int:
+    """Destroy every boot this process keeps (of `campaign` only, if given); returns how many."""
+    with _boots_lock:
+        names = [n for n, b in _boots.items() if campaign is None or b.specs[0].campaign == campaign]
+    for name in names:
+        with contextlib.suppress(Exception):
+            release(name)
+    return len(names)
+
+
+register_guests(forget, release_all)
+
+
+# ------------------------------------------------------------------------------------- running
 
 
 def _in_parallel(fns: Sequence[Callable[[], Any]]) -> list[Any]:
@@ -344,176 +572,104 @@ def _at_barrier(jobs: Sequence[Callable[[threading.Barrier], Any]], action: Call
     return _in_parallel([guarded(j) for j in jobs])
 
 
-# ------------------------------------------------------------------------------------- environments
+def _prepare(boot: Boot, plugin: Workload, ctx: WorkloadContext) -> None:
+    """The workload's prepare() once per boot on every guest (in parallel)."""
+    if plugin.name in boot.prepared:
+        return
 
-
-@register("container")
-def run_in_container(host: Host, plugin: Workload, params: Mapping[str, Any], ctx: WorkloadContext, timeout: float) -> Outcome:
-    """The workload in `vms` containers (default 1) on the trial's CPU set, started together."""
-    _require_local(host, "container")
-    campaign = str(ctx.extra.get("campaign", "campaign"))
-    pay = payload(plugin, _cache_dir(ctx))
-    img = _container_image(campaign, pay)
-    gp = guest_params("container", params, ctx.cpus)
-    specs = [describe_guest("container", gp, read_topology(), {}, campaign, i) for i in range(gp["vms"])]
-    fields = {"accel": "none", "guest_json": specs[0].to_json()}
-    guard = _Guard([container.remove_argv(s.name) for s in specs])
-
-    def job(spec: GuestSpec) -> Callable[[threading.Barrier], CommandResult]:
-        gctx = WorkloadContext(host=spec.name, workdir=pay.workdir, cpus=spec.vcpus, extra={**ctx.extra, "vm": spec.index})
-        argv = container.run_argv(img, plugin.command(params, gctx), name=spec.name, cpuset=spec.host_cpus,
-                                  memory_mib=spec.memory_mib, workdir=pay.workdir)
-
-        def run(barrier: threading.Barrier) -> CommandResult:
-            barrier.wait()
-            return host.run(argv, timeout=timeout)
+    def one(i: int) -> Callable[[], None]:
+        def run() -> None:
+            guest = boot.guests[i]
+            gctx = WorkloadContext(host=guest.name, workdir=GUEST_WORKDIR, cpus=boot.specs[i].vcpus, extra={**ctx.extra, "vm": i})
+            try:
+                mk = guest.run(["mkdir", "-p", GUEST_WORKDIR], timeout=30)
+                if not mk.ok:
+                    raise ProvisionError(f"guest vm {i}: cannot create {GUEST_WORKDIR}: {mk.tail()}")
+                plugin.prepare(guest, gctx)
+            except HostError as exc:
+                raise ProvisionError(f"guest vm {i} ({boot.specs[i].name}): {exc}") from None
 
         return run
 
+    _in_parallel([one(i) for i in range(len(boot.guests))])
+    boot.prepared.add(plugin.name)
+
+
+def _run_in_guests(env: str, host: Host, plugin: Workload, params: Mapping[str, Any], ctx: WorkloadContext, timeout: float) -> Outcome:
+    boot = _provide(env, host, plugin, params, ctx)
     try:
-        for spec in specs:
-            container.remove(spec.name)  # a leftover of a killed attempt of this very trial
-        results = _at_barrier([job(s) for s in specs])
+        _prepare(boot, plugin, ctx)
+        outcome = _run_workload(boot, plugin, params, ctx, timeout)
     except BaseException:
-        _remove_containers(specs, guard, raise_errors=False)
+        release(host.name)
         raise
-    _remove_containers(specs, guard, raise_errors=True)
-    outcomes = [finish(plugin, params, f"{host.name} container {s.name}", r, timeout) for s, r in zip(specs, results, strict=True)]
-    return merge_outcomes(outcomes, [{} for _ in specs], **fields)
-
-
-def _remove_containers(specs: Sequence[GuestSpec], guard: _Guard, *, raise_errors: bool) -> None:
-    errors = []
-    for spec in specs:
-        try:
-            container.remove(spec.name)
-        except ProvisionError as exc:
-            errors.append(str(exc))
-    guard.release(clean=not errors)
-    if errors and raise_errors:
-        raise ProvisionError(f"cannot remove container: {errors[0]}")
-
-
-@register("kvm")
-def run_in_kvm(host: Host, plugin: Workload, params: Mapping[str, Any], ctx: WorkloadContext, timeout: float) -> Outcome:
-    """The workload in `vms` libvirt guests (KVM where it really boots a guest, else TCG)."""
-    _require_local(host, "kvm")
-    libvirt.ensure_libvirtd()
-    cache = _cache_dir(ctx)
-    pay = payload(plugin, cache)
-    img = _guest_image(cache, pay, "kvm", params)
-    accel = _accel(host, _guest_image(cache, pay, "kvm"), cache / "logs")
-    return _run_guests(_LIBVIRT, "kvm", accel, img, pay, host, plugin, params, ctx, timeout)
-
-
-def _run_in_xen(env: str, host: Host, plugin: Workload, params: Mapping[str, Any], ctx: WorkloadContext, timeout: float) -> Outcome:
-    """The workload in `vms` Xen guests created with xl. Never run by this project: no Xen host here."""
-    if host.run(["sh", "-c", "command -v xl"], timeout=30).rc != 0:
-        raise ProvisionError(f"{host.name}: {env} needs a Xen dom0 with xl; this host has none")
-    _require_local(host, env)
-    cache = _cache_dir(ctx)
-    pay = payload(plugin, cache)
-    img = _guest_image(cache, pay, env, params)
-    return _run_guests(_XL, env, "xen", img, pay, host, plugin, params, ctx, timeout)
-
-
-@register("xen-hvm")
-def run_in_xen_hvm(host: Host, plugin: Workload, params: Mapping[str, Any], ctx: WorkloadContext, timeout: float) -> Outcome:
-    return _run_in_xen("xen-hvm", host, plugin, params, ctx, timeout)
-
-
-@register("xen-pv")
-def run_in_xen_pv(host: Host, plugin: Workload, params: Mapping[str, Any], ctx: WorkloadContext, timeout: float) -> Outcome:
-    return _run_in_xen("xen-pv", host, plugin, params, ctx, timeout)
-
-
-def _run_guests(
-    backend: _Backend, env: str, accel: str, img: image.GuestImage, pay: Payload,
-    host: Host, plugin: Workload, params: Mapping[str, Any], ctx: WorkloadContext, timeout: float,
-) -> Outcome:
-    from runner.execution.ssh import HostSpec, SSHHost
-
-    campaign = str(ctx.extra.get("campaign", "campaign"))
-    cache = _cache_dir(ctx)
-    gp = {**guest_params(env, params, ctx.cpus), "accel": accel}
-    topo = read_topology()
-    catalog = guest_catalog(img, env, params)
-    specs = [describe_guest(env, gp, topo, catalog, campaign, i, address=libvirt.guest_address(i)) for i in range(gp["vms"])]
-    fields = {"accel": accel, "guest_json": specs[0].to_json()}
-    known = _known_hosts(cache / f"known_hosts.{os.getpid()}", specs, img.host_key)
-    guests = [
-        SSHHost(HostSpec(name=s.name, address=libvirt.guest_address(s.index).split("/")[0], key_file=img.key_path,
-                         known_hosts=known, connect_timeout=30.0))
-        for s in specs
-    ]
-    guard = _Guard([backend.destroy_argv(s.name) for s in specs])
-    try:
-        with _host_lock():
-            libvirt.ensure_bridge()
-            starts = []
-            for spec in specs:
-                backend.destroy(spec.name)  # a leftover of a killed attempt of this very trial
-                backend.start(spec, cache / "logs")
-                starts.append(time.monotonic())
-        ready = _in_parallel([_ready_waiter(s, t0, cache / "logs") for s, t0 in zip(specs, starts, strict=True)])
-        outcome = _run_workload(backend, specs, guests, ready, pay, host, plugin, params, ctx, timeout, fields)
-    except BaseException:
-        _teardown(backend, specs, guests, guard, raise_errors=False)
-        raise
-    _teardown(backend, specs, guests, guard, raise_errors=True)
+    boot.trials += 1
+    if outcome.status != "ok" or not ctx.extra.get("keep_guests"):
+        release(host.name, raise_errors=outcome.status == "ok")
     return outcome
 
 
-def _ready_waiter(spec: GuestSpec, started: float, log_dir: Path) -> Callable[[], float]:
-    def wait() -> float:
-        try:
-            libvirt.wait_ssh(libvirt.guest_address(spec.index), max(1.0, BOOT_TIMEOUT_S - (time.monotonic() - started)))
-        except ProvisionError as exc:
-            raise ProvisionError(f"guest vm {spec.index} ({spec.name}): {exc}; console log {log_dir / spec.name}.log") from None
-        return time.monotonic() - started
+def _trial_fields(boot: Boot) -> dict[str, Any]:
+    spec = boot.specs[0]
+    return {
+        "accel": boot.accel,
+        "guest_json": spec.to_json(),
+        "extra": {
+            "boot_id": boot.boot_id,
+            "boot_s": max(boot.ready_s) if boot.trials == 0 else None,
+            "guest_kernel": spec.guest_kernel or None,
+            "guest_vcpus": spec.vcpus,
+            "guest_pins": json.dumps([list(p) for p in spec.vcpu_pins]),
+            "guest_cmdline": spec.cmdline or None,
+            "guest_facts_json": json.dumps(boot.facts, sort_keys=True, separators=(",", ":")),
+        },
+    }
 
-    return wait
 
-
-def _run_workload(
-    backend: _Backend, specs: Sequence[GuestSpec], guests: Sequence[Host], ready: Sequence[float], pay: Payload,
-    host: Host, plugin: Workload, params: Mapping[str, Any], ctx: WorkloadContext, timeout: float, fields: Mapping[str, Any],
-) -> Outcome:
+def _run_workload(boot: Boot, plugin: Workload, params: Mapping[str, Any], ctx: WorkloadContext, timeout: float) -> Outcome:
+    backend = _BACKENDS[boot.env]
+    host, specs, guests = boot.hypervisor, boot.specs, boot.guests
     sched: dict[str, dict[int, Mapping[int, tuple[int, int, int]]]] = {"before": {}, "after": {}}
 
     def snapshot(when: str) -> None:
         if backend.schedstats is None:
             return
         for spec in specs:
-            with contextlib.suppress(ProvisionError, OSError):
-                sched[when][spec.index] = backend.schedstats(spec.name)
+            with contextlib.suppress(ProvisionError, HostError, OSError, ValueError):
+                sched[when][spec.index] = backend.schedstats(host, spec.name)
 
-    def job(spec: GuestSpec, guest: Host) -> Callable[[threading.Barrier], tuple[CommandResult, str, str]]:
-        gctx = WorkloadContext(host=spec.name, workdir=pay.workdir, cpus=spec.vcpus, extra={**ctx.extra, "vm": spec.index})
+    def job(spec: GuestSpec, guest: Host) -> Callable[[threading.Barrier], tuple[CommandResult, str, str, float, float]]:
+        gctx = WorkloadContext(host=guest.name, workdir=GUEST_WORKDIR, cpus=spec.vcpus, extra={**ctx.extra, "vm": spec.index})
         argv = plugin.command(params, gctx)
 
-        def run(barrier: threading.Barrier) -> tuple[CommandResult, str, str]:
+        def run(barrier: threading.Barrier) -> tuple[CommandResult, str, str, float, float]:
             try:
                 stat0 = guest.run(["cat", "/proc/stat"], timeout=60).stdout
                 barrier.wait()
-                result = guest.run(argv, timeout=timeout, cwd=pay.workdir)
+                t0 = time.time()
+                result = guest.run(argv, timeout=timeout, cwd=GUEST_WORKDIR)
+                t1 = time.time()
                 stat1 = guest.run(["cat", "/proc/stat"], timeout=60).stdout
             except HostError as exc:  # the guest, not the trial's host, is gone
                 raise ProvisionError(f"guest vm {spec.index}: {exc}") from None
-            return result, stat0, stat1
+            return result, stat0, stat1, t0, t1
 
         return run
 
     runs = _at_barrier([job(s, g) for s, g in zip(specs, guests, strict=True)], action=lambda: snapshot("before"))
     snapshot("after")
+    w_start, w_end, overlaps = common_window([(r[3], r[4]) for r in runs])
+    fields = _trial_fields(boot)
+    fields["extra"] |= {"window_start": w_start, "window_end": w_end}
     outcomes, telemetry = [], []
-    for spec, (result, stat0, stat1), ready_s in zip(specs, runs, ready, strict=True):
+    for spec, (result, stat0, stat1, _t0, _t1), ready_s, overlap in zip(specs, runs, boot.ready_s, overlaps, strict=True):
         outcomes.append(finish(plugin, params, f"{host.name} vm {spec.index} ({spec.name})", result, timeout))
         b, a = sched["before"].get(spec.index), sched["after"].get(spec.index)
         telemetry.append({
-            "ssh_ready_s": ready_s,
+            "ssh_ready_s": ready_s if boot.trials == 0 and boot.env != "container" else None,
             "guest_steal_pct": _or_none(lambda s0=stat0, s1=stat1: steal_pct(s0, s1)),
             "vcpu_run_delay_s": run_delay_s(b, a) if b is not None and a is not None else None,
+            "window_overlap": overlap if len(specs) > 1 else None,
         })
     return merge_outcomes(outcomes, telemetry, **fields)
 
@@ -525,20 +681,33 @@ def _or_none(fn: Callable[[], float | None]) -> float | None:
         return None
 
 
-def _teardown(backend: _Backend, specs: Sequence[GuestSpec], guests: Sequence[Host], guard: _Guard, *, raise_errors: bool) -> None:
-    """Close the SSH connections, destroy every guest, remove the bridge if no guest is left on it."""
-    for guest in guests:
-        with contextlib.suppress(Exception):
-            guest.close()
-    errors = []
-    with _host_lock():
-        for spec in specs:
-            try:
-                backend.destroy(spec.name)
-            except ProvisionError as exc:
-                errors.append(f"guest {spec.name}: {exc}")
-        if not libvirt.bridge_ports():
-            libvirt.remove_bridge()
-    guard.release(clean=not errors)
-    if errors and raise_errors:
-        raise ProvisionError(f"cannot destroy {errors[0]}")
+# ------------------------------------------------------------------------------------- environments
+
+
+@register("container")
+def run_in_container(host: Host, plugin: Workload, params: Mapping[str, Any], ctx: WorkloadContext, timeout: float) -> Outcome:
+    """The workload in `vms` containers (default 1) on the trial's CPU set, started together."""
+    return _run_in_guests("container", host, plugin, params, ctx, timeout)
+
+
+@register("kvm")
+def run_in_kvm(host: Host, plugin: Workload, params: Mapping[str, Any], ctx: WorkloadContext, timeout: float) -> Outcome:
+    """The workload in `vms` libvirt guests (KVM where it really boots a guest, else TCG)."""
+    return _run_in_guests("kvm", host, plugin, params, ctx, timeout)
+
+
+def _run_in_xen(env: str, host: Host, plugin: Workload, params: Mapping[str, Any], ctx: WorkloadContext, timeout: float) -> Outcome:
+    """The workload in `vms` Xen guests created with xl on the host's dom0."""
+    if host.run(["sh", "-c", "command -v xl"], timeout=30).rc != 0:
+        raise ProvisionError(f"{host.name}: {env} needs a Xen dom0 with xl; this host has none")
+    return _run_in_guests(env, host, plugin, params, ctx, timeout)
+
+
+@register("xen-hvm")
+def run_in_xen_hvm(host: Host, plugin: Workload, params: Mapping[str, Any], ctx: WorkloadContext, timeout: float) -> Outcome:
+    return _run_in_xen("xen-hvm", host, plugin, params, ctx, timeout)
+
+
+@register("xen-pv")
+def run_in_xen_pv(host: Host, plugin: Workload, params: Mapping[str, Any], ctx: WorkloadContext, timeout: float) -> Outcome:
+    return _run_in_xen("xen-pv", host, plugin, params, ctx, timeout)

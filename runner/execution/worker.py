@@ -17,14 +17,14 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from runner import __version__
 from runner.errors import HostError, RunnerError, TrialError
 from runner.execution import environments
-from runner.execution.hosts import Host
+from runner.hosts.base import Host
 from runner.records.store import AttemptRecord
 from runner.trials import Trial
 from runner.workloads import base
@@ -43,6 +43,8 @@ class AttemptSpec:
     # Hold a scheduler-wide lease on the host while the attempt runs, so campaigns sharing one
     # long-lived scheduler never measure on the same host at once (needs a distributed worker).
     host_lease: bool = False
+    # Keep the trial's guests running after it: the next trial on this host has the same configuration.
+    keep_guests: bool = False
 
 
 _lock = threading.Lock()
@@ -125,7 +127,8 @@ def _execute(spec: AttemptSpec) -> AttemptRecord:
     t0 = time.monotonic()
     workload_wall = None
 
-    def record(status: str, error: str | None, kind: str | None, metrics: tuple = (), *, accel: str | None = "none", guest_json: str | None = None) -> AttemptRecord:
+    def record(status: str, error: str | None, kind: str | None, metrics: tuple = (), *, accel: str | None = "none",
+               guest_json: str | None = None, guest: Mapping[str, Any] | None = None) -> AttemptRecord:
         return AttemptRecord(
             trial_id=trial.trial_id,
             cell_id=trial.cell_id,
@@ -144,6 +147,7 @@ def _execute(spec: AttemptSpec) -> AttemptRecord:
             guest_json=guest_json,
             failure_kind=kind,
             metrics=metrics,
+            guest=dict(guest or {}),
         )
 
     plugin = base.get(trial.workload)
@@ -153,13 +157,18 @@ def _execute(spec: AttemptSpec) -> AttemptRecord:
             host=host.name,
             workdir=spec.workdir,
             cpus=_host_cpus_cached(spec.host, host),
-            extra={"campaign": trial.campaign, "trial_id": trial.trial_id},
+            extra={
+                "campaign": trial.campaign,
+                "trial_id": trial.trial_id,
+                "keep_guests": spec.keep_guests,
+                "guest_network": {"bridge": spec.host.guest_bridge, "subnet": spec.host.guest_subnet},
+            },
         )
         run_env = environments.get(str(params.get("env", "host")))
         outcome = run_env(host, plugin, params, ctx, spec.timeout)
         workload_wall = outcome.workload_wall_s
         kind = {"ok": None, "timeout": "timeout"}.get(outcome.status, "failed")
-        return record(outcome.status, outcome.error, kind, outcome.metrics, accel=outcome.accel, guest_json=outcome.guest_json)
+        return record(outcome.status, outcome.error, kind, outcome.metrics, accel=outcome.accel, guest_json=outcome.guest_json, guest=outcome.extra)
     except HostError as exc:
         _forget(spec.host)
         return record("failed", str(exc), "host")
@@ -168,6 +177,11 @@ def _execute(spec: AttemptSpec) -> AttemptRecord:
     except Exception as exc:  # noqa: BLE001 - a bug must not cost the campaign; the record keeps it
         last = traceback.format_exception_only(exc)[-1].strip()
         return record("failed", f"{spec.host.name}: internal error: {last}", "failed")
+
+
+def release_guests(campaign: str | None = None) -> int:
+    """Destroy the guests this worker keeps for reuse (of `campaign` only, if given); how many boots."""
+    return environments.release_guests(campaign)
 
 
 def worker_version() -> str:
@@ -191,6 +205,7 @@ def kill_running(workdirs: Sequence[tuple[Any, str]] | None = None) -> int:
     worker keep running. Without, every workload this worker process started locally is killed and its
     host connections are closed.
     """
+    environments.release_guests()
     if workdirs is not None:
         n = 0
         for spec, workdir in workdirs:
@@ -204,7 +219,7 @@ def kill_running(workdirs: Sequence[tuple[Any, str]] | None = None) -> int:
             except RunnerError:
                 pass  # the host is gone; its remote `timeout` stops the workload
         return n
-    from runner.execution.hosts import running_groups
+    from runner.hosts.local import running_groups
 
     n = 0
     for pgid in list(running_groups()):

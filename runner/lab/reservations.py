@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import HostError, RunnerError, UsageError
-from runner.execution.hosts import Host
+from runner.hosts.base import Host
 
 DEFAULT_TTL = 60.0
 HOLD_PATH_VAR = "runner_hold_path"

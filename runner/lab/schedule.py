@@ -36,6 +36,9 @@ from croniter import croniter
 from runner.errors import UnknownNameError, UsageError
 from runner.records.store import write_bytes_atomic, write_json_atomic
 
+# What runs a schedule's instance: runner.cli.launch.launch_matrix(path, datasets=, inventory=, quiet=) -> Summary.
+Launcher = Callable[..., Any]
+
 SCHEDULES_VERSION = 1  # 1: name, matrix, cron, datasets, inventory, mode, created
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 SLOT_FORMAT = "%Y%m%dT%H%M"
@@ -279,10 +282,9 @@ def last_run(name: str, home: Path | None = None) -> datetime | None:
 
 
 # ----- running -------------------------------------------------------------------------------------
-def run_slot(sched: Schedule, slot: datetime, *, home: Path | None = None, quiet: bool = True) -> Any:
-    """Run (or resume) the instance of `slot`; records the slot as run unless interrupted. Returns the Summary."""
-    from runner.cli.launch import launch_matrix
-
+def run_slot(sched: Schedule, slot: datetime, launch: Launcher, *, home: Path | None = None, quiet: bool = True) -> Any:
+    """Run (or resume) the instance of `slot` with `launch` (the CLI's launch_matrix); records the slot as run
+    unless interrupted. Returns the Summary."""
     home = home or runner_home()
     source = Path(sched.matrix)
     try:
@@ -292,13 +294,13 @@ def run_slot(sched: Schedule, slot: datetime, *, home: Path | None = None, quiet
     name, instance_text = instance_matrix(text, sched.name, slot, str(source))
     path = home / "instances" / f"{name}.yml"
     write_bytes_atomic(path, instance_text.encode())
-    summary = launch_matrix(path, datasets=Path(sched.datasets), inventory=sched.inventory, quiet=quiet)
+    summary = launch(path, datasets=Path(sched.datasets), inventory=sched.inventory, quiet=quiet)
     if not summary.interrupted:
         write_json_atomic(home / "state" / f"{sched.name}.json", {"last_slot": slot.isoformat(), "campaign": name, "success": summary.success})
     return summary
 
 
-def serve_once(home: Path | None = None, now: datetime | None = None, on_run: Callable[[str], None] | None = None) -> list[str]:
+def serve_once(launch: Launcher, home: Path | None = None, now: datetime | None = None, on_run: Callable[[str], None] | None = None) -> list[str]:
     """Run every serve-mode schedule that is due at `now`; returns the instance names run."""
     home = home or runner_home()
     now = now or datetime.now().astimezone()
@@ -311,7 +313,7 @@ def serve_once(home: Path | None = None, now: datetime | None = None, on_run: Ca
             continue
         if on_run:
             on_run(f"schedule {sched.name}: running slot {slot.isoformat()}")
-        ran.append(run_slot(sched, slot, home=home).campaign)
+        ran.append(run_slot(sched, slot, launch, home=home).campaign)
     return ran
 
 
@@ -322,10 +324,10 @@ def seconds_to_next(home: Path | None = None, now: datetime | None = None, cap: 
     return max(0.5, min([cap, *((n - now).total_seconds() for n in nexts)]))
 
 
-def serve(home: Path | None = None, *, once: bool = False, on_run: Callable[[str], None] | None = None) -> list[str]:
+def serve(launch: Launcher, home: Path | None = None, *, once: bool = False, on_run: Callable[[str], None] | None = None) -> list[str]:
     """Run due schedules now, then (unless once) keep running them at their slots until interrupted."""
-    ran = serve_once(home, on_run=on_run)
+    ran = serve_once(launch, home, on_run=on_run)
     while not once:
         time.sleep(seconds_to_next(home))
-        ran += serve_once(home, on_run=on_run)
+        ran += serve_once(launch, home, on_run=on_run)
     return ran

@@ -78,6 +78,7 @@ class Matrix:
     busy_timeout: float | None = None
     provision: Mapping[str, Any] | None = None  # None: no Ansible step before the trials
     guest_kernels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    reuse: str = "configuration"  # guests.reuse: configuration | trial
     description: str = ""
 
     @property
@@ -220,6 +221,7 @@ def parse_matrix(text: str, path: Path = Path("matrix.yml")) -> Matrix:
         busy_timeout=hosts.get("busy_timeout"),
         provision=_provision(doc.get("provision", False)),
         guest_kernels=_guest_kernels(doc, axes, params, name),
+        reuse=(doc.get("guests") or {}).get("reuse", "configuration"),
         description=doc.get("description", ""),
     )
 

@@ -2,66 +2,80 @@
 
 Docker is used when its engine answers; otherwise podman with runc and a containers.conf that sets
 `default_ulimits = []` (pointed to by CONTAINERS_CONF): on Debian 12's podman 4.3, crun fails on rlimits
-and on a hybrid cgroup v1 layout. `container_cli()` returns the whole command prefix as an argv
-(`env CONTAINERS_CONF=... podman --runtime /usr/sbin/runc`), so the same argv works through any Host.
+and on a hybrid cgroup v1 layout. Every function takes the Host the engine runs on (this machine or a lab
+host over SSH); `container_cli(host)` returns the whole command prefix there as an argv (`env
+CONTAINERS_CONF=... podman --runtime /usr/sbin/runc`).
 
-Images are imported from a local root filesystem (`tar -C rootfs -c . | podman import - NAME`), never
-pulled. Containers run with `--network none` and `--rm`; their names come from `guest.describe_guest`
-(env "container") and carry the campaign, so `list_campaign` finds exactly what a campaign started.
+Images are imported from a root filesystem archived on the controller and copied to the host (`podman
+import FILE NAME`), never pulled. A trial's containers start detached with `--network none` and a sleeping
+init (`start`), workloads run in them with `exec` (runner.hosts.container.ContainerHost), and `remove`
+ends them; their names come from `guest.describe_guest` (env "container") and carry the campaign, so
+`list_campaign` finds exactly what a campaign started.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterable, Mapping, Sequence
-from functools import cache
 from pathlib import Path
 
 from runner.errors import ProvisionError
+from runner.hosts.base import Host
 from runner.provision.guest import belongs_to, campaign_slug
 from runner.provision.topology import format_cpulist
 
-CONF_PATH = Path("/var/lib/runner/containers.conf")
+CONF_PATH = "/var/lib/runner/containers.conf"  # on the host
 CONF_TEXT = "# written by runner.provision.container, see docs/guests.md\n[containers]\ndefault_ulimits = []\n"
 RUNC = "/usr/sbin/runc"
 IMAGE_REPO = "rnr-campaign"  # images are IMAGE_REPO:<content digest>-<campaign slug>
 
 
-@cache
-def container_cli(conf_path: Path = CONF_PATH) -> tuple[str, ...]:
-    """The command prefix that runs the container engine here (docker if it runs, else podman+runc)."""
-    if shutil.which("docker") and _ok(["docker", "info"]):
-        return ("docker",)
-    if not shutil.which("podman"):
-        raise ProvisionError("neither a running docker engine nor podman found; install podman and runc")
-    if not Path(RUNC).exists():
-        raise ProvisionError(f"podman needs runc at {RUNC} on this host; install runc")
-    if not conf_path.exists() or conf_path.read_text() != CONF_TEXT:
-        conf_path.parent.mkdir(parents=True, exist_ok=True)
-        conf_path.write_text(CONF_TEXT)
-    return ("env", f"CONTAINERS_CONF={conf_path}", "podman", "--runtime", RUNC)
+_clis: dict[str, tuple[str, ...]] = {}
+_clis_lock = threading.Lock()
+
+# Prints the engine to use on a host: docker (its engine answers), podman (runc present; the
+# containers.conf written), or why neither can run.
+_PROBE = (
+    'if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then echo docker; exit 0; fi; '
+    'command -v podman >/dev/null 2>&1 || { echo "neither a running docker engine nor podman found; install podman and runc"; exit 0; }; '
+    '[ -x "$1" ] || { echo "podman needs runc at $1 on this host; install runc"; exit 0; }; '
+    'mkdir -p "$(dirname "$2")" && { [ "$(cat "$2" 2>/dev/null)" = "$3" ] || printf "%s\\n" "$3" > "$2"; } && echo podman'
+)
 
 
-def _ok(argv: list[str]) -> bool:
-    try:
-        return subprocess.run(argv, capture_output=True, timeout=15, check=False).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+def container_cli(host: Host, conf_path: str = CONF_PATH) -> tuple[str, ...]:
+    """The command prefix that runs the container engine on the host (docker if it runs, else podman+runc).
+    Probed once per host name and process."""
+    with _clis_lock:
+        if host.name in _clis:
+            return _clis[host.name]
+    res = host.run(["sh", "-c", _PROBE, "sh", RUNC, conf_path, CONF_TEXT.rstrip("\n")], timeout=60)
+    answer = res.stdout.strip()
+    if answer == "docker":
+        cli: tuple[str, ...] = ("docker",)
+    elif answer == "podman":
+        cli = ("env", f"CONTAINERS_CONF={conf_path}", "podman", "--runtime", RUNC)
+    else:
+        raise ProvisionError(f"{host.name}: {answer or res.tail()}")
+    with _clis_lock:
+        _clis[host.name] = cli
+    return cli
 
 
-def _cli(*args: str, stdin: bytes | None = None, timeout: float = 120) -> str:
-    argv = [*container_cli(), *args]
-    try:
-        proc = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise ProvisionError(f"container engine: {args[0]} did not finish within {timeout:.0f} s") from None
-    if proc.returncode:
-        msg = " ".join(proc.stderr.decode(errors="replace").split()) or f"exit status {proc.returncode}"
-        raise ProvisionError(f"container engine: {args[0]} failed: {msg}")
-    return proc.stdout.decode(errors="replace")
+def _cli(host: Host, *args: str, timeout: float = 120) -> str:
+    argv = [*container_cli(host), *args]
+    res = host.run(argv, timeout=timeout)
+    if res.timed_out:
+        raise ProvisionError(f"{host.name}: container engine: {args[0]} did not finish within {timeout:.0f} s")
+    if res.rc:
+        msg = " ".join(res.stderr.split()) or f"exit status {res.rc}"
+        raise ProvisionError(f"{host.name}: container engine: {args[0]} failed: {msg}")
+    return res.stdout
 
 
 def minimal_rootfs(dest: Path, files: Mapping[str, Path]) -> None:
@@ -84,56 +98,65 @@ def minimal_rootfs(dest: Path, files: Mapping[str, Path]) -> None:
         shutil.copy2(host_path, target)
 
 
-def build_image(name: str, *, rootfs: Path | None = None, files: Mapping[str, Path] | None = None) -> str:
-    """Import an image `name` (e.g. "rnr-<campaign>:<tag>") from `rootfs`, or from a `minimal_rootfs` of
-    `files` when rootfs is None. Returns the image name."""
+def build_image(host: Host, name: str, *, rootfs: Path | None = None, files: Mapping[str, Path] | None = None) -> str:
+    """Import an image `name` (e.g. "rnr-<campaign>:<tag>") on the host from `rootfs` (a local directory),
+    or from a `minimal_rootfs` of `files` when rootfs is None. Returns the image name."""
     with tempfile.TemporaryDirectory(prefix="rnr-rootfs-") as tmp:
         if rootfs is None:
             rootfs = Path(tmp) / "rootfs"
             minimal_rootfs(rootfs, files or {})
         elif files:
             raise ProvisionError("build_image takes a rootfs or files, not both")
-        tar = subprocess.run(["tar", "-C", str(rootfs), "-c", "."], capture_output=True, check=False)
+        archive = Path(tmp) / "rootfs.tar"
+        tar = subprocess.run(["tar", "-C", str(rootfs), "-cf", str(archive), "."], capture_output=True, check=False)
         if tar.returncode:
             raise ProvisionError(f"cannot archive container rootfs {rootfs}: {tar.stderr.decode().strip()}")
-        _cli("import", "-", name, stdin=tar.stdout)
+        remote = f"/var/tmp/runner/{archive.name}.{os.getpid()}.{name.replace(':', '-').replace('/', '-')}"
+        host.put(archive, remote)
+        try:
+            _cli(host, "import", remote, name)
+        finally:
+            host.run(["rm", "-f", remote], timeout=30)
     return name
 
 
-def run_argv(
+def start_argv(
+    cli: Sequence[str],
     image: str,
-    argv: Sequence[str],
     *,
     name: str,
     cpuset: Iterable[int] = (),
     memory_mib: int | None = None,
-    workdir: str | None = None,
 ) -> list[str]:
-    """The argv that runs `argv` in a fresh container `name` of `image` (removed when it exits), with no
-    network, limited to host CPUs `cpuset` (empty: all) and `memory_mib` MiB (None: no limit), in the
-    container directory `workdir` (None: the image's default)."""
-    out = [*container_cli(), "run", "--rm", "--name", name, "--network", "none"]
-    if workdir:
-        out += ["--workdir", workdir]
+    """The argv that starts container `name` of `image` in the background, kept running (its init sleeps)
+    for `ContainerHost` to exec workloads in, with no network, limited to host CPUs `cpuset` (empty: all)
+    and `memory_mib` MiB (None: no limit)."""
+    out = [*cli, "run", "-d", "--name", name, "--network", "none"]
     cpus = format_cpulist(cpuset)
     if cpus:
         out += ["--cpuset-cpus", cpus]
     if memory_mib:
         out += ["--memory", f"{memory_mib}m"]
-    return [*out, image, *argv]
+    return [*out, image, "sleep", "2147483647"]
 
 
-def remove(name: str) -> None:
-    """Remove container `name`, running or not (no-op if it does not exist)."""
-    if name in list_containers():
-        _cli(*remove_argv(name)[len(container_cli()):])
+def start(host: Host, image: str, *, name: str, cpuset: Iterable[int] = (), memory_mib: int | None = None) -> None:
+    """Start container `name` on the host (see start_argv)."""
+    argv = start_argv(container_cli(host), image, name=name, cpuset=cpuset, memory_mib=memory_mib)
+    _cli(host, *argv[len(container_cli(host)):])
 
 
-def remove_argv(name: str) -> list[str]:
+def remove(host: Host, name: str) -> None:
+    """Remove container `name` on the host, running or not (no-op if it does not exist)."""
+    if name in list_containers(host):
+        _cli(host, *remove_argv(container_cli(host), name)[len(container_cli(host)):])
+
+
+def remove_argv(cli: Sequence[str], name: str) -> list[str]:
     """The argv that removes container `name` at once, running or not."""
     # docker rm -f kills at once; podman waits 10 s for SIGTERM unless told otherwise.
-    wait = [] if container_cli() == ("docker",) else ["-t", "0"]
-    return [*container_cli(), "rm", "-f", *wait, name]
+    wait = [] if tuple(cli) == ("docker",) else ["-t", "0"]
+    return [*cli, "rm", "-f", *wait, name]
 
 
 def image_name(campaign: str, digest: str) -> str:
@@ -142,31 +165,31 @@ def image_name(campaign: str, digest: str) -> str:
     return f"{IMAGE_REPO}:{digest[:12]}-{campaign_slug(campaign)}"
 
 
-def image_exists(name: str) -> bool:
-    return _ok([*container_cli(), "image", "inspect", name])
+def image_exists(host: Host, name: str) -> bool:
+    return host.run([*container_cli(host), "image", "inspect", name], timeout=60).ok
 
 
-def remove_image(name: str) -> None:
-    """Remove image `name` (no-op if it does not exist)."""
-    if image_exists(name):
-        _cli("rmi", "-f", name)
+def remove_image(host: Host, name: str) -> None:
+    """Remove image `name` on the host (no-op if it does not exist)."""
+    if image_exists(host, name):
+        _cli(host, "rmi", "-f", name)
 
 
-def list_campaign_images(campaign: str) -> list[str]:
+def list_campaign_images(host: Host, campaign: str) -> list[str]:
     """Names of the images `image_name` made for `campaign` (and no other campaign)."""
     tag = re.compile(rf"[0-9a-f]{{12}}-{re.escape(campaign_slug(campaign))}")
     out = []
-    for ref in _cli("images", "--format", "{{.Repository}}:{{.Tag}}").split():
+    for ref in _cli(host, "images", "--format", "{{.Repository}}:{{.Tag}}").split():
         repo, _, t = ref.rpartition(":")
         if repo.rsplit("/", 1)[-1] == IMAGE_REPO and tag.fullmatch(t):
             out.append(f"{IMAGE_REPO}:{t}")
     return sorted(set(out))
 
 
-def list_containers() -> list[str]:
-    return _cli("ps", "-a", "--format", "{{.Names}}").split()
+def list_containers(host: Host) -> list[str]:
+    return _cli(host, "ps", "-a", "--format", "{{.Names}}").split()
 
 
-def list_campaign(campaign: str) -> list[str]:
-    """Names of the containers (running or stopped) that `campaign` created."""
-    return sorted(n for n in list_containers() if belongs_to(n, campaign))
+def list_campaign(host: Host, campaign: str) -> list[str]:
+    """Names of the containers (running or stopped) on the host that `campaign` created."""
+    return sorted(n for n in list_containers(host) if belongs_to(n, campaign))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import ProvisionError
-from runner.execution.hosts import Host
+from runner.hosts.base import Host
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 COLLECTOR = PROJECT_ROOT / "playbooks" / "roles" / "host_facts" / "files" / "collect_facts.py"

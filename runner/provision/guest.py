@@ -100,6 +100,31 @@ def belongs_to(name: str, campaign: str) -> bool:
     return re.fullmatch(rf"{NAME_PREFIX}-{re.escape(campaign_slug(campaign))}-\d+-[0-9a-f]{{8}}", name) is not None
 
 
+# What an environment needs on its hypervisor host: alternatives of a command, and the package to install.
+HOST_TOOLS = {
+    "kvm": (("virsh",), "libvirt-clients and libvirt-daemon-system"),
+    "container": (("podman", "docker"), "podman and runc"),
+    "xen-hvm": (("xl",), "a Xen dom0 with xen-utils"),
+    "xen-pv": (("xl",), "a Xen dom0 with xen-utils"),
+}
+
+
+def check_guest_params(env: str, params: Mapping[str, Any]) -> None:
+    """Refuse, before any trial runs, a combination the environment cannot provide (UsageError naming
+    the keys): what describe_guest would refuse for every host, checked on the parameters alone. Pure."""
+    if env == "host":
+        return
+    numa = params.get("guest_numa", 1)
+    vcpus = params.get("vcpus")
+    if isinstance(numa, int) and numa > 1:
+        if env == "xen-pv":
+            raise UsageError(f"env xen-pv with guest_numa {numa}: Xen does not support virtual NUMA for PV guests (xl.cfg(5), vnuma)")
+        if env == "container":
+            raise UsageError(f"env container with guest_numa {numa}: a container has no virtual NUMA nodes")
+        if isinstance(vcpus, int) and numa > vcpus:
+            raise UsageError(f"env {env}: guest_numa {numa} virtual nodes need at least {numa} vCPUs, got vcpus {vcpus}")
+
+
 def split_evenly(total: int, parts: int) -> list[int]:
     """`total` split into `parts` integers differing by at most one, larger ones first."""
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]

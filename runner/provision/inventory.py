@@ -10,6 +10,8 @@ so the runner checks host keys against the same file as Ansible.
 from __future__ import annotations
 
 import getpass
+import ipaddress
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,8 +21,9 @@ from typing import Any
 import yaml
 
 from runner.errors import UnknownNameError, UsageError
-from runner.execution.hosts import LOCAL_NAMES, Host, LocalHost
-from runner.execution.ssh import HostSpec, SSHHost
+from runner.hosts.base import LOCAL_NAMES, Host
+from runner.hosts.local import LocalHost
+from runner.hosts.ssh import HostSpec, SSHHost
 
 DEFAULT_CONNECT_TIMEOUT = 10.0  # Ansible's own default `timeout`
 SSH_CONNECTIONS = frozenset({"ssh", "paramiko", "paramiko_ssh", "smart"})
@@ -103,7 +106,9 @@ def load_inventory(path: Path | str) -> Inventory:
     return Inventory(path=shown, hosts=hosts, groups=groups, unsupported=unsupported)
 
 
-_CONNECTION_VARS = ("ansible_connection", *_ADDRESS, *_PORT, *_USER, *_KEY, *_TIMEOUT, *_SSH_ARGS)
+# The host's guest network (bridge name, CIDR) for kvm and xen guests; every host may use the same.
+_GUEST_NET = ("runner_guest_bridge", "runner_guest_subnet")
+_CONNECTION_VARS = ("ansible_connection", *_ADDRESS, *_PORT, *_USER, *_KEY, *_TIMEOUT, *_SSH_ARGS, *_GUEST_NET)
 
 
 def _template(templar: Any, value: Any, path: Path, host: str, key: str) -> Any:
@@ -137,6 +142,16 @@ def host_spec(name: str, conn_vars: Mapping[str, Any], path: Path) -> HostSpec:
         raise UsageError(f"{path}: host {name}: ansible_port {port} out of range; allowed: 1..65535")
     key = last(_KEY)
     ssh_args = " ".join(str(conn_vars[k]) for k in _SSH_ARGS if conn_vars.get(k))
+    bridge, subnet = (conn_vars.get(k) for k in _GUEST_NET)
+    if bridge is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", str(bridge)):
+        raise UsageError(f"{path}: host {name}: runner_guest_bridge {bridge!r} is not an interface name (1-15 of A-Za-z0-9_.-)")
+    if subnet is not None:
+        try:
+            net = ipaddress.ip_network(str(subnet))
+        except ValueError:
+            raise UsageError(f"{path}: host {name}: runner_guest_subnet {subnet!r} is not a network such as 10.214.0.0/24") from None
+        if net.num_addresses < 16:
+            raise UsageError(f"{path}: host {name}: runner_guest_subnet {subnet} is too small; use a /28 or larger")
     return HostSpec(
         name=name,
         address=str(address or name),
@@ -146,6 +161,8 @@ def host_spec(name: str, conn_vars: Mapping[str, Any], path: Path) -> HostSpec:
         known_hosts=known_hosts_from_ssh_args(ssh_args),
         connect_timeout=timeout,
         local=local,
+        guest_bridge=str(bridge) if bridge is not None else None,
+        guest_subnet=str(subnet) if subnet is not None else None,
     )
 
 

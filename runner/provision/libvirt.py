@@ -1,4 +1,9 @@
-"""The only module that talks to libvirt (through the `virsh` CLI; libvirt-python is not needed).
+"""The only module that talks to libvirt (through the `virsh` CLI run on the hypervisor's Host).
+
+Every function that acts takes the hypervisor `Host` first: this machine or a lab host over SSH. virsh runs
+on that host against its own `qemu:///system` (rather than a `qemu+ssh://` URI from the controller): one SSH
+connection per host serves virsh, the bridge, the image cache and the guests' jump channels alike, the
+same host-key checking applies, and nothing needs libvirt on the controller.
 
 Guests are transient domains (`virsh create`): destroying one leaves nothing defined behind. They boot
 their kernel and initramfs directly, have no graphics, log their serial console to a file, and sit on a
@@ -18,29 +23,31 @@ import hashlib
 import ipaddress
 import os
 import re
-import socket
-import subprocess
+import shlex
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.errors import ProvisionError
+from runner.errors import HostError, ProvisionError
+from runner.hosts.base import Host
 from runner.provision.guest import GuestSpec, belongs_to
-from runner.provision.image import INIT_MARKER, GuestImage
+from runner.provision.image import INIT_MARKER
 from runner.provision.topology import format_cpulist
 
 URI = "qemu:///system"
 BRIDGE = "rnrbr0"
 SUBNET = "10.214.0.0/24"  # host-only, used by this project on this machine only
-LOG_DIR = Path("/var/log/runner/guests")
+LOG_DIR = "/var/log/runner/guests"  # on the hypervisor host: consoles and domain XML
+LOCK = "/run/lock/runner-guests.lock"  # on the hypervisor host: serialises bridge changes with guest starts
 
 
 @dataclass(frozen=True)
 class RunningGuest:
     name: str
-    console_log: Path
+    console_log: str  # path on the hypervisor host
     started_at: float  # time.monotonic() when `virsh create` returned
 
 
@@ -129,125 +136,151 @@ def domain_xml(spec: GuestSpec, *, network: str | None, console_log: str) -> str
     return ET.tostring(dom, encoding="unicode") + "\n"
 
 
-def virsh(*args: str, timeout: float = 60.0) -> str:
-    """Run `virsh -c URI args...`; raise ProvisionError with virsh's message if it fails."""
-    try:
-        proc = subprocess.run(["virsh", "-q", "-c", URI, *args], capture_output=True, text=True, timeout=timeout, check=False)
-    except FileNotFoundError:
-        raise ProvisionError("virsh is not installed; install libvirt-clients and libvirt-daemon-system") from None
-    except subprocess.TimeoutExpired:
-        raise ProvisionError(f"virsh {args[0]} did not answer within {timeout:.0f} s") from None
-    if proc.returncode:
-        msg = " ".join((proc.stderr or proc.stdout).split())
-        raise ProvisionError(f"virsh {args[0]} failed: {msg}")
-    return proc.stdout
+def run_checked(host: Host, argv: Sequence[str], what: str, timeout: float = 60.0) -> str:
+    """Run argv on the host; its stdout, or ProvisionError naming the host, `what` and the command's message."""
+    res = host.run(list(argv), timeout=timeout)
+    if res.timed_out:
+        raise ProvisionError(f"{host.name}: {what} did not finish within {timeout:.0f} s")
+    if res.rc == 127:
+        raise ProvisionError(f"{host.name}: {what}: {argv[0]} is not installed there")
+    if not res.ok:
+        raise ProvisionError(f"{host.name}: {what} failed: {' '.join((res.stderr or res.stdout).split())[:300] or res.rc}")
+    return res.stdout
 
 
-def ensure_libvirtd(timeout: float = 20.0) -> None:
-    """Start virtlogd and libvirtd (daemonized) if libvirt does not answer; wait until it does."""
-    if _libvirt_answers():
+def locked(argv: Sequence[str]) -> list[str]:
+    """argv under the host's guest lock (util-linux flock), so bridge changes never race a guest start."""
+    return ["flock", LOCK, *argv]
+
+
+def virsh(host: Host, *args: str, timeout: float = 60.0) -> str:
+    """Run `virsh -c URI args...` on the host; raise ProvisionError with virsh's message if it fails."""
+    res = host.run(["virsh", "-q", "-c", URI, *args], timeout=timeout)
+    if res.rc == 127:
+        raise ProvisionError(f"{host.name}: virsh is not installed; install libvirt-clients and libvirt-daemon-system")
+    if res.timed_out:
+        raise ProvisionError(f"{host.name}: virsh {args[0]} did not answer within {timeout:.0f} s")
+    if res.rc:
+        msg = " ".join((res.stderr or res.stdout).split())
+        raise ProvisionError(f"{host.name}: virsh {args[0]} failed: {msg}")
+    return res.stdout
+
+
+def ensure_libvirtd(host: Host, timeout: float = 20.0) -> None:
+    """Start virtlogd and libvirtd (daemonized) on the host if libvirt does not answer; wait until it does."""
+    if _libvirt_answers(host):
         return
-    for daemon in ("virtlogd", "libvirtd"):
-        if subprocess.run(["pgrep", "-x", daemon], capture_output=True, check=False).returncode:
-            try:
-                subprocess.run([daemon, "-d"], capture_output=True, timeout=30, check=False)
-            except FileNotFoundError:
-                raise ProvisionError(f"{daemon} is not installed; install libvirt-daemon-system") from None
+    # By pid file, not by process name: a test-bed host's libvirtd (another mount namespace) is not ours.
+    script = 'for d in virtlogd libvirtd; do p=$(cat /run/$d.pid 2>/dev/null); [ -n "$p" ] && kill -0 "$p" 2>/dev/null || "$d" -d || exit 3; done'
+    res = host.run(["sh", "-c", script], timeout=30)
+    if not res.ok:
+        raise ProvisionError(f"{host.name}: cannot start libvirtd: {res.tail()}; install libvirt-daemon-system")
     deadline = time.monotonic() + timeout
-    while not _libvirt_answers():
+    while not _libvirt_answers(host):
         if time.monotonic() > deadline:
-            raise ProvisionError(f"libvirtd did not answer on {URI} within {timeout:.0f} s")
+            raise ProvisionError(f"{host.name}: libvirtd did not answer on {URI} within {timeout:.0f} s")
         time.sleep(0.3)
 
 
-def _libvirt_answers() -> bool:
+def _libvirt_answers(host: Host) -> bool:
     try:
-        virsh("version", timeout=10)
+        virsh(host, "version", timeout=10)
     except ProvisionError:
         return False
     return True
 
 
-def ensure_bridge(bridge: str = BRIDGE, subnet: str = SUBNET) -> bool:
-    """Create the host-only guest bridge with the host's address if missing. True if it was created."""
-    if Path(f"/sys/class/net/{bridge}").exists():
-        return False
-    for argv in (
-        ["ip", "link", "add", "name", bridge, "type", "bridge"],
-        ["ip", "addr", "add", host_address(subnet), "dev", bridge],
-        ["ip", "link", "set", bridge, "up"],
-    ):
-        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-        if proc.returncode:
-            raise ProvisionError(f"cannot create guest bridge {bridge}: {' '.join(argv)}: {proc.stderr.strip()}")
-    return True
+def ensure_bridge(host: Host, bridge: str = BRIDGE, subnet: str = SUBNET) -> None:
+    """Create the host-only guest bridge with the host's address on the host if it is missing."""
+    q = shlex.quote
+    script = (
+        f"[ -e /sys/class/net/{q(bridge)} ] && exit 0; "
+        f"ip link add name {q(bridge)} type bridge && ip addr add {q(host_address(subnet))} dev {q(bridge)} "
+        f"&& ip link set {q(bridge)} up"
+    )
+    run_checked(host, locked(["sh", "-c", script]), f"creating guest bridge {bridge}")
 
 
-def bridge_ports(bridge: str = BRIDGE) -> list[str]:
+def bridge_ports(host: Host, bridge: str = BRIDGE) -> list[str]:
     """Interfaces attached to the bridge (a guest's tap device, a Xen vif); [] if it has none or is absent."""
-    brif = Path(f"/sys/class/net/{bridge}/brif")
-    return sorted(p.name for p in brif.iterdir()) if brif.is_dir() else []
+    res = host.run(["sh", "-c", f"ls /sys/class/net/{shlex.quote(bridge)}/brif 2>/dev/null; exit 0"], timeout=30)
+    return sorted(res.stdout.split())
 
 
-def remove_bridge(bridge: str = BRIDGE) -> None:
-    """Delete the guest bridge (no-op if absent)."""
-    if Path(f"/sys/class/net/{bridge}").exists():
-        subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
+def remove_bridge(host: Host, bridge: str = BRIDGE) -> None:
+    """Delete the guest bridge if no guest is on it any more (no-op if absent)."""
+    b = shlex.quote(bridge)
+    script = f"[ -e /sys/class/net/{b} ] || exit 0; [ -z \"$(ls /sys/class/net/{b}/brif)\" ] && ip link del {b}; exit 0"
+    host.run(locked(["sh", "-c", script]), timeout=30)
 
 
-def start(spec: GuestSpec, *, bridge: str = BRIDGE, log_dir: Path = LOG_DIR) -> RunningGuest:
-    """Create the transient domain of `spec`. Its console log is `log_dir/<name>.log` (truncated first)."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log = log_dir / f"{spec.name}.log"
-    log.write_text("")
-    with tempfile.NamedTemporaryFile("w", suffix=".xml", prefix=f"{spec.name}.") as f:
-        f.write(domain_xml(spec, network=bridge, console_log=str(log)))
-        f.flush()
-        virsh("create", f.name)
+def start(host: Host, spec: GuestSpec, *, bridge: str = BRIDGE, log_dir: str = LOG_DIR) -> RunningGuest:
+    """Create the transient domain of `spec` on the host. Its console log is `log_dir/<name>.log` there."""
+    log = f"{log_dir}/{spec.name}.log"
+    xml_path = f"{log_dir}/{spec.name}.xml"
+    with tempfile.TemporaryDirectory(prefix="rnr-xml-") as tmp:
+        local = Path(tmp) / f"{spec.name}.xml"
+        local.write_text(domain_xml(spec, network=bridge, console_log=log))
+        host.put(local, xml_path)
+    run_checked(host, ["sh", "-c", f": > {shlex.quote(log)}"], f"creating console log {log}")
+    virsh(host, "create", xml_path)
     return RunningGuest(spec.name, log, time.monotonic())
 
 
-def destroy(name: str) -> None:
+def destroy(host: Host, name: str) -> None:
     """Stop a guest at once (no-op if it does not exist); undefine it if it was persistent."""
-    if name not in list_domains():
+    if name not in list_domains(host):
         return
     try:
-        virsh("destroy", name)
+        virsh(host, "destroy", name)
     except ProvisionError:
-        if name in _running():  # it was still running, so destroy really failed
+        if name in _running(host):  # it was still running, so destroy really failed
             raise
-    if name in list_domains():
-        virsh("undefine", name)
+    if name in list_domains(host):
+        virsh(host, "undefine", name)
 
 
-def list_domains() -> list[str]:
-    return [n for n in virsh("list", "--all", "--name").split() if n]
+def destroy_argv(name: str) -> list[str]:
+    """The argv that destroys domain `name` on its host (for a dead man's switch)."""
+    return ["virsh", "-q", "-c", URI, "destroy", name]
 
 
-def _running() -> list[str]:
-    return [n for n in virsh("list", "--name").split() if n]
+def list_domains(host: Host) -> list[str]:
+    return [n for n in virsh(host, "list", "--all", "--name").split() if n]
 
 
-def list_campaign(campaign: str) -> list[str]:
-    """Names of the domains (running or defined) that `campaign` created."""
-    return sorted(n for n in list_domains() if belongs_to(n, campaign))
+def _running(host: Host) -> list[str]:
+    return [n for n in virsh(host, "list", "--name").split() if n]
 
 
-def wait_console(log: Path, marker: str, timeout: float) -> float | None:
-    """Seconds until `marker` appears in the console log, or None after `timeout`."""
+def list_campaign(host: Host, campaign: str) -> list[str]:
+    """Names of the domains (running or defined) on the host that `campaign` created."""
+    return sorted(n for n in list_domains(host) if belongs_to(n, campaign))
+
+
+def console_tail(host: Host, log: str, lines: int = 8) -> str:
+    """The last lines of a guest's console log on the host, on one line ("" if none)."""
+    try:
+        res = host.run(["tail", "-n", str(lines), log], timeout=15)
+    except HostError:
+        return ""
+    text = re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", "", res.stdout)
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip())[-600:]
+
+
+def wait_console(host: Host, log: str, marker: str, timeout: float) -> float | None:
+    """Seconds until `marker` appears in the console log on the host, or None after `timeout`."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
-        try:
-            if marker in log.read_text(errors="replace"):
-                return time.monotonic() - start
-        except FileNotFoundError:
-            pass
-        time.sleep(0.2)
+        if host.run(["grep", "-qF", marker, log], timeout=15).rc == 0:
+            return time.monotonic() - start
+        time.sleep(0.3)
     return None
 
 
-def wait_ssh(address: str, timeout: float, port: int = 22) -> float:
-    """Wait until an SSH server answers with its banner at `address` (an "A.B.C.D/NN" is fine).
+def wait_ssh(host: Host, address: str, timeout: float, port: int = 22) -> float:
+    """Wait until an SSH server answers with its banner at `address` (an "A.B.C.D/NN" is fine) as seen
+    from `host` (a channel the host opens: the guest network may be reachable from there only).
 
     Returns the seconds waited; raises ProvisionError after `timeout`.
     """
@@ -256,54 +289,59 @@ def wait_ssh(address: str, timeout: float, port: int = 22) -> float:
     while True:
         left = timeout - (time.monotonic() - start)
         if left <= 0:
-            raise ProvisionError(f"no SSH server answered at {ip}:{port} within {timeout:.0f} s")
+            raise ProvisionError(f"no SSH server answered at {ip}:{port} (from {host.name}) within {timeout:.0f} s")
         try:
-            with socket.create_connection((ip, port), timeout=min(2.0, left)) as s:
-                s.settimeout(min(5.0, max(left, 0.1)))
-                if s.recv(64).startswith(b"SSH-"):
+            chan = host.open_channel(ip, port, timeout=min(5.0, left))
+            try:
+                chan.settimeout(min(5.0, max(left, 0.1)))
+                if chan.recv(64).startswith(b"SSH-"):
                     return time.monotonic() - start
+            finally:
+                chan.close()
         except OSError:
             pass
         time.sleep(0.3)
 
 
-def probe_accel(image: GuestImage, timeout: float = 15.0, *, log_dir: Path = LOG_DIR) -> str:
-    """"kvm" if a KVM guest boots the image to its init within `timeout` seconds here, else "tcg".
+def probe_accel(host: Host, kernel: str, initrd: str, timeout: float = 15.0, *, log_dir: str = LOG_DIR) -> str:
+    """"kvm" if a KVM guest boots the image (kernel, initrd: paths on the host) to its init within
+    `timeout` seconds on the host, else "tcg".
 
     Boots a 1-vCPU transient domain with `runner.probe` on the command line (init prints its marker and
     powers off) and watches its serial log. A stock guest on a software KVM backend hangs after the
     decompressor, so a timeout (or a refused domain) means: use TCG.
     """
-    ensure_libvirtd()
+    ensure_libvirtd(host)
     name = f"rnr-probe-{os.getpid()}"
     spec = GuestSpec(
         env="kvm", name=name, campaign="", index=0, vcpus=1, memory_mib=256, vcpu_pins=(), emulator_pins=(),
-        numa_cells=(), kernel=str(image.kernel), initrd=str(image.initrd),
+        numa_cells=(), kernel=kernel, initrd=initrd,
         cmdline="console=ttyS0 panic=-1 runner.probe", accel="kvm", guest_kernel="probe",
     )
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log = log_dir / f"{name}.log"
-    log.write_text("")
-    with tempfile.NamedTemporaryFile("w", suffix=".xml") as f:
-        f.write(domain_xml(spec, network=None, console_log=str(log)))
-        f.flush()
-        try:
-            virsh("create", f.name)
-        except ProvisionError:
-            return "tcg"
+    log = f"{log_dir}/{name}.log"
+    with tempfile.TemporaryDirectory(prefix="rnr-xml-") as tmp:
+        local = Path(tmp) / f"{name}.xml"
+        local.write_text(domain_xml(spec, network=None, console_log=log))
+        host.put(local, f"{log_dir}/{name}.xml")
+    host.run(["sh", "-c", f": > {shlex.quote(log)}"], timeout=15)
     try:
-        booted = wait_console(log, INIT_MARKER, timeout)
+        virsh(host, "create", f"{log_dir}/{name}.xml")
+    except ProvisionError:
+        return "tcg"
+    try:
+        booted = wait_console(host, log, INIT_MARKER, timeout)
     finally:
-        destroy(name)
+        destroy(host, name)
     return "kvm" if booted is not None else "tcg"
 
 
-def qemu_pid(name: str) -> int:
-    """PID of the QEMU process of a running domain (from libvirt's pid file)."""
+def qemu_pid(host: Host, name: str) -> int:
+    """PID of the QEMU process of a running domain on the host (from libvirt's pid file)."""
+    res = host.run(["cat", f"/run/libvirt/qemu/{name}.pid"], timeout=15)
     try:
-        return int(Path(f"/run/libvirt/qemu/{name}.pid").read_text().strip())
-    except (OSError, ValueError):
-        raise ProvisionError(f"no QEMU pid for guest {name}; is it running?") from None
+        return int(res.stdout.strip())
+    except ValueError:
+        raise ProvisionError(f"{host.name}: no QEMU pid for guest {name}; is it running?") from None
 
 
 def parse_schedstat(text: str) -> tuple[int, int, int]:
@@ -312,20 +350,49 @@ def parse_schedstat(text: str) -> tuple[int, int, int]:
     return on_cpu, delay, slices
 
 
-def vcpu_schedstats(pid: int) -> dict[int, tuple[int, int, int]]:
-    """Per-vCPU schedstat of a QEMU process: vCPU index -> (on-CPU ns, run delay ns, timeslices).
+# Prints "<comm>\t<schedstat>" for every thread of process $1.
+_SCHEDSTATS = 'for t in /proc/"$1"/task/*; do printf "%s\t%s\n" "$(cat "$t/comm")" "$(cat "$t/schedstat")"; done 2>/dev/null; exit 0'
 
-    vCPU threads are the tasks whose comm is "CPU <n>/KVM" (or "CPU <n>/TCG" under TCG).
-    """
+
+def parse_vcpu_schedstats(text: str) -> dict[int, tuple[int, int, int]]:
+    """From lines "<comm>\t<schedstat>" of a QEMU process's threads: vCPU index -> schedstat triple.
+
+    vCPU threads are the tasks whose comm is "CPU <n>/KVM" (or "CPU <n>/TCG" under TCG)."""
     out: dict[int, tuple[int, int, int]] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            m = re.fullmatch(r"CPU (\d+)/\w+", (task / "comm").read_text().strip())
-            if m:
-                out[int(m.group(1))] = parse_schedstat((task / "schedstat").read_text())
-        except OSError:  # the thread exited between listing and reading
-            continue
+    for line in text.splitlines():
+        comm, _, stat = line.partition("\t")
+        m = re.fullmatch(r"CPU (\d+)/\w+", comm.strip())
+        if m and stat.strip():
+            out[int(m.group(1))] = parse_schedstat(stat)
     return out
+
+
+def vcpu_schedstats(host: Host, pid: int) -> dict[int, tuple[int, int, int]]:
+    """Per-vCPU schedstat of a QEMU process on the host: vCPU index -> (on-CPU ns, run delay ns, timeslices)."""
+    return parse_vcpu_schedstats(host.run(["sh", "-c", _SCHEDSTATS, "sh", str(pid)], timeout=15).stdout)
+
+
+def parse_vcpupin(text: str) -> tuple[tuple[int, ...], ...]:
+    """`virsh vcpupin NAME` output -> the host CPUs of each vCPU, in vCPU order."""
+    pins: dict[int, tuple[int, ...]] = {}
+    for line in text.splitlines():
+        m = re.fullmatch(r"\s*(\d+)\s+(\S+)\s*", line)
+        if m:
+            pins[int(m.group(1))] = tuple(_cpulist(m.group(2)))
+    return tuple(pins[i] for i in sorted(pins))
+
+
+def _cpulist(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out += range(int(lo), int(hi or lo) + 1)
+    return out
+
+
+def vcpu_pins(host: Host, name: str) -> tuple[tuple[int, ...], ...]:
+    """The pinning libvirt actually applied to a running domain (read back, not what was asked)."""
+    return parse_vcpupin(virsh(host, "vcpupin", name))
 
 
 def parse_proc_stat_steal(text: str) -> tuple[int, int]:

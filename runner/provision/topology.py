@@ -87,6 +87,38 @@ def format_cpulist(cpus: Iterable[int]) -> str:
     return ",".join(parts)
 
 
+# Prints, from a host's sysfs, what parse_topology_dump reads: "online LIST", "node N LIST", "cpu ID CORE PACKAGE".
+TOPOLOGY_SCRIPT = (
+    'cd /sys/devices/system || exit 3; echo "online $(cat cpu/online)"; '
+    'for n in node/node[0-9]*; do [ -e "$n/cpulist" ] && echo "node ${n##*node} $(cat "$n/cpulist")"; done; '
+    'for c in cpu/cpu[0-9]*; do [ -e "$c/topology/core_id" ] && '
+    'echo "cpu ${c##*cpu} $(cat "$c/topology/core_id") $(cat "$c/topology/physical_package_id")"; done; exit 0'
+)
+
+
+def parse_topology_dump(text: str, where: str = "host") -> Topology:
+    """The Topology from TOPOLOGY_SCRIPT's output (run on a host through any Host). Pure."""
+    online: list[int] = []
+    node_of: dict[int, int] = {}
+    ids: dict[int, tuple[int, int]] = {}
+    for line in text.splitlines():
+        kind, _, rest = line.partition(" ")
+        fields = rest.split()
+        try:
+            if kind == "online":
+                online = parse_cpulist(rest)
+            elif kind == "node" and len(fields) == 2:
+                node_of |= {cpu: int(fields[0]) for cpu in parse_cpulist(fields[1])}
+            elif kind == "cpu" and len(fields) == 3:
+                ids[int(fields[0])] = (int(fields[1]), int(fields[2]))
+        except ValueError:
+            raise ProvisionError(f"{where}: cannot read its CPU topology from line {line!r}") from None
+    missing = [c for c in online if c not in ids]
+    if not online or missing:
+        raise ProvisionError(f"{where}: cannot read its CPU topology (online CPUs {online}, no topology for {missing[:3]})")
+    return Topology(tuple(Cpu(c, ids[c][0], ids[c][1], node_of.get(c, 0)) for c in sorted(online)))
+
+
 def read_topology(sysfs_root: str | Path = "/sys") -> Topology:
     """Read online CPUs, their core/package ids and NUMA nodes from a sysfs tree (the real one by default).
 

@@ -17,7 +17,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from runner.errors import UsageError
 
@@ -279,3 +282,15 @@ def merge_state(existing: Mapping[str, Any] | None, new: Mapping[str, Any]) -> d
     cmdline = list(dict.fromkeys([*old.get("cmdline_add", []), *new.get("cmdline_add", [])]))
     return {"version": STATE_VERSION, "sysfs": sysfs, "services": services, "modules": modules,
             "cmdline_add": cmdline}
+
+
+def load_tune_file(path: Path) -> dict[str, Any]:
+    """Read and validate a --tune file; errors name the file."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"{path}: cannot read tuning knobs: {' '.join(str(exc).split())}") from exc
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a mapping of knob: value")
+    knobs_from_vars(data, str(path))
+    return data

@@ -1,8 +1,9 @@
 """Xen guests: xl domain configuration files (xl.cfg(5)) from a GuestSpec, and the xl command lines.
 
 Xen cannot run on the development/CI machines (no hypervisor, no VMX): these configs are checked against
-reference files written from the xl.cfg(5) manual (tests/data/xen/), never booted here. The Ansible
-playbooks (playbooks/, not this module) copy the file to a Xen host and run `xl_create_argv` there.
+reference files written from the xl.cfg(5) manual (tests/data/xen/). `start`, `destroy` and `xl_domains`
+run xl on the Xen host's dom0 through its Host (the runner's xen-hvm and xen-pv environments); the Ansible
+playbooks (playbooks/) do the same with `xl_create_argv`.
 
 Choices, all from xl.cfg(5):
 - per-vCPU hard affinity with the list form of `cpus` (["2", "3"]: vCPU 0 on CPU 2, vCPU 1 on CPU 3);
@@ -21,9 +22,11 @@ PV guests need a kernel with Xen PV support and `console=hvc0` in their catalog 
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from pathlib import Path
 
 from runner.errors import ProvisionError
+from runner.hosts.base import Host
 from runner.provision.guest import GuestSpec
 from runner.provision.topology import format_cpulist
 
@@ -84,6 +87,38 @@ def xl_config(spec: GuestSpec, *, bridge: str = BRIDGE) -> str:
         lines += ["vnc = 0", "sdl = 0", 'serial = "pty"']
     lines += ['on_poweroff = "destroy"', 'on_reboot = "destroy"', 'on_crash = "destroy"']
     return "\n".join(lines) + "\n"
+
+
+def xl(host: Host, argv: list[str]) -> str:
+    """Run an xl command on the host (its dom0); stdout, or ProvisionError with xl's message."""
+    res = host.run(argv, timeout=120)
+    if res.rc == 127:
+        raise ProvisionError(f"{host.name}: xl is not installed; a Xen dom0 with xen-utils is needed")
+    if not res.ok:
+        raise ProvisionError(f"{host.name}: {' '.join(argv[:2])} failed: {' '.join((res.stderr or res.stdout).split())[:300]}")
+    return res.stdout
+
+
+def xl_domains(host: Host) -> list[str]:
+    """Names of the Xen domains of the host's dom0 (`xl list`), Domain-0 excluded."""
+    lines = xl(host, ["xl", "list"]).splitlines()[1:]
+    return [line.split()[0] for line in lines if line.split() and line.split()[0] != "Domain-0"]
+
+
+def start(host: Host, spec: GuestSpec, *, bridge: str, log_dir: str) -> None:
+    """Write the guest's xl config on the host and create the domain."""
+    cfg = f"{log_dir}/{spec.name}.cfg"
+    with tempfile.TemporaryDirectory(prefix="rnr-xl-") as tmp:
+        local = Path(tmp) / f"{spec.name}.cfg"
+        local.write_text(xl_config(spec, bridge=bridge))
+        host.put(local, cfg)
+    xl(host, xl_create_argv(cfg))
+
+
+def destroy(host: Host, name: str) -> None:
+    """Destroy Xen domain `name` on the host (no-op if it does not exist)."""
+    if name in xl_domains(host):
+        xl(host, xl_destroy_argv(name))
 
 
 def xl_create_argv(cfg_path: str | Path) -> list[str]:

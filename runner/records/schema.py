@@ -2,6 +2,9 @@
 
 History of SCHEMA_VERSION:
   1 - first release: tables `trials` and `metrics`, axis values as top-level columns.
+  2 - trials gain the guest columns (boot_id, boot_s, guest_kernel, guest_vcpus, guest_pins, guest_cmdline,
+      guest_facts_json, window_start, window_end), null on the bare host. Version 1 datasets read as
+      version 2 with those columns null.
 
 Layout of one campaign (see runner.records.store, the only module that writes it):
 
@@ -25,7 +28,8 @@ from collections.abc import Mapping
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = frozenset({1, 2})
 
 # Columns that identify an attempt: the first columns of both tables (the store fills them from one dict).
 ATTEMPT_FIELDS: list[pa.Field] = [
@@ -50,6 +54,19 @@ METRIC_FIELDS: list[pa.Field] = [
     pa.field("vm", pa.int32()),
 ]
 
+# What a trial in guests records of the boot that served it (null on the bare host).
+GUEST_FIELDS: list[pa.Field] = [
+    pa.field("boot_id", pa.string()),
+    pa.field("boot_s", pa.float64()),
+    pa.field("guest_kernel", pa.string()),
+    pa.field("guest_vcpus", pa.int32()),
+    pa.field("guest_pins", pa.string()),
+    pa.field("guest_cmdline", pa.string()),
+    pa.field("guest_facts_json", pa.string()),
+    pa.field("window_start", pa.timestamp("us", tz="UTC")),
+    pa.field("window_end", pa.timestamp("us", tz="UTC")),
+]
+
 TRIAL_FIELDS: list[pa.Field] = [
     *ATTEMPT_FIELDS,
     pa.field("status", pa.string(), nullable=False),  # ok | failed | timeout
@@ -60,6 +77,7 @@ TRIAL_FIELDS: list[pa.Field] = [
     pa.field("workload_wall_s", pa.float64()),  # the workload command alone
     pa.field("params_json", pa.string(), nullable=False),  # all parameters, canonical JSON
     pa.field("guest_json", pa.string()),  # normalized guest description (env != host), canonical JSON
+    *GUEST_FIELDS,
 ]
 
 RESERVED = frozenset(f.name for f in METRIC_FIELDS + TRIAL_FIELDS) | {"workload"}
@@ -91,6 +109,15 @@ DICTIONARY: dict[str, str] = {
     "params_json": "all trial parameters as canonical JSON",
     "guest_json": "normalized guest description as canonical JSON (null on the bare host)",
     "workload": "workload plugin name (hive partition column)",
+    "boot_id": "the guest boot that served the trial (same id: same running guests, reused)",
+    "boot_s": "seconds from starting the guests to all answering SSH, on the first trial of a boot only",
+    "guest_kernel": "guest kernel catalog name",
+    "guest_vcpus": "vCPUs of each guest (cpuset size of a container)",
+    "guest_pins": "host CPUs of each vCPU as JSON ([[2], [3]]; [] when unpinned)",
+    "guest_cmdline": "guest kernel command line the runner gave",
+    "guest_facts_json": "what each guest reported at boot: uname -r, /proc/cmdline, online CPUs, clocksource, paravirtual features, pinning read back from the hypervisor",
+    "window_start": "UTC start of the window all guests measured in (latest start)",
+    "window_end": "UTC end of that window (earliest end)",
 }
 
 

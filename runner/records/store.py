@@ -27,7 +27,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from runner.errors import DatasetError
-from runner.records.schema import SCHEMA_VERSION, metrics_schema, trials_schema
+from runner.records.schema import GUEST_FIELDS, READABLE_SCHEMAS, SCHEMA_VERSION, metrics_schema, trials_schema
 from runner.workloads.base import Metric
 
 FILE_RE = re.compile(r"^(?P<trial>[0-9a-f]+)\.a(?P<attempt>\d+)\.(?P<status>ok|failed|timeout)\.parquet$")
@@ -52,6 +52,7 @@ class AttemptRecord:
     env: str = "host"
     accel: str | None = "none"
     guest_json: str | None = None
+    guest: Mapping[str, Any] = field(default_factory=dict)  # the GUEST_FIELDS columns (boot_id, ...)
     failure_kind: str | None = None  # failed | timeout | host; decides retries, not stored
     metrics: tuple[Metric, ...] = field(default=())
 
@@ -105,7 +106,7 @@ class CampaignStore:
         except FileNotFoundError:
             raise DatasetError(f"{self.root}: not a campaign dataset (no dataset.json)") from None
         version = meta.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMAS:
             raise DatasetError(
                 f"{self.root}: dataset schema version {version} is not readable by this runner (reads version {SCHEMA_VERSION})"
             )
@@ -276,6 +277,7 @@ class CampaignStore:
             "workload_wall_s": rec.workload_wall_s,
             "params_json": json.dumps(dict(rec.params), sort_keys=True, default=_json_default),
             "guest_json": rec.guest_json,
+            **_guest_columns(rec.guest),
             **axes,
         }
         self._write_table(self.root / "trials" / f"workload={workload}" / name, [trial_row], trials_schema(axis_types))
@@ -411,6 +413,14 @@ def read_campaign(campaign: str | Path, datasets: Path | None = None) -> tuple[A
     metrics = store.read_table("metrics").to_pandas()
     trials = store.read_table("trials").to_pandas()
     return metrics, trials, prov
+
+
+def _guest_columns(guest: Mapping[str, Any]) -> dict[str, Any]:
+    out = {f.name: guest.get(f.name) for f in GUEST_FIELDS}
+    for key in ("window_start", "window_end"):
+        if out[key] is not None:
+            out[key] = datetime.fromtimestamp(out[key], UTC)
+    return out
 
 
 def now() -> float:

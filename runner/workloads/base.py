@@ -11,7 +11,12 @@ this order, always with plain data:
    calls it again). Raise `ProvisionError` with a message naming the host when it cannot prepare.
 4. `command(params, ctx)` for every trial: the argv to run (a list; never a shell string with values
    pasted in). `ctx.cpus` is the number of CPUs the trial may use on its host.
-5. `parse(result, params)` with the finished CommandResult: a list of `Metric`. A pure function of the
+5. `guest_files(build_dir)` when the trial runs in a guest or container: the files the workload needs
+   inside a minimal guest (busybox, no compiler), guest path -> local file, built into `build_dir` if
+   needed; they are baked into the guest or container image. `prepare` then runs on the guest as on any
+   host, with `ctx.workdir` = GUEST_WORKDIR, once per guest boot: a prepare that finds its files there
+   does nothing. The environment never knows a workload by name.
+6. `parse(result, params)` with the finished CommandResult: a list of `Metric`. A pure function of the
    captured output, tested in tests/ on real output kept in tests/data/. Raise `TrialError` when the
    output cannot be understood.
 
@@ -23,10 +28,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from runner.errors import UnknownNameError
-from runner.execution.hosts import CommandResult, Host
+from runner.hosts.base import CommandResult, Host
+
+GUEST_WORKDIR = "/opt/runner"  # the workload's directory inside a guest or container
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,10 @@ class Workload:
 
     def prepare(self, host: Host, ctx: WorkloadContext) -> None:
         """Put what the workload needs on the host. Idempotent."""
+
+    def guest_files(self, build_dir: Path) -> Mapping[str, Path]:
+        """Files to bake into a guest or container image: guest path -> local file. Default: none."""
+        return {}
 
     def command(self, params: Mapping[str, Any], ctx: WorkloadContext) -> list[str]:
         raise NotImplementedError

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from runner.errors import TrialError, UsageError
-from runner.execution.hosts import CommandResult
+from runner.hosts.base import CommandResult
 from runner.workloads.base import Metric, Workload, WorkloadContext, register
 
 RESERVED = ("run", "metrics", "shell")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import ProvisionError, TrialError, UsageError
-from runner.execution.hosts import CommandResult, Host
+from runner.hosts.base import CommandResult, Host
 from runner.workloads.base import Metric, Workload, WorkloadContext, register
 
 DEFAULTS = {"source": "linux-source", "config": "x86_64_defconfig", "target": "vmlinux", "tmpdir": "/dev/shm"}

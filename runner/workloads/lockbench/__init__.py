@@ -8,14 +8,16 @@ over-commit. The source is compiled on each host with its own compiler, once per
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from runner.errors import ProvisionError
-from runner.execution.hosts import CommandResult, Host
-from runner.workloads.base import Metric, Workload, WorkloadContext, register
+from runner.hosts.base import CommandResult, Host
+from runner.workloads.base import GUEST_WORKDIR, Metric, Workload, WorkloadContext, register
 
 LOCKS = ["ttas", "ticket", "mcs", "mutex", "oticket", "spinpark"]
 
@@ -61,6 +63,20 @@ class Lockbench(Workload):
             why = (built.stderr.strip().splitlines() or ["no output"])[-1]
             raise ProvisionError(f"{host.name}: cannot build lockbench with cc: {why}")
         host.run(["mv", "-f", tmp, binary], timeout=30)
+
+    def guest_files(self, build_dir: Path) -> dict[str, Path]:
+        """A static lockbench (minimal guests have no compiler), where prepare() looks for it."""
+        binary = Path(build_dir) / f"{binary_name()}-static"
+        if not binary.exists():
+            binary.parent.mkdir(parents=True, exist_ok=True)
+            tmp = binary.with_name(f"{binary.name}.{os.getpid()}.tmp")
+            argv = ["cc", "-O2", "-pthread", "-static", "-o", str(tmp), str(source_path())]
+            built = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+            if built.returncode:
+                why = (built.stderr.strip().splitlines() or ["no output"])[-1]
+                raise ProvisionError(f"cannot build a static lockbench for guests (cc -static; needs libc6-dev): {why}")
+            os.replace(tmp, binary)
+        return {f"{GUEST_WORKDIR}/{binary_name()}": binary}
 
     def command(self, params: Mapping[str, Any], ctx: WorkloadContext) -> list[str]:
         argv = [f"{ctx.workdir}/{binary_name()}", "--lock", str(params.get("lock", "ticket"))]

@@ -1,7 +1,9 @@
 """Remote hosts over SSH (Fabric 3 / paramiko). The only module of the runner that talks SSH.
 
 `SSHHost` keeps one connection per host and reuses it for every `run()` and `put()`; a connection that
-dropped between calls is re-opened once. Host keys are always checked: the known_hosts file given in the
+dropped between calls is re-opened once. An SSHHost given `via=` another Host connects through a channel
+that host opens (`Host.open_channel`, a `direct-tcpip` channel over an SSH host's transport): a guest on a
+network only its hypervisor host reaches, exactly like OpenSSH's ProxyJump. No agent is forwarded. Host keys are always checked: the known_hosts file given in the
 `HostSpec` (else ~/.ssh/known_hosts) plus /etc/ssh/ssh_known_hosts; an unknown or changed key is refused.
 
 Every command is wrapped in the remote `timeout -k KILL_AFTER TIMEOUT argv...` (GNU coreutils or busybox),
@@ -29,7 +31,7 @@ from paramiko import Channel, RejectPolicy, SSHConfig
 from paramiko.ssh_exception import AuthenticationException, BadHostKeyException, SSHException
 
 from runner.errors import HostError, UsageError
-from runner.execution.hosts import CommandResult, Host
+from runner.hosts.base import CommandResult, Host
 
 SYSTEM_KNOWN_HOSTS = (Path("/etc/ssh/ssh_known_hosts"), Path("/etc/ssh/ssh_known_hosts2"))
 USER_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
@@ -53,6 +55,8 @@ class HostSpec:
     known_hosts: Path | None = None  # None: ~/.ssh/known_hosts
     connect_timeout: float = 10.0
     local: bool = False
+    guest_bridge: str | None = None  # the host's guest network for kvm/xen guests (None: the default)
+    guest_subnet: str | None = None
 
     def where(self) -> str:
         """'host tb1 (root@10.0.0.2:22)' for messages."""
@@ -110,9 +114,10 @@ class _Reject(RejectPolicy):
 class SSHHost(Host):
     """A host reached over SSH with one persistent, host-key-checked connection."""
 
-    def __init__(self, spec: HostSpec, *, kill_after: float = 5.0, grace: float = 5.0) -> None:
+    def __init__(self, spec: HostSpec, *, kill_after: float = 5.0, grace: float = 5.0, via: Host | None = None) -> None:
         self.name = spec.name
         self.spec = spec
+        self.via = via
         self.kill_after = kill_after
         self.grace = grace
         self._conn: Connection | None = None
@@ -133,6 +138,11 @@ class SSHHost(Host):
         kwargs: dict = {"timeout": t, "banner_timeout": t, "auth_timeout": t, "channel_timeout": t}
         if spec.key_file is not None:
             kwargs |= {"key_filename": str(spec.key_file), "look_for_keys": False, "allow_agent": False}
+        if self.via is not None:
+            try:
+                kwargs["sock"] = self.via.open_channel(spec.address, spec.port, t)
+            except OSError as e:
+                raise HostError(f"{where}: unreachable through {self.via.name}: {_one_line(e)}") from None
         # An empty SSHConfig: ~/.ssh/config must not silently change where or how we connect.
         conn = Connection(
             host=spec.address, user=spec.user, port=spec.port, connect_kwargs=kwargs,
@@ -205,6 +215,29 @@ class SSHHost(Host):
     def close(self) -> None:
         with self._lock:
             self._drop()
+
+    def open_channel(self, address: str, port: int, timeout: float = 10.0) -> Channel:
+        """A `direct-tcpip` channel to address:port from this host; OSError if the host cannot connect there."""
+        transport = self._connection().transport
+        try:
+            chan = transport.open_channel("direct-tcpip", (address, port), ("127.0.0.1", 0), timeout=timeout)
+        except (SSHException, EOFError) as e:
+            if not transport.is_active():
+                self._drop()
+                raise HostError(f"{self.spec.where()}: connection lost opening a channel to {address}:{port}") from None
+            raise ConnectionRefusedError(f"{self.name} cannot connect to {address}:{port}: {_one_line(e)}") from None
+        chan.settimeout(None)
+        return chan
+
+    def spawn(self, argv: Sequence[str]) -> _SpawnedChannel:
+        """argv on the host with its stdin on an SSH channel: it sees EOF when this connection dies."""
+        chan = self._session()
+        try:
+            chan.exec_command(shlex.join(argv))
+        except (SSHException, OSError, EOFError) as e:
+            self._drop()
+            raise HostError(f"{self.spec.where()}: cannot start {argv[0]}: {_one_line(e)}") from None
+        return _SpawnedChannel(chan)
 
     # ----- Host API ----------------------------------------------------------------------------------
     def run(
@@ -280,14 +313,33 @@ class SSHHost(Host):
                     sftp.stat(str(d))
                 except FileNotFoundError:
                     sftp.mkdir(str(d))
-            sftp.put(str(local), remote)
-            sftp.chmod(remote, local.stat().st_mode & 0o7777)
+            tmp = f"{parent}/.{PurePosixPath(remote).name}.{id(self)}.tmp"
+            sftp.put(str(local), tmp)
+            sftp.chmod(tmp, local.stat().st_mode & 0o7777)
+            sftp.posix_rename(tmp, remote)
         except (SSHException, OSError, EOFError) as e:
             lost = self._conn is None or not self._conn.is_connected
             if lost:
                 self._drop()
             what = "connection lost" if lost else "failed"
             raise HostError(f"{where}: copying {local} to {remote} {what}: {_one_line(e)}") from None
+
+
+class _SpawnedChannel:
+    def __init__(self, chan: Channel) -> None:
+        self._chan = chan
+
+    def finish(self, text: str, timeout: float) -> int | None:
+        try:
+            self._chan.sendall(text.encode())
+            self._chan.shutdown_write()
+            if not self._chan.status_event.wait(timeout):
+                return None
+            return self._chan.recv_exit_status()
+        except (SSHException, OSError, EOFError):
+            return None
+        finally:
+            self._chan.close()
 
 
 def _one_line(e: BaseException) -> str:

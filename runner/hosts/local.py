@@ -1,72 +1,18 @@
-"""Where commands run. A Host runs an argv with a timeout and copies files to itself.
-
-`LocalHost` is this machine (subprocess). `runner.execution.ssh.SSHHost` is a remote host reached with
-Fabric/paramiko; it is the only module that talks SSH. Guests reached over SSH are SSHHosts too.
-
-Contract for every Host:
-- `run(argv, timeout=...)` never raises for a non-zero exit or a timeout: it returns a CommandResult with
-  `rc`, `timed_out` set. It raises `HostError` when the host itself cannot be reached.
-- argv is a list; it is never passed through a shell unquoted, so matrix values are data, not commands.
-- A command that runs past `timeout` is stopped (its whole process group) before run() returns.
-"""
+"""This machine as a Host: commands run as child processes in their own process group."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-
-@dataclass(frozen=True)
-class CommandResult:
-    argv: tuple[str, ...]
-    rc: int
-    stdout: str
-    stderr: str
-    wall_s: float
-    timed_out: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.rc == 0 and not self.timed_out
-
-
-class Host(ABC):
-    """A machine that runs commands. `name` is its inventory name."""
-
-    name: str
-
-    @abstractmethod
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout: float,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-    ) -> CommandResult: ...
-
-    @abstractmethod
-    def put(self, local: Path, remote: str) -> None:
-        """Copy a local file to `remote` (a path on the host), creating parent directories."""
-
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Release connections. Safe to call twice."""
-
-    def __enter__(self) -> Host:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-LOCAL_NAMES = frozenset({"localhost", "local", "127.0.0.1"})
+from runner.hosts.base import CommandResult, Host
 
 _running: set[int] = set()
 
@@ -121,11 +67,41 @@ class LocalHost(Host):
             _running.discard(proc.pid)
         return CommandResult(tuple(argv), proc.returncode, out, err, time.monotonic() - start, timed_out)
 
+    @property
+    def is_local(self) -> bool:
+        return True
+
     def put(self, local: Path, remote: str) -> None:
         dest = Path(remote)
         dest.parent.mkdir(parents=True, exist_ok=True)
         if Path(local).resolve() != dest.resolve():
-            shutil.copyfile(local, dest)
+            tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+            shutil.copy2(local, tmp)
+            os.replace(tmp, dest)
+
+    def open_channel(self, address: str, port: int, timeout: float = 10.0) -> Any:
+        return socket.create_connection((address, port), timeout=timeout)
+
+    def spawn(self, argv: Sequence[str]) -> _Spawned:
+        proc = subprocess.Popen(
+            list(argv), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+            start_new_session=True,
+        )
+        return _Spawned(proc)
+
+
+class _Spawned:
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self._proc = proc
+
+    def finish(self, text: str, timeout: float) -> int | None:
+        try:
+            self._proc.communicate(text, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+            return None
+        return self._proc.returncode
 
 
 def _die_with_parent() -> None:
