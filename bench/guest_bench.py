@@ -1,113 +1,119 @@
-"""Time from `virsh create` to a guest's SSH server answering, median of N boots, labelled by accelerator;
-and the per-trial overhead of guest trials in a real campaign (trial wall time minus workload wall time).
+"""Guest trials: a reused boot against a fresh boot per trial, on this machine and on a remote test-bed
+hypervisor host, side by side in one run; and examples/overcommit.yml with and without reuse.
 
-Usage (root, libvirt/QEMU installed):  .venv/bin/python bench/guest_bench.py [--vcpus 2] [--runs 3]
-    [--accel auto|kvm|tcg] [--work DIR] [--trials 2]
-`auto` probes KVM first (libvirt.probe_accel) and falls back to TCG; the figure is printed with the
-accelerator actually used, so a TCG figure is never mistaken for a KVM one. `--trials N` also runs a
-campaign of N repetitions of env kvm with vms 1 and 2 and env container (lockbench, 0.5 s) and reports
-the overhead of each (median), labelled with the accelerator the dataset recorded.
+Usage (root, libvirt/QEMU, podman and `ip netns` available):
+    .venv/bin/python bench/guest_bench.py [--where local,remote] [--reps 3] [--overcommit] [--overcommit-reps N]
+
+Part 1, for each place (`local`: this machine; `remote`: a network-namespace hypervisor host reached over
+SSH, guests through it): a campaign of env kvm, 1 vCPU, lockbench (2 locks x REPS, 0.5 s each), run once
+with `guests: {reuse: configuration}` and once with `{reuse: trial}`. Printed per place and mode: boots
+(distinct boot ids), start-to-SSH-ready (boot_s, median), per-trial overhead (trial wall minus workload
+wall, median) of the trials that reused a boot and of those that booted, and the campaign's wall time
+against the ideal a user computes (trials x duration).
+Part 2 (--overcommit): examples/overcommit.yml (on this machine) with reuse `trial` (every trial boots, as
+before reuse existed) and `configuration` (the default): boots, wall time, ideal.
+Every figure is labelled with the accelerator the dataset recorded (tcg on the development machines).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 from runner.cli import main as runner_main
-from runner.provision import image, libvirt
-from runner.provision.guest import describe_guest
-from runner.provision.topology import read_topology
+from runner.records.store import read_campaign
+
+PROJECT = Path(__file__).resolve().parents[1]
+DURATION = 0.5
 
 
-def boot_once(img: image.GuestImage, accel: str, vcpus: int, run: int, log_dir: Path) -> dict[str, float]:
-    address = libvirt.guest_address(run)
-    spec = describe_guest(
-        "kvm",
-        {"vcpus": vcpus, "memory": 512, "accel": accel, "guest_kernel": "bench"},
-        read_topology(), {"bench": img.catalog_entry()}, "guest-bench", run, address=address,
-    )
-    start = time.monotonic()
-    guest = libvirt.start(spec, log_dir=log_dir)
-    try:
-        init_s = libvirt.wait_console(guest.console_log, image.INIT_MARKER, 120)
-        libvirt.wait_ssh(address, timeout=180)
-        return {"init_s": init_s if init_s is not None else float("nan"), "ssh_ready_s": time.monotonic() - start}
-    finally:
-        libvirt.destroy(spec.name)
+def _launch(matrix: Path, datasets: Path) -> float:
+    t0 = time.monotonic()
+    rc = runner_main(["launch", str(matrix), "--datasets", str(datasets), "--quiet"])
+    wall = time.monotonic() - t0
+    if rc != 0:
+        raise SystemExit(f"{matrix.name} failed (exit {rc}); see runner status --datasets {datasets}")
+    return wall
 
 
-def trial_overhead(work: Path, vcpus: int, repetitions: int) -> list[dict[str, object]]:
-    """Run small guest campaigns (env kvm with vms 1 and 2, env container) through `runner launch`;
-    per (env, vms, accel): median trial wall, workload wall and their difference, the overhead."""
-    import pandas as pd
+def _summary(campaign: str, datasets: Path, wall: float, ideal: float) -> dict[str, object]:
+    _, trials, _ = read_campaign(campaign, datasets)
+    ok = trials[trials["status"] == "ok"].copy()
+    ok["overhead_s"] = ok["wall_s"] - ok["workload_wall_s"]
+    booted = ok[ok["boot_s"].notna()]
+    reused = ok[ok["boot_s"].isna()]
 
-    from runner.records.store import read_campaign
+    def med(series: object) -> float | None:
+        return None if len(series) == 0 else round(float(series.median()), 2)  # type: ignore[attr-defined]
 
-    project = Path(__file__).resolve().parents[1]
-    rows = []
-    for env, vms in (("kvm", "[1, 2]"), ("container", "[1]")):
-        campaign = f"guest-bench-{env}"
+    return {
+        "trials": len(ok), "accel": sorted(set(ok["accel"])), "boots": int(ok["boot_id"].nunique()),
+        "boot_s_median": med(booted["boot_s"]),
+        "overhead_reused_median_s": med(reused["overhead_s"]),
+        "overhead_booting_median_s": med(booted["overhead_s"]),
+        "campaign_wall_s": round(wall, 1), "ideal_s": round(ideal, 1), "efficiency": round(ideal / wall, 3),
+    }
+
+
+def reuse_part(where: str, work: Path, reps: int, inventory: Path | None) -> dict[str, object]:
+    out: dict[str, object] = {}
+    hosts = f"{{group: hypervisors, inventory: {inventory}}}" if inventory else f"{{group: local, inventory: {PROJECT / 'inventory'}}}"
+    for reuse in ("configuration", "trial"):
+        campaign = f"guest-bench-{where}-{reuse}"
         matrix = work / f"{campaign}.yml"
         matrix.write_text(
-            f"campaign: {campaign}\nhosts: {{group: local, inventory: {project / 'inventory'}}}\n"
-            f"workload: {{name: lockbench, params: {{env: {env}, lock: ttas, threads: {vcpus}, vcpus: {vcpus}, duration: 0.5}}}}\n"
-            f"axes: {{vms: {vms}}}\nrepetitions: {repetitions}\ntimeout: 60\nretry: {{attempts: 1}}\n"
+            f"campaign: {campaign}\nhosts: {hosts}\n"
+            f"workload: {{name: lockbench, params: {{env: kvm, vcpus: 1, threads: 1, duration: {DURATION}}}}}\n"
+            f"axes: {{lock: [ttas, ticket]}}\nrepetitions: {reps}\ntimeout: 60\nretry: {{attempts: 1}}\n"
+            f"guests: {{reuse: {reuse}}}\n"
         )
-        if runner_main(["launch", str(matrix), "--datasets", str(work / "datasets")]) != 0:
-            raise SystemExit(f"the {env} campaign failed; see runner status {campaign} --datasets {work / 'datasets'}")
-        _, trials, _ = read_campaign(campaign, work / "datasets")
-        rows.append(trials[trials["status"] == "ok"].assign(env=env))
-    trials = pd.concat(rows)
-    trials["overhead_s"] = trials["wall_s"] - trials["workload_wall_s"]
-    out = []
-    for (env, vms, accel), g in trials.groupby(["env", "vms", "accel"]):
-        out.append({"env": env, "vms": int(vms), "accel": accel, "trials": len(g),
-                    "trial_wall_median_s": round(float(g["wall_s"].median()), 2),
-                    "workload_wall_median_s": round(float(g["workload_wall_s"].median()), 2),
-                    "overhead_median_s": round(float(g["overhead_s"].median()), 2)})
+        wall = _launch(matrix, work / "datasets")
+        out[reuse] = _summary(campaign, work / "datasets", wall, 2 * reps * DURATION)
+    return out
+
+
+def overcommit_part(work: Path, reps: int | None) -> dict[str, object]:
+    doc = yaml.safe_load((PROJECT / "examples" / "overcommit.yml").read_text())
+    out: dict[str, object] = {}
+    for reuse in ("trial", "configuration"):
+        campaign = f"guest-bench-overcommit-{reuse}"
+        doc.update(campaign=campaign, guests={"reuse": reuse}, hosts={"group": "local", "inventory": str(PROJECT / "inventory")})
+        if reps:
+            doc["repetitions"] = reps
+        matrix = work / f"{campaign}.yml"
+        matrix.write_text(yaml.safe_dump(doc, sort_keys=False))
+        wall = _launch(matrix, work / "datasets")
+        n = len(doc["axes"]["lock"]) * len(doc["axes"]["vms"]) * len(doc["axes"]["guest_kernel"]) * doc["repetitions"]
+        out[reuse] = _summary(campaign, work / "datasets", wall, n * float(doc["workload"]["params"]["duration"]))
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--vcpus", type=int, default=2)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
-    ap.add_argument("--work", type=Path, default=None, help="directory for the image cache and logs")
-    ap.add_argument("--trials", type=int, default=0, help="also measure guest trial overhead with N repetitions")
+    ap.add_argument("--where", default="local,remote", help="local, remote or both (default local,remote)")
+    ap.add_argument("--reps", type=int, default=3, help="repetitions of each of the 2 locks (default 3)")
+    ap.add_argument("--overcommit", action="store_true", help="also run examples/overcommit.yml with and without reuse")
+    ap.add_argument("--overcommit-reps", type=int, default=None, help="repetitions for the over-commit part (default: the file's)")
+    ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="guest-bench-"))
-    t0 = time.monotonic()
-    img = image.build_image(work / "images", key_path=image.campaign_keypair(work / "keys"))
-    build_s = time.monotonic() - t0
-    libvirt.ensure_libvirtd()
-    created = libvirt.ensure_bridge()
-    try:
-        accel = libvirt.probe_accel(img, log_dir=work / "logs") if args.accel == "auto" else args.accel
-        runs = [boot_once(img, accel, args.vcpus, i, work / "logs") for i in range(args.runs)]
-    finally:
-        if created:
-            libvirt.remove_bridge()
-    ssh = [r["ssh_ready_s"] for r in runs]
-    result = {
-        "accel": accel,
-        "vcpus": args.vcpus,
-        "runs": args.runs,
-        "image_build_s": round(build_s, 2),
-        "ssh_ready_median_s": round(statistics.median(ssh), 2),
-        "ssh_ready_min_s": round(min(ssh), 2),
-        "ssh_ready_max_s": round(max(ssh), 2),
-        "init_median_s": round(statistics.median(r["init_s"] for r in runs), 2),
-        "kernel": img.kernel_release,
-    }
-    if args.trials:
-        result["trial_overhead"] = trial_overhead(work, args.vcpus, args.trials)
-    print(json.dumps(result, sort_keys=True))
+    result: dict[str, object] = {}
+    places = [w.strip() for w in args.where.split(",") if w.strip()]
+    if "local" in places:
+        result["local"] = reuse_part("local", work, args.reps, None)
+    if "remote" in places:
+        from runner.testbed import TestBed
+
+        with TestBed.up(1, work / "bed", "gbench", hypervisors=1) as bed:
+            result["remote"] = reuse_part("remote", work, args.reps, bed.inventory_path)
+    if args.overcommit:
+        result["overcommit"] = overcommit_part(work, args.overcommit_reps)
+    print(json.dumps(result, indent=1, sort_keys=True))
 
 
 if __name__ == "__main__":

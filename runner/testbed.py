@@ -8,6 +8,24 @@ test bed's directory, so the runner and Ansible reach the hosts exactly like lab
 
 Only the network is separate: the hosts share this machine's filesystem, hostname and kernel.
 
+Hypervisor hosts (`TestBed.up(n, ..., hypervisors=k)`: the first k hosts) run libvirt guests like a lab
+host: their sshd runs in a private mount namespace (`ip netns exec NS unshare --mount --propagation
+private sh tbI/hypervisor.sh SSHD ...`) where the script mounts a tmpfs on /run (sockets and pid files of
+sshd, virtlogd and libvirtd), bind-mounts private directories tbI/root/<path> on /etc/libvirt (a copy of
+this machine's, made when the host is created, without its domain definitions), /var/lib/libvirt,
+/var/log/libvirt, /var/cache/runner (the runner's guest image cache) and /var/lib/containers (podman's
+images and containers: the host imports what the runner ships it), then starts `virtlogd -d` and
+`libvirtd -d` and execs the sshd. So `virsh -c qemu:///system` over SSH reaches that host's own libvirtd
+(never this machine's), and bridges, taps and guests it makes live in the host's network namespace.
+Still shared with this machine: the rest of the filesystem (binaries, /boot, /tmp, /dev, /var/cache/libvirt
+with QEMU's capabilities cache, which is keyed by the QEMU binary), /sys (cgroups), the kernel, the pid
+space and the hostname. Every process of a host, libvirtd's QEMUs included, is in its network namespace
+and dies with `down()`. `kill_sshd` kills only sshd; a later `start_sshd` enters the mount namespace of
+the host's running libvirtd (`nsenter --target PID --mount --net`) and starts only sshd; if that libvirtd
+is gone, it runs the whole script again (fresh /run, new virtlogd and libvirtd; the private directories
+keep their contents). In the inventory such hosts are also in group `hypervisors` and have
+`runner_hypervisor: true` (false on the other hosts).
+
 Names: everything the test bed creates starts with `rtb<id>` (id = the third octet, 1..254): bridge
 `rtb<id>`, namespaces `rtb<id>h<i>`, host-side veths `rtb<id>v<i>`. The bridge's alias records who owns
 it, so `cleanup_stale()` can remove what a crashed run left behind without touching a live test bed.
@@ -17,7 +35,7 @@ Usage (needs root and `ip netns`):
     with TestBed.up(3, base_dir=tmp, name="tb") as bed:
         bed.inventory_path, bed.hosts[0].address, bed.link_down("tb2"), ...
 
-    python -m runner.testbed up 3 --dir DIR      # prints DIR/hosts.yml; state in DIR/testbed.json
+    python -m runner.testbed up 3 --dir DIR [--hypervisors 1]   # prints DIR/hosts.yml; state in DIR/testbed.json
     python -m runner.testbed down --dir DIR
     python -m runner.testbed cleanup [--force]
 """
@@ -47,9 +65,13 @@ PREFIX = "rtb"
 SUBNET_BASE = "10.213"  # 10.213.<id>.0/24, one /24 per test bed, only on this machine
 SSHD = "/usr/sbin/sshd"
 STATE_FILE = "testbed.json"
-STATE_VERSION = 1  # 1: first version
+STATE_VERSION = 2  # 1: first version; 2: hosts have `hypervisor`
 ALIAS_TAG = "runner-testbed"
 MAX_HOSTS = 200
+# Directories a hypervisor host has to itself: bind-mounted from <bed>/<host>/root/<path> inside its mount namespace.
+HYPERVISOR_PRIVATE = ("/etc/libvirt", "/var/lib/libvirt", "/var/log/libvirt", "/var/cache/runner", "/var/lib/containers")
+HYPERVISOR_SCRIPT = "hypervisor.sh"
+HYPERVISOR_LOG = "hypervisor.log"  # the script's output; libvirtd logs to its private /var/log/libvirt
 
 
 @dataclass(frozen=True)
@@ -64,6 +86,7 @@ class TestHost:
     netns: str
     veth: str
     sshd_pid: int | None
+    hypervisor: bool = False  # runs its own libvirtd in a private mount namespace (see the module doc)
 
 
 class TestBed:
@@ -100,6 +123,14 @@ class TestBed:
     def authorized_keys(self) -> Path:
         return self.dir / "authorized_keys"
 
+    def private_dir(self, host: TestHost | str, path: str) -> Path:
+        """Where a hypervisor host's private directory `path` (one of HYPERVISOR_PRIVATE) is on this machine."""
+        h = self.host(host)
+        if not h.hypervisor or path.rstrip("/") not in HYPERVISOR_PRIVATE:
+            raise UsageError(f"{h.name}: {path} is not private to the host; private on hypervisor hosts: "
+                             f"{', '.join(HYPERVISOR_PRIVATE)}")
+        return self.dir / h.name / "root" / path.strip("/")
+
     def host(self, host: TestHost | str) -> TestHost:
         """The current record of a host given by name or record."""
         name = host if isinstance(host, str) else host.name
@@ -110,15 +141,20 @@ class TestBed:
 
     # ----- life cycle --------------------------------------------------------------------------------
     @classmethod
-    def up(cls, n: int, base_dir: Path, name: str = "testbed", *, detach: bool = False) -> TestBed:
+    def up(
+        cls, n: int, base_dir: Path, name: str = "testbed", *, detach: bool = False, hypervisors: int = 0
+    ) -> TestBed:
         """Create n hosts; files go to base_dir/name (created; must not exist or be empty).
 
-        detach=True lets the sshds outlive this process (the CLI); otherwise they are our children.
-        On any failure everything created so far is removed before the error propagates.
+        The first `hypervisors` hosts are hypervisor hosts with their own libvirtd (see the module doc).
+        detach=True lets the sshds (and libvirtds) outlive this process (the CLI); otherwise the sshds
+        are our children. On any failure everything created so far is removed before the error propagates.
         """
         if not 1 <= n <= MAX_HOSTS:
             raise UsageError(f"test bed size {n} out of range; allowed: 1..{MAX_HOSTS}")
-        _check_tools()
+        if not 0 <= hypervisors <= n:
+            raise UsageError(f"{hypervisors} hypervisor hosts out of range; allowed: 0..{n}")
+        _check_tools(hypervisors > 0)
         directory = Path(base_dir).resolve() / name
         if any(c.isspace() for c in str(directory)):  # sshd_config and ssh -o split paths at whitespace
             raise UsageError(f"test bed directory {str(directory)!r} contains whitespace; choose another")
@@ -128,7 +164,7 @@ class TestBed:
         bed_id = _claim_bridge(directory, detach)
         bed = cls(bed_id, name, directory, [], detach)
         try:
-            bed._build(n)
+            bed._build(n, hypervisors)
         except BaseException:
             bed.down()
             raise
@@ -153,7 +189,7 @@ class TestBed:
     def __exit__(self, *exc: object) -> None:
         self.down()
 
-    def _build(self, n: int) -> None:
+    def _build(self, n: int, hypervisors: int) -> None:
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{self.bridge}-client", "-f", str(self.key_path)])
         shutil.copyfile(self.key_path.with_suffix(".pub"), self.authorized_keys)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
@@ -162,7 +198,7 @@ class TestBed:
         _ip("link", "set", self.bridge, "up")
         for i in range(1, n + 1):
             b = self.bridge
-            host = TestHost(f"tb{i}", self._address(i + 1), 22, f"{b}h{i}", f"{b}v{i}", None)
+            host = TestHost(f"tb{i}", self._address(i + 1), 22, f"{b}h{i}", f"{b}v{i}", None, i <= hypervisors)
             self.hosts.append(host)  # recorded before it exists, so down() removes a half-made host
             self._save()
             self._create_host(host, peer=f"{b}p{i}")
@@ -211,6 +247,35 @@ class TestBed:
             "MaxStartups 64:30:128\n"
             "Subsystem sftp internal-sftp\n"
         )
+        if host.hypervisor:
+            self._prepare_hypervisor(host)
+
+    def _prepare_hypervisor(self, host: TestHost) -> None:
+        """The private directories and the start script of a hypervisor host."""
+        hdir = self.dir / host.name
+        mounts = []
+        for path in HYPERVISOR_PRIVATE:
+            private = hdir / "root" / path.strip("/")
+            if path == "/etc/libvirt" and Path(path).is_dir():
+                # This machine's libvirt configuration, without its domains (defined and autostarted).
+                shutil.copytree(path, private, symlinks=True, ignore=_not_domains)
+            else:
+                private.mkdir(parents=True)
+            mounts.append(f"mkdir -p {path} && mount --bind {private} {path}\n")
+        (hdir / HYPERVISOR_SCRIPT).write_text(
+            f"#!/bin/sh\n"
+            f"# Hypervisor host {host.name} of test bed {self.bridge}, written by runner/testbed.py. Run as\n"
+            f"# `ip netns exec {host.netns} unshare --mount --propagation private sh THIS SSHD ARGS...`:\n"
+            f"# the mounts below exist only in that new mount namespace and vanish with its last process.\n"
+            f"set -eu\n"
+            f"mount -t tmpfs -o mode=0755,nosuid,nodev {PREFIX}-run /run\n"
+            f"mkdir -p -m 0755 /run/sshd /run/libvirt\n"
+            f"mkdir -p -m 1777 /run/lock\n"
+            f"{''.join(mounts)}"
+            f"{shutil.which('virtlogd')} -d </dev/null\n"
+            f"{shutil.which('libvirtd')} -d </dev/null\n"
+            f'exec "$@"\n'
+        )
 
     def _inventory(self) -> dict:
         common = f"-o UserKnownHostsFile={self.known_hosts} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
@@ -222,10 +287,15 @@ class TestBed:
                 "ansible_ssh_private_key_file": str(self.key_path),
                 "ansible_ssh_common_args": common,
                 "ansible_python_interpreter": "/usr/bin/python3",
+                "runner_hypervisor": h.hypervisor,
             }
             for h in self.hosts
         }
-        return {"all": {"children": {"testbed": {"hosts": hosts}}}}
+        children: dict = {"testbed": {"hosts": hosts}}
+        hypervisors = [h.name for h in self.hosts if h.hypervisor]
+        if hypervisors:
+            children["hypervisors"] = {"hosts": dict.fromkeys(hypervisors)}
+        return {"all": {"children": children}}
 
     def _save(self) -> None:
         state = {
@@ -296,7 +366,12 @@ class TestBed:
         self._replace(replace(h, sshd_pid=None))
 
     def start_sshd(self, host: TestHost | str) -> TestHost:
-        """Start the host's sshd (again) and wait until it accepts connections; returns the new record."""
+        """Start the host's sshd (again) and wait until it accepts connections; returns the new record.
+
+        On a hypervisor host the first start runs its script (private /run and mounts, virtlogd, libvirtd,
+        then sshd); a restart enters the mount namespace of its running libvirtd and starts only sshd, or
+        runs the whole script again if that libvirtd is gone.
+        """
         h = self.host(host)
         if h.sshd_pid is not None and h.sshd_pid in _netns_pids(h.netns):
             return h
@@ -304,20 +379,34 @@ class TestBed:
         hdir = self.dir / h.name
         pidfile = hdir / "sshd.pid"
         pidfile.unlink(missing_ok=True)
-        cmd = ["ip", "netns", "exec", h.netns, SSHD, "-f", str(hdir / "sshd_config"), "-E", str(hdir / "sshd.log")]
-        if self.detached:
-            _run(cmd)  # sshd daemonizes after it listens; the pid file follows shortly
-            pid = _wait_pidfile(pidfile, h.name)
+        sshd = [SSHD, "-f", str(hdir / "sshd_config"), "-E", str(hdir / "sshd.log")]
+        logs = [hdir / "sshd.log"]
+        if not h.hypervisor:
+            cmd = ["ip", "netns", "exec", h.netns, *sshd]
         else:
-            proc = subprocess.Popen(
-                [*cmd, "-D"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, start_new_session=True,
-            )
-            self._procs[h.name] = proc
-            pid = proc.pid  # `ip netns exec` execs sshd in place
+            logs.append(hdir / HYPERVISOR_LOG)
+            anchor = _libvirtd_of(h.netns)
+            if anchor is not None:  # nsenter and unshare exec in place: the pid stays the sshd's
+                cmd = ["nsenter", f"--target={anchor}", "--mount", "--net", *sshd]
+            else:
+                cmd = ["ip", "netns", "exec", h.netns, "unshare", "--mount", "--propagation", "private",
+                       "sh", str(hdir / HYPERVISOR_SCRIPT), *sshd]
+        with open(logs[-1], "ab") as out:  # sshd itself logs to sshd.log (-E)
+            if self.detached:  # sshd daemonizes after it listens; the pid file follows shortly
+                proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=60, check=False)
+                if proc.returncode != 0:
+                    raise ProvisionError(f"test bed: starting sshd of {h.name} failed (exit {proc.returncode}): "
+                                         f"{_last_log_line(logs)}")
+                pid = _wait_pidfile(pidfile, h.name)
+            else:
+                proc = subprocess.Popen(
+                    [*cmd, "-D"], stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+                )
+                self._procs[h.name] = proc
+                pid = proc.pid  # `ip netns exec` execs sshd (or unshare, sh, sshd) in place
         new = replace(h, sshd_pid=pid)
         self._replace(new)
-        _wait_listening(new, self._procs.get(h.name), hdir / "sshd.log")
+        _wait_listening(new, self._procs.get(h.name), logs, wait_s=30.0 if h.hypervisor else 5.0)
         return new
 
 
@@ -376,12 +465,45 @@ def _is_bridge_name(name: str) -> bool:
 
 
 # ----- helpers ---------------------------------------------------------------------------------------
-def _check_tools() -> None:
+def _check_tools(hypervisors: bool = False) -> None:
     if os.geteuid() != 0:
         raise UsageError("the test bed needs root (network namespaces, bridge, sshd)")
     for tool in ("ip", "ssh-keygen", SSHD):
         if shutil.which(tool) is None:
             raise UsageError(f"the test bed needs {tool}; install iproute2 and openssh-server")
+    for tool in ("libvirtd", "virtlogd", "unshare", "nsenter", "mount") if hypervisors else ():
+        if shutil.which(tool) is None:
+            raise UsageError(f"hypervisor hosts need {tool}; install libvirt-daemon-system and util-linux")
+
+
+def _not_domains(directory: str, names: list[str]) -> list[str]:
+    """copytree filter for /etc/libvirt: leave out the domain definitions and their autostart links."""
+    if Path(directory) != Path("/etc/libvirt/qemu"):
+        return []
+    return [n for n in names if n == "autostart" or n.endswith(".xml")]
+
+
+def _libvirtd_of(netns: str) -> int | None:
+    """A libvirtd running in the namespace in a mount namespace of its own (a hypervisor host's), if any."""
+    try:
+        ours = os.readlink("/proc/self/ns/mnt")
+    except OSError:
+        return None
+    for pid in _netns_pids(netns):
+        try:
+            if _comm(pid) == "libvirtd" and _alive(pid) and os.readlink(f"/proc/{pid}/ns/mnt") != ours:
+                return pid
+        except OSError:
+            continue
+    return None
+
+
+def _last_log_line(logs: Sequence[Path]) -> str:
+    """The last line of the most recently written of these logs."""
+    written = [p for p in logs if p.exists() and p.stat().st_size > 0]
+    if not written:
+        return "no log output"
+    return max(written, key=lambda p: p.stat().st_mtime_ns).read_text(errors="replace").strip().splitlines()[-1]
 
 
 def _run(argv: Sequence[str]) -> str:
@@ -500,12 +622,11 @@ def _wait_pidfile(pidfile: Path, name: str, wait_s: float = 5.0) -> int:
     raise ProvisionError(f"test bed: sshd of {name} wrote no pid file {pidfile} within {wait_s:g} s")
 
 
-def _wait_listening(h: TestHost, proc: subprocess.Popen | None, log: Path, wait_s: float = 5.0) -> None:
+def _wait_listening(h: TestHost, proc: subprocess.Popen | None, logs: Sequence[Path], wait_s: float = 5.0) -> None:
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            last = ((log.read_text().strip() if log.exists() else "") or "no log output").splitlines()[-1]
-            raise ProvisionError(f"test bed: sshd of {h.name} exited with {proc.returncode}: {last}")
+            raise ProvisionError(f"test bed: sshd of {h.name} exited with {proc.returncode}: {_last_log_line(logs)}")
         try:
             with socket.create_connection((h.address, h.port), timeout=0.5):
                 return
@@ -522,6 +643,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_up = sub.add_parser("up", help="create N hosts; prints the inventory path")
     p_up.add_argument("n", type=int)
     p_up.add_argument("--dir", type=Path, required=True)
+    p_up.add_argument("--hypervisors", type=int, default=0, metavar="K",
+                      help="the first K hosts run their own libvirtd (hypervisor hosts)")
     p_down = sub.add_parser("down", help="remove the test bed whose state is in DIR")
     p_down.add_argument("--dir", type=Path, required=True)
     p_clean = sub.add_parser("cleanup", help="remove test beds left by crashed runs")
@@ -530,7 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.cmd == "up":
             d = args.dir.resolve()
-            bed = TestBed.up(args.n, d.parent, d.name, detach=True)
+            bed = TestBed.up(args.n, d.parent, d.name, detach=True, hypervisors=args.hypervisors)
             print(bed.inventory_path)
         elif args.cmd == "down":
             TestBed.load(args.dir).down()

@@ -5,14 +5,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
-from runner.testbed import PREFIX, TestBed, cleanup_stale
+from runner.errors import UsageError
+from runner.provision.inventory import load_inventory
+from runner.testbed import PREFIX, STATE_FILE, STATE_VERSION, TestBed, cleanup_stale
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
 
@@ -136,3 +143,200 @@ def test_names_are_prefixed_and_short(testbed):
         assert h.netns.startswith(testbed.bridge) and h.veth.startswith(testbed.bridge)
         assert len(h.veth) < 15
     assert len(testbed.hosts) == 3
+
+
+# ----- hypervisor hosts: their own libvirtd in a private mount namespace --------------------------------
+VIRSH = ("virsh", "-c", "qemu:///system")
+
+
+def libvirt_missing() -> str | None:
+    missing = [t for t in ("libvirtd", "virtlogd", "virsh") if shutil.which(t) is None]
+    return f"hypervisor hosts need {', '.join(missing)} (scripts/setup.sh --test)" if missing else None
+
+
+def netns_procs(netns: str) -> dict[int, str]:
+    """pid -> command name of the live processes in a network namespace."""
+    out = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, check=False).stdout
+    procs = {}
+    for pid in map(int, out.split()):
+        if alive(pid):
+            procs[pid] = Path(f"/proc/{pid}/comm").read_text().strip()
+    return procs
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def remote_libvirtd_pid(bed: TestBed, host: str) -> int:
+    """The pid in the host's own /run/libvirtd.pid, read over SSH."""
+    proc = ssh(bed, bed.host(host).address, "cat", "/run/libvirtd.pid")
+    assert proc.returncode == 0, proc.stderr
+    return int(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def mixed_bed(_netns_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestBed]:
+    """tb1 a hypervisor host, tb2 a plain host. Do not inject faults into it."""
+    reason = libvirt_missing()
+    if reason is not None:
+        pytest.skip(reason)
+    bed = TestBed.up(2, tmp_path_factory.mktemp("hvbed"), "bed", hypervisors=1)
+    try:
+        yield bed
+    finally:
+        bed.down()
+
+
+@pytest.fixture
+def make_hypervisor_bed(_netns_session: None, tmp_path: Path) -> Iterator[Callable[[], TestBed]]:
+    """A fresh test bed of one hypervisor host per call, for tests that break it; removed after the test."""
+    reason = libvirt_missing()
+    if reason is not None:
+        pytest.skip(reason)
+    beds: list[TestBed] = []
+
+    def make() -> TestBed:
+        beds.append(TestBed.up(1, tmp_path, f"hv{len(beds)}", hypervisors=1))
+        return beds[-1]
+
+    try:
+        yield make
+    finally:
+        for bed in beds:
+            bed.down()
+
+
+def test_hypervisor_host_answers_virsh_from_its_own_libvirtd(mixed_bed):
+    bed, h = mixed_bed, mixed_bed.host("tb1")
+    listed = ssh(bed, h.address, *VIRSH, "list", "--all", "--name")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split() == []  # a fresh libvirtd: none of this machine's domains
+    if Path("/run/libvirt/libvirt-sock").exists():  # this machine's libvirtd runs: read-only look at it
+        machine = subprocess.run([*VIRSH, "list", "--all", "--name"], capture_output=True, text=True,
+                                 timeout=20, check=False)
+        if machine.returncode == 0:
+            assert not set(machine.stdout.split()) & set(listed.stdout.split())
+    # The libvirtd that answered is the one in the host's namespaces, not this machine's.
+    pid = remote_libvirtd_pid(bed, "tb1")
+    assert netns_procs(h.netns).get(pid) == "libvirtd"
+    assert os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+    machine_pidfile = Path("/run/libvirtd.pid")
+    assert not machine_pidfile.exists() or machine_pidfile.read_text().strip() != str(pid)
+    assert "libvirtd" not in netns_procs(bed.host("tb2").netns).values()  # a plain host runs none
+    # Its configuration is private: a network defined over SSH lands in its copy of /etc/libvirt.
+    name = f"rnrtest{uuid.uuid4().hex[:8]}"
+    xml = bed.dir / f"{name}.xml"  # the hosts share this machine's filesystem outside their private dirs
+    xml.write_text(f"<network><name>{name}</name><bridge name='rnrtestbr0'/></network>\n")
+    defined = ssh(bed, h.address, *VIRSH, "net-define", str(xml))
+    assert defined.returncode == 0, defined.stderr
+    try:
+        assert (bed.private_dir(h, "/etc/libvirt") / "qemu" / "networks" / f"{name}.xml").exists()
+        assert not Path(f"/etc/libvirt/qemu/networks/{name}.xml").exists()
+        assert name in ssh(bed, h.address, *VIRSH, "net-list", "--all", "--name").stdout.split()
+    finally:
+        ssh(bed, h.address, *VIRSH, "net-undefine", name)
+    assert (bed.private_dir(h, "/var/lib/libvirt") / "qemu").is_dir()  # libvirtd's state went there too
+
+
+def test_bridge_made_over_ssh_lives_in_the_hosts_namespace(mixed_bed):
+    bed, h = mixed_bed, mixed_bed.host("tb1")
+    made = ssh(bed, h.address, "ip", "link", "add", "rnrtest0", "type", "bridge")
+    assert made.returncode == 0, made.stderr
+    try:
+        inside = subprocess.run(["ip", "-n", h.netns, "link", "show", "rnrtest0"], capture_output=True, check=False)
+        assert inside.returncode == 0
+        outside = subprocess.run(["ip", "link", "show", "rnrtest0"], capture_output=True, check=False)
+        assert outside.returncode != 0  # not on this machine
+    finally:
+        ssh(bed, h.address, "ip", "link", "delete", "rnrtest0")
+
+
+def test_image_cache_written_over_ssh_stays_in_the_hosts_private_dir(mixed_bed):
+    bed, h = mixed_bed, mixed_bed.host("tb1")
+    name = f"probe-{uuid.uuid4().hex}"
+    wrote = ssh(bed, h.address, f"echo cached > /var/cache/runner/{name}")
+    assert wrote.returncode == 0, wrote.stderr
+    assert (bed.private_dir(h, "/var/cache/runner") / name).read_text() == "cached\n"
+    assert not (Path("/var/cache/runner") / name).exists()  # not in this machine's cache
+    other = ssh(bed, bed.host("tb2").address, "test", "-e", f"/var/cache/runner/{name}")
+    assert other.returncode == 1  # nor in the plain host's (which is this machine's)
+    with pytest.raises(UsageError):
+        bed.private_dir("tb2", "/var/cache/runner")
+
+
+def test_inventory_and_state_mark_hypervisor_hosts(mixed_bed):
+    bed = mixed_bed
+    assert [h.hypervisor for h in bed.hosts] == [True, False]
+    children = yaml.safe_load(bed.inventory_path.read_text())["all"]["children"]
+    assert list(children["hypervisors"]["hosts"]) == ["tb1"]
+    testbed_hosts = children["testbed"]["hosts"]
+    assert testbed_hosts["tb1"]["runner_hypervisor"] is True
+    assert testbed_hosts["tb2"]["runner_hypervisor"] is False
+    inventory = load_inventory(bed.inventory_path)
+    assert inventory.groups["hypervisors"] == ("tb1",)
+    assert inventory.groups["testbed"] == ("tb1", "tb2")
+    assert json.loads((bed.dir / STATE_FILE).read_text())["version"] == STATE_VERSION
+    assert TestBed.load(bed.dir).hosts == bed.hosts
+
+
+def test_sshd_restart_on_hypervisor_host_keeps_or_restarts_libvirtd(make_hypervisor_bed):
+    bed = make_hypervisor_bed()
+    h = bed.hosts[0]
+    libvirtd = remote_libvirtd_pid(bed, "tb1")
+    bed.kill_sshd("tb1")
+    assert netns_procs(h.netns).get(libvirtd) == "libvirtd"  # only sshd was killed
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((h.address, h.port), timeout=2).close()
+    # Restart: sshd joins the running libvirtd's mount namespace (same /run, same private dirs).
+    restarted = bed.start_sshd("tb1")
+    assert restarted.sshd_pid not in (None, h.sshd_pid)
+    assert remote_libvirtd_pid(bed, "tb1") == libvirtd
+    assert ssh(bed, h.address, *VIRSH, "list", "--all").returncode == 0
+    # With libvirtd gone as well, a restart runs the whole script: fresh /run, new virtlogd and libvirtd.
+    bed.kill_sshd("tb1")
+    for pid, comm in netns_procs(h.netns).items():
+        if comm in ("libvirtd", "virtlogd"):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while netns_procs(h.netns) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert netns_procs(h.netns) == {}
+    bed.start_sshd("tb1")
+    fresh = remote_libvirtd_pid(bed, "tb1")
+    assert fresh != libvirtd and netns_procs(h.netns).get(fresh) == "libvirtd"
+    assert {"virtlogd", "sshd"} <= set(netns_procs(h.netns).values())
+    assert ssh(bed, h.address, *VIRSH, "list", "--all").returncode == 0
+
+
+def test_down_of_hypervisor_hosts_leaves_no_libvirtd(make_hypervisor_bed, tmp_path):
+    bed = make_hypervisor_bed()
+    assert ssh(bed, bed.hosts[0].address, *VIRSH, "list", "--all").returncode == 0
+    procs = netns_procs(bed.hosts[0].netns)
+    daemons = [p for p, c in procs.items() if c in ("libvirtd", "virtlogd")]
+    assert {"libvirtd", "virtlogd"} <= set(procs.values())
+    bed.down()
+    assert not any(alive(p) for p in daemons)
+    assert leftovers(bed.bridge, bed.dir) == []
+    # The same through the CLI, whose test bed is detached (its daemons are not our children).
+    directory = tmp_path / "clihv"
+    cli = [sys.executable, "-m", "runner.testbed"]
+    up = subprocess.run([*cli, "up", "1", "--hypervisors", "1", "--dir", str(directory)],
+                        capture_output=True, text=True, timeout=60, check=False)
+    try:
+        assert up.returncode == 0, up.stderr
+        detached = TestBed.load(directory)
+        assert detached.hosts[0].hypervisor
+        assert ssh(detached, detached.hosts[0].address, *VIRSH, "list", "--all").returncode == 0
+        procs = netns_procs(detached.hosts[0].netns)
+        daemons = [p for p, c in procs.items() if c in ("libvirtd", "virtlogd")]
+        assert {"libvirtd", "virtlogd"} <= set(procs.values())
+    finally:
+        down = subprocess.run([*cli, "down", "--dir", str(directory)], capture_output=True, text=True, timeout=60,
+                              check=False)
+    assert down.returncode == 0, down.stderr
+    assert not any(alive(p) for p in daemons)
+    assert leftovers(detached.bridge, directory) == []

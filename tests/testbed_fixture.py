@@ -3,6 +3,8 @@
 
 - `testbed`: one session-wide test bed of 3 hosts. Do not inject faults into it.
 - `make_testbed(n)`: a fresh test bed per call for tests that break hosts; removed after the test.
+- `hypervisor_bed`: one test bed of one hypervisor host (its own libvirtd, guest network and image
+  cache, see runner.testbed) per test module.
 
 Tests using them are skipped (with the reason) only when not root or `ip netns` does not work here.
 Test beds are always torn down, also when a test fails; ones left by a killed run are removed when the
@@ -47,6 +49,15 @@ def _netns_session() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def testbed(_netns_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestBed]:
     bed = TestBed.up(3, tmp_path_factory.mktemp("testbed"), "bed")
+    try:
+        yield bed
+    finally:
+        bed.down()
+
+
+@pytest.fixture(scope="module")
+def hypervisor_bed(_netns_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestBed]:
+    bed = TestBed.up(1, tmp_path_factory.mktemp("hvbed"), "hv", hypervisors=1)
     try:
         yield bed
     finally:
