@@ -271,6 +271,9 @@ class TestBed:
             f"mount -t tmpfs -o mode=0755,nosuid,nodev {PREFIX}-run /run\n"
             f"mkdir -p -m 0755 /run/sshd /run/libvirt\n"
             f"mkdir -p -m 1777 /run/lock\n"
+            f"# `ip netns exec` mounted a fresh /sys without the cgroup hierarchies; podman/runc need them:\n"
+            f"# the machine's, mounted again (the same hierarchies, so limits apply as on the machine).\n"
+            f"{_cgroup_mounts()}"
             f"{''.join(mounts)}"
             f"{shutil.which('virtlogd')} -d </dev/null\n"
             f"{shutil.which('libvirtd')} -d </dev/null\n"
@@ -411,6 +414,18 @@ class TestBed:
 
 
 # ----- stale test beds -------------------------------------------------------------------------------
+def _cgroup_mounts() -> str:
+    """Shell lines that mount this machine's cgroup hierarchies again under /sys/fs/cgroup (pure text)."""
+    lines = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        source, target, fstype, options = line.split()[:4]
+        if not (target == "/sys/fs/cgroup" or target.startswith("/sys/fs/cgroup/")):
+            continue
+        if fstype in ("cgroup", "cgroup2", "tmpfs"):
+            lines.append(f"mkdir -p {target} && mount -t {fstype} -o {options} {source} {target}\n")
+    return "".join(lines)
+
+
 def cleanup_stale(force: bool = False) -> list[str]:
     """Remove test-bed namespaces, links and their processes whose owner is gone; returns what was removed.
 

@@ -267,3 +267,38 @@ def test_sshd_killed_mid_command_is_a_host_error(make_testbed):
         with pytest.raises(HostError, match=r"host tb1 \(.*\): connection lost while running sleep"):
             host.run(["sleep", "10"], timeout=5)
         assert time.monotonic() - start < 4
+
+
+# ----- jumping through a host, and its dead man's switch ----------------------------------------------
+@pytest.mark.netns
+@pytest.mark.integration
+def test_ssh_through_another_host_and_its_spawned_guard(testbed: TestBed, tmp_path: Path) -> None:
+    """tb2 reached through tb1's connection (a direct-tcpip channel, like ProxyJump), with tb2's pinned
+    host key checked; a wrong key is refused. A command spawned on tb1 runs its cleanup when tb1's
+    connection dies, and does nothing when told "done"."""
+    hop = SSHHost(spec_of(testbed, "tb1"))
+    target = SSHHost(spec_of(testbed, "tb2"), via=hop)
+    try:
+        assert target.run(["hostname", "-I"], timeout=20).stdout.split()[0] == testbed.host("tb2").address
+        chan = hop.open_channel(testbed.host("tb2").address, 22)
+        chan.settimeout(10)
+        assert chan.recv(64).startswith(b"SSH-")
+        chan.close()
+        with pytest.raises(ConnectionRefusedError, match="cannot connect"):
+            hop.open_channel(testbed.host("tb2").address, 1)  # nothing listens there
+        wrong = tmp_path / "known_hosts"
+        wrong.write_text(f"{testbed.host('tb2').address} {testbed._host_pubkey(testbed.host('tb1'))}\n")
+        with pytest.raises(HostError, match="host key changed"):
+            SSHHost(spec_of(testbed, "tb2", known_hosts=wrong), via=hop).run(["true"], timeout=10)
+        marker = tmp_path / "guard-ran"
+        guard = hop.spawn(["sh", "-c", 'read -r l; [ "$l" = done ] || touch "$1"', "g", str(marker)])
+        assert guard.finish("done\n", timeout=10) == 0 and not marker.exists()
+        guard = hop.spawn(["sh", "-c", 'read -r l; [ "$l" = done ] || touch "$1"', "g", str(marker)])
+        time.sleep(0.5)
+    finally:
+        target.close()
+        hop.close()  # the connection goes: the guard's stdin ends and it cleans up
+    deadline = time.monotonic() + 10
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.exists()

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from runner.execution import environments
-from runner.execution.campaign import check_guests
+from runner.execution.campaign import check_guests, resolve_hosts
 from runner.matrix.load import load_matrix
 from runner.trials import Trial, boots_needed, plan, trial_guest_key
 from runner.workloads import base
@@ -21,9 +21,14 @@ Expand a matrix file into trials and show them: how many cells and repetitions, 
 will run in, their ids, and an estimate of the duration. No host is contacted: values relative to
 the CPU count ("50%") are resolved with --cpus, or with this machine's CPU count.
 
+With --inventory (as for launch), the matrix's host group is looked up there (still without contacting
+a host): placement `each` plans the whole matrix for every host of the group, and the estimate is for
+that many hosts. Guest trials show how many guest boots the plan needs (see guests.reuse).
+
 examples:
   runner plan matrix.yml
   runner plan matrix.yml --cpus 80 --show 20     as it would expand on an 80-core host
+  runner plan matrix.yml --inventory inventory/lab.yml
 """
 
 
@@ -33,13 +38,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cpus", type=int, help="CPU count that relative values refer to (default: this machine's)")
     p.add_argument("--hosts", type=int, default=1, help="hosts sharing the work, for the estimate (default 1)")
     p.add_argument("--show", type=int, default=30, help="trials to list (default 30; 0 for none, -1 for all)")
+    p.add_argument("--inventory", default=os.environ.get("RUNNER_INVENTORY"),
+                   help="Ansible inventory with the matrix's host group (env RUNNER_INVENTORY; default: the matrix's)")
     p.set_defaults(func=run)
 
 
-def make_plan(matrix_path: Path, cpus: int | None = None) -> tuple[object, list[Trial]]:
+def make_plan(matrix_path: Path, cpus: int | None = None, inventory: str | None = None) -> tuple[object, list[Trial]]:
     matrix = load_matrix(matrix_path)
     n = cpus or len(os.sched_getaffinity(0))
-    trials = plan(matrix, {"planned-host": n})
+    names = ["planned-host"]
+    if inventory is not None or matrix.inventory is not None:
+        names = [s.name for s in resolve_hosts(matrix, inventory)] or names
+    trials = plan(matrix, dict.fromkeys(names if matrix.placement == "each" else names[:1], n))
     check_guests(matrix, trials)
     return matrix, trials
 
@@ -56,8 +66,11 @@ def summarize(trials: list[Trial], workload: str, hosts: int, reuse: str = "conf
 
 
 def run(args: argparse.Namespace) -> int:
-    matrix, trials = make_plan(args.matrix, args.cpus)
-    info = summarize(trials, matrix.workload, args.hosts, matrix.reuse)
+    matrix, trials = make_plan(args.matrix, args.cpus, args.inventory)
+    hosts = args.hosts
+    if args.inventory is not None or matrix.inventory is not None:
+        hosts = len(resolve_hosts(matrix, args.inventory))
+    info = summarize(trials, matrix.workload, hosts, matrix.reuse)
     console = Console()
     reps = matrix.repetitions
     console.print(
@@ -66,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     )
     console.print(f"workload {matrix.workload} on hosts {matrix.hosts!r} ({matrix.placement}); timeout {matrix.timeout:g} s, "
                   f"{matrix.retry.attempts} attempts on {', '.join(sorted(matrix.retry.on))}")
-    console.print(f"estimated duration: {_fmt(info['estimate_s'])} on {args.hosts} host(s), without provisioning")
+    console.print(f"estimated duration: {_fmt(info['estimate_s'])} on {hosts} host(s), without provisioning")
     if info["boots"]:
         console.print(f"guest boots: {info['boots']} (guests.reuse: {matrix.reuse}; "
                       f"{sum(1 for t in trials if trial_guest_key(t) is not None)} trials in guests or containers)")

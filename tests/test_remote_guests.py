@@ -1,0 +1,174 @@
+"""Guests and containers on a remote hypervisor host, reached through it, as on a lab.
+
+The host is a test-bed hypervisor host (runner.testbed): a network namespace with its own sshd, its own
+libvirtd, guest network and image cache. Its guest bridge lives in that namespace, so the controller
+cannot reach a guest directly: every guest SSH connection is a channel through the host's SSH connection.
+Guests run under QEMU/TCG there (about 25 s to SSH-ready), so the matrices are small.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from runner.cli import main
+from runner.hosts.base import Host
+from runner.provision import container, libvirt
+from runner.provision.inventory import connect, load_inventory
+from runner.records.store import read_campaign
+from runner.testbed import TestBed
+
+pytestmark = [pytest.mark.integration, pytest.mark.netns, pytest.mark.guest]
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def _host(bed: TestBed) -> Host:
+    return connect(load_inventory(bed.inventory_path).hosts["tb1"])
+
+
+def _matrix(tmp: Path, bed: TestBed, name: str, env: str, axes: str, extra: str = "", duration: float = 0.3, vcpus: int | None = None) -> Path:
+    path = tmp / f"{name}.yml"
+    guest = f"vcpus: {vcpus}, " if vcpus else ""
+    guest += "" if "lock:" in axes else "lock: ttas, "
+    path.write_text(
+        f"campaign: {name}\n"
+        f"hosts: {{group: hypervisors, inventory: {bed.inventory_path}}}\n"
+        f"workload: {{name: lockbench, params: {{env: {env}, {guest}threads: 2, duration: {duration}}}}}\n"
+        f"axes:\n{axes}"
+        f"repetitions: 1\ntimeout: 60\nretry: {{attempts: 1}}\n{extra}"
+    )
+    return path
+
+
+def _left_on(host: Host, campaign: str) -> list[str]:
+    return libvirt.list_campaign(host, campaign)
+
+
+def test_kvm_overcommit_on_a_remote_host_through_ssh(hypervisor_bed: TestBed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bed, name = hypervisor_bed, "pytest-remote-kvm"
+    matrix = _matrix(tmp_path, bed, name, "kvm", "  vms: [1, 2]\n  lock: [ttas, ticket]\n", vcpus=2)
+    rc = main(["launch", str(matrix), "--datasets", str(tmp_path / "ds")])
+    out = capsys.readouterr()
+    assert rc == 0, out.out + out.err
+    metrics, trials, _ = read_campaign(name, tmp_path / "ds")
+    assert len(trials) == 4 and (trials["status"] == "ok").all(), trials["error"].tolist()
+    assert set(trials["host"]) == {"tb1"} and set(trials["accel"]) == {"tcg"}
+    # Boot once per configuration: vms 1 and vms 2, each serving both locks.
+    assert trials["boot_id"].nunique() == 2 and trials["boot_s"].notna().sum() == 2
+    assert trials.groupby("vms")["boot_id"].nunique().tolist() == [1, 1]
+    facts = [f for doc in trials["guest_facts_json"] for f in json.loads(doc)]
+    assert {f["online_cpus"] for f in facts} == {"0-1"} and all(f["pins_applied"] == [[0], [1]] for f in facts)
+    two = metrics[(metrics["vms"] == 2) & metrics["vm"].isna()]
+    assert {"aggregate_throughput", "vm_jain", "guest_steal_pct", "vcpu_run_delay_s", "window_overlap"} <= set(two["metric"])
+    host = _host(bed)
+    try:
+        assert _left_on(host, name) == []  # destroyed at the end
+        assert not host.run(["test", "-e", f"/sys/class/net/{libvirt.BRIDGE}"], timeout=30).ok  # bridge removed
+        # The guest network was the host's own: the machine never had the bridge.
+        assert not Path(f"/sys/class/net/{libvirt.BRIDGE}").exists()
+        # The image went to the host's private cache once, by digest; a second campaign copies nothing.
+        cache = bed.private_dir("tb1", "/var/cache/runner")
+        images = sorted(cache.glob("images/*/vmlinuz"))
+        assert len(images) == 1
+        stamp = images[0].stat().st_mtime_ns
+        again = _matrix(tmp_path, bed, f"{name}-again", "kvm", "  vms: [1]\n", vcpus=2)
+        assert main(["launch", str(again), "--datasets", str(tmp_path / "ds")]) == 0, capsys.readouterr().out
+        assert sorted(cache.glob("images/*/vmlinuz")) == images and images[0].stat().st_mtime_ns == stamp
+    finally:
+        host.close()
+
+
+def test_container_campaign_on_a_remote_host(hypervisor_bed: TestBed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bed, name = hypervisor_bed, "pytest-remote-container"
+    matrix = _matrix(tmp_path, bed, name, "container", "  vcpus: [1, 2]\n")
+    matrix.write_text(matrix.read_text().replace("repetitions: 1", "repetitions: 2"))
+    rc = main(["launch", str(matrix), "--datasets", str(tmp_path / "ds")])
+    assert rc == 0, capsys.readouterr().out
+    metrics, trials, _ = read_campaign(name, tmp_path / "ds")
+    assert len(trials) == 4 and (trials["status"] == "ok").all() and set(trials["accel"]) == {"none"}
+    assert trials["boot_id"].nunique() == 2  # one container start per vcpus value
+    tput = metrics[(metrics["metric"] == "throughput") & metrics["thread"].isna() & metrics["vm"].isna()]
+    assert (tput["value"] > 0).all()
+    host = _host(bed)
+    try:
+        assert container.list_campaign(host, name) == []
+        assert len(container.list_campaign_images(host, name)) == 1
+        assert main(["cleanup", name, "--datasets", str(tmp_path / "ds")]) == 0
+        assert "container image" in capsys.readouterr().out
+        assert container.list_campaign_images(host, name) == []
+    finally:
+        host.close()
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.5)
+
+
+def test_sigkilled_controller_leaves_no_guest_and_relaunch_completes(hypervisor_bed: TestBed, tmp_path: Path) -> None:
+    bed, name = hypervisor_bed, "pytest-remote-sigkill"
+    matrix = _matrix(tmp_path, bed, name, "kvm", "  lock: [ttas, ticket, mutex]\n", duration=4, vcpus=1)
+    argv = [sys.executable, "-m", "runner.cli", "launch", str(matrix), "--datasets", str(tmp_path / "ds"), "--quiet"]
+    host = _host(bed)
+    try:
+        proc = subprocess.Popen(argv, cwd=PROJECT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            _wait_for(lambda: bool(_left_on(host, name)), 240, "a guest of the campaign on tb1")
+            time.sleep(1.0)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)  # the controller and its local Dask workers
+            proc.wait()
+        killed_at = time.monotonic()
+        _wait_for(lambda: not _left_on(host, name), 30, "the dead man's switch on tb1")
+        assert time.monotonic() - killed_at <= 30
+        done = subprocess.run(argv, cwd=PROJECT, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        _, trials, _ = read_campaign(name, tmp_path / "ds")
+        ok = trials[trials["status"] == "ok"]
+        assert sorted(ok["lock"]) == ["mutex", "ticket", "ttas"]
+        assert ok["trial_id"].is_unique  # no trial measured twice
+        assert _left_on(host, name) == []
+    finally:
+        host.close()
+
+
+def test_hypervisor_sshd_killed_mid_trial(hypervisor_bed: TestBed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The host's sshd dies while a guest trial runs: the trial fails with a reason naming the host, the
+    campaign finishes (the host is dropped), and the guests go with the connection."""
+    bed, name = hypervisor_bed, "pytest-remote-sshd"
+    matrix = _matrix(tmp_path, bed, name, "kvm", "  lock: [ttas, ticket]\n", duration=20, vcpus=1)
+    host = _host(bed)
+    try:
+        def killer() -> None:
+            _wait_for(lambda: bool(_left_on(host, name)), 240, "a guest on tb1")
+            time.sleep(8.0)  # booted, SSH-ready, the workload running
+            bed.kill_sshd("tb1")
+
+        t = threading.Thread(target=killer, daemon=True)
+        t.start()
+        rc = main(["launch", str(matrix), "--datasets", str(tmp_path / "ds")])
+        t.join(timeout=5)
+        out = capsys.readouterr().out
+        assert rc == 1, out
+        _, trials, _ = read_campaign(name, tmp_path / "ds")
+        assert len(trials) == 2 and (trials["status"] == "failed").all()
+        assert trials["error"].str.contains("tb1").all(), trials["error"].tolist()
+    finally:
+        host.close()
+        bed.start_sshd("tb1")
+    host = _host(bed)
+    try:
+        _wait_for(lambda: not _left_on(host, name), 30, "the guests to go with the connection")
+    finally:
+        host.close()
