@@ -22,6 +22,7 @@ import pytest
 from runner.cli import main
 from runner.hosts.base import Host
 from runner.provision import container, libvirt
+from runner.provision.image import SSH_MARKER
 from runner.provision.inventory import connect, load_inventory
 from runner.records.store import read_campaign
 from runner.testbed import TestBed
@@ -122,7 +123,7 @@ def test_sigkilled_controller_leaves_no_guest_and_relaunch_completes(hypervisor_
     argv = [sys.executable, "-m", "runner.cli", "launch", str(matrix), "--datasets", str(tmp_path / "ds"), "--quiet"]
     host = _host(bed)
     try:
-        proc = subprocess.Popen(argv, cwd=PROJECT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(argv, cwd=PROJECT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             _wait_for(lambda: bool(_left_on(host, name)), 240, "a guest of the campaign on tb1")
             time.sleep(1.0)
@@ -150,9 +151,13 @@ def test_hypervisor_sshd_killed_mid_trial(hypervisor_bed: TestBed, tmp_path: Pat
     matrix = _matrix(tmp_path, bed, name, "kvm", "  lock: [ttas, ticket]\n", duration=20, vcpus=1)
     host = _host(bed)
     try:
+        def ssh_ready() -> bool:  # the guest's console (the host's log directory is this machine's)
+            logs = Path(libvirt.LOG_DIR).glob(f"rnr-{name}-*.log")
+            return any(SSH_MARKER in log.read_text(errors="replace") for log in logs)
+
         def killer() -> None:
-            _wait_for(lambda: bool(_left_on(host, name)), 240, "a guest on tb1")
-            time.sleep(8.0)  # booted, SSH-ready, the workload running
+            _wait_for(ssh_ready, 240, "a guest of the campaign answering SSH on tb1")
+            time.sleep(6.0)  # facts, prepare, barrier: the 20 s workload is running
             bed.kill_sshd("tb1")
 
         t = threading.Thread(target=killer, daemon=True)
@@ -162,8 +167,10 @@ def test_hypervisor_sshd_killed_mid_trial(hypervisor_bed: TestBed, tmp_path: Pat
         out = capsys.readouterr().out
         assert rc == 1, out
         _, trials, _ = read_campaign(name, tmp_path / "ds")
+        errors = trials.sort_values("started_at")["error"].tolist()
         assert len(trials) == 2 and (trials["status"] == "failed").all()
-        assert trials["error"].str.contains("tb1").all(), trials["error"].tolist()
+        assert "host tb1" in errors[0] and "connection lost" in errors[0], errors  # the trial that ran
+        assert "not run" in errors[1], errors  # the host was dropped; the campaign finished
     finally:
         host.close()
         bed.start_sshd("tb1")

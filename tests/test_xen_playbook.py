@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from runner.errors import ProvisionError
-from runner.execution import environments
+from runner.execution import environments, guests  # noqa: F401 - registers xen-hvm, xen-pv
 from runner.hosts.local import LocalHost
 from runner.provision import image, libvirt, xen
 from runner.provision.ansible import TaskEvent, run_playbook

@@ -1,7 +1,8 @@
 """Environments: where on a host a trial's workload runs (the `env` parameter).
 
-`host` runs the workload directly on the trial's host. Other environments (container, kvm, xen-hvm,
-xen-pv) start their guests or containers, run the workload inside them, and always tear them down.
+`host` runs the workload directly on the trial's host. The guest environments (container, kvm, xen-hvm,
+xen-pv) register themselves when runner.execution.guests is imported (the worker does): they provide
+hosts (guests, containers) on the trial's host and run the workload in them.
 
 Contract: `run(host, plugin, trial_params, ctx, timeout) -> Outcome`. It raises HostError when the host
 itself fails (the runner may drop the host), ProvisionError when the environment cannot be set up, and
@@ -44,18 +45,10 @@ def register(name: str) -> Callable[[Runner], Runner]:
 
 
 def get(name: str) -> Runner:
-    _load()
     try:
         return _ENVIRONMENTS[name]
     except KeyError:
         raise UnknownNameError(f"environment {name!r} is not available; known: {', '.join(sorted(_ENVIRONMENTS))}") from None
-
-
-def _load() -> None:
-    try:
-        from runner.execution import guests  # noqa: F401 - registers container/kvm/xen environments
-    except ImportError:  # pragma: no cover - until the guest environments land
-        pass
 
 
 # Rough seconds an environment adds to a trial (guest boot, container start), for plans and progress.
@@ -123,7 +116,6 @@ def forget_host(name: str) -> None:
     """After a host failure: prepare again on the next trial (the host may have been reinstalled), and
     forget its guests (their connections went with the host; its dead man's switch destroys them)."""
     _prepared.difference_update({k for k in _prepared if k[1] == name})
-    _load()
     for release in _releasers:
         release(name)
 
@@ -140,5 +132,4 @@ def register_guests(release_host: Callable[[str], None], release_all: Callable[[
 
 def release_guests(campaign: str | None = None) -> int:
     """Destroy the guests kept for reuse in this process (of `campaign` only, if given)."""
-    _load()
     return sum(release_all(campaign) for release_all in _release_alls)

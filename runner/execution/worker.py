@@ -23,7 +23,7 @@ from typing import Any
 
 from runner import __version__
 from runner.errors import HostError, RunnerError, TrialError
-from runner.execution import environments
+from runner.execution import environments, guests  # noqa: F401 - guests registers its environments
 from runner.hosts.base import Host
 from runner.records.store import AttemptRecord
 from runner.trials import Trial

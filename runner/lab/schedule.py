@@ -34,6 +34,7 @@ import yaml
 from croniter import croniter
 
 from runner.errors import UnknownNameError, UsageError
+from runner.paths import runner_home
 from runner.records.store import write_bytes_atomic, write_json_atomic
 
 # What runs a schedule's instance: runner.cli.launch.launch_matrix(path, datasets=, inventory=, quiet=) -> Summary.
@@ -58,10 +59,6 @@ class Schedule:
     inventory: str | None  # absolute path; None: the project's inventory/
     mode: str
     created: str  # ISO time with offset
-
-
-def runner_home() -> Path:
-    return Path(os.environ.get("RUNNER_HOME") or Path.home() / ".config" / "runner")
 
 
 # ----- pure decisions -------------------------------------------------------------------------------

@@ -68,7 +68,7 @@ def fingerprint(facts: Mapping[str, Any]) -> dict[str, Any]:
 # ----- anonymization ----------------------------------------------------------------------------------
 def anonymize_key(home: Path | None = None) -> bytes:
     """This lab's pseudonym key (made once, kept in RUNNER_HOME/anonymize.key, mode 600)."""
-    from runner.lab.schedule import runner_home
+    from runner.paths import runner_home
 
     path = (home or runner_home()) / "anonymize.key"
     if not path.exists():
