@@ -44,7 +44,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from runner.errors import HostError, ProvisionError
 from runner.execution.environments import Outcome, finish, register, register_guests
@@ -467,7 +467,7 @@ def _facts_reader(boot: Boot, i: int) -> Callable[[], dict[str, Any]]:
         try:
             facts = parse_guest_facts(guest.run(["sh", "-c", FACTS_SCRIPT], timeout=60).stdout)
         except HostError as exc:
-            raise ProvisionError(f"guest vm {i} ({boot.specs[i].name}): {exc}") from None
+            _guest_lost(boot.hypervisor, boot.specs[i], exc)
         if backend.pins is not None:
             with contextlib.suppress(ProvisionError):
                 facts["pins_applied"] = [list(p) for p in backend.pins(boot.hypervisor, boot.specs[i].name)]
@@ -587,7 +587,7 @@ def _prepare(boot: Boot, plugin: Workload, ctx: WorkloadContext) -> None:
                     raise ProvisionError(f"guest vm {i}: cannot create {GUEST_WORKDIR}: {mk.tail()}")
                 plugin.prepare(guest, gctx)
             except HostError as exc:
-                raise ProvisionError(f"guest vm {i} ({boot.specs[i].name}): {exc}") from None
+                _guest_lost(boot.hypervisor, boot.specs[i], exc)
 
         return run
 
@@ -650,8 +650,8 @@ def _run_workload(boot: Boot, plugin: Workload, params: Mapping[str, Any], ctx: 
                 result = guest.run(argv, timeout=timeout, cwd=GUEST_WORKDIR)
                 t1 = time.time()
                 stat1 = guest.run(["cat", "/proc/stat"], timeout=60).stdout
-            except HostError as exc:  # the guest, not the trial's host, is gone
-                raise ProvisionError(f"guest vm {spec.index}: {exc}") from None
+            except HostError as exc:
+                _guest_lost(host, spec, exc)
             return result, stat0, stat1, t0, t1
 
         return run
@@ -672,6 +672,13 @@ def _run_workload(boot: Boot, plugin: Workload, params: Mapping[str, Any], ctx: 
             "window_overlap": overlap if len(specs) > 1 else None,
         })
     return merge_outcomes(outcomes, telemetry, **fields)
+
+
+def _guest_lost(host: Host, spec: GuestSpec, exc: HostError) -> NoReturn:
+    """A guest's connection broke: a HostError of the hypervisor host if that is what went (the runner then
+    drops the host), else a ProvisionError naming the guest and its host (the trial fails)."""
+    host.run(["true"], timeout=15)  # raises HostError when the hypervisor host itself is gone
+    raise ProvisionError(f"guest vm {spec.index} ({spec.name}) on {host.name}: {exc}") from None
 
 
 def _or_none(fn: Callable[[], float | None]) -> float | None:
