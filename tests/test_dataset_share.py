@@ -19,6 +19,7 @@ import pytest
 from runner.cli import dataset as dataset_cli
 from runner.errors import DatasetError
 from runner.records import share
+from runner.records.schema import SCHEMA_VERSION
 from runner.records.store import read_campaign
 
 pytestmark = pytest.mark.integration
@@ -75,7 +76,7 @@ def test_pack_verify_import_query(made: Path, tmp_path: Path, capsys: pytest.Cap
     archive = tmp_path / "shared.tar.gz"
     assert cli(["dataset", "--datasets", str(made), "pack", "shared", "-o", str(archive)]) == 0
     v = share.verify(archive)
-    assert (v.campaign, v.schema_version, v.anonymized) == ("shared", 1, False)
+    assert (v.campaign, v.schema_version, v.anonymized) == ("shared", SCHEMA_VERSION, False)
     with tarfile.open(archive) as tar:
         names = set(tar.getnames())
         card = tar.extractfile("shared/DATA-CARD.md").read().decode()
@@ -133,7 +134,7 @@ def test_tampered_and_truncated_archives_are_refused(made: Path, tmp_path: Path)
             share.import_archive(path, tmp_path / "never")
     assert not (tmp_path / "never" / "shared").exists()
 
-    newer = repack(archive, tmp_path / "new.tar.gz", lambda n, d: d.replace(b'"schema_version": 1', b'"schema_version": 99') if n.endswith("archive.json") else d, fix_manifest=True)
+    newer = repack(archive, tmp_path / "new.tar.gz", lambda n, d: d.replace(f'"schema_version": {SCHEMA_VERSION}'.encode(), b'"schema_version": 99') if n.endswith("archive.json") else d, fix_manifest=True)
     with pytest.raises(DatasetError, match="schema version 99 is not readable .*upgrade the runner"):
         share.verify(newer)
 
@@ -190,3 +191,24 @@ def test_publish_and_fetch(made: Path, tmp_path: Path, capsys: pytest.CaptureFix
     assert "6 new trials" in capsys.readouterr().out
     with pytest.raises(DatasetError, match="no such archive"):
         share.fetch(f"{url}/nothing", tmp_path / "mine")
+
+
+def test_schema_1_datasets_still_read(made: Path, tmp_path: Path) -> None:
+    """A dataset written before the guest columns (schema version 1) reads with them null."""
+    import json
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from runner.records.schema import GUEST_FIELDS
+
+    old = tmp_path / "ds" / "shared"
+    shutil.copytree(made / "shared", old)
+    meta = json.loads((old / "dataset.json").read_text())
+    (old / "dataset.json").write_text(json.dumps({**meta, "schema_version": 1}))
+    for f in (old / "trials").rglob("*.parquet"):
+        table = pq.read_table(f)
+        pq.write_table(table.drop_columns([g.name for g in GUEST_FIELDS]), f)
+    _, trials, prov = read_campaign("shared", tmp_path / "ds")
+    assert prov["schema_version"] == 1 and len(trials) == 6
+    assert trials["boot_id"].isna().all() and trials["guest_vcpus"].isna().all()

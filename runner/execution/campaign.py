@@ -433,10 +433,10 @@ class _Dispatch:
             except KeyboardInterrupt:
                 self.progress.messages.append("interrupted: stopping running workloads")
                 self.notify(self.progress)
-                _stop_everything(client, [(s, workdir_for(self.matrix, s)) for s in self.specs.values()])
+                _stop_everything(client, [(s, workdir_for(self.matrix, s)) for s in self.specs.values()], self.matrix.campaign)
                 raise
             except BaseException:  # e.g. the dataset's disk is full: nothing may keep running unrecorded
-                _stop_everything(client, [(s, workdir_for(self.matrix, s)) for s in self.specs.values()])
+                _stop_everything(client, [(s, workdir_for(self.matrix, s)) for s in self.specs.values()], self.matrix.campaign)
                 raise
 
     def _loop(self, client: Any, queues: dict[Any, collections.deque], *, shared: bool) -> None:
@@ -595,10 +595,11 @@ def _release_guests(client: Any, campaign: str) -> None:
         pass
 
 
-def _stop_everything(client: Any, workdirs: Sequence[tuple[Any, str]]) -> None:
-    """Stop this campaign's running workloads on every worker (others sharing the scheduler keep theirs)."""
+def _stop_everything(client: Any, workdirs: Sequence[tuple[Any, str]], campaign: str) -> None:
+    """Stop this campaign's running workloads and guests on every worker (others sharing the scheduler
+    keep theirs)."""
     try:
-        client.run(kill_running, workdirs, wait=True)
+        client.run(kill_running, workdirs, campaign, wait=True)
     except Exception:  # noqa: BLE001 - best effort while shutting down
         pass
 

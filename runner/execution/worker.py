@@ -197,7 +197,7 @@ def worker_version() -> str:
 _KILL_BY_CWD = 'for p in /proc/[0-9]*; do [ "$(readlink "$p/cwd" 2>/dev/null)" = "$1" ] && kill -KILL "${p#/proc/}" 2>/dev/null; done; exit 0'
 
 
-def kill_running(workdirs: Sequence[tuple[Any, str]] | None = None) -> int:
+def kill_running(workdirs: Sequence[tuple[Any, str]] | None = None, campaign: str | None = None) -> int:
     """Stop running workloads (on Ctrl-C). Returns how many hosts or process groups were signalled.
 
     With `workdirs` (pairs of HostSpec and the campaign's work directory on it), only that campaign's
@@ -205,7 +205,7 @@ def kill_running(workdirs: Sequence[tuple[Any, str]] | None = None) -> int:
     worker keep running. Without, every workload this worker process started locally is killed and its
     host connections are closed.
     """
-    environments.release_guests()
+    environments.release_guests(campaign)
     if workdirs is not None:
         n = 0
         for spec, workdir in workdirs:
