@@ -155,17 +155,25 @@ def test_hypervisor_sshd_killed_mid_trial(hypervisor_bed: TestBed, tmp_path: Pat
             logs = Path(libvirt.LOG_DIR).glob(f"rnr-{name}-*.log")
             return any(SSH_MARKER in log.read_text(errors="replace") for log in logs)
 
+        killed: list[float] = []
+
         def killer() -> None:
             _wait_for(ssh_ready, 240, "a guest of the campaign answering SSH on tb1")
             time.sleep(6.0)  # facts, prepare, barrier: the 20 s workload is running
             bed.kill_sshd("tb1")
+            killed.append(time.monotonic())
+
+        for stale in Path(libvirt.LOG_DIR).glob(f"rnr-{name}-*.log"):  # an earlier run's console
+            stale.unlink()
+        started = time.monotonic()
 
         t = threading.Thread(target=killer, daemon=True)
         t.start()
         rc = main(["launch", str(matrix), "--datasets", str(tmp_path / "ds")])
         t.join(timeout=5)
         out = capsys.readouterr().out
-        assert rc == 1, out
+        assert killed, "the guest never answered SSH"
+        assert rc == 1, f"sshd killed {killed[0] - started:.1f} s after the launch; {out}"
         _, trials, _ = read_campaign(name, tmp_path / "ds")
         errors = trials.sort_values("started_at")["error"].tolist()
         assert len(trials) == 2 and (trials["status"] == "failed").all()

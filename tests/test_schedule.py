@@ -127,7 +127,7 @@ def test_serve_runs_a_due_schedule(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert sch.last_run("tiny-nightly", home) == slot
 
     proc = subprocess.run(  # the same slot again resumes its instance: nothing left to run
-        [sys.executable, "-c", f"from runner.lab.schedule import *; from runner.cli.launch import launch_matrix; s = get_schedule('tiny-nightly'); r = run_slot(s, launch_matrix, datetime.fromisoformat({slot.isoformat()!r})); print(r.campaign, r.skipped, r.ok)"],
+        [sys.executable, "-c", f"from runner.lab.schedule import *; from runner.cli.launch import launch_matrix; s = get_schedule('tiny-nightly'); r = run_slot(s, datetime.fromisoformat({slot.isoformat()!r}), launch_matrix); print(r.campaign, r.skipped, r.ok)"],
         cwd=PROJECT, capture_output=True, text=True, timeout=120,
     )
     assert proc.stdout.strip().splitlines()[-1] == f"{ran[0]} 2 0", proc.stderr
