@@ -22,7 +22,8 @@ from runner.provision.guest import GuestSpec
 from runner.provision.image import GuestImage
 from runner.records.store import read_campaign
 from runner.workloads import base
-from runner.workloads.base import Metric
+from runner.workloads.base import Metric, WorkloadContext
+from runner.workloads.lockbench import binary_name as lockbench_binary_name
 
 PROJECT = Path(__file__).resolve().parents[1]
 HERE = LocalHost()
@@ -81,6 +82,18 @@ def test_common_window_and_overlap() -> None:
     assert (start, end) == (10.5, 12.0)
     assert overlap == pytest.approx([0.75, 0.6])
     assert guests.common_window([(0.0, 1.0), (2.0, 3.0)])[2] == [0.0, 0.0]  # disjoint: no common window
+
+
+def test_window_plan_starts_long_and_stops_together() -> None:
+    lockbench, command = base.get("lockbench"), base.get("command")
+    seconds, run = guests.window_plan(lockbench, {"duration": 2, "lock": "ttas"}, 2, timeout=60)
+    assert seconds == 2 and run == {"duration": 9.0, "lock": "ttas"}  # 2 x 2 + 5 s, stopped after 2 s
+    assert guests.window_plan(lockbench, {}, 3, timeout=60)[0] == 1.0  # lockbench's default duration
+    assert guests.window_plan(lockbench, {"duration": 30}, 2, timeout=33) is None  # no room under the timeout
+    assert guests.window_plan(lockbench, {"duration": 2}, 1, timeout=60) is None  # one guest: its own time
+    assert guests.window_plan(command, {"run": "true"}, 2, timeout=60) is None  # cannot be stopped early
+    ctx = WorkloadContext(host="g", workdir="/opt/runner", cpus=2)
+    assert lockbench.stop_argv(ctx)[-1] == lockbench_binary_name()[:15] and command.stop_argv(ctx) is None
 
 
 def test_guest_facts_parser() -> None:
@@ -159,6 +172,9 @@ def test_kvm_overcommit_campaign(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert two_row.window_end > two_row.window_start
     overlap = metrics[(metrics["metric"] == "window_overlap") & (metrics["vms"] == 2)]
     assert sorted(overlap["vm"].dropna().astype(int)) == [0, 1] and ((overlap["value"] > 0) & (overlap["value"] <= 1)).all()
+    # The two guests were started with 5.6 s to run and stopped together after 0.3 s (one common window).
+    own = metrics[(metrics["metric"] == "duration_s") & (metrics["vms"] == 2)]
+    assert len(own) == 2 and (own["value"] < 3.0).all(), own["value"].tolist()
     cells, per_vm = overcommit_table(metrics)
     k2 = cells[cells["k"] == 2].iloc[0]
     assert k2["vms_seen"] == 2 and k2["efficiency"] > 0 and k2["ideal_per_vm"] == 0.5

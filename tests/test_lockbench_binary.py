@@ -90,3 +90,22 @@ def test_help_version_and_cpus(lockbench: Path) -> None:
 def test_static_build(tmp_path: Path) -> None:
     binary = _cc(tmp_path / "lockbench-static", "-static")
     assert _run(binary, "--version").returncode == 0
+
+
+def test_sigusr1_ends_the_run_early_and_it_still_reports(lockbench: Path) -> None:
+    """The runner ends k guests' runs at one instant with SIGUSR1: lockbench stops measuring at once and
+    reports over the time it ran, with its mutual-exclusion check intact."""
+    import json
+    import signal
+    import time
+
+    proc = subprocess.Popen([str(lockbench), "--lock", "ticket", "--threads", "2", "--duration", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.7)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGUSR1)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert time.monotonic() - t0 < 5
+    doc = json.loads(out)
+    assert 0.5 < doc["duration_s"] < 5 and doc["counter_ok"] is True and doc["total_ops"] > 0

@@ -133,6 +133,20 @@ def common_window(spans: Sequence[tuple[float, float]]) -> tuple[float, float, l
     return start, end, [min(1.0, width / (e - s)) if e > s else 0.0 for s, e in spans]
 
 
+def window_plan(plugin: Workload, params: Mapping[str, Any], guests: int, timeout: float) -> tuple[float, dict[str, Any]] | None:
+    """For k > 1 guests and a workload that can be stopped early: (seconds of the common window, the
+    parameters to start it with: a longer measuring time, so the runner's stop ends every guest's run at
+    one instant). None: each guest measures its own time (k = 1, or the workload cannot be windowed)."""
+    name = plugin.window_param
+    if guests < 2 or name is None:
+        return None
+    seconds = float(params.get(name, plugin.window_default))
+    longer = min(2 * seconds + 5.0, timeout - 5.0)
+    if longer <= seconds + 1.0:
+        return None
+    return seconds, {**params, name: round(longer, 3)}
+
+
 def parse_guest_facts(text: str) -> dict[str, Any]:
     """FACTS_SCRIPT's output -> {kernel_release, cmdline, online_cpus, clocksource, hypervisor, pv_features}."""
     facts: dict[str, Any] = {"pv_features": []}
@@ -638,9 +652,12 @@ def _run_workload(boot: Boot, plugin: Workload, params: Mapping[str, Any], ctx: 
             with contextlib.suppress(ProvisionError, HostError, OSError, ValueError):
                 sched[when][spec.index] = backend.schedstats(host, spec.name)
 
+    window = window_plan(plugin, params, len(specs), timeout)
+    run_params = params if window is None else window[1]
+
     def job(spec: GuestSpec, guest: Host) -> Callable[[threading.Barrier], tuple[CommandResult, str, str, float, float]]:
         gctx = WorkloadContext(host=guest.name, workdir=GUEST_WORKDIR, cpus=spec.vcpus, extra={**ctx.extra, "vm": spec.index})
-        argv = plugin.command(params, gctx)
+        argv = plugin.command(run_params, gctx)
 
         def run(barrier: threading.Barrier) -> tuple[CommandResult, str, str, float, float]:
             try:
@@ -656,7 +673,22 @@ def _run_workload(boot: Boot, plugin: Workload, params: Mapping[str, Any], ctx: 
 
         return run
 
-    runs = _at_barrier([job(s, g) for s, g in zip(specs, guests, strict=True)], action=lambda: snapshot("before"))
+    released = threading.Event()
+
+    def release() -> None:
+        snapshot("before")
+        released.set()
+
+    stopper = None
+    if window is not None:
+        stopper = threading.Thread(target=_stop_together, args=(plugin, guests, specs, window[0], released), daemon=True)
+        stopper.start()
+    try:
+        runs = _at_barrier([job(s, g) for s, g in zip(specs, guests, strict=True)], action=release)
+    finally:
+        released.set()
+    if stopper is not None:
+        stopper.join(timeout=60)
     snapshot("after")
     w_start, w_end, overlaps = common_window([(r[3], r[4]) for r in runs])
     fields = _trial_fields(boot)
@@ -672,6 +704,30 @@ def _run_workload(boot: Boot, plugin: Workload, params: Mapping[str, Any], ctx: 
             "window_overlap": overlap if len(specs) > 1 else None,
         })
     return merge_outcomes(outcomes, telemetry, **fields)
+
+
+def _stop_together(plugin: Workload, guests: Sequence[Host], specs: Sequence[GuestSpec], seconds: float,
+                   released: threading.Event) -> None:
+    """`seconds` after the barrier released the guests, end every guest's measurement at one instant."""
+    if not released.wait(BARRIER_TIMEOUT_S + 60):
+        return
+    time.sleep(seconds)
+    gate = threading.Barrier(len(guests))
+
+    def stop(i: int) -> Callable[[], None]:
+        def run() -> None:
+            gctx = WorkloadContext(host=guests[i].name, workdir=GUEST_WORKDIR, cpus=specs[i].vcpus)
+            argv = plugin.stop_argv(gctx)
+            with contextlib.suppress(threading.BrokenBarrierError):
+                gate.wait(timeout=10)
+            if argv:
+                with contextlib.suppress(HostError):
+                    guests[i].run(argv, timeout=30)
+
+        return run
+
+    with contextlib.suppress(Exception):
+        _in_parallel([stop(i) for i in range(len(guests))])
 
 
 def _guest_lost(host: Host, spec: GuestSpec, exc: HostError) -> NoReturn:

@@ -16,6 +16,9 @@ this order, always with plain data:
    needed; they are baked into the guest or container image. `prepare` then runs on the guest as on any
    host, with `ctx.workdir` = GUEST_WORKDIR, once per guest boot: a prepare that finds its files there
    does nothing. The environment never knows a workload by name.
+   Over-commit with k guests measures over one window: a workload that names its measuring time
+   (`window_param`, e.g. "duration") and how to end a running measurement early (`stop_argv`) is started
+   in every guest with a longer time and stopped in all of them at one instant by the runner.
 6. `parse(result, params)` with the finished CommandResult: a list of `Metric`. A pure function of the
    captured output, tested in tests/ on real output kept in tests/data/. Raise `TrialError` when the
    output cannot be understood.
@@ -77,6 +80,15 @@ class Workload:
 
     def prepare(self, host: Host, ctx: WorkloadContext) -> None:
         """Put what the workload needs on the host. Idempotent."""
+
+    # The parameter holding the seconds of measurement, and its default (None: cannot be windowed).
+    window_param: ClassVar[str | None] = None
+    window_default: ClassVar[float] = 1.0
+
+    def stop_argv(self, ctx: WorkloadContext) -> list[str] | None:
+        """A command that, run on the workload's host, ends its running measurement now and lets it report
+        (None: it cannot be stopped early)."""
+        return None
 
     def guest_files(self, build_dir: Path) -> Mapping[str, Path]:
         """Files to bake into a guest or container image: guest path -> local file. Default: none."""

@@ -24,6 +24,7 @@
 #include <getopt.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -358,7 +359,8 @@ static void print_help(void)
            "  --lock L             ttas | ticket | mcs | mutex | oticket | spinpark | none (default ttas;\n"
            "                       none takes no lock and exists to show the counter check works)\n"
            "  --threads N          worker threads (default 1, at most %d)\n"
-           "  --duration S         seconds to run, a float (default 1)\n"
+           "  --duration S         seconds to run, a float (default 1); SIGUSR1 ends the run earlier\n"
+           "                       (the runner stops k guests' runs at one instant: a common window)\n"
            "  --cs-work N          work loop iterations inside the critical section (default 100)\n"
            "  --out-work N         work loop iterations outside it (default 100)\n"
            "  --spin-threshold N   spin iterations: oticket waits N per waiter ahead before taking the\n"
@@ -523,6 +525,14 @@ static void resolve_cpus(void)
 
 /* ---------------------------------------------------------------- main */
 
+static volatile sig_atomic_t stop_requested;
+
+static void on_usr1(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
 static void sleep_s(double s)
 {
     struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
@@ -532,6 +542,12 @@ static void sleep_s(double s)
 
 int main(int argc, char **argv)
 {
+    /* First thing: a SIGUSR1 that comes early must end the run, not the process. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr1;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, NULL);
     parse_args(argc, argv);
     resolve_cpus();
 
@@ -555,7 +571,9 @@ int main(int argc, char **argv)
 
     double t0 = now_s();
     __atomic_store_n(&shared.go, 1, __ATOMIC_RELEASE);
-    sleep_s(opt.duration);
+    /* Until --duration has passed or SIGUSR1 came (checked every 10 ms, whichever thread got it). */
+    for (double left; !stop_requested && (left = t0 + opt.duration - now_s()) > 0;)
+        sleep_s(left < 0.01 ? left : 0.01);
     __atomic_store_n(&shared.stop, 1, __ATOMIC_RELAXED);
     for (int i = 0; i < opt.threads; i++)
         pthread_join(ts[i].tid, NULL);
