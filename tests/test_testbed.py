@@ -149,11 +149,6 @@ def test_names_are_prefixed_and_short(testbed):
 VIRSH = ("virsh", "-c", "qemu:///system")
 
 
-def libvirt_missing() -> str | None:
-    missing = [t for t in ("libvirtd", "virtlogd", "virsh") if shutil.which(t) is None]
-    return f"hypervisor hosts need {', '.join(missing)} (scripts/setup.sh --test)" if missing else None
-
-
 def netns_procs(netns: str) -> dict[int, str]:
     """pid -> command name of the live processes in a network namespace."""
     out = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, check=False).stdout
@@ -181,9 +176,6 @@ def remote_libvirtd_pid(bed: TestBed, host: str) -> int:
 @pytest.fixture(scope="module")
 def mixed_bed(_netns_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestBed]:
     """tb1 a hypervisor host, tb2 a plain host. Do not inject faults into it."""
-    reason = libvirt_missing()
-    if reason is not None:
-        pytest.skip(reason)
     bed = TestBed.up(2, tmp_path_factory.mktemp("hvbed"), "bed", hypervisors=1)
     try:
         yield bed
@@ -194,9 +186,6 @@ def mixed_bed(_netns_session: None, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture
 def make_hypervisor_bed(_netns_session: None, tmp_path: Path) -> Iterator[Callable[[], TestBed]]:
     """A fresh test bed of one hypervisor host per call, for tests that break it; removed after the test."""
-    reason = libvirt_missing()
-    if reason is not None:
-        pytest.skip(reason)
     beds: list[TestBed] = []
 
     def make() -> TestBed:
