@@ -18,7 +18,10 @@ Every figure is labelled with the accelerator the dataset recorded (tcg on the d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import re
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +37,8 @@ DURATION = 0.5
 
 def _launch(matrix: Path, datasets: Path) -> float:
     t0 = time.monotonic()
-    rc = runner_main(["launch", str(matrix), "--datasets", str(datasets), "--quiet"])
+    with contextlib.redirect_stdout(sys.stderr):  # the campaign's summary; stdout is this script's figures
+        rc = runner_main(["launch", str(matrix), "--datasets", str(datasets), "--quiet"])
     wall = time.monotonic() - t0
     if rc != 0:
         raise SystemExit(f"{matrix.name} failed (exit {rc}); see runner status --datasets {datasets}")
@@ -78,15 +82,20 @@ def reuse_part(where: str, work: Path, reps: int, inventory: Path | None) -> dic
 
 
 def overcommit_part(work: Path, reps: int | None) -> dict[str, object]:
-    doc = yaml.safe_load((PROJECT / "examples" / "overcommit.yml").read_text())
+    text = (PROJECT / "examples" / "overcommit.yml").read_text()
+    doc = yaml.safe_load(text)
     out: dict[str, object] = {}
     for reuse in ("trial", "configuration"):
         campaign = f"guest-bench-overcommit-{reuse}"
-        doc.update(campaign=campaign, guests={"reuse": reuse}, hosts={"group": "local", "inventory": str(PROJECT / "inventory")})
+        # Edited as text: the file is YAML 1.2 (`on:` is a key), which PyYAML would turn into True.
+        edited = re.sub(r"(?m)^campaign: .*$", f"campaign: {campaign}", text)
+        edited = re.sub(r"(?m)^hosts: .*$", f"hosts: {{group: local, inventory: {PROJECT / 'inventory'}}}", edited)
+        edited += f"guests: {{reuse: {reuse}}}\n"
         if reps:
+            edited = re.sub(r"(?m)^repetitions: .*$", f"repetitions: {reps}", edited)
             doc["repetitions"] = reps
         matrix = work / f"{campaign}.yml"
-        matrix.write_text(yaml.safe_dump(doc, sort_keys=False))
+        matrix.write_text(edited)
         wall = _launch(matrix, work / "datasets")
         n = len(doc["axes"]["lock"]) * len(doc["axes"]["vms"]) * len(doc["axes"]["guest_kernel"]) * doc["repetitions"]
         out[reuse] = _summary(campaign, work / "datasets", wall, n * float(doc["workload"]["params"]["duration"]))

@@ -96,8 +96,9 @@ def test_telemetry_parsers() -> None:
     with pytest.raises(ProvisionError, match="cpu"):
         libvirt.parse_proc_stat_steal("intr 1 2\n")
     # Threads of a QEMU process as the host-side script prints them: only vCPU threads count.
-    text = "qemu-system-x86\t1 2 3\nCPU 0/TCG\t5384422931 2810494513 4906\nCPU 1/KVM\t10 20 30\nIO mon_iothread\t4 5 6\n"
-    assert libvirt.parse_vcpu_schedstats(text) == {0: (5384422931, 2810494513, 4906), 1: (10, 20, 30)}
+    text = ("g0\tqemu-system-x86\t1 2 3\ng0\tCPU 0/TCG\t5384422931 2810494513 4906\ng1\tCPU 1/KVM\t10 20 30\n"
+            "g1\tIO mon_iothread\t4 5 6\ng1\tCPU 0/KVM\t7 8 9\n")
+    assert libvirt.parse_vcpu_schedstats(text) == {"g0": {0: (5384422931, 2810494513, 4906)}, "g1": {1: (10, 20, 30), 0: (7, 8, 9)}}
     # `virsh -q vcpupin NAME` as virsh 9 prints it.
     assert libvirt.parse_vcpupin(" 0      2\n 1      3-4\n") == ((2,), (3, 4))
 
@@ -163,7 +164,8 @@ def test_tcg_guest_boots_runs_lockbench_and_is_destroyed(guest_image: image.Gues
         assert lines[2:4] == ["/sys/devices/system/node/node0", "/sys/devices/system/node/node1"]
         doc = json.loads("\n".join(lines[4:]))
         assert doc["counter_ok"] is True and doc["threads"] == 2
-        stats = libvirt.vcpu_schedstats(HERE, libvirt.qemu_pid(HERE, spec.name))
+        assert libvirt.qemu_pid(HERE, spec.name) > 1
+        stats = libvirt.vcpu_schedstats(HERE, [spec.name, "rnr-not-running"])[spec.name]
         assert sorted(stats) == [0, 1] and all(s[0] > 0 for s in stats.values())
         steal, total = libvirt.parse_proc_stat_steal(_ssh(guest_image, address, "cat /proc/stat").stdout)
         assert 0 <= steal <= total

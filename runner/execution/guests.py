@@ -297,7 +297,8 @@ class _Backend:
     destroy: Callable[[Host, str], None]
     leftovers: Callable[[Host, str], list[str]]  # (host, campaign) -> names of that campaign's guests there
     destroy_argv: Callable[[Host, str], list[str]]
-    schedstats: Callable[[Host, str], Mapping[int, tuple[int, int, int]]] | None = None
+    # (host, guest names) -> name -> vCPU -> schedstat, in one round trip for all guests
+    schedstats: Callable[[Host, Sequence[str]], Mapping[str, Mapping[int, tuple[int, int, int]]]] | None = None
     pins: Callable[[Host, str], tuple[tuple[int, ...], ...]] | None = None
 
 
@@ -318,7 +319,7 @@ _LIBVIRT = _Backend(
     destroy=libvirt.destroy,
     leftovers=libvirt.list_campaign,
     destroy_argv=lambda host, name: libvirt.destroy_argv(name),
-    schedstats=lambda host, name: libvirt.vcpu_schedstats(host, libvirt.qemu_pid(host, name)),
+    schedstats=libvirt.vcpu_schedstats,
     pins=libvirt.vcpu_pins,
 )
 _XL = _Backend(
@@ -648,9 +649,9 @@ def _run_workload(boot: Boot, plugin: Workload, params: Mapping[str, Any], ctx: 
     def snapshot(when: str) -> None:
         if backend.schedstats is None:
             return
-        for spec in specs:
-            with contextlib.suppress(ProvisionError, HostError, OSError, ValueError):
-                sched[when][spec.index] = backend.schedstats(host, spec.name)
+        with contextlib.suppress(ProvisionError, HostError, OSError, ValueError):
+            stats = backend.schedstats(host, [spec.name for spec in specs])
+            sched[when] = {spec.index: stats[spec.name] for spec in specs if spec.name in stats}
 
     window = window_plan(plugin, params, len(specs), timeout)
     run_params = params if window is None else window[1]

@@ -15,6 +15,7 @@ peer close the transport instead of hanging a read.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import select
@@ -41,6 +42,17 @@ SFTP_TIMEOUT_S = 60.0  # per read on the SFTP channel
 # Exit codes of `timeout`: 124 (GNU, TERM sent), 137 (KILL after kill_after), 143 (busybox, TERM sent).
 TIMEOUT_RCS = frozenset({124, 137, 143})
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class _QuietChannelRefusals(logging.Filter):
+    """paramiko logs every refused `direct-tcpip` channel as an error; waiting for a booting guest through
+    its host refuses many, and `open_channel` already turns each into an exception its caller handles."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.getMessage().startswith("Secsh channel") and "open FAILED" in record.getMessage())
+
+
+logging.getLogger("paramiko.transport").addFilter(_QuietChannelRefusals())
 
 
 @dataclass(frozen=True)

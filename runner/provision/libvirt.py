@@ -350,26 +350,33 @@ def parse_schedstat(text: str) -> tuple[int, int, int]:
     return on_cpu, delay, slices
 
 
-# Prints "<comm>\t<schedstat>" for every thread of process $1.
-_SCHEDSTATS = 'for t in /proc/"$1"/task/*; do printf "%s\t%s\n" "$(cat "$t/comm")" "$(cat "$t/schedstat")"; done 2>/dev/null; exit 0'
+# Prints "<name>\t<comm>\t<schedstat>" for every thread of the QEMU process of each domain named in
+# "$@" (its pid from libvirt's pid file): one round trip for all the guests of a trial.
+_SCHEDSTATS = (
+    'for n in "$@"; do p=$(cat "/run/libvirt/qemu/$n.pid" 2>/dev/null) || continue; '
+    'for t in /proc/"$p"/task/*; do printf "%s\t%s\t%s\n" "$n" "$(cat "$t/comm")" "$(cat "$t/schedstat")"; done; '
+    'done 2>/dev/null; exit 0'
+)
 
 
-def parse_vcpu_schedstats(text: str) -> dict[int, tuple[int, int, int]]:
-    """From lines "<comm>\t<schedstat>" of a QEMU process's threads: vCPU index -> schedstat triple.
+def parse_vcpu_schedstats(text: str) -> dict[str, dict[int, tuple[int, int, int]]]:
+    """From lines "<domain>\t<comm>\t<schedstat>" of QEMU threads: domain -> vCPU index -> schedstat.
 
     vCPU threads are the tasks whose comm is "CPU <n>/KVM" (or "CPU <n>/TCG" under TCG)."""
-    out: dict[int, tuple[int, int, int]] = {}
+    out: dict[str, dict[int, tuple[int, int, int]]] = {}
     for line in text.splitlines():
-        comm, _, stat = line.partition("\t")
+        name, _, rest = line.partition("\t")
+        comm, _, stat = rest.partition("\t")
         m = re.fullmatch(r"CPU (\d+)/\w+", comm.strip())
         if m and stat.strip():
-            out[int(m.group(1))] = parse_schedstat(stat)
+            out.setdefault(name, {})[int(m.group(1))] = parse_schedstat(stat)
     return out
 
 
-def vcpu_schedstats(host: Host, pid: int) -> dict[int, tuple[int, int, int]]:
-    """Per-vCPU schedstat of a QEMU process on the host: vCPU index -> (on-CPU ns, run delay ns, timeslices)."""
-    return parse_vcpu_schedstats(host.run(["sh", "-c", _SCHEDSTATS, "sh", str(pid)], timeout=15).stdout)
+def vcpu_schedstats(host: Host, names: Sequence[str]) -> dict[str, dict[int, tuple[int, int, int]]]:
+    """Per-vCPU schedstat of running domains on the host, in one command: domain -> vCPU index ->
+    (on-CPU ns, run delay ns, timeslices). A domain that is not running is left out."""
+    return parse_vcpu_schedstats(host.run(["sh", "-c", _SCHEDSTATS, "sh", *names], timeout=15).stdout)
 
 
 def parse_vcpupin(text: str) -> tuple[tuple[int, ...], ...]:
