@@ -667,6 +667,7 @@ def _run_workload(boot: Boot, plugin: Workload, params: Mapping[str, Any], ctx: 
                 t0 = time.time()
                 result = guest.run(argv, timeout=timeout, cwd=GUEST_WORKDIR)
                 t1 = time.time()
+                finished()
                 stat1 = guest.run(["cat", "/proc/stat"], timeout=60).stdout
             except HostError as exc:
                 _guest_lost(host, spec, exc)
@@ -674,23 +675,39 @@ def _run_workload(boot: Boot, plugin: Workload, params: Mapping[str, Any], ctx: 
 
         return run
 
+    # The host-side snapshots run beside the guests' own reads, not after them: on a remote host each is
+    # a round trip. "before" is taken while the guests read /proc/stat and is waited for at the barrier;
+    # "after" starts when the last guest's workload ends.
+    before = threading.Thread(target=snapshot, args=("before",), daemon=True)
+    after = threading.Thread(target=snapshot, args=("after",), daemon=True)
+    left = [len(specs)]
+    left_lock = threading.Lock()
+
+    def finished() -> None:
+        with left_lock:
+            left[0] -= 1
+            if left[0] == 0:
+                after.start()
+
     released = threading.Event()
 
     def release() -> None:
-        snapshot("before")
+        before.join()
         released.set()
 
     stopper = None
     if window is not None:
         stopper = threading.Thread(target=_stop_together, args=(plugin, guests, specs, window[0], released), daemon=True)
         stopper.start()
+    before.start()
     try:
         runs = _at_barrier([job(s, g) for s, g in zip(specs, guests, strict=True)], action=release)
     finally:
         released.set()
     if stopper is not None:
         stopper.join(timeout=60)
-    snapshot("after")
+    if after.ident is not None:  # started by the last guest to finish
+        after.join(timeout=30)
     w_start, w_end, overlaps = common_window([(r[3], r[4]) for r in runs])
     fields = _trial_fields(boot)
     fields["extra"] |= {"window_start": w_start, "window_end": w_end}
