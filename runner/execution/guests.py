@@ -410,6 +410,8 @@ def _boot(env: str, host: Host, plugin: Workload, params: Mapping[str, Any], ctx
     net = _network(ctx)
     logs = str(cache / "logs" / campaign_slug(campaign)) if host.is_local else libvirt.LOG_DIR
     topo = host_topology(host)
+    if env == "kvm":
+        libvirt.ensure_libvirtd(host)
     for name in backend.leftovers(host, campaign):  # a killed attempt's or another worker's guests
         backend.destroy(host, name)
     if env == "container":
@@ -428,8 +430,6 @@ def _boot(env: str, host: Host, plugin: Workload, params: Mapping[str, Any], ctx
         guests: list[Host] = [ContainerHost(host, s.name, cli) for s in specs]
         boot = Boot(env, key, uuid.uuid4().hex[:12], host, specs, guests, ready, "none", guard, net)
     else:
-        if env == "kvm":
-            libvirt.ensure_libvirtd(host)
         built = _guest_image(cache, files, env, params)
         img = ship_image(host, built)
         accel = _accel(host, ship_image(host, _guest_image(cache, files, "kvm")), logs) if env == "kvm" else "xen"
