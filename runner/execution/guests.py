@@ -62,6 +62,7 @@ DEFAULT_MEMORY_MIB = 512
 BOOT_TIMEOUT_S = float(os.environ.get("RUNNER_GUEST_BOOT_TIMEOUT", "240"))
 PROBE_TIMEOUT_S = 15.0
 BARRIER_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 5.0  # for the command that ends a guest's run at the common instant (window)
 CONSOLES = {"kvm": "console=ttyS0", "xen-hvm": "console=ttyS0", "xen-pv": "console=hvc0"}
 IMAGE_CACHE = "/var/cache/runner/images"  # on a remote hypervisor host: <digest>/{vmlinuz,initrd.img}
 # This machine's guest builds (images, the guest key, workload payloads), per user and content-addressed,
@@ -695,17 +696,18 @@ def _run_workload(boot: Boot, plugin: Workload, params: Mapping[str, Any], ctx: 
         before.join()
         released.set()
 
-    stopper = None
+    stopper, done = None, threading.Event()
     if window is not None:
-        stopper = threading.Thread(target=_stop_together, args=(plugin, guests, specs, window[0], released), daemon=True)
+        stopper = threading.Thread(target=_stop_together, args=(plugin, guests, specs, window[0], released, done), daemon=True)
         stopper.start()
     before.start()
     try:
         runs = _at_barrier([job(s, g) for s, g in zip(specs, guests, strict=True)], action=release)
     finally:
         released.set()
+        done.set()
     if stopper is not None:
-        stopper.join(timeout=60)
+        stopper.join(timeout=STOP_TIMEOUT_S + 10)  # a stop still in flight must not reach the next trial
     if after.ident is not None:  # started by the last guest to finish
         after.join(timeout=30)
     w_start, w_end, overlaps = common_window([(r[3], r[4]) for r in runs])
@@ -725,11 +727,11 @@ def _run_workload(boot: Boot, plugin: Workload, params: Mapping[str, Any], ctx: 
 
 
 def _stop_together(plugin: Workload, guests: Sequence[Host], specs: Sequence[GuestSpec], seconds: float,
-                   released: threading.Event) -> None:
-    """`seconds` after the barrier released the guests, end every guest's measurement at one instant."""
-    if not released.wait(BARRIER_TIMEOUT_S + 60):
+                   released: threading.Event, done: threading.Event) -> None:
+    """`seconds` after the barrier released the guests, end every guest's measurement at one instant
+    (unless every run has ended by then: `done`)."""
+    if not released.wait(BARRIER_TIMEOUT_S + 60) or done.wait(seconds):
         return
-    time.sleep(seconds)
     gate = threading.Barrier(len(guests))
 
     def stop(i: int) -> Callable[[], None]:
@@ -740,7 +742,7 @@ def _stop_together(plugin: Workload, guests: Sequence[Host], specs: Sequence[Gue
                 gate.wait(timeout=10)
             if argv:
                 with contextlib.suppress(HostError):
-                    guests[i].run(argv, timeout=30)
+                    guests[i].run(argv, timeout=STOP_TIMEOUT_S)
 
         return run
 

@@ -52,15 +52,12 @@ class Lockbench(Workload):
 
     def stop_argv(self, ctx: WorkloadContext) -> list[str]:
         """SIGUSR1 ends lockbench's measurement at once; it reports over the time it ran. Matched by its
-        process name (the first 15 characters: the kernel's comm) read from /proc (a minimal guest has no
-        pkill), never by command line, so neither this command nor the `timeout` wrapping the run is
-        signalled; retried for up to 10 s in case the run has not started yet."""
-        script = (
-            'i=0; while :; do for p in /proc/[0-9]*; do [ "$(cat "$p/comm" 2>/dev/null)" = "$1" ] && '
-            'kill -USR1 "${p#/proc/}" 2>/dev/null && exit 0; done; '
-            'i=$((i+1)); [ "$i" -ge 200 ] && exit 1; sleep 0.05; done'
-        )
-        return ["sh", "-c", script, "lockbench-stop", binary_name()[:15]]
+        process name with killall (busybox's in a minimal guest; a name past the kernel's 15-character
+        comm is matched on argv[0]), never by a pattern in command lines, so neither this command nor the
+        `timeout` wrapping the run is signalled; retried for up to 3 s in case the run has not started
+        yet. One exec per try: a guest whose vCPUs the workload saturates still runs it soon."""
+        script = 'i=0; until killall -q -USR1 "$1" 2>/dev/null; do i=$((i+1)); [ "$i" -ge 30 ] && exit 1; sleep 0.1; done'
+        return ["sh", "-c", script, "lockbench-stop", binary_name()]
 
     def estimate_seconds(self, params: Mapping[str, Any]) -> float:
         return float(params.get("duration", 1.0)) + 0.2
