@@ -11,7 +11,8 @@ with `guests: {reuse: configuration}` and once with `{reuse: trial}`. Printed pe
 wall, median) of the trials that reused a boot and of those that booted, and the campaign's wall time
 against the ideal a user computes (trials x duration).
 Part 2 (--overcommit): examples/overcommit.yml (on this machine) with reuse `trial` (every trial boots, as
-before reuse existed) and `configuration` (the default): boots, wall time, ideal.
+before reuse existed) and `configuration` (the default): boots, wall time, ideal. The remote part also
+prints the round trip of one command on the host (`host_command_round_trip_s`).
 Every figure is labelled with the accelerator the dataset recorded (tcg on the development machines).
 """
 
@@ -81,6 +82,26 @@ def reuse_part(where: str, work: Path, reps: int, inventory: Path | None) -> dic
     return out
 
 
+def host_round_trip(inventory: Path) -> float:
+    """Median seconds of one command on the remote host over its kept SSH connection (`true`): a reused
+    guest trial runs two host commands (the vCPU snapshots), so this explains most of remote vs local."""
+    import statistics
+
+    from runner.provision.inventory import connect, load_inventory
+
+    host = connect(load_inventory(inventory).hosts["tb1"])
+    try:
+        host.run(["true"], timeout=30)
+        times = []
+        for _ in range(10):
+            t0 = time.monotonic()
+            host.run(["true"], timeout=30)
+            times.append(time.monotonic() - t0)
+        return round(statistics.median(times), 3)
+    finally:
+        host.close()
+
+
 def overcommit_part(work: Path, reps: int | None) -> dict[str, object]:
     text = (PROJECT / "examples" / "overcommit.yml").read_text()
     doc = yaml.safe_load(text)
@@ -120,6 +141,7 @@ def main() -> None:
 
         with TestBed.up(1, work / "bed", "gbench", hypervisors=1) as bed:
             result["remote"] = reuse_part("remote", work, args.reps, bed.inventory_path)
+            result["remote"]["host_command_round_trip_s"] = host_round_trip(bed.inventory_path)
     if args.overcommit:
         result["overcommit"] = overcommit_part(work, args.overcommit_reps)
     print(json.dumps(result, indent=1, sort_keys=True))
