@@ -175,10 +175,12 @@ def test_hypervisor_sshd_killed_mid_trial(hypervisor_bed: TestBed, tmp_path: Pat
         assert killed, "the guest never answered SSH"
         assert rc == 1, f"sshd killed {killed[0] - started:.1f} s after the launch; {out}"
         _, trials, _ = read_campaign(name, tmp_path / "ds")
-        errors = trials.sort_values("started_at")["error"].tolist()
-        assert len(trials) == 2 and (trials["status"] == "failed").all()
-        assert "tb1" in errors[0] and ("connection lost" in errors[0] or "cannot connect" in errors[0]), errors
-        assert "not run" in errors[1], errors  # the host was dropped; the campaign finished
+        # The trial the kill struck fails naming tb1 and what happened; tb1 is dropped, so a trial after it
+        # is recorded as not run. (Under load the kill may land after the first trial has finished.)
+        assert len(trials) == 2
+        failed = trials[trials["status"] == "failed"].sort_values("started_at")["error"].tolist()
+        assert failed and "tb1" in failed[0] and ("connection lost" in failed[0] or "cannot connect" in failed[0]), failed
+        assert all("tb1" in e or "not run" in e for e in failed), failed
     finally:
         host.close()
         bed.start_sshd("tb1")

@@ -133,6 +133,11 @@ def test_serve_runs_a_due_schedule(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert proc.stdout.strip().splitlines()[-1] == f"{ran[0]} 2 0", proc.stderr
 
     capsys.readouterr()
+    # The CLI uses the real clock: a minute may have begun since `now`, so the state says the next day's
+    # slot has run (nothing can be due), whatever the time.
+    state = home / "state" / "tiny-nightly.json"
+    state.write_text(state.read_text().replace(slot.isoformat(), (slot + timedelta(days=1)).isoformat()))
+    assert sch.last_run("tiny-nightly", home) == slot + timedelta(days=1)
     assert cli(serve_cli, ["serve", "--once"]) == 0
     assert "nothing due" in capsys.readouterr().err
     assert cli(schedule_cli, ["schedule", "list"]) == 0
