@@ -109,3 +109,31 @@ def test_sigusr1_ends_the_run_early_and_it_still_reports(lockbench: Path) -> Non
     assert time.monotonic() - t0 < 5
     doc = json.loads(out)
     assert 0.5 < doc["duration_s"] < 5 and doc["counter_ok"] is True and doc["total_ops"] > 0
+
+
+def test_the_runners_stop_waits_for_the_handler(lockbench: Path, tmp_path: Path) -> None:
+    """stop_argv signals a run only once it handles SIGUSR1: a process of that name without the handler
+    (a run still starting) is left alone; a real run is ended early."""
+    import json
+    import shutil
+    import time
+
+    from runner.workloads import base
+    from runner.workloads.base import WorkloadContext
+    from runner.workloads.lockbench import binary_name
+
+    argv = base.get("lockbench").stop_argv(WorkloadContext("h", str(tmp_path), 2))
+    impostor = tmp_path / binary_name()
+    shutil.copy(shutil.which("sleep"), impostor)
+    proc = subprocess.Popen([str(impostor), "30"])
+    try:
+        assert subprocess.run(argv, timeout=20).returncode == 1  # found, never signalled
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+    run = subprocess.Popen([str(lockbench), "--threads", "2", "--duration", "60"], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    assert subprocess.run([*argv[:-1], lockbench.name], timeout=20).returncode == 0
+    out, _ = run.communicate(timeout=20)
+    assert json.loads(out)["duration_s"] < 5

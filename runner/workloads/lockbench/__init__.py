@@ -51,12 +51,17 @@ class Lockbench(Workload):
     window_param = "duration"
 
     def stop_argv(self, ctx: WorkloadContext) -> list[str]:
-        """SIGUSR1 ends lockbench's measurement at once; it reports over the time it ran. Matched by its
-        process name with killall (busybox's in a minimal guest; a name past the kernel's 15-character
-        comm is matched on argv[0]), never by a pattern in command lines, so neither this command nor the
-        `timeout` wrapping the run is signalled; retried for up to 3 s in case the run has not started
-        yet. One exec per try: a guest whose vCPUs the workload saturates still runs it soon."""
-        script = 'i=0; until killall -q -USR1 "$1" 2>/dev/null; do i=$((i+1)); [ "$i" -ge 30 ] && exit 1; sleep 0.1; done'
+        """SIGUSR1 ends lockbench's measurement at once; it reports over the time it ran. The run is found
+        by its name with pidof (busybox's in a minimal guest), never by a pattern in command lines, and is
+        signalled only once it has installed its SIGUSR1 handler (the USR1 bit of SigCgt in
+        /proc/PID/status): a signal that came before would kill a run that is still starting. Retried for
+        up to 3 s in case the run has not started yet."""
+        script = (
+            'i=0; while :; do for p in $(pidof "$1"); do '
+            'm=$(sed -n "s/^SigCgt:[[:space:]]*//p" "/proc/$p/status" 2>/dev/null); m=${m#"${m%????}"}; '
+            '[ -n "$m" ] && [ $((0x$m & 0x200)) -ne 0 ] && kill -USR1 "$p" 2>/dev/null && exit 0; done; '
+            'i=$((i+1)); [ "$i" -ge 30 ] && exit 1; sleep 0.1; done'
+        )
         return ["sh", "-c", script, "lockbench-stop", binary_name()]
 
     def estimate_seconds(self, params: Mapping[str, Any]) -> float:
