@@ -2,7 +2,7 @@
 
 `describe_guest` is a pure decision: from one matrix cell's parameters, the host topology and the kernel
 catalog it computes everything a hypervisor module needs (`runner.provision.libvirt.domain_xml`,
-`runner.provision.xen.xl_config`, `runner.provision.container.run_argv`) and what the dataset records
+`runner.provision.xen.xl_config`, `runner.provision.container.start_argv`) and what the dataset records
 (`GuestSpec.to_json` goes into the `guest_json` column).
 
 Over-commit: the k guests of one trial (`vms` axis, index 0..k-1) get the SAME host CPUs, so k VMs share
