@@ -82,7 +82,7 @@ def test_bad_option_exits_2(lockbench: Path, args: list[str], message: str) -> N
 
 def test_help_version_and_cpus(lockbench: Path) -> None:
     assert _run(lockbench, "--help").stdout.startswith("usage: lockbench")
-    assert _run(lockbench, "--version").stdout == "lockbench 1.0\n"
+    assert _run(lockbench, "--version").stdout == "lockbench 1.1\n"
     doc = json.loads(_run(lockbench, "--threads", "3", "--pin", "compact", "--cpus", "0", "--duration", "0.05").stdout)
     assert doc["cpus"] == [0] and doc["counter_ok"] is True
 
@@ -111,10 +111,10 @@ def test_sigusr1_ends_the_run_early_and_it_still_reports(lockbench: Path) -> Non
     assert 0.5 < doc["duration_s"] < 5 and doc["counter_ok"] is True and doc["total_ops"] > 0
 
 
-def test_the_runners_stop_waits_for_the_handler(lockbench: Path, tmp_path: Path) -> None:
-    """stop_argv signals a run only once it handles SIGUSR1: a process of that name without the handler
-    (a run still starting) is left alone; a real run is ended early."""
-    import json
+def test_the_runners_stop_signals_only_its_own_run(lockbench: Path, tmp_path: Path) -> None:
+    """stop_argv finds its run by the run's --pid-file and checks the process name before the signal: a
+    pid file naming another process (a stale file, a reused pid) is left alone; its real run, started
+    after the stop began to look, is ended early and says so."""
     import shutil
     import time
 
@@ -122,18 +122,29 @@ def test_the_runners_stop_waits_for_the_handler(lockbench: Path, tmp_path: Path)
     from runner.workloads.base import WorkloadContext
     from runner.workloads.lockbench import binary_name
 
-    argv = base.get("lockbench").stop_argv(WorkloadContext("h", str(tmp_path), 2))
-    impostor = tmp_path / binary_name()
-    shutil.copy(shutil.which("sleep"), impostor)
-    proc = subprocess.Popen([str(impostor), "30"])
+    plugin = base.get("lockbench")
+    ctx = WorkloadContext("h", str(tmp_path), 2, extra={"run_id": "r1"})
+    assert plugin.stop_argv(WorkloadContext("h", str(tmp_path), 2)) is None  # no run id: nothing to stop
+    argv = plugin.stop_argv(ctx)
+    pid_file = argv[-2]
+    stranger = subprocess.Popen(["sleep", "30"])
     try:
-        assert subprocess.run(argv, timeout=20).returncode == 1  # found, never signalled
-        assert proc.poll() is None
+        Path(pid_file).write_text(f"{stranger.pid}\n")
+        assert subprocess.run(argv, timeout=30).returncode == 1  # looked for 5 s, never signalled
+        assert stranger.poll() is None
     finally:
-        proc.kill()
-        proc.wait()
-    run = subprocess.Popen([str(lockbench), "--threads", "2", "--duration", "60"], stdout=subprocess.PIPE, text=True)
-    time.sleep(0.5)
-    assert subprocess.run([*argv[:-1], lockbench.name], timeout=20).returncode == 0
-    out, _ = run.communicate(timeout=20)
-    assert json.loads(out)["duration_s"] < 5
+        stranger.kill()
+        stranger.wait()
+    Path(pid_file).unlink()
+    binary = tmp_path / binary_name()
+    shutil.copy(lockbench, binary)
+    run_argv = plugin.command({"threads": 2, "duration": 60}, ctx)
+    assert run_argv[0] == str(binary) and run_argv[-2:] == ["--pid-file", pid_file]
+    stop = subprocess.Popen(argv)
+    time.sleep(0.5)  # the stop is looking before the run starts
+    run = subprocess.Popen(run_argv, stdout=subprocess.PIPE, text=True)
+    assert stop.wait(timeout=30) == 0
+    out, _ = run.communicate(timeout=30)
+    doc = json.loads(out)
+    assert doc["stopped_early"] is True and doc["duration_s"] < 60 and doc["counter_ok"] is True
+    assert not Path(pid_file).exists()  # removed at exit

@@ -656,9 +656,11 @@ def _run_workload(boot: Boot, plugin: Workload, params: Mapping[str, Any], ctx: 
 
     window = window_plan(plugin, params, len(specs), timeout)
     run_params = params if window is None else window[1]
+    run_id = uuid.uuid4().hex[:12]  # names this run to its stop command (a stale stop never reaches a later run)
 
     def job(spec: GuestSpec, guest: Host) -> Callable[[threading.Barrier], tuple[CommandResult, str, str, float, float]]:
-        gctx = WorkloadContext(host=guest.name, workdir=GUEST_WORKDIR, cpus=spec.vcpus, extra={**ctx.extra, "vm": spec.index})
+        gctx = WorkloadContext(host=guest.name, workdir=GUEST_WORKDIR, cpus=spec.vcpus,
+                               extra={**ctx.extra, "vm": spec.index, "run_id": run_id})
         argv = plugin.command(run_params, gctx)
 
         def run(barrier: threading.Barrier) -> tuple[CommandResult, str, str, float, float]:
@@ -698,7 +700,8 @@ def _run_workload(boot: Boot, plugin: Workload, params: Mapping[str, Any], ctx: 
 
     stopper, done = None, threading.Event()
     if window is not None:
-        stopper = threading.Thread(target=_stop_together, args=(plugin, guests, specs, window[0], released, done), daemon=True)
+        stopper = threading.Thread(target=_stop_together, args=(plugin, guests, specs, run_id, window[0], released, done),
+                                   daemon=True)
         stopper.start()
     before.start()
     try:
@@ -726,28 +729,36 @@ def _run_workload(boot: Boot, plugin: Workload, params: Mapping[str, Any], ctx: 
     return merge_outcomes(outcomes, telemetry, **fields)
 
 
-def _stop_together(plugin: Workload, guests: Sequence[Host], specs: Sequence[GuestSpec], seconds: float,
+def _stop_together(plugin: Workload, guests: Sequence[Host], specs: Sequence[GuestSpec], run_id: str, seconds: float,
                    released: threading.Event, done: threading.Event) -> None:
     """`seconds` after the barrier released the guests, end every guest's measurement at one instant
-    (unless every run has ended by then: `done`)."""
-    if not released.wait(BARRIER_TIMEOUT_S + 60) or done.wait(seconds):
-        return
-    gate = threading.Barrier(len(guests))
+    (unless every run has ended by then: `done`).
 
-    def stop(i: int) -> Callable[[], None]:
+    Each guest's stop command is started before the instant and waits for one line on its stdin: what
+    is left at the instant is one write per guest, not a command start inside a guest (which takes
+    seconds in a busy software-emulated guest). Closing stdin without the line ends it unused."""
+    armed: list[Spawned] = []
+    for guest, spec in zip(guests, specs, strict=True):
+        argv = plugin.stop_argv(WorkloadContext(host=guest.name, workdir=GUEST_WORKDIR, cpus=spec.vcpus,
+                                                extra={"run_id": run_id}))
+        if argv:
+            with contextlib.suppress(HostError):
+                armed.append(guest.spawn(["sh", "-c", 'read -r _ || exit 0; exec "$@"', "runner-stop", *argv]))
+    if not armed:
+        return
+    go = released.wait(BARRIER_TIMEOUT_S + 60) and not done.wait(seconds)
+    gate = threading.Barrier(len(armed))
+
+    def stop(stopper: Spawned) -> Callable[[], None]:
         def run() -> None:
-            gctx = WorkloadContext(host=guests[i].name, workdir=GUEST_WORKDIR, cpus=specs[i].vcpus)
-            argv = plugin.stop_argv(gctx)
             with contextlib.suppress(threading.BrokenBarrierError):
                 gate.wait(timeout=10)
-            if argv:
-                with contextlib.suppress(HostError):
-                    guests[i].run(argv, timeout=STOP_TIMEOUT_S)
+            stopper.finish("go\n" if go else "", timeout=STOP_TIMEOUT_S)
 
         return run
 
     with contextlib.suppress(Exception):
-        _in_parallel([stop(i) for i in range(len(guests))])
+        _in_parallel([stop(a) for a in armed])
 
 
 def _guest_lost(host: Host, spec: GuestSpec, exc: HostError) -> NoReturn:

@@ -31,6 +31,11 @@ def binary_name() -> str:
     return f"lockbench-{digest}"
 
 
+def _pid_file(ctx: WorkloadContext) -> str | None:
+    run_id = ctx.extra.get("run_id")
+    return None if run_id is None else f"{ctx.workdir}/{binary_name()}.{run_id}.pid"
+
+
 @register("lockbench")
 class Lockbench(Workload):
     description = "lock microbenchmark: ttas, ticket, mcs, mutex, oticket, spinpark under N threads"
@@ -50,19 +55,22 @@ class Lockbench(Workload):
 
     window_param = "duration"
 
-    def stop_argv(self, ctx: WorkloadContext) -> list[str]:
-        """SIGUSR1 ends lockbench's measurement at once; it reports over the time it ran. The run is found
-        by its name with pidof (busybox's in a minimal guest), never by a pattern in command lines, and is
-        signalled only once it has installed its SIGUSR1 handler (the USR1 bit of SigCgt in
-        /proc/PID/status): a signal that came before would kill a run that is still starting. Retried for
-        up to 3 s in case the run has not started yet."""
+    def stop_argv(self, ctx: WorkloadContext) -> list[str] | None:
+        """SIGUSR1 ends lockbench's measurement at once; it reports over the time it ran. The run is the
+        one of ctx.extra["run_id"] (no run id: it cannot be stopped): its --pid-file, written once its
+        SIGUSR1 handler is in place, names the process, checked by name in /proc before the signal. The
+        loop uses shell builtins only (in a busy emulated guest each started process costs a lot) and
+        looks for up to about 5 s, in case the run has not started yet."""
+        pid_file = _pid_file(ctx)
+        if pid_file is None:
+            return None
         script = (
-            'i=0; while :; do for p in $(pidof "$1"); do '
-            'm=$(sed -n "s/^SigCgt:[[:space:]]*//p" "/proc/$p/status" 2>/dev/null); m=${m#"${m%????}"}; '
-            '[ -n "$m" ] && [ $((0x$m & 0x200)) -ne 0 ] && kill -USR1 "$p" 2>/dev/null && exit 0; done; '
-            'i=$((i+1)); [ "$i" -ge 30 ] && exit 1; sleep 0.1; done'
+            'i=0; while [ "$i" -lt 100 ]; do '
+            'if [ -r "$1" ] && read -r p <"$1" && [ -r "/proc/$p/comm" ] && read -r n <"/proc/$p/comm" '
+            '&& [ "$n" = "$2" ]; then kill -USR1 "$p" && exit 0; fi; '
+            'i=$((i+1)); sleep 0.05; done; exit 1'
         )
-        return ["sh", "-c", script, "lockbench-stop", binary_name()]
+        return ["sh", "-c", script, "lockbench-stop", pid_file, binary_name()[:15]]  # comm: 15 characters
 
     def estimate_seconds(self, params: Mapping[str, Any]) -> float:
         return float(params.get("duration", 1.0)) + 0.2
@@ -101,6 +109,9 @@ class Lockbench(Workload):
             if key in params:
                 argv += [flag, str(params[key])]
         argv += ["--pin", str(params.get("thread_pin", "none"))]
+        pid_file = _pid_file(ctx)
+        if pid_file is not None:
+            argv += ["--pid-file", pid_file]
         return argv
 
     def parse(self, result: CommandResult, params: Mapping[str, Any]) -> list[Metric]:

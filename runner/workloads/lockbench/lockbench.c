@@ -17,7 +17,7 @@
  * Build: cc -O2 -pthread -o lockbench lockbench.c   (C11, gcc or clang; -static works too)
  *
  * Output format history ("lockbench" key):
- *   1 - first release.
+ *   1 - first release; later additive keys: "stopped_early" (SIGUSR1 ended the run).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -38,7 +38,7 @@
 #endif
 
 #define LOCKBENCH_FORMAT 1
-#define LOCKBENCH_VERSION "1.0"
+#define LOCKBENCH_VERSION "1.1"
 #define CACHE_LINE 128 /* two 64-byte lines: also keeps adjacent-line prefetch apart */
 #define MAX_THREADS 4096
 #define MAX_CPUS 4096
@@ -129,7 +129,8 @@ static struct {
     int pin_compact;
     int cpus[MAX_CPUS];
     int ncpus; /* 0: --cpus not given */
-} opt = {L_TTAS, 1, 1.0, 100, 100, 1UL << 14, 0, {0}, 0};
+    const char *pid_file; /* NULL: none */
+} opt = {L_TTAS, 1, 1.0, 100, 100, 1UL << 14, 0, {0}, 0, NULL};
 
 static void ttas_lock(void)
 {
@@ -368,6 +369,7 @@ static void print_help(void)
            "  --pin none|compact   compact: thread i runs on the i-th CPU of --cpus (or of the affinity\n"
            "                       mask) modulo its length; none: threads float (default none)\n"
            "  --cpus LIST          CPUs to use, e.g. 0-3,6; with --pin none all threads float over them\n"
+           "  --pid-file PATH      write the process ID to PATH once SIGUSR1 is handled; removed at exit\n"
            "  --help, --version\n"
            "Prints one JSON object on stdout. Exit: 0 ok, 1 runtime failure, 2 bad option,\n"
            "3 counter mismatch (the lock broke mutual exclusion).\n",
@@ -418,7 +420,7 @@ static void parse_cpus(const char *s)
 
 static void parse_args(int argc, char **argv)
 {
-    enum { O_LOCK = 256, O_THREADS, O_DURATION, O_CS, O_OUT, O_SPIN, O_PIN, O_CPUS, O_HELP, O_VERSION };
+    enum { O_LOCK = 256, O_THREADS, O_DURATION, O_CS, O_OUT, O_SPIN, O_PIN, O_CPUS, O_PIDFILE, O_HELP, O_VERSION };
     static const struct option longopts[] = {
         {"lock", required_argument, NULL, O_LOCK},
         {"threads", required_argument, NULL, O_THREADS},
@@ -428,6 +430,7 @@ static void parse_args(int argc, char **argv)
         {"spin-threshold", required_argument, NULL, O_SPIN},
         {"pin", required_argument, NULL, O_PIN},
         {"cpus", required_argument, NULL, O_CPUS},
+        {"pid-file", required_argument, NULL, O_PIDFILE},
         {"help", no_argument, NULL, O_HELP},
         {"version", no_argument, NULL, O_VERSION},
         {NULL, 0, NULL, 0},
@@ -463,6 +466,7 @@ static void parse_args(int argc, char **argv)
             opt.duration = d;
             break;
         }
+        case O_PIDFILE: opt.pid_file = optarg; break;
         case O_CS: opt.cs_work = parse_ulong(optarg, "--cs-work"); break;
         case O_OUT: opt.out_work = parse_ulong(optarg, "--out-work"); break;
         case O_SPIN:
@@ -550,6 +554,17 @@ int main(int argc, char **argv)
     sigaction(SIGUSR1, &sa, NULL);
     parse_args(argc, argv);
     resolve_cpus();
+    /* The pid file says "this run can be stopped now": written after the handler is in place, to a
+     * temporary name and renamed, so a reader never sees a partial pid. */
+    if (opt.pid_file != NULL) {
+        char tmp[4096];
+        FILE *f = NULL;
+        if (snprintf(tmp, sizeof tmp, "%s.tmp", opt.pid_file) >= (int)sizeof tmp || (f = fopen(tmp, "w")) == NULL ||
+            fprintf(f, "%ld\n", (long)getpid()) < 0 || fclose(f) != 0 || rename(tmp, opt.pid_file) != 0) {
+            fprintf(stderr, "lockbench: --pid-file %s: %s\n", opt.pid_file, strerror(errno));
+            return 1;
+        }
+    }
 
     struct thread_state *ts = aligned_alloc(CACHE_LINE, sizeof *ts * (size_t)opt.threads);
     if (ts == NULL) {
@@ -579,6 +594,8 @@ int main(int argc, char **argv)
         pthread_join(ts[i].tid, NULL);
     /* Acquisitions in flight when stop was set still count, so the clock stops after the joins. */
     double elapsed = now_s() - t0;
+    if (opt.pid_file != NULL)
+        unlink(opt.pid_file);
 
     unsigned long long total = 0;
     double sum = 0.0, sumsq = 0.0;
@@ -603,8 +620,9 @@ int main(int argc, char **argv)
     for (int i = 0; i < opt.threads; i++)
         printf("%s%llu", i ? ", " : "", ts[i].ops);
     printf("], \"jain_fairness\": %.6f, \"counter\": %llu, \"counter_ok\": %s, "
-           "\"mean_ops_per_thread\": %.3f, \"version\": \"%s\"}\n",
-           jain, shared.counter, counter_ok ? "true" : "false", sum / opt.threads, LOCKBENCH_VERSION);
+           "\"mean_ops_per_thread\": %.3f, \"stopped_early\": %s, \"version\": \"%s\"}\n",
+           jain, shared.counter, counter_ok ? "true" : "false", sum / opt.threads,
+           stop_requested ? "true" : "false", LOCKBENCH_VERSION);
     fflush(stdout);
     free(ts);
     if (!counter_ok) {
