@@ -63,6 +63,18 @@ def trial_id(cell: str, repetition: int) -> str:
     return _digest({"cell": cell, "repetition": repetition})
 
 
+def resolve_in_environment(params: Mapping[str, Any], host_cpus: int, relative: frozenset[str]) -> dict[str, Any]:
+    """Relative CPU counts ("50%") resolved where the workload runs: `vcpus` against the host's CPUs;
+    every other CPU-count parameter against the CPUs the workload sees, i.e. a guest's vCPUs or a
+    container's cpuset size (`vcpus`, all host CPUs when not given) in a guest or container environment,
+    and the host's CPUs on the bare host."""
+    outer = resolve_params(params, host_cpus, relative & {"vcpus"})
+    inner = host_cpus
+    if outer.get("env", "host") != "host" and isinstance(outer.get("vcpus"), int):
+        inner = outer["vcpus"]
+    return resolve_params(outer, inner, relative - {"vcpus"})
+
+
 def plan(matrix: Matrix, cpus_by_host: Mapping[str, int]) -> list[Trial]:
     """Expand `matrix` for the given hosts (name -> online CPUs) into trials, in the matrix's order."""
     cells = expand_cells(matrix.axes, matrix.zip, matrix.exclude, matrix.include)
@@ -86,7 +98,7 @@ def plan(matrix: Matrix, cpus_by_host: Mapping[str, int]) -> list[Trial]:
             merged = {**matrix.params, **cell}
             if (kernel := matrix.guest_kernels.get(str(merged.get("guest_kernel")))) is not None:
                 merged["guest_kernel_spec"] = dict(kernel)  # the guest runner boots it; part of the cell's identity
-            params = dict(sorted(resolve_params(merged, cpus, relative).items()))
+            params = dict(sorted(resolve_in_environment(merged, cpus, relative).items()))
             cid = cell_id(matrix.workload, params, host)
             if cid in seen:  # e.g. "50%" and 1 on a 2-CPU host: one cell, written first wins
                 continue
