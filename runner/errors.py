@@ -39,3 +39,10 @@ class DatasetError(RunnerError):
 
 class ProvisionError(RunnerError):
     """Provisioning (Ansible, guests, containers) failed."""
+
+
+class ImageBuildError(ProvisionError):
+    """A guest image could not be built (a failing step, an unreachable mirror, a missing package): the
+    matrix asks for something this machine cannot make, so it ends the launch like bad input."""
+
+    exit_code = 2

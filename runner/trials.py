@@ -98,6 +98,8 @@ def plan(matrix: Matrix, cpus_by_host: Mapping[str, int]) -> list[Trial]:
             merged = {**matrix.params, **cell}
             if (kernel := matrix.guest_kernels.get(str(merged.get("guest_kernel")))) is not None:
                 merged["guest_kernel_spec"] = dict(kernel)  # the guest runner boots it; part of the cell's identity
+            if (img := matrix.guest_images.get(str(merged.get("guest_image")))) is not None:
+                merged["guest_image_spec"] = dict(img)  # likewise for the lab's own images
             params = dict(sorted(resolve_in_environment(merged, cpus, relative).items()))
             cid = cell_id(matrix.workload, params, host)
             if cid in seen:  # e.g. "50%" and 1 on a 2-CPU host: one cell, written first wins
@@ -124,7 +126,7 @@ def plan(matrix: Matrix, cpus_by_host: Mapping[str, int]) -> list[Trial]:
 
 # The parameters that make up a guest configuration: trials that agree on them (and on env and campaign)
 # can run in the same booted guests.
-GUEST_KEYS = ("vcpus", "memory", "vms", "pin", "guest_numa", "guest_kernel", "guest_kernel_spec", "guest_image", "disk")
+GUEST_KEYS = ("vcpus", "memory", "vms", "pin", "guest_numa", "guest_kernel", "guest_kernel_spec", "guest_image", "guest_image_spec", "disk")
 
 
 def guest_config_key(env: str, params: Mapping[str, Any], campaign: str) -> str | None:

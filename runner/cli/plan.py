@@ -12,6 +12,7 @@ from rich.table import Table
 
 from runner.execution import environments
 from runner.execution.campaign import check_guests, resolve_hosts
+from runner.matrix.expand import is_relative
 from runner.matrix.load import load_matrix
 from runner.trials import Trial, boots_needed, plan, trial_guest_key
 from runner.workloads import base
@@ -89,12 +90,18 @@ def run(args: argparse.Namespace) -> int:
         table.add_column("#", justify="right")
         table.add_column("trial id")
         table.add_column("cell")
+        # Relative CPU counts given as workload parameters ("100%") are shown resolved: per environment,
+        # they follow a guest's vCPUs or a container's cpuset.
+        relative = [k for k, v in matrix.params.items() if k not in matrix.axes and is_relative(v)]
         for axis in matrix.axes:
             table.add_column(axis)
+        for key in relative:
+            table.add_column(f"{key} ({matrix.params[key]})", justify="right")
         table.add_column("rep", justify="right")
         for i, t in enumerate(trials[:show], 1):
             p = t.param_dict
-            table.add_row(str(i), t.trial_id, t.cell_id[:8], *(str(p[a]) for a in matrix.axes), str(t.repetition))
+            table.add_row(str(i), t.trial_id, t.cell_id[:8], *(str(p[a]) for a in matrix.axes), *(str(p.get(k, "")) for k in relative),
+                          str(t.repetition))
         console.print(table)
         if show < len(trials):
             console.print(f"... {len(trials) - show} more (--show -1 lists all)")

@@ -23,6 +23,7 @@ from typing import Any
 from runner import __version__
 from runner.errors import HostError, RunnerError, UsageError
 from runner.execution import environments
+from runner.execution.guests import prepare_images
 from runner.execution.worker import AttemptSpec, execute, host_cpus, kill_running, release_guests
 from runner.matrix.load import Matrix
 from runner.provision.guest import HOST_TOOLS, check_guest_params
@@ -277,6 +278,9 @@ def _launch_held(
     trials = plan(matrix, cpus)
     check_guests(matrix, trials)
     check_host_tools(live, {str(t.param_dict.get("env", "host")) for t in trials})
+    # Disk and container images are built here, once, before any trial (a minute or two the first time).
+    images = prepare_images(base.get(matrix.workload), [t.param_dict for t in trials],
+                            progress=lambda line: print(f"runner: {line}", file=sys.stderr, flush=True))
     types = axis_types(trials, list(matrix.axes))
     provenance = {
         "campaign": matrix.campaign,
@@ -293,6 +297,7 @@ def _launch_held(
         "order": matrix.order,
         "seed": matrix.seed,
         "dead_hosts": dead,
+        "guest_images": images,
     }
     store.initialise(
         campaign=matrix.campaign,

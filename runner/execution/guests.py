@@ -51,7 +51,7 @@ from runner.execution.environments import Outcome, finish, register, register_gu
 from runner.hosts.base import CommandResult, Host, Spawned
 from runner.hosts.container import ContainerHost
 from runner.hosts.ssh import HostSpec, SSHHost
-from runner.provision import container, image, libvirt, xen
+from runner.provision import container, image, libvirt, rootfs, xen
 from runner.provision.guest import GuestSpec, campaign_slug, describe_guest
 from runner.provision.topology import TOPOLOGY_SCRIPT, Topology, parse_topology_dump
 from runner.trials import guest_config_key
@@ -64,7 +64,8 @@ PROBE_TIMEOUT_S = 15.0
 BARRIER_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 5.0  # for the command that ends a guest's run at the common instant (window)
 CONSOLES = {"kvm": "console=ttyS0", "xen-hvm": "console=ttyS0", "xen-pv": "console=hvc0"}
-IMAGE_CACHE = "/var/cache/runner/images"  # on a remote hypervisor host: <digest>/{vmlinuz,initrd.img}
+IMAGE_CACHE = "/var/cache/runner/images"  # on a remote hypervisor host: <digest>/{vmlinuz,initrd.img,disk.qcow2}
+ROOT_DEVICES = {"kvm": "/dev/vda", "xen-hvm": "/dev/xvda", "xen-pv": "/dev/xvda"}  # a disk image's root, by env
 # This machine's guest builds (images, the guest key, workload payloads), per user and content-addressed,
 # so campaigns share them: env RUNNER_CACHE, default ~/.cache/runner.
 CONTROLLER_CACHE = Path(os.environ.get("RUNNER_CACHE", "~/.cache/runner")).expanduser()
@@ -97,6 +98,12 @@ def guest_params(env: str, params: Mapping[str, Any], host_cpus: int) -> dict[st
     if env != "container":
         out["guest_kernel"] = params.get("guest_kernel", "default")
     return out
+
+
+def image_choice(params: Mapping[str, Any]) -> tuple[str, Mapping[str, Any] | None]:
+    """The trial's guest image: its catalog name (default minimal) and the matrix's entry for it (None:
+    built in)."""
+    return str(params.get("guest_image", "minimal")), params.get("guest_image_spec")
 
 
 def guest_catalog(img: image.GuestImage, env: str, params: Mapping[str, Any] | None = None) -> dict[str, dict[str, str]]:
@@ -181,6 +188,14 @@ def combine(per_vm: Sequence[Sequence[Metric]], telemetry: Sequence[Mapping[str,
             Metric("aggregate_throughput", sum(tput), unit, True),
             Metric("vm_jain", jain(tput), "index", True),
         ]
+    # A kernel build's rate adds up over the guests like a throughput; per core over all their cores.
+    builds = [m.value for metrics in per_vm for m in metrics if m.name == "builds_per_hour" and m.thread is None]
+    cores = [m.value for metrics in per_vm for m in metrics if m.name == "cores" and m.thread is None]
+    if len(builds) == k:
+        out += [Metric("builds_per_hour", sum(builds), "builds/h", True), Metric("vm_jain", jain(builds), "index", True)]
+        if len(cores) == k and sum(cores) > 0:
+            out += [Metric("builds_per_hour_per_core", sum(builds) / sum(cores), "builds/h/core", True),
+                    Metric("cores", sum(cores), "cores", None)]
     totals = {"ssh_ready_s": max, "guest_steal_pct": lambda v: sum(v) / len(v), "vcpu_run_delay_s": sum, "window_overlap": min}
     for name, agg in totals.items():
         values = [t[name] for t in telemetry if t.get(name) is not None]
@@ -254,14 +269,130 @@ def ship_image(host: Host, img: image.GuestImage) -> image.GuestImage:
     return _memoized(("shipped", host.name, img.digest), ship)
 
 
-def _container_image(host: Host, campaign: str, files: Mapping[str, Path]) -> str:
-    h = hashlib.sha256(b"container busybox\n")
+def _kernel_of(params: Mapping[str, Any]) -> tuple[Path, Path | None]:
+    """The guest kernel of a disk-image trial and its initrd (/boot/initrd.img-<release> if there is one:
+    Debian's has virtio_blk and ext4; a kernel without one must have them built in)."""
+    spec = params.get("guest_kernel_spec") or {}
+    kernel = Path(spec["kernel"]) if spec.get("kernel") else image.newest_kernel()
+    if not kernel.is_file():
+        raise ProvisionError(f"guest kernel {params.get('guest_kernel')!r}: {kernel} does not exist on this machine")
+    initrd = kernel.parent / kernel.name.replace("vmlinuz", "initrd.img", 1)
+    return kernel, initrd if initrd.is_file() else None
+
+
+def _rootfs(cache: Path, entry: Mapping[str, Any] | None, progress: rootfs.Progress | None = None) -> rootfs.RootFS:
+    recipe = rootfs.Recipe.from_entry(entry)
+    return _memoized(("rootfs", str(cache), recipe), lambda: rootfs.build_rootfs(cache / "images", recipe, progress))
+
+
+def disk_image(cache: Path, files: Mapping[str, Path], env: str, params: Mapping[str, Any],
+               progress: rootfs.Progress | None = None) -> rootfs.DiskImage:
+    """The trial's disk image (guest_image debian, a lab's recipe or a lab's own file), built once."""
+    _name, entry = image_choice(params)
+    kernel, initrd = _kernel_of(params)
+    key = image.campaign_keypair(cache / "keys")
+    if entry and "file" in entry:
+        return _memoized(("file", entry["file"]), lambda: rootfs.file_image(Path(entry["file"]), entry["host_key"], key, kernel, initrd))
+    base = _rootfs(cache, entry, progress)
+    nets = image.NET_MODULES if env == "kvm" else image.NET_MODULES + image.XEN_NET_MODULES
+    return _memoized(("disk", str(cache), base.digest, tuple(sorted(files.items())), nets, str(kernel)),
+                     lambda: rootfs.build_disk(cache / "images", base, key_path=key, kernel=kernel, initrd=initrd,
+                                               extra_files=files, net_modules=nets, progress=progress))
+
+
+def prepare_images(plugin: Workload, trials_params: Sequence[Mapping[str, Any]],
+                   progress: rootfs.Progress | None = None) -> dict[str, dict[str, Any]]:
+    """Build, on this machine and before any trial, every disk image the trials use (each once, with
+    progress messages); returns what the dataset's provenance records of each: image name -> digests,
+    recipe and installed package versions."""
+    cache = _cache_dir()
+    files = _guest_files(plugin, cache) if any(p.get("env", "host") != "host" for p in trials_params) else {}
+    out: dict[str, dict[str, Any]] = {}
+    for params in trials_params:
+        env = str(params.get("env", "host"))
+        name, entry = image_choice(params)
+        if env == "host" or name == "minimal" or name in out and env == "container":
+            continue
+        if env == "container":
+            if entry and "file" in entry:
+                raise ProvisionError(f"guest image {name!r} is a disk image file: containers need a Debian recipe image")
+            base = _rootfs(cache, entry, progress)
+            out[name] = {"rootfs": base.digest, "packages": dict(base.packages), **_recipe_doc(entry)}
+            continue
+        disk = disk_image(cache, files, env, params, progress)
+        doc = out.setdefault(name, {"disks": {}, **_recipe_doc(entry)})
+        doc.setdefault("disks", {})[env] = disk.digest
+        if disk.rootfs is not None:
+            doc |= {"rootfs": disk.rootfs.digest, "packages": dict(disk.rootfs.packages)}
+    return out
+
+
+def _recipe_doc(entry: Mapping[str, Any] | None) -> dict[str, Any]:
+    if entry and "file" in entry:
+        return {"file": entry["file"]}
+    recipe = rootfs.Recipe.from_entry(entry)
+    return {"suite": recipe.suite, "mirror": recipe.mirror, "recipe_packages": list(recipe.packages)}
+
+
+def ship_disk(host: Host, img: rootfs.DiskImage) -> rootfs.DiskImage:
+    """The disk image as the host sees it (like ship_image: copied once by digest to a remote host)."""
+    if host.is_local:
+        return img
+
+    def ship() -> rootfs.DiskImage:
+        where = f"{IMAGE_CACHE}/{img.digest}"
+        remote = {f"disk{''.join(img.disk.suffixes) or '.raw'}": img.disk, "vmlinuz": img.kernel}
+        if img.initrd is not None:
+            remote["initrd.img"] = img.initrd
+        have = host.run(["sh", "-c", " && ".join(f"test -s {shlex.quote(f'{where}/{n}')}" for n in remote)], timeout=30)
+        if not have.ok:
+            for name, local in remote.items():
+                try:
+                    host.put(local, f"{where}/{name}")
+                except HostError as exc:
+                    raise ProvisionError(f"{host.name}: cannot copy the guest disk image {img.digest[:12]} there: {exc}") from None
+        moved = {n: Path(f"{where}/{n}") for n in remote}
+        disk = next(p for n, p in moved.items() if n.startswith("disk"))
+        return replace(img, disk=disk, kernel=moved["vmlinuz"], initrd=moved.get("initrd.img"))
+
+    return _memoized(("shipped-disk", host.name, img.digest), ship)
+
+
+def disk_catalog(img: rootfs.DiskImage, env: str, params: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """The guest kernel catalog of a disk-image trial: like guest_catalog, each entry booting the disk."""
+    base = f"{image.DEFAULT_CMDLINE.replace('console=ttyS0', CONSOLES[env])} {rootfs.ROOT_CMDLINE.replace('/dev/vda', ROOT_DEVICES[env])}"
+    entry = {"kernel": str(img.kernel), "initrd": str(img.initrd or "")}
+    catalog = {"default": {**entry, "cmdline": base}, "nopvspin": {**entry, "cmdline": f"{base} nopvspin"}}
+    spec = params.get("guest_kernel_spec")
+    if spec:
+        catalog[str(params["guest_kernel"])] = {**entry, "cmdline": f"{base} {spec.get('cmdline', '')}".strip()}
+    return catalog
+
+
+def _make_overlays(host: Host, base: Path, names: Sequence[str]) -> list[str]:
+    """One copy-on-write overlay of `base` per guest in rootfs.OVERLAY_DIR on the host; their paths."""
+    paths = [f"{rootfs.OVERLAY_DIR}/{n}" for n in names]
+    fmt = "qcow2" if base.suffix == ".qcow2" else "raw"
+    script = f"mkdir -p {rootfs.OVERLAY_DIR} && " + " && ".join(
+        shlex.join(rootfs.overlay_argv(str(base), p, fmt)) for p in paths)
+    made = host.run(["sh", "-c", script], timeout=120)
+    if not made.ok:
+        raise ProvisionError(f"{host.name}: cannot create guest disk overlays in {rootfs.OVERLAY_DIR} (needs qemu-img, package qemu-utils): {made.tail()}")
+    return paths
+
+
+def _container_image(host: Host, campaign: str, files: Mapping[str, Path], base: rootfs.RootFS | None = None) -> str:
+    h = hashlib.sha256(b"container busybox\n" if base is None else f"container rootfs {base.digest}\n".encode())
     for guest_path, local in sorted(files.items()):
         h.update(f"{guest_path}\n".encode() + hashlib.sha256(Path(local).read_bytes()).digest())
     name = container.image_name(campaign, h.hexdigest())
 
     def build() -> str:
-        return name if container.image_exists(host, name) else container.build_image(host, name, files=files)
+        if container.image_exists(host, name):
+            return name
+        if base is None:
+            return container.build_image(host, name, files=files)
+        return container.build_image(host, name, archive=base.tar, files=files)
 
     return _memoized(("container", host.name, name), build)
 
@@ -355,6 +486,7 @@ class Boot:
     accel: str
     guard: Spawned
     net: Network
+    image: tuple[str, str] = ("minimal", "")  # guest image catalog name, content digest
     facts: list[dict[str, Any]] = field(default_factory=list)
     prepared: set[str] = field(default_factory=set)
     trials: int = 0  # trials served so far
@@ -389,7 +521,7 @@ def _provide(env: str, host: Host, plugin: Workload, params: Mapping[str, Any], 
     alive, else a new boot (the previous one is destroyed first: a host runs one configuration at a time)."""
     campaign = str(ctx.extra.get("campaign", "campaign"))
     gp = guest_params(env, params, ctx.cpus)
-    key = guest_config_key(env, {**gp, "guest_kernel_spec": params.get("guest_kernel_spec")}, campaign)
+    key = guest_config_key(env, {**gp, **{k: params.get(k) for k in ("guest_kernel_spec", "guest_image", "guest_image_spec")}}, campaign)
     with _boots_lock:
         boot = _boots.get(host.name)
     if boot is not None and (boot.key != key or not boot.alive()):
@@ -415,8 +547,10 @@ def _boot(env: str, host: Host, plugin: Workload, params: Mapping[str, Any], ctx
         libvirt.ensure_libvirtd(host)
     for name in backend.leftovers(host, campaign):  # a killed attempt's or another worker's guests
         backend.destroy(host, name)
+    image_name, image_entry = image_choice(params)
     if env == "container":
-        img_name = _container_image(host, campaign, files)
+        base = None if image_name == "minimal" else _rootfs(cache, image_entry)
+        img_name = _container_image(host, campaign, files, base)
         specs = [describe_guest("container", gp, topo, {}, campaign, i) for i in range(gp["vms"])]
         cli = container.container_cli(host)
         guard = _guard(host, [backend.destroy_argv(host, s.name) for s in specs])
@@ -429,16 +563,25 @@ def _boot(env: str, host: Host, plugin: Workload, params: Mapping[str, Any], ctx
             raise
         ready = [time.monotonic() - t0] * len(specs)
         guests: list[Host] = [ContainerHost(host, s.name, cli) for s in specs]
-        boot = Boot(env, key, uuid.uuid4().hex[:12], host, specs, guests, ready, "none", guard, net)
+        boot = Boot(env, key, uuid.uuid4().hex[:12], host, specs, guests, ready, "none", guard, net,
+                    image=(image_name, img_name.rsplit(":", 1)[-1].split("-", 1)[0]))
     else:
-        built = _guest_image(cache, files, env, params)
-        img = ship_image(host, built)
         accel = _accel(host, ship_image(host, _guest_image(cache, files, "kvm")), logs) if env == "kvm" else "xen"
-        catalog = guest_catalog(img, env, params)
-        specs = [describe_guest(env, {**gp, "accel": accel}, topo, catalog, campaign, i, address=libvirt.guest_address(i, net.subnet))
+        boot_id = uuid.uuid4().hex[:12]
+        disks: list[str | None] = [None] * gp["vms"]
+        if image_name == "minimal":
+            built: image.GuestImage | rootfs.DiskImage = _guest_image(cache, files, env, params)
+            catalog = guest_catalog(ship_image(host, built), env, params)
+        else:
+            built = disk_image(cache, files, env, params)
+            shipped = ship_disk(host, built)
+            catalog = disk_catalog(shipped, env, params)
+            disks = list(_make_overlays(host, shipped.disk, [rootfs.overlay_name(campaign_slug(campaign), i, boot_id) for i in range(gp["vms"])]))
+        specs = [describe_guest(env, {**gp, "accel": accel, **({"disk": disks[i]} if disks[i] else {})}, topo, catalog, campaign, i,
+                                address=libvirt.guest_address(i, net.subnet))
                  for i in range(gp["vms"])]
         libvirt.ensure_bridge(host, net.bridge, net.subnet)
-        guard = _guard(host, [backend.destroy_argv(host, s.name) for s in specs])
+        guard = _guard(host, [backend.destroy_argv(host, s.name) for s in specs] + [["rm", "-f", d] for d in disks if d])
         try:
             starts = []
             for spec in specs:
@@ -454,7 +597,7 @@ def _boot(env: str, host: Host, plugin: Workload, params: Mapping[str, Any], ctx
         except BaseException:
             _destroy_all(host, backend, specs, guard)
             raise
-        boot = Boot(env, key, uuid.uuid4().hex[:12], host, specs, guests, ready, accel, guard, net)
+        boot = Boot(env, key, boot_id, host, specs, guests, ready, accel, guard, net, image=(image_name, built.digest))
     try:
         boot.facts = _in_parallel([_facts_reader(boot, i) for i in range(len(specs))])
     except BaseException:
@@ -504,6 +647,10 @@ def _destroy_all(host: Host, backend: _Backend, specs: Sequence[GuestSpec], guar
     for spec in specs:
         try:
             backend.destroy(host, spec.name)
+            if spec.disk and spec.disk.startswith(f"{rootfs.OVERLAY_DIR}/"):
+                gone = host.run(["rm", "-f", spec.disk], timeout=60)
+                if not gone.ok:
+                    errors.append(f"guest {spec.name}: cannot remove its disk overlay {spec.disk}: {gone.tail()}")
         except (ProvisionError, HostError) as exc:
             errors.append(f"guest {spec.name}: {exc}")
     # Not clean: the guard runs its cleanup on the host now (and again, harmlessly, on what is gone).
@@ -634,6 +781,8 @@ def _trial_fields(boot: Boot) -> dict[str, Any]:
             "boot_id": boot.boot_id,
             "boot_s": max(boot.ready_s) if boot.trials == 0 else None,
             "guest_kernel": spec.guest_kernel or None,
+            "guest_image": boot.image[0],
+            "guest_image_digest": boot.image[1] or None,
             "guest_vcpus": spec.vcpus,
             "guest_pins": json.dumps([list(p) for p in spec.vcpu_pins]),
             "guest_cmdline": spec.cmdline or None,

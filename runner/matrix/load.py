@@ -41,6 +41,7 @@ RUNNER_PARAMS_SCHEMA: dict[str, Any] = {
     "vcpus": {"x-cpus": True, "type": "integer", "minimum": 1, "description": "vCPUs of each guest / CPUs of a container"},
     "vms": {"type": "integer", "minimum": 1, "maximum": 64, "description": "guests started at once on one host (over-commit)"},
     "guest_kernel": {"type": "string", "description": "entry of the guest kernel catalog"},
+    "guest_image": {"type": "string", "description": "entry of the guest image catalog: minimal (default), debian, or one of guest_images"},
     "memory": {"type": "integer", "minimum": 64, "description": "guest memory in MiB"},
     "pin": {"enum": ["packed", "spread", "none"], "description": "vCPU pinning policy"},
     "guest_numa": {"type": "integer", "minimum": 1, "description": "virtual NUMA nodes of each guest"},
@@ -78,6 +79,7 @@ class Matrix:
     busy_timeout: float | None = None
     provision: Mapping[str, Any] | None = None  # None: no Ansible step before the trials
     guest_kernels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    guest_images: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     reuse: str = "configuration"  # guests.reuse: configuration | trial
     description: str = ""
 
@@ -221,6 +223,7 @@ def parse_matrix(text: str, path: Path = Path("matrix.yml")) -> Matrix:
         busy_timeout=hosts.get("busy_timeout"),
         provision=_provision(doc.get("provision", False)),
         guest_kernels=_guest_kernels(doc, axes, params, name),
+        guest_images=_guest_images(doc, axes, params, name),
         reuse=(doc.get("guests") or {}).get("reuse", "configuration"),
         description=doc.get("description", ""),
     )
@@ -244,6 +247,29 @@ def _guest_kernels(doc: Mapping[str, Any], axes: Mapping[str, tuple[Any, ...]], 
     for path, value in used:
         if value not in known:
             raise MatrixError(f"{name}: {path}: no guest kernel {value!r}; known: {', '.join(known)} (add it under guest_kernels)")
+    return catalog
+
+
+BUILTIN_GUEST_IMAGES = ("minimal", "debian")
+
+
+def _guest_images(doc: Mapping[str, Any], axes: Mapping[str, tuple[Any, ...]], params: Mapping[str, Any], name: str) -> dict[str, dict[str, Any]]:
+    """The matrix's guest image catalog; every guest_image value used must be in it or built in."""
+    catalog = {k: dict(v) for k, v in (doc.get("guest_images") or {}).items()}
+    for key, entry in catalog.items():
+        if key in BUILTIN_GUEST_IMAGES:
+            raise MatrixError(f"{name}: guest_images.{key}: {key!r} is built in; give your image another name")
+        if "file" in entry and not entry["file"].startswith("/"):
+            raise MatrixError(f"{name}: guest_images.{key}.file: {entry['file']!r} is not an absolute path")
+        if "host_key" in entry and not re.fullmatch(r"ssh-[a-z0-9-]+ [A-Za-z0-9+/=]+( .*)?", entry["host_key"].strip()):
+            raise MatrixError(f"{name}: guest_images.{key}.host_key: not a public key line (ssh-ed25519 AAAA...)")
+    known = [*BUILTIN_GUEST_IMAGES, *sorted(catalog)]
+    used = [(f"axes.guest_image[{i}]", v) for i, v in enumerate(axes.get("guest_image", ()))]
+    if "guest_image" in params:
+        used.append(("workload.params.guest_image", params["guest_image"]))
+    for path, value in used:
+        if value not in known:
+            raise MatrixError(f"{name}: {path}: no guest image {value!r}; known: {', '.join(known)} (add it under guest_images)")
     return catalog
 
 

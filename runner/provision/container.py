@@ -90,6 +90,10 @@ def minimal_rootfs(dest: Path, files: Mapping[str, Path]) -> None:
     for applet in applets:
         if not (dest / "bin" / applet).exists():
             (dest / "bin" / applet).symlink_to("busybox")
+    _copy_files(dest, files)
+
+
+def _copy_files(dest: Path, files: Mapping[str, Path]) -> None:
     for guest_path, host_path in files.items():
         if not Path(host_path).is_file():
             raise ProvisionError(f"file {host_path} for container path {guest_path} does not exist")
@@ -98,19 +102,27 @@ def minimal_rootfs(dest: Path, files: Mapping[str, Path]) -> None:
         shutil.copy2(host_path, target)
 
 
-def build_image(host: Host, name: str, *, rootfs: Path | None = None, files: Mapping[str, Path] | None = None) -> str:
+def build_image(host: Host, name: str, *, rootfs: Path | None = None, archive: Path | None = None,
+                files: Mapping[str, Path] | None = None) -> str:
     """Import an image `name` (e.g. "rnr-<campaign>:<tag>") on the host from `rootfs` (a local directory),
-    or from a `minimal_rootfs` of `files` when rootfs is None. Returns the image name."""
+    from `archive` (a root filesystem tarball, e.g. a Debian guest image's) with `files` added, or from a
+    `minimal_rootfs` of `files`. Returns the image name."""
     with tempfile.TemporaryDirectory(prefix="rnr-rootfs-") as tmp:
-        if rootfs is None:
-            rootfs = Path(tmp) / "rootfs"
-            minimal_rootfs(rootfs, files or {})
-        elif files:
-            raise ProvisionError("build_image takes a rootfs or files, not both")
-        archive = Path(tmp) / "rootfs.tar"
-        tar = subprocess.run(["tar", "-C", str(rootfs), "-cf", str(archive), "."], capture_output=True, check=False)
-        if tar.returncode:
-            raise ProvisionError(f"cannot archive container rootfs {rootfs}: {tar.stderr.decode().strip()}")
+        if rootfs is not None and (files or archive is not None):
+            raise ProvisionError("build_image takes a rootfs directory alone")
+        if archive is not None:
+            base, archive = archive, Path(tmp) / "rootfs.tar"
+            shutil.copyfile(base, archive)
+            if files:
+                extra = Path(tmp) / "extra"
+                _copy_files(extra, files)
+                _tar(["-C", str(extra), "--owner=0", "--group=0", "-rf", str(archive), "."], archive)
+        else:
+            if rootfs is None:
+                rootfs = Path(tmp) / "rootfs"
+                minimal_rootfs(rootfs, files or {})
+            archive = Path(tmp) / "rootfs.tar"
+            _tar(["-C", str(rootfs), "-cf", str(archive), "."], rootfs)
         remote = f"/var/tmp/runner/{archive.name}.{os.getpid()}.{name.replace(':', '-').replace('/', '-')}"
         host.put(archive, remote)
         try:
@@ -118,6 +130,12 @@ def build_image(host: Host, name: str, *, rootfs: Path | None = None, files: Map
         finally:
             host.run(["rm", "-f", remote], timeout=30)
     return name
+
+
+def _tar(args: Sequence[str], what: Path) -> None:
+    tar = subprocess.run(["tar", *args], capture_output=True, check=False)
+    if tar.returncode:
+        raise ProvisionError(f"cannot archive container rootfs {what}: {tar.stderr.decode().strip()}")
 
 
 def start_argv(
@@ -136,7 +154,7 @@ def start_argv(
     if cpus:
         out += ["--cpuset-cpus", cpus]
     if memory_mib:
-        out += ["--memory", f"{memory_mib}m"]
+        out += ["--memory", f"{memory_mib}m", "--shm-size", f"{memory_mib}m"]  # /dev/shm: a build's tmpfs
     return [*out, image, "sleep", "2147483647"]
 
 

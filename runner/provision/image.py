@@ -127,6 +127,20 @@ def module_load_order(modules_dep: str, wanted: Iterable[str]) -> list[str]:
     return order
 
 
+def module_name(path: str) -> str:
+    """modules.dep path -> module name: 'kernel/drivers/net/virtio_net.ko.xz' -> 'virtio_net'."""
+    return _module_name(path)
+
+
+def copy_file(src: Path, dest: Path) -> None:
+    """Copy a file into an image, mode kept; .xz-compressed kernel modules are stored decompressed."""
+    if src.suffix == ".xz":
+        dest.write_bytes(lzma.decompress(src.read_bytes()))
+        os.chmod(dest, 0o644)
+    else:
+        shutil.copy2(src, dest)
+
+
 def _module_name(path: str) -> str:
     return re.sub(r"\.ko(\.(xz|zst|gz))?$", "", path.rsplit("/", 1)[-1]).replace("-", "_")
 

@@ -1,15 +1,16 @@
 """What one campaign left on one hypervisor host: its libvirt domains, Xen domains, containers, container
-images and an empty guest bridge. Finds and removes exactly that campaign's (names made by
+images, guest disk overlays and an empty guest bridge. Finds and removes exactly that campaign's (names made by
 `guest.describe_guest` and `container.image_name`), through the host's Host, on this machine or over SSH."""
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
 from runner.errors import HostError, ProvisionError
 from runner.hosts.base import Host
-from runner.provision import container, libvirt, xen
-from runner.provision.guest import belongs_to
+from runner.provision import container, libvirt, rootfs, xen
+from runner.provision.guest import belongs_to, campaign_slug
 
 
 @dataclass(frozen=True)
@@ -21,12 +22,13 @@ class HostLeftovers:
     xen_domains: tuple[str, ...] = ()
     containers: tuple[str, ...] = ()
     images: tuple[str, ...] = ()
+    overlays: tuple[str, ...] = ()
     bridge: bool = False
     error: str | None = None  # the host could not be reached or cleaned
 
     @property
     def count(self) -> int:
-        return len(self.domains) + len(self.xen_domains) + len(self.containers) + len(self.images) + int(self.bridge)
+        return len(self.domains) + len(self.xen_domains) + len(self.containers) + len(self.images) + len(self.overlays) + int(self.bridge)
 
 
 def _has(host: Host, tool: str) -> bool:
@@ -47,7 +49,12 @@ def clean_host(host: Host, campaign: str, *, dry_run: bool = False, bridge: str 
             containers, images = container.list_campaign(host, campaign), container.list_campaign_images(host, campaign)
         except ProvisionError:
             containers, images = [], []
+        pattern = f"{rootfs.OVERLAY_DIR}/rnr-{campaign_slug(campaign)}-*.qcow2"
+        listed = host.run(["sh", "-c", f"ls -1 {pattern} 2>/dev/null; true"], timeout=30).stdout.split()
+        overlays = [p for p in listed if rootfs.overlay_of(p.rsplit("/", 1)[-1], campaign_slug(campaign))]
         if not dry_run:
+            if overlays:
+                host.run(["sh", "-c", "rm -f " + " ".join(shlex.quote(p) for p in overlays)], timeout=60)
             for name in domains:
                 libvirt.destroy(host, name)
             for name in xen_domains:
@@ -64,4 +71,4 @@ def clean_host(host: Host, campaign: str, *, dry_run: bool = False, bridge: str 
             libvirt.remove_bridge(host, bridge)
     except (HostError, ProvisionError) as exc:
         return HostLeftovers(host.name, error=str(exc))
-    return HostLeftovers(host.name, tuple(domains), tuple(xen_domains), tuple(containers), tuple(images), empty)
+    return HostLeftovers(host.name, tuple(domains), tuple(xen_domains), tuple(containers), tuple(images), tuple(overlays), empty)

@@ -5,6 +5,8 @@ History of SCHEMA_VERSION:
   2 - trials gain the guest columns (boot_id, boot_s, guest_kernel, guest_vcpus, guest_pins, guest_cmdline,
       guest_facts_json, window_start, window_end), null on the bare host. Version 1 datasets read as
       version 2 with those columns null.
+  3 - trials gain guest_image and guest_image_digest (the guest image catalog name and its content
+      address). Version 1 and 2 datasets read as version 3 with those columns null.
 
 Layout of one campaign (see runner.records.store, the only module that writes it):
 
@@ -28,8 +30,8 @@ from collections.abc import Mapping
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
-READABLE_SCHEMAS = frozenset({1, 2})
+SCHEMA_VERSION = 3
+READABLE_SCHEMAS = frozenset({1, 2, 3})
 
 # Columns that identify an attempt: the first columns of both tables (the store fills them from one dict).
 ATTEMPT_FIELDS: list[pa.Field] = [
@@ -59,6 +61,8 @@ GUEST_FIELDS: list[pa.Field] = [
     pa.field("boot_id", pa.string()),
     pa.field("boot_s", pa.float64()),
     pa.field("guest_kernel", pa.string()),
+    pa.field("guest_image", pa.string()),
+    pa.field("guest_image_digest", pa.string()),
     pa.field("guest_vcpus", pa.int32()),
     pa.field("guest_pins", pa.string()),
     pa.field("guest_cmdline", pa.string()),
@@ -112,6 +116,8 @@ DICTIONARY: dict[str, str] = {
     "boot_id": "the guest boot that served the trial (same id: same running guests, reused)",
     "boot_s": "seconds from starting the guests to all answering SSH, on the first trial of a boot only",
     "guest_kernel": "guest kernel catalog name",
+    "guest_image": "guest image catalog name (minimal, debian or the matrix's guest_images); the provenance's guest_images lists its packages",
+    "guest_image_digest": "content address of the guest image the guests (or containers) ran (disk or root filesystem digest)",
     "guest_vcpus": "vCPUs of each guest (cpuset size of a container)",
     "guest_pins": "host CPUs of each vCPU as JSON ([[2], [3]]; [] when unpinned)",
     "guest_cmdline": "guest kernel command line the runner gave",

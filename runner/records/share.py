@@ -37,11 +37,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from runner.errors import DatasetError, UsageError
-from runner.records.schema import DICTIONARY, METRIC_FIELDS, SCHEMA_VERSION, TRIAL_FIELDS
+from runner.records.schema import DICTIONARY, METRIC_FIELDS, READABLE_SCHEMAS, SCHEMA_VERSION, TRIAL_FIELDS
 from runner.records.store import CampaignStore, find_campaign, parquet_bytes, split_host_file, write_json_atomic
 
 ARCHIVE_VERSION = 1  # 1: first release (archive.json, schema.json, DATA-CARD.md, MANIFEST.sha256)
-READABLE_SCHEMAS = frozenset({1, SCHEMA_VERSION})
 MANIFEST = "MANIFEST.sha256"
 GENERATED = ("archive.json", "schema.json", "DATA-CARD.md")
 UNITS = {"wall_s": "s", "workload_wall_s": "s", "started_at": "UTC time", "ended_at": "UTC time", "value": "given by `unit`"}
