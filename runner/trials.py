@@ -65,13 +65,11 @@ def trial_id(cell: str, repetition: int) -> str:
 
 def resolve_in_environment(params: Mapping[str, Any], host_cpus: int, relative: frozenset[str]) -> dict[str, Any]:
     """Relative CPU counts ("50%") resolved where the workload runs: `vcpus` against the host's CPUs;
-    every other CPU-count parameter against the CPUs the workload sees, i.e. a guest's vCPUs or a
-    container's cpuset size (`vcpus`, all host CPUs when not given) in a guest or container environment,
-    and the host's CPUs on the bare host."""
+    every other CPU-count parameter against the trial's CPUs, `vcpus`: a guest's vCPUs, a container's
+    cpuset size and, on the bare host, the CPUs the trial is given (so one `vcpus` axis compares host,
+    container and guest at equal CPU counts). Without `vcpus`: the host's CPUs."""
     outer = resolve_params(params, host_cpus, relative & {"vcpus"})
-    inner = host_cpus
-    if outer.get("env", "host") != "host" and isinstance(outer.get("vcpus"), int):
-        inner = outer["vcpus"]
+    inner = outer["vcpus"] if isinstance(outer.get("vcpus"), int) else host_cpus
     return resolve_params(outer, inner, relative - {"vcpus"})
 
 

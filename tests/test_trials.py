@@ -44,10 +44,13 @@ def test_relative_values_resolve_per_host_cpu_count() -> None:
 
 
 def test_relative_values_follow_the_environment() -> None:
-    """In a guest or container "100%" means its vCPUs (cpuset); vcpus itself is relative to the host."""
+    """In a guest or container "100%" means its vCPUs (cpuset), on the host the trial's vcpus; vcpus itself
+    is relative to the host's CPUs."""
     m = parse_matrix(BASE + "axes:\n  env: [host, kvm, container]\n  vcpus: ['50%']\n  threads: ['100%']\nrepetitions: 1\n")
     got = {(dict(t.params)["env"], dict(t.params)["threads"], dict(t.params)["vcpus"]) for t in plan(m, {"h": 8})}
-    assert got == {("host", 8, 4), ("kvm", 4, 4), ("container", 4, 4)}
+    assert got == {("host", 4, 4), ("kvm", 4, 4), ("container", 4, 4)}
+    m = parse_matrix(BASE + "axes: {threads: ['100%']}\nrepetitions: 1\n")
+    assert dict(plan(m, {"h": 8})[0].params)["threads"] == 8  # no vcpus: the host's CPUs
     m = parse_matrix("campaign: c\nworkload: {name: lockbench, params: {env: kvm}}\naxes: {threads: ['50%']}\nrepetitions: 1\n")
     assert dict(plan(m, {"h": 8})[0].params)["threads"] == 4  # no vcpus: a guest gets all host CPUs
 

@@ -189,6 +189,8 @@ def _scaling_sections(rep: _Report, tot: pd.DataFrame, metric_names: Sequence[st
         for part in range(0, len(series), LINES_PER_FIGURE):
             chunk = series[part:part + LINES_PER_FIGURE]
             suffix = f" ({part // LINES_PER_FIGURE + 1})" if len(series) > LINES_PER_FIGURE else ""
+            if any("accel=tcg" in s.label for s in chunk):  # never let an emulated curve pass for KVM
+                suffix += "\naccel=tcg: QEMU software emulation, not KVM"
             rep.sections.append(rep.figure(f"scaling_{gi}_{part}", lambda p, c=chunk, s=suffix: plots.scaling(
                 p, c, axis=axis, ylabel=f"{gparams['metric']} ({unit})" if unit else str(gparams["metric"]),
                 title=title + s)))

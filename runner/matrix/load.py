@@ -38,7 +38,7 @@ PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 # next to the workload's own. See docs/matrix.md.
 RUNNER_PARAMS_SCHEMA: dict[str, Any] = {
     "env": {"enum": ["host", "container", "kvm", "xen-hvm", "xen-pv"], "description": "where the workload runs"},
-    "vcpus": {"x-cpus": True, "type": "integer", "minimum": 1, "description": "vCPUs of each guest / CPUs of a container"},
+    "vcpus": {"x-cpus": True, "type": "integer", "minimum": 1, "description": "vCPUs of each guest / CPUs of a container; on the bare host, what relative CPU counts of the workload (\"100%\") are taken of"},
     "vms": {"type": "integer", "minimum": 1, "maximum": 64, "description": "guests started at once on one host (over-commit)"},
     "guest_kernel": {"type": "string", "description": "entry of the guest kernel catalog"},
     "guest_image": {"type": "string", "description": "entry of the guest image catalog: minimal (default), debian, or one of guest_images"},

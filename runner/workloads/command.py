@@ -59,8 +59,8 @@ class Command(Workload):
                 ],
             },
             "estimate": {"type": "number", "minimum": 0, "description": "rough seconds per trial, for the plan"},
-            "threads": {"x-cpus": True, "type": "integer", "minimum": 1, "description": "a CPU count (may be relative, e.g. \"100%\": of the CPUs the workload sees: a guest's vCPUs, a container's cpuset, else the host's CPUs)"},
-            "cpus": {"x-cpus": True, "type": "integer", "minimum": 1, "description": "a CPU count (may be relative, e.g. \"100%\": of the CPUs the workload sees: a guest's vCPUs, a container's cpuset, else the host's CPUs)"},
+            "threads": {"x-cpus": True, "type": "integer", "minimum": 1, "description": "a CPU count (may be relative, e.g. \"100%\": of the trial's CPUs: vcpus if given (a guest's vCPUs, a container's cpuset), else the host's CPUs)"},
+            "cpus": {"x-cpus": True, "type": "integer", "minimum": 1, "description": "a CPU count (may be relative, e.g. \"100%\": of the trial's CPUs: vcpus if given (a guest's vCPUs, a container's cpuset), else the host's CPUs)"},
         },
     }
 

@@ -111,7 +111,7 @@ class Gmake(Workload):
         "properties": {
             "source": {"type": "string", "minLength": 1, "description": "linux-source (Debian's /usr/src/linux-source-*.tar.xz), or an absolute path on the host to a tarball or kernel tree"},
             "config": {"type": "string", "minLength": 1, "description": "make config target (default x86_64_defconfig; tinyconfig for quick runs) or an absolute path to a .config on the host"},
-            "cores": {"x-cpus": True, "type": "integer", "minimum": 1, "description": "CPUs the build may use (taskset on the first N allowed CPUs); default all (may be relative, e.g. \"100%\": of the CPUs the workload sees: a guest's vCPUs, a container's cpuset, else the host's CPUs)"},
+            "cores": {"x-cpus": True, "type": "integer", "minimum": 1, "description": "CPUs the build may use (taskset on the first N allowed CPUs); default all (may be relative, e.g. \"100%\": of the trial's CPUs: vcpus if given (a guest's vCPUs, a container's cpuset), else the host's CPUs)"},
             "jobs": {"type": "integer", "minimum": 1, "description": "make -j (default 2 x cores)"},
             "target": {"type": "string", "minLength": 1, "description": "make target (default vmlinux), e.g. init/ for a short run"},
             "tmpdir": {"type": "string", "minLength": 1, "description": "tmpfs directory on the host for the per-trial copy (default /dev/shm)"},

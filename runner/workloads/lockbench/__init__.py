@@ -44,7 +44,7 @@ class Lockbench(Workload):
         "additionalProperties": False,
         "properties": {
             "lock": {"enum": LOCKS, "description": "lock algorithm"},
-            "threads": {"x-cpus": True, "type": "integer", "minimum": 1, "maximum": 4096, "description": "threads contending for the lock (may be relative, e.g. \"100%\": of the CPUs the workload sees: a guest's vCPUs, a container's cpuset, else the host's CPUs)"},
+            "threads": {"x-cpus": True, "type": "integer", "minimum": 1, "maximum": 4096, "description": "threads contending for the lock (may be relative, e.g. \"100%\": of the trial's CPUs: vcpus if given (a guest's vCPUs, a container's cpuset), else the host's CPUs)"},
             "duration": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600, "description": "seconds of measurement (default 1)"},
             "cs_work": {"type": "integer", "minimum": 0, "description": "work loop iterations inside the critical section (default 100)"},
             "out_work": {"type": "integer", "minimum": 0, "description": "work loop iterations outside it (default 100)"},
