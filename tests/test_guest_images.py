@@ -71,6 +71,17 @@ def test_disk_catalog_boots_the_disk_with_the_kernels_initrd() -> None:
     assert "root=/dev/xvda" in guests.disk_catalog(img, "xen-pv", {})["default"]["cmdline"]
 
 
+def test_kernel_builds_add_up_over_guests() -> None:
+    from runner.workloads.base import Metric
+
+    def vm(bph: float, cores: float) -> list[Metric]:
+        return [Metric("builds_per_hour", bph, "builds/h", True), Metric("cores", cores, "cores", None)]
+
+    out = {(m.name, m.vm): m.value for m in guests.combine([vm(30.0, 2), vm(10.0, 2)], [{}, {}])}
+    assert out[("builds_per_hour", None)] == 40.0 and out[("builds_per_hour_per_core", None)] == 10.0
+    assert out[("cores", None)] == 4 and out[("builds_per_hour", 1)] == 10.0 and out[("vm_jain", None)] == 0.8
+
+
 def test_a_failed_build_names_its_step_and_log_and_leaves_nothing(tmp_path: Path) -> None:
     """An unreachable mirror (a closed port on loopback): one line with the step and the log, no image."""
     recipe = rootfs.Recipe(packages=("openssh-server",), mirror="http://127.0.0.1:9/debian")
