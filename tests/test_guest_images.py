@@ -8,6 +8,7 @@ and a half) and cached in the runner's cache (~/.cache/runner), never in the rep
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,28 @@ def test_kernel_builds_add_up_over_guests() -> None:
     out = {(m.name, m.vm): m.value for m in guests.combine([vm(30.0, 2), vm(10.0, 2)], [{}, {}])}
     assert out[("builds_per_hour", None)] == 40.0 and out[("builds_per_hour_per_core", None)] == 10.0
     assert out[("cores", None)] == 4 and out[("builds_per_hour", 1)] == 10.0 and out[("vm_jain", None)] == 0.8
+
+
+def test_container_archive_gets_the_workload_files_once(tmp_path: Path) -> None:
+    """Files added to a root filesystem tarball for `podman import`: parents created, a path the base already
+    has replaced, no path named twice (podman refuses duplicates)."""
+    import tarfile
+
+    root = tmp_path / "root"
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/bin/tool").write_text("old")
+    subprocess.run(["tar", "-C", str(root), "-cf", str(tmp_path / "base.tar"), "."], check=True)
+    new, binary = tmp_path / "tool", tmp_path / "lockbench"
+    new.write_text("new")
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    container._append_files(tmp_path / "base.tar", {"/usr/bin/tool": new, "/opt/runner/lockbench": binary})
+    with tarfile.open(tmp_path / "base.tar") as tar:
+        names = [n.removeprefix("./").rstrip("/") for n in tar.getnames()]
+        assert len(names) == len(set(names)) and {"opt", "opt/runner", "opt/runner/lockbench"} <= set(names)
+        assert tar.extractfile("./usr/bin/tool").read() == b"new"
+        member = tar.getmember("./opt/runner/lockbench")
+        assert (member.uid, member.mode & 0o777) == (0, 0o755)
 
 
 def test_a_failed_build_names_its_step_and_log_and_leaves_nothing(tmp_path: Path) -> None:

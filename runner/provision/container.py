@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -114,9 +115,7 @@ def build_image(host: Host, name: str, *, rootfs: Path | None = None, archive: P
             base, archive = archive, Path(tmp) / "rootfs.tar"
             shutil.copyfile(base, archive)
             if files:
-                extra = Path(tmp) / "extra"
-                _copy_files(extra, files)
-                _tar(["-C", str(extra), "--owner=0", "--group=0", "-rf", str(archive), "."], archive)
+                _append_files(archive, files)
         else:
             if rootfs is None:
                 rootfs = Path(tmp) / "rootfs"
@@ -130,6 +129,37 @@ def build_image(host: Host, name: str, *, rootfs: Path | None = None, archive: P
         finally:
             host.run(["rm", "-f", remote], timeout=30)
     return name
+
+
+def _append_files(archive: Path, files: Mapping[str, Path]) -> None:
+    """Add `files` (and their missing parent directories) to a root filesystem tarball, owned by root. A
+    path the tarball already has is replaced by leaving it out of the base: container engines refuse an
+    archive that names one path twice."""
+    listed = subprocess.run(["tar", "-tf", str(archive)], capture_output=True, text=True, check=False)
+    if listed.returncode:
+        raise ProvisionError(f"cannot read container rootfs {archive}: {listed.stderr.strip()}")
+    have = {n.removeprefix("./").rstrip("/") for n in listed.stdout.splitlines()}
+    clash = sorted(p.lstrip("/") for p in files if p.lstrip("/") in have)
+    if clash:
+        _tar(["--delete", "-f", str(archive), *(f"./{c}" for c in clash)], archive)
+        have -= set(clash)
+    with tarfile.open(archive, "a") as tar:
+        for guest_path, host_path in sorted(files.items()):
+            if not Path(host_path).is_file():
+                raise ProvisionError(f"file {host_path} for container path {guest_path} does not exist")
+            parts = guest_path.strip("/").split("/")
+            for i in range(1, len(parts)):
+                parent = "/".join(parts[:i])
+                if parent not in have:
+                    info = tarfile.TarInfo(f"./{parent}")
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
+                    tar.addfile(info)
+                    have.add(parent)
+            info = tar.gettarinfo(str(host_path), arcname=f"./{'/'.join(parts)}")
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            with open(host_path, "rb") as f:
+                tar.addfile(info, f)
 
 
 def _tar(args: Sequence[str], what: Path) -> None:
