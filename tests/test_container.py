@@ -33,7 +33,7 @@ def test_start_and_remove_argv() -> None:
     assert argv[: len(cli)] == list(cli)
     assert argv[len(cli):] == [
         "run", "-d", "--name", "rnr-c-0-0000abcd", "--network", "none", "--cpuset-cpus", "0-3",
-        "--memory", "512m", "--shm-size", "512m", "rnr-c:1", "sleep", "2147483647",
+        "--memory", "512m", "--tmpfs", "/dev/shm:rw,exec,nosuid,nodev,size=512m", "rnr-c:1", "sleep", "2147483647",
     ]
     bare = container.start_argv(("docker",), "img", name="n")
     assert "--cpuset-cpus" not in bare and "--memory" not in bare

@@ -184,7 +184,10 @@ def start_argv(
     if cpus:
         out += ["--cpuset-cpus", cpus]
     if memory_mib:
-        out += ["--memory", f"{memory_mib}m", "--shm-size", f"{memory_mib}m"]  # /dev/shm: a build's tmpfs
+        out += ["--memory", f"{memory_mib}m"]
+    # /dev/shm is where a kernel build's tree goes (gmake's tmpdir): as large as the container's memory and,
+    # unlike the engines' default, executable (the build runs scripts from the tree).
+    out += ["--tmpfs", "/dev/shm:rw,exec,nosuid,nodev" + (f",size={memory_mib}m" if memory_mib else "")]
     return [*out, image, "sleep", "2147483647"]
 
 
