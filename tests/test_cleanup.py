@@ -1,4 +1,5 @@
-"""runner cleanup: removes exactly one campaign's leftovers (libvirt domains, containers, images, bridge)."""
+"""runner cleanup: removes exactly one campaign's leftovers (libvirt domains, disk overlays, containers, images,
+bridge)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from runner.cli import main
 from runner.cli.cleanup import cleanup
 from runner.hosts.local import LocalHost
-from runner.provision import container, image, libvirt
+from runner.provision import container, image, libvirt, rootfs
 from runner.provision.guest import describe_guest
 from runner.provision.topology import read_topology
 
@@ -42,14 +43,21 @@ def test_cleanup_removes_only_the_campaigns_leftovers(tmp_path: Path, capsys: py
     imgs = {c: container.build_image(HERE, container.image_name(c, "0" * 12), files={}) for c in (MINE, OTHER)}
     mine = {"domain": _domain(MINE, tmp_path), "container": _container(MINE, imgs[MINE])}
     other = {"domain": _domain(OTHER, tmp_path), "container": _container(OTHER, imgs[OTHER])}
+    overlays = {c: Path(rootfs.OVERLAY_DIR) / rootfs.overlay_name(c, 0, "0123456789ab") for c in (MINE, OTHER)}
+    for path in overlays.values():  # what a killed boot of a Debian image leaves beside its domain
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "1M"], check=True)
     try:
         planned = cleanup(MINE, dry_run=True)
         assert (planned.domains, planned.containers, planned.images) == ((mine["domain"],), (mine["container"],), (imgs[MINE],))
+        assert planned.hosts[0].overlays == (str(overlays[MINE]),) and overlays[MINE].exists()
         assert libvirt.list_campaign(HERE, MINE) == [mine["domain"]]  # a dry run removes nothing
 
         assert main(["cleanup", MINE, "--datasets", str(tmp_path / "ds")]) == 0
         out = capsys.readouterr().out
         assert f"removed libvirt domain {mine['domain']}" in out and f"removed container {mine['container']}" in out
+        assert f"removed guest disk overlay {overlays[MINE]}" in out
+        assert not overlays[MINE].exists() and overlays[OTHER].exists()
         assert "guest bridge" not in out  # OTHER's guest is still on it
         assert libvirt.list_campaign(HERE, MINE) == [] and container.list_campaign(HERE, MINE) == []
         assert container.list_campaign_images(HERE, MINE) == []
@@ -63,6 +71,8 @@ def test_cleanup_removes_only_the_campaigns_leftovers(tmp_path: Path, capsys: py
         assert main(["cleanup", OTHER]) == 0
         assert "nothing left behind by campaign 'pytest-cleanup-1'" in capsys.readouterr().out
     finally:
+        for path in overlays.values():
+            path.unlink(missing_ok=True)
         for c, names in ((MINE, mine), (OTHER, other)):
             libvirt.destroy(HERE, names["domain"])
             container.remove(HERE, names["container"])

@@ -20,8 +20,8 @@ from runner.provision.leftovers import HostLeftovers, clean_host
 from runner.records.store import CampaignStore, split_host_file
 
 HELP = """\
-Remove the guests (libvirt domains, Xen domains), containers and container images that campaign
-CAMPAIGN created and a crashed controller left behind, and the guest bridge (rnrbr0) if no guest of any
+Remove the guests (libvirt domains, Xen domains), their disk overlays, containers and container images
+that campaign CAMPAIGN created and a crashed controller left behind, and the guest bridge (rnrbr0) if no guest of any
 campaign is left on it, on this machine and on every inventory host the campaign ran on (the hosts of
 its dataset; the inventory is --inventory, else the campaign's). Only names made for CAMPAIGN are touched
 (rnr-<campaign>-<index>-<hash>); another campaign's guests are never removed. Refused while the campaign
@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         if h.error:
             print(f"runner: cleanup: {h.host}: not cleaned: {h.error}", file=sys.stderr)
         for kind, names in (("libvirt domain", h.domains), ("Xen domain", h.xen_domains),
-                            ("container", h.containers), ("container image", h.images)):
+                            ("container", h.containers), ("container image", h.images),
+                            ("guest disk overlay", h.overlays)):
             for name in names:
                 print(f"{verb} {kind} {name}{where}")
         if h.bridge:
