@@ -105,9 +105,10 @@ def initial_guess(n: np.ndarray, x: np.ndarray, fix_kappa: bool) -> np.ndarray:
     levels = np.unique(n)
     med = np.array([np.median(x[n == lv]) for lv in levels])
     x1 = med[0] / levels[0]
-    c = med / x1
     xx = levels - 1.0
-    y = levels / c - 1.0
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero throughput: handled below
+        c = med / x1
+        y = levels / c - 1.0
     keep = xx > 0
     p = q = 0.0
     if keep.sum() >= 2 and not fix_kappa:
@@ -115,9 +116,11 @@ def initial_guess(n: np.ndarray, x: np.ndarray, fix_kappa: bool) -> np.ndarray:
         (p, q), *_ = np.linalg.lstsq(design, y[keep], rcond=None)
     elif keep.sum() >= 1:
         q = float(np.dot(xx[keep], y[keep]) / np.dot(xx[keep], xx[keep]))
+    if not (np.isfinite(p) and np.isfinite(q)):  # a zero throughput makes y infinite: start from linear scaling
+        p = q = 0.0
     kappa = 0.0 if fix_kappa else max(p, 0.0)
     sigma = min(max(q - (0.0 if fix_kappa else p), 0.0), 1.0)
-    return np.array([sigma, kappa, max(x1, 1e-12)])
+    return np.array([sigma, kappa, max(x1, 1e-12) if np.isfinite(x1) else 1e-12])
 
 
 def _jacobian(p: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -138,13 +141,22 @@ def _solve(n: np.ndarray, x: np.ndarray, fix_kappa: bool) -> tuple[np.ndarray, b
 
         sol = least_squares(res2, p0[[0, 2]], jac=jac2, bounds=(_LO[[0, 2]], _HI[[0, 2]]), x_scale="jac",
                             xtol=1e-14, ftol=1e-14, gtol=1e-14, max_nfev=2000)
-        return np.array([sol.x[0], 0.0, sol.x[1]]), sol.status > 0
+        return _at_bounds(np.array([sol.x[0], 0.0, sol.x[1]]), n), sol.status > 0
     sol = least_squares(lambda q: usl_curve(n, *q) - x, p0, jac=lambda q: _jacobian(q, n), bounds=(_LO, _HI),
                         x_scale="jac", xtol=1e-14, ftol=1e-14, gtol=1e-14, max_nfev=2000)
-    q = sol.x.copy()
-    if q[1] * n.max() ** 2 < 1e-12:  # numerically zero coherency: at the bound
-        q[1] = 0.0
-    return q, sol.status > 0
+    return _at_bounds(sol.x.copy(), n), sol.status > 0
+
+
+def _at_bounds(p: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Put sigma and kappa (one parameter set, or B x 3) on their bounds (sigma 0 or 1, kappa 0) where the distance
+    changes the denominator over the measured loads by less than 1e-12: the solvers stop a rounding error away from
+    a bound (1.7e-16, 4.9e-324), which reads as a result but is the bound."""
+    p = np.array(p, dtype=float)
+    top = float(n.max())
+    span = max(top - 1.0, 1.0)
+    p[..., 0] = np.where(p[..., 0] * span < 1e-12, 0.0, np.where((1.0 - p[..., 0]) * span < 1e-12, 1.0, p[..., 0]))
+    p[..., 1] = np.where(p[..., 1] * top * top < 1e-12, 0.0, p[..., 1])
+    return p
 
 
 def _batch_lm(n: np.ndarray, xb: np.ndarray, p0: np.ndarray, fix_kappa: bool, iters: int = 60) -> tuple[np.ndarray, np.ndarray]:
@@ -193,7 +205,7 @@ def _batch_lm(n: np.ndarray, xb: np.ndarray, p0: np.ndarray, fix_kappa: bool, it
         done |= small
         if done.all():
             break
-    return p, np.isfinite(cost)
+    return _at_bounds(p, n), np.isfinite(cost)
 
 
 def _resample_index(n: np.ndarray, replicates: int, rng: np.random.Generator) -> np.ndarray:
@@ -238,6 +250,8 @@ def fit_usl(n, x, *, bootstrap: int = 1000, seed: int = 0, level: float = 0.95, 
     n_arr, x_arr = n_arr[ok], x_arr[ok]
     if n_arr.size and (n_arr <= 0).any():
         raise DatasetError(f"fit_usl: loads must be positive, got {n_arr[n_arr <= 0][0]:g}")
+    if (x_arr < 0).any():
+        raise DatasetError(f"fit_usl: throughputs must not be negative, got {x_arr[x_arr < 0][0]:g}")
     fix_kappa = model == "amdahl"
     n_params = 2 if fix_kappa else 3
     levels = np.unique(n_arr)
@@ -263,9 +277,9 @@ def fit_usl(n, x, *, bootstrap: int = 1000, seed: int = 0, level: float = 0.95, 
     nan2 = (math.nan, math.nan)
     cis = [nan2, nan2, nan2, nan2]
     used, method = 0, "none"
-    if bootstrap > 0:
+    counts = np.array([np.sum(n_arr == lv) for lv in levels])
+    if bootstrap > 0 and ((counts >= 2).any() or dof > 0):  # an exact fit (no repetitions, dof 0) has no residuals to resample
         rng = np.random.default_rng(seed)
-        counts = np.array([np.sum(n_arr == lv) for lv in levels])
         if (counts >= 2).any():
             method = "repetitions"
             xb = x_arr[_resample_index(n_arr, bootstrap, rng)]

@@ -74,3 +74,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def datasets_default() -> str:
     return os.environ.get("RUNNER_DATASETS", "datasets")
+
+
+def int_at_least(low: int, high: int | None = None):
+    """An argparse type: an integer >= low (and <= high); anything else is refused with the allowed range."""
+    allowed = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer; allowed: {allowed}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{value} is out of range; allowed: {allowed}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse

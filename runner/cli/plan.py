@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from runner.cli import int_at_least
 from runner.execution import environments
 from runner.execution.campaign import check_guests, resolve_hosts
 from runner.matrix.expand import is_relative
@@ -36,9 +37,9 @@ examples:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("plan", help="show the trials a matrix expands to", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("matrix", type=Path, help="matrix file (YAML)")
-    p.add_argument("--cpus", type=int, help="CPU count that relative values refer to (default: this machine's)")
-    p.add_argument("--hosts", type=int, default=1, help="hosts sharing the work, for the estimate (default 1)")
-    p.add_argument("--show", type=int, default=30, help="trials to list (default 30; 0 for none, -1 for all)")
+    p.add_argument("--cpus", type=int_at_least(1), help="CPU count that relative values refer to (default: this machine's)")
+    p.add_argument("--hosts", type=int_at_least(1), default=1, help="hosts sharing the work, for the estimate (default 1)")
+    p.add_argument("--show", type=int_at_least(-1), default=30, help="trials to list (default 30; 0 for none, -1 for all)")
     p.add_argument("--inventory", default=os.environ.get("RUNNER_INVENTORY"),
                    help="Ansible inventory with the matrix's host group (env RUNNER_INVENTORY; default: the matrix's)")
     p.set_defaults(func=run)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from rich.table import Table
 
 from runner.cli import datasets_default
 from runner.cli.launch import launch_matrix
+from runner.errors import UsageError
 from runner.lab import schedule as sched_mod
 
 HELP = """\
@@ -40,7 +43,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument("matrix", type=Path, help="matrix file (YAML); read again at every run")
     add.add_argument("--cron", required=True, help='cron expression in local time, e.g. "0 2 * * *" (minute hour day month weekday)')
     add.add_argument("--datasets", default=datasets_default(), type=Path, help="where the instances' datasets go (env RUNNER_DATASETS)")
-    add.add_argument("--inventory", help="Ansible inventory (default: as `runner launch MATRIX` from here would use)")
+    add.add_argument("--inventory", default=os.environ.get("RUNNER_INVENTORY"),
+                     help="Ansible inventory (env RUNNER_INVENTORY; default: as `runner launch MATRIX` from here would use)")
     add.add_argument("--no-systemd", action="store_true", help="do not install a systemd timer even where systemd runs; use `runner serve`")
     sub.add_parser("list", help="the schedules, their next slot and last run")
     rm = sub.add_parser("remove", help="remove a schedule (and its systemd timer)")
@@ -61,20 +65,33 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"schedule {s.name}: {s.matrix} at '{s.cron}', run by {how}", highlight=False)
         return 0
     if args.action == "list":
-        table = Table("name", "cron", "matrix", "mode", "next slot", "last slot run", show_edge=False)
-        now = datetime.now().astimezone()
-        for s in sched_mod.load_schedules().values():
-            last = sched_mod.last_run(s.name)
-            nxt = croniter(s.cron, now).get_next(datetime)
-            table.add_row(s.name, s.cron, s.matrix, s.mode, nxt.isoformat(timespec="minutes"), last.isoformat(timespec="minutes") if last else "never")
-        console.print(table)
-        return 0
+        return list_schedules(console)
     if args.action == "remove":
-        s = sched_mod.remove_schedule(args.name)
-        console.print(f"schedule {s.name} removed (its datasets are kept in {s.datasets})", highlight=False)
+        datasets = sched_mod.remove_schedule(args.name)
+        console.print(f"schedule {args.name} removed (its datasets are kept in {datasets})", highlight=False)
         return 0
     s = sched_mod.get_schedule(args.name)
     now = datetime.now().astimezone()
     slot = sched_mod.latest_slot(s.cron, now) if args.latest_slot else now.replace(second=0, microsecond=0)
     summary = sched_mod.run_slot(s, slot, launch_matrix, quiet=False)
     return 0 if summary.success else (130 if summary.interrupted else 1)
+
+
+def list_schedules(console: Console) -> int:
+    """The table of good schedules; each bad entry or state file as one line on stderr, and then exit status 2."""
+    problems: list[str] = []
+    table = Table("name", "cron", "matrix", "mode", "next slot", "last slot run", show_edge=False)
+    now = datetime.now().astimezone()
+    for s in sched_mod.load_schedules(problems=problems).values():
+        try:
+            last = sched_mod.last_run(s.name)
+            shown = last.isoformat(timespec="minutes") if last else "never"
+        except UsageError as exc:
+            problems.append(f"schedule {s.name}: {exc}")
+            shown = "unknown"
+        nxt = croniter(s.cron, now).get_next(datetime)
+        table.add_row(s.name, s.cron, s.matrix, s.mode, nxt.isoformat(timespec="minutes"), shown)
+    console.print(table)
+    for line in problems:
+        print(f"runner: {line}", file=sys.stderr)
+    return 2 if problems else 0

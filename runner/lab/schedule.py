@@ -31,11 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
-from runner.errors import UnknownNameError, UsageError
+from runner.errors import RunnerError, UnknownNameError, UsageError
+from runner.matrix.load import load_matrix, read_yaml
 from runner.paths import runner_home
 from runner.records.store import write_bytes_atomic, write_json_atomic
+from runner.textfile import read_text
 
 # What runs a schedule's instance: runner.cli.launch.launch_matrix(path, datasets=, inventory=, quiet=) -> Summary.
 Launcher = Callable[..., Any]
@@ -63,8 +65,19 @@ class Schedule:
 
 # ----- pure decisions -------------------------------------------------------------------------------
 def check_cron(expr: str) -> None:
-    if not croniter.is_valid(expr):
+    """Refuse what cron and a systemd timer would not both run the same way: anything but five fields (or
+    @daily, @hourly, ...), croniter's extensions (seconds, years, L, W, #) and expressions no date matches."""
+    fields = expr.split()
+    alias = len(fields) == 1 and fields[0].startswith("@")
+    if not (alias or len(fields) == 5) or not croniter.is_valid(expr):
         raise UsageError(f"cron expression {expr!r} is not valid; e.g. '0 2 * * *' (minute hour day month weekday)")
+    if not alias and (re.search(r"[A-Za-z]", fields[2]) or "#" in fields[4]):
+        raise UsageError(f"cron expression {expr!r}: L, W and # are not supported (a systemd timer has no equivalent); "
+                         "use numbers, ranges, lists and steps")
+    try:
+        croniter(expr, datetime(2000, 1, 1)).get_next(datetime)
+    except CroniterBadDateError:
+        raise UsageError(f"cron expression {expr!r} never fires: no date has that day in that month") from None
 
 
 def _ranges(values: Sequence[int], fmt: Callable[[int], str] = str) -> str:
@@ -121,7 +134,10 @@ def instance_name(campaign: str, slot: datetime) -> str:
 
 def instance_matrix(text: str, campaign: str, slot: datetime, source: str) -> tuple[str, str]:
     """(instance campaign name, matrix text) for one slot of a matrix given as YAML text."""
-    doc = yaml.safe_load(text)
+    try:
+        doc = read_yaml(text)  # as the matrix loader reads it: `retry: {on: ...}` keeps its key "on"
+    except yaml.YAMLError:
+        doc = None
     if not isinstance(doc, dict) or not isinstance(doc.get("campaign"), str):
         raise UsageError(f"{source}: not a matrix file (no campaign name)")
     name = instance_name(doc["campaign"], slot)
@@ -154,29 +170,117 @@ def unit_files(schedule: Schedule, python: str, home: Path, workdir: str) -> dic
 
 
 # ----- the schedule file ----------------------------------------------------------------------------
-def load_schedules(home: Path | None = None) -> dict[str, Schedule]:
-    path = (home or runner_home()) / "schedules.yml"
+def _schedules_file(home: Path | None) -> Path:
+    return (home or runner_home()) / "schedules.yml"
+
+
+def _read_entries(path: Path) -> list[Any]:
+    """The raw entries of the schedules file ([] when there is none); refuses a file that cannot be read at all."""
     if not path.exists():
-        return {}
-    doc = yaml.safe_load(path.read_text()) or {}
+        return []
+    try:
+        doc = yaml.safe_load(read_text(path, "schedules file"))
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: not valid YAML: {getattr(exc, 'problem', None) or 'unreadable'}") from None
+    except RecursionError:
+        raise UsageError(f"{path}: nested too deeply to be a schedules file") from None
+    if doc is None:
+        return []
+    if not isinstance(doc, dict):
+        raise UsageError(f"{path}: not a schedules file (a mapping with version and schedules)")
     if doc.get("version") != SCHEDULES_VERSION:
         raise UsageError(f"{path}: schedules file version {doc.get('version')!r} is not {SCHEDULES_VERSION}")
+    entries = doc.get("schedules") or []
+    if not isinstance(entries, list):
+        raise UsageError(f"{path}: schedules: not a list")
+    return entries
+
+
+def parse_entry(entry: Any, where: str) -> Schedule:
+    """One entry of the schedules file, checked as `add` checked it. Raises UsageError naming `where`."""
+    fields = list(Schedule.__dataclass_fields__)
+    if isinstance(entry, dict) and isinstance(entry.get("created"), datetime):  # written by hand, unquoted
+        entry = {**entry, "created": entry["created"].isoformat()}
+    if not isinstance(entry, dict):
+        raise UsageError(f"{where}: not a mapping with {', '.join(fields)}")
+    if unknown := sorted(set(map(str, entry)) - set(fields)):
+        raise UsageError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(fields)}")
+    if missing := [f for f in fields if f not in entry]:
+        raise UsageError(f"{where}: {missing[0]!r} is required but missing")
+    for key in fields:
+        if not isinstance(entry[key], str) and not (key == "inventory" and entry[key] is None):
+            raise UsageError(f"{where}: {key}: {entry[key]!r} is not a string")
+    if not NAME_RE.fullmatch(entry["name"]):
+        raise UsageError(f"{where}: name: {entry['name']!r} is not allowed; allowed: letters, digits, _ and -, at most 40")
+    if entry["mode"] not in ("systemd", "serve"):
+        raise UsageError(f"{where}: mode: {entry['mode']!r} is not allowed; allowed: systemd, serve")
     try:
-        return {s["name"]: Schedule(**s) for s in doc.get("schedules", [])}
-    except TypeError as exc:
-        raise UsageError(f"{path}: bad schedule entry: {exc}") from None
+        check_cron(entry["cron"])
+    except UsageError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+    try:
+        created = datetime.fromisoformat(entry["created"])
+    except ValueError:
+        created = None
+    if created is None or created.tzinfo is None:
+        raise UsageError(f"{where}: created: {entry['created']!r} is not an ISO time with a UTC offset")
+    return Schedule(**entry)
 
 
-def _save(schedules: dict[str, Schedule], home: Path) -> None:
-    doc = {"version": SCHEDULES_VERSION, "schedules": [asdict(s) for _, s in sorted(schedules.items())]}
-    write_bytes_atomic(home / "schedules.yml", yaml.safe_dump(doc, sort_keys=False).encode())
+def load_schedules(home: Path | None = None, problems: list[str] | None = None) -> dict[str, Schedule]:
+    """The schedules by name. A bad entry raises UsageError, or, when `problems` is given, is left out and
+    described there in one line (`schedule list` and `serve` go on with the others)."""
+    path = _schedules_file(home)
+    out: dict[str, Schedule] = {}
+    for i, entry in enumerate(_read_entries(path)):
+        try:
+            sched = parse_entry(entry, _where(path, i, entry))
+            if sched.name in out:
+                raise UsageError(f"{_where(path, i, entry)}: a second schedule named {sched.name!r}")
+        except UsageError as exc:
+            if problems is None:
+                raise
+            problems.append(str(exc))
+            continue
+        out[sched.name] = sched
+    return out
+
+
+def _where(path: Path, index: int, entry: Any) -> str:
+    name = _entry_name(entry)
+    return f"{path}: schedules[{index}]" + (f" ({name})" if isinstance(name, str) else "")
+
+
+def _save(entries: list[Any], home: Path) -> None:
+    """Write the schedules file. Entries are written back as read: a bad one is kept for its owner to fix."""
+    doc = {"version": SCHEDULES_VERSION, "schedules": entries}
+    _write(_schedules_file(home), yaml.safe_dump(doc, sort_keys=False).encode())
+
+
+def _write(path: Path, data: bytes | dict[str, Any]) -> None:
+    """Write a file under RUNNER_HOME atomically; a home that cannot be written is one line, not a traceback."""
+    try:
+        if isinstance(data, bytes):
+            write_bytes_atomic(path, data)
+        else:
+            write_json_atomic(path, data)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write: {exc.strerror}; RUNNER_HOME must be a writable directory") from None
+
+
+def _entry_name(entry: Any) -> Any:
+    return entry.get("name") if isinstance(entry, dict) else None
 
 
 def get_schedule(name: str, home: Path | None = None) -> Schedule:
-    schedules = load_schedules(home)
-    if name not in schedules:
-        raise UnknownNameError(f"no schedule {name!r}; known: {', '.join(sorted(schedules)) or 'none'}")
-    return schedules[name]
+    """The schedule of that name; a bad entry of another schedule does not matter, a bad entry of this one is refused."""
+    path = _schedules_file(home)
+    entries = _read_entries(path)
+    for i, entry in enumerate(entries):
+        if _entry_name(entry) == name:
+            return parse_entry(entry, _where(path, i, entry))
+    known = sorted(n for n in map(_entry_name, entries) if isinstance(n, str))
+    raise UnknownNameError(f"no schedule {name!r}; known: {', '.join(known) or 'none'}")
 
 
 def systemd_available() -> bool:
@@ -189,15 +293,14 @@ def systemd_available() -> bool:
         return False
 
 
-def _resolve_inventory(matrix_path: Path, given: str | None) -> str | None:
+def _resolve_inventory(matrix: Any, given: str | None) -> str | None:
     """The inventory a launch of this matrix from here would use, as an absolute path (None: the project's)."""
-    if given:
-        return str(Path(given).resolve())
-    doc = yaml.safe_load(matrix_path.read_text()) or {}
-    hosts = doc.get("hosts") if isinstance(doc, dict) else None
-    if isinstance(hosts, dict) and hosts.get("inventory"):
-        return str(Path(hosts["inventory"]).resolve())
-    beside = matrix_path.parent / "inventory"
+    path = given or matrix.inventory
+    if path:
+        if not Path(path).exists():
+            raise UsageError(f"inventory {path} does not exist")
+        return str(Path(path).resolve())
+    beside = matrix.path.parent / "inventory"
     return str(beside.resolve()) if beside.exists() else None
 
 
@@ -213,8 +316,6 @@ def add_schedule(
     now: datetime | None = None,
 ) -> Schedule:
     """Record a schedule; with systemd, also install and start its timer. Returns the schedule."""
-    from runner.matrix.load import load_matrix
-
     home = home or runner_home()
     if not NAME_RE.fullmatch(name):
         raise UsageError(f"schedule name {name!r} is not allowed; allowed: letters, digits, _ and -, at most 40")
@@ -222,19 +323,18 @@ def add_schedule(
     parsed = load_matrix(matrix)  # refuse a broken matrix now, not at 2 a.m.
     if len(parsed.campaign) + 1 + len("20261126T0200") > CAMPAIGN_MAX:
         raise UsageError(f"{matrix}: campaign name {parsed.campaign!r} is too long for dated instances; at most {CAMPAIGN_MAX - 14} characters")
-    schedules = load_schedules(home)
-    if name in schedules:
+    entries = _read_entries(_schedules_file(home))
+    if any(_entry_name(e) == name for e in entries):
         raise UsageError(f"schedule {name!r} exists; `runner schedule remove {name}` first")
     systemd = systemd_available() if use_systemd is None else use_systemd
     sched = Schedule(
         name=name, matrix=str(Path(matrix).resolve()), cron=cron, datasets=str(Path(datasets).resolve()),
-        inventory=_resolve_inventory(Path(matrix), inventory), mode="systemd" if systemd else "serve",
+        inventory=_resolve_inventory(parsed, inventory), mode="systemd" if systemd else "serve",
         created=(now or datetime.now().astimezone()).isoformat(timespec="seconds"),
     )
     if systemd:
         _install_units(sched, home)
-    schedules[name] = sched
-    _save(schedules, home)
+    _save([*entries, asdict(sched)], home)
     return sched
 
 
@@ -257,25 +357,34 @@ def _install_units(sched: Schedule, home: Path) -> None:
     _systemctl("enable", "--now", f"{UNIT_PREFIX}{sched.name}.timer")
 
 
-def remove_schedule(name: str, home: Path | None = None) -> Schedule:
+def remove_schedule(name: str, home: Path | None = None) -> str:
+    """Remove a schedule (and its timer), a bad entry of that name too; returns its datasets directory."""
     home = home or runner_home()
-    sched = get_schedule(name, home)
-    if sched.mode == "systemd":
+    entries = _read_entries(_schedules_file(home))
+    mine = [e for e in entries if _entry_name(e) == name]
+    if not mine:
+        known = sorted(n for n in map(_entry_name, entries) if isinstance(n, str))
+        raise UnknownNameError(f"no schedule {name!r}; known: {', '.join(known) or 'none'}")
+    if any(e.get("mode") == "systemd" for e in mine):
         _systemctl("disable", "--now", f"{UNIT_PREFIX}{name}.timer")
         for suffix in (".service", ".timer"):
             (_unit_dir() / f"{UNIT_PREFIX}{name}{suffix}").unlink(missing_ok=True)
         _systemctl("daemon-reload")
-    schedules = load_schedules(home)
-    del schedules[name]
-    _save(schedules, home)
-    return sched
+    _save([e for e in entries if _entry_name(e) != name], home)
+    return str(mine[0].get("datasets", "?"))
 
 
 def last_run(name: str, home: Path | None = None) -> datetime | None:
     path = (home or runner_home()) / "state" / f"{name}.json"
     if not path.exists():
         return None
-    return datetime.fromisoformat(json.loads(path.read_text())["last_slot"])
+    try:
+        slot = datetime.fromisoformat(json.loads(read_text(path, "state file"))["last_slot"])
+    except (ValueError, TypeError, KeyError):
+        slot = None
+    if slot is None or slot.tzinfo is None:
+        raise UsageError(f"{path}: damaged (no last_slot with a UTC offset); delete it to run the next slot as if never run")
+    return slot
 
 
 # ----- running -------------------------------------------------------------------------------------
@@ -283,48 +392,79 @@ def run_slot(sched: Schedule, slot: datetime, launch: Launcher, *, home: Path | 
     """Run (or resume) the instance of `slot` with `launch` (the CLI's launch_matrix); records the slot as run
     unless interrupted. Returns the Summary."""
     home = home or runner_home()
-    source = Path(sched.matrix)
-    try:
-        text = source.read_text()
-    except OSError as exc:
-        raise UsageError(f"schedule {sched.name}: cannot read its matrix {source}: {exc.strerror}") from None
-    name, instance_text = instance_matrix(text, sched.name, slot, str(source))
+    text = read_text(Path(sched.matrix), "matrix file")
+    name, instance_text = instance_matrix(text, sched.name, slot, sched.matrix)
     path = home / "instances" / f"{name}.yml"
-    write_bytes_atomic(path, instance_text.encode())
+    _write(path, instance_text.encode())
     summary = launch(path, datasets=Path(sched.datasets), inventory=sched.inventory, quiet=quiet)
     if not summary.interrupted:
-        write_json_atomic(home / "state" / f"{sched.name}.json", {"last_slot": slot.isoformat(), "campaign": name, "success": summary.success})
+        _write(home / "state" / f"{sched.name}.json", {"last_slot": slot.isoformat(), "campaign": name, "success": summary.success})
     return summary
 
 
-def serve_once(launch: Launcher, home: Path | None = None, now: datetime | None = None, on_run: Callable[[str], None] | None = None) -> list[str]:
-    """Run every serve-mode schedule that is due at `now`; returns the instance names run."""
+def serve_once(launch: Launcher, home: Path | None = None, now: datetime | None = None, on_run: Callable[[str], None] | None = None,
+               on_problem: Callable[[str], None] | None = None) -> list[str]:
+    """Run every serve-mode schedule that is due at `now`; returns the instance names run. A bad schedule (its
+    entry in the file, its state, its matrix) is reported in one line through `on_problem` (default `on_run`)
+    and the others go on; a slot that failed so counts as run: it is not tried again every minute."""
     home = home or runner_home()
     now = now or datetime.now().astimezone()
+    problems: list[str] = []
     ran = []
-    for sched in load_schedules(home).values():
+    for sched in load_schedules(home, problems).values():
         if sched.mode != "serve":
             continue
-        slot = due_runs(sched, last_run(sched.name, home), now)
-        if slot is None:
-            continue
-        if on_run:
-            on_run(f"schedule {sched.name}: running slot {slot.isoformat()}")
-        ran.append(run_slot(sched, slot, launch, home=home).campaign)
+        slot = None
+        try:
+            slot = due_runs(sched, last_run(sched.name, home), now)
+            if slot is None:
+                continue
+            if on_run:
+                on_run(f"schedule {sched.name}: running slot {slot.isoformat()}")
+            ran.append(run_slot(sched, slot, launch, home=home).campaign)
+        except RunnerError as exc:
+            problems.append(f"schedule {sched.name}: {exc}")
+            if slot is not None:
+                state = {"last_slot": slot.isoformat(), "campaign": None, "success": False, "error": str(exc)}
+                _write(home / "state" / f"{sched.name}.json", state)
+    for line in problems:
+        (on_problem or on_run or (lambda _: None))(line)
     return ran
 
 
 def seconds_to_next(home: Path | None = None, now: datetime | None = None, cap: float = 60.0) -> float:
     """Seconds until the next slot of any serve-mode schedule, at most `cap` (the file is re-read then)."""
     now = now or datetime.now().astimezone()
-    nexts = [croniter(s.cron, now).get_next(datetime) for s in load_schedules(home).values() if s.mode == "serve"]
+    try:
+        schedules = load_schedules(home, [])
+    except UsageError:  # reported by serve_once; read again after `cap`
+        schedules = {}
+    nexts = [croniter(s.cron, now).get_next(datetime) for s in schedules.values() if s.mode == "serve"]
     return max(0.5, min([cap, *((n - now).total_seconds() for n in nexts)]))
 
 
 def serve(launch: Launcher, home: Path | None = None, *, once: bool = False, on_run: Callable[[str], None] | None = None) -> list[str]:
-    """Run due schedules now, then (unless once) keep running them at their slots until interrupted."""
-    ran = serve_once(launch, home, on_run=on_run)
+    """Run due schedules now, then (unless once) keep running them at their slots until interrupted. Each problem
+    is reported once, not at every re-read; a schedules file that cannot be read at all ends `--once` (bad input)
+    and is read again at the next minute otherwise."""
+    seen: set[str] = set()
+
+    def problem(msg: str) -> None:
+        if msg not in seen and on_run:
+            on_run(msg)
+        seen.add(msg)
+
+    def one_pass() -> list[str]:
+        try:
+            return serve_once(launch, home, on_run=on_run, on_problem=problem)
+        except UsageError as exc:
+            if once:
+                raise
+            problem(str(exc))
+            return []
+
+    ran = one_pass()
     while not once:
         time.sleep(seconds_to_next(home))
-        ran += serve_once(launch, home, on_run=on_run)
+        ran += one_pass()
     return ran

@@ -20,6 +20,7 @@ import jsonschema
 import yaml
 
 from runner.errors import MatrixError, UsageError
+from runner.textfile import read_text
 
 
 class _Loader(yaml.SafeLoader):
@@ -100,24 +101,27 @@ def matrix_schema() -> dict[str, Any]:
 
 def load_matrix(path: str | Path) -> Matrix:
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such matrix file") from None
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
-    return parse_matrix(text, path)
+    return parse_matrix(read_text(path, "matrix file"), path)
+
+
+def read_yaml(text: str) -> Any:
+    """A matrix file's YAML as the runner reads it (YAML 1.2 booleans: `on:` stays the key "on")."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def parse_matrix(text: str, path: Path = Path("matrix.yml")) -> Matrix:
     name = str(path)
     try:
-        doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        doc = read_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise MatrixError(f"{name}: {where}not valid YAML: {problem}") from None
+    except RecursionError:
+        raise MatrixError(f"{name}: nested too deeply to be a matrix file") from None
+    if doc is None:
+        raise MatrixError(f"{name}: the file is empty; a matrix needs at least 'campaign' and 'workload'")
     if not isinstance(doc, dict):
         raise MatrixError(f"{name}: the file must be a mapping with at least 'campaign' and 'workload'")
 

@@ -24,6 +24,7 @@ from runner.errors import UnknownNameError, UsageError
 from runner.hosts.base import LOCAL_NAMES, Host
 from runner.hosts.local import LocalHost
 from runner.hosts.ssh import HostSpec, SSHHost
+from runner.textfile import read_text
 
 DEFAULT_CONNECT_TIMEOUT = 10.0  # Ansible's own default `timeout`
 SSH_CONNECTIONS = frozenset({"ssh", "paramiko", "paramiko_ssh", "smart"})
@@ -83,9 +84,11 @@ def load_inventory(path: Path | str) -> Inventory:
         raise UsageError(f"inventory {shown} does not exist")
     if source.is_file() and source.suffix in (".yml", ".yaml"):
         try:  # Ansible only warns about a broken file and goes on with an empty inventory
-            yaml.safe_load(source.read_text())
+            yaml.safe_load(read_text(shown, "inventory file"))
         except yaml.YAMLError as e:
             raise UsageError(f"{shown}: not valid YAML: {' '.join(str(e).split())}") from None
+        except RecursionError:
+            raise UsageError(f"{shown}: nested too deeply to be an inventory") from None
     loader = DataLoader()
     manager = InventoryManager(loader=loader, sources=[str(source)])
     variables = VariableManager(loader=loader, inventory=manager)

@@ -505,31 +505,76 @@ def query(sql: str, datasets: Path) -> tuple[list[str], list[tuple[Any, ...]]]:
 
 
 # ----- publishing -------------------------------------------------------------------------------------
-def publish(campaign: str, url: str, *, datasets: Path, anonymize: bool = False) -> str:
-    """Pack the campaign and copy the archive to `url` (an fsspec URL of a directory); returns its URL."""
+# URL schemes for sharing, and the Python packages their fsspec backend needs beyond fsspec itself (checked
+# before any connection). HTTP(S) is read-only: fetch only. A URL without a scheme is a local path.
+SHARE_SCHEMES: dict[str, tuple[str, ...]] = {
+    "file": (), "sftp": ("paramiko",), "s3": ("s3fs",), "gs": ("gcsfs",), "gcs": ("gcsfs",),
+    "http": ("aiohttp", "requests"), "https": ("aiohttp", "requests"),
+}
+READ_ONLY_SCHEMES = ("http", "https")
+
+
+def share_filesystem(url: str, *, write: bool) -> tuple[Any, str]:
+    """(fsspec filesystem, path) of a sharing URL. Refuses, before any connection, with one line: an empty URL,
+    a scheme not meant for sharing (listing the known ones), a read-only scheme for publishing, and a scheme
+    whose backend package is not installed (naming it)."""
+    import importlib.util
+
     import fsspec
 
+    if not url.strip():
+        raise UsageError("empty URL; give a directory: a local path, file:///srv/share, s3://bucket/lab, ...")
+    protocol, _ = fsspec.core.split_protocol(url)
+    scheme = (protocol or "file").lower()
+    if scheme not in SHARE_SCHEMES:
+        raise UsageError(f"{url}: unknown URL scheme {scheme!r}; known: {', '.join(SHARE_SCHEMES)} (or a local path)")
+    if write and scheme in READ_ONLY_SCHEMES:
+        writable = ", ".join(s for s in SHARE_SCHEMES if s not in READ_ONLY_SCHEMES)
+        raise UsageError(f"{url}: cannot publish over {scheme}, which is read-only here; publish to {writable} and fetch over {scheme}")
+    missing = [pkg for pkg in SHARE_SCHEMES[scheme] if importlib.util.find_spec(pkg) is None]
+    if missing:
+        raise UsageError(f"{url}: the {scheme}:// scheme needs the Python package{'s' if len(missing) > 1 else ''} "
+                         f"{' and '.join(missing)}: pip install {' '.join(missing)}")
+    try:
+        return fsspec.core.url_to_fs(url if protocol is None or protocol == scheme else scheme + url[len(protocol):])
+    except (ImportError, ValueError) as exc:
+        raise UsageError(f"{url}: {' '.join(str(exc).split())}") from None
+    except OSError as exc:  # backends that connect when made (sftp)
+        raise DatasetError(f"{url}: cannot connect: {_why(exc)}") from None
+
+
+def publish(campaign: str, url: str, *, datasets: Path, anonymize: bool = False) -> str:
+    """Pack the campaign and copy the archive to `url` (an fsspec URL of a directory); returns its URL."""
+    fs, base = share_filesystem(url, write=True)
     with tempfile.TemporaryDirectory() as tmp:
         archive = pack(campaign, Path(tmp) / "a.tar.gz", datasets=datasets, anonymize=anonymize)
         name = verify(archive).campaign + ".tar.gz"
-        fs, base = fsspec.core.url_to_fs(url)
-        fs.makedirs(base, exist_ok=True)
         dest, staging = f"{base.rstrip('/')}/{name}", f"{base.rstrip('/')}/.{name}.{os.getpid()}.part"
-        fs.put_file(str(archive), staging)
-        fs.mv(staging, dest)
+        try:
+            fs.makedirs(base, exist_ok=True)
+            fs.put_file(str(archive), staging)
+            fs.mv(staging, dest)
+        except OSError as exc:
+            raise DatasetError(f"{url}: cannot publish: {_why(exc)}") from None
     return f"{url.rstrip('/')}/{name}"
 
 
 def fetch(url: str, datasets: Path) -> Imported:
     """Copy an archive from an fsspec URL (`.../NAME` or `.../NAME.tar.gz`), verify it and import it."""
-    import fsspec
-
-    if not url.endswith(".tar.gz"):
+    if url.strip() and not url.endswith(".tar.gz"):
         url += ".tar.gz"
-    fs, path = fsspec.core.url_to_fs(url)
-    if not fs.exists(path):
-        raise DatasetError(f"{url}: no such archive")
+    fs, path = share_filesystem(url, write=False)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / PurePosixPath(path).name
-        fs.get_file(path, str(local))
+        try:
+            if not fs.exists(path):
+                raise DatasetError(f"{url}: no such archive")
+            fs.get_file(path, str(local))
+        except OSError as exc:
+            raise DatasetError(f"{url}: cannot fetch: {_why(exc)}") from None
         return import_archive(local, datasets)
+
+
+def _why(exc: OSError) -> str:
+    """One line of an OSError from a filesystem backend (connection refused, permission denied, not found)."""
+    return exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
