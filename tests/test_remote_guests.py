@@ -189,3 +189,34 @@ def test_hypervisor_sshd_killed_mid_trial(hypervisor_bed: TestBed, tmp_path: Pat
         _wait_for(lambda: not _left_on(host, name), 30, "the guests to go with the connection")
     finally:
         host.close()
+
+
+def test_debian_image_on_a_remote_host(hypervisor_bed: TestBed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The Debian disk image goes to the host once, by digest (qcow2, kernel, initrd), its guest boots it
+    through an overlay in the host's own /var/lib/libvirt (removed at the end), and a container there runs
+    the same root filesystem; "100%" of threads is the trial's 1 vCPU in both."""
+    bed, name = hypervisor_bed, "pytest-remote-debian"
+    matrix = tmp_path / f"{name}.yml"
+    matrix.write_text(
+        f"campaign: {name}\nhosts: {{group: hypervisors, inventory: {bed.inventory_path}}}\n"
+        "workload: {name: lockbench, params: {guest_image: debian, vcpus: 1, lock: ttas, threads: '100%', duration: 0.3}}\n"
+        "axes: {env: [kvm, container]}\nrepetitions: 1\ntimeout: 120\nretry: {attempts: 1}\n"
+    )
+    rc = main(["launch", str(matrix), "--datasets", str(tmp_path / "ds")])
+    out = capsys.readouterr()
+    assert rc == 0, out.out + out.err
+    metrics, trials, _ = read_campaign(name, tmp_path / "ds")
+    assert sorted(trials["env"]) == ["container", "kvm"] and (trials["status"] == "ok").all(), trials["error"].tolist()
+    assert set(trials["guest_image"]) == {"debian"} and set(trials["host"]) == {"tb1"}
+    assert len(metrics[metrics["metric"] == "thread_ops"]) == 2  # one thread in each
+    facts = json.loads(trials[trials["env"] == "kvm"]["guest_facts_json"].item())[0]
+    assert "root=/dev/vda" in facts["cmdline"]
+    disks = sorted(bed.private_dir("tb1", "/var/cache/runner").glob("images/*/disk.qcow2"))
+    assert len(disks) == 1 and (disks[0].parent / "initrd.img").is_file()
+    overlays = bed.private_dir("tb1", "/var/lib/libvirt") / "images/runner"
+    assert not overlays.exists() or list(overlays.iterdir()) == []
+    host = _host(bed)
+    try:
+        assert _left_on(host, name) == [] and container.list_campaign(host, name) == []
+    finally:
+        host.close()
