@@ -184,6 +184,7 @@ def test_gmake_in_a_debian_container(tmp_path: Path, capsys: pytest.CaptureFixtu
 @pytest.mark.integration
 @pytest.mark.guest
 @pytest.mark.long
+@pytest.mark.timeout(7200)
 def test_gmake_in_a_debian_tcg_guest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The kernel build in a 2-vCPU TCG guest of the Debian image (unpacking and configuring the tree in the
     guest alone takes minutes under TCG: `long`, not in CI)."""
