@@ -68,7 +68,7 @@ def boot(tmp: Path, reps: int) -> dict[str, object]:
         matrix = tmp / f"{campaign}.yml"
         matrix.write_text(
             f"campaign: {campaign}\nhosts: {{group: local, inventory: {PROJECT / 'inventory'}}}\n"
-            f"workload: {{name: lockbench, params: {{env: kvm, guest_image: {name}, vcpus: 2, lock: ttas, threads: 1, duration: 0.3}}}}\n"
+            f"workload: {{name: lockbench, params: {{env: kvm, guest_image: {name}, vcpus: 2, threads: 1, duration: 0.3}}}}\n"
             f"axes: {{lock: [ttas]}}\nrepetitions: {reps}\nguests: {{reuse: trial}}\ntimeout: 120\nretry: {{attempts: 1}}\n"
         )
         _launch(matrix, tmp / "ds")

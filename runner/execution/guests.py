@@ -60,7 +60,7 @@ from runner.workloads.lockbench.parse import jain
 
 DEFAULT_MEMORY_MIB = 512
 BOOT_TIMEOUT_S = float(os.environ.get("RUNNER_GUEST_BOOT_TIMEOUT", "240"))
-PROBE_TIMEOUT_S = 15.0
+PROBE_TIMEOUT_S = float(os.environ.get("RUNNER_PROBE_TIMEOUT", "15"))  # a nested KVM host boots its probe slowly
 BARRIER_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 5.0  # for the command that ends a guest's run at the common instant (window)
 CONSOLES = {"kvm": "console=ttyS0", "xen-hvm": "console=ttyS0", "xen-pv": "console=hvc0"}

@@ -83,6 +83,7 @@ if [ -n "$IP" ]; then
   ip addr add "$IP" dev eth0
   [ -n "$GW" ] && ip route add default via "$GW"
 fi
+for f in /etc/runner-init.d/*; do [ -x "$f" ] && "$f"; done  # an image's own services (e.g. libvirtd)
 mkdir -p /run/sshd
 /usr/sbin/sshd -f /etc/ssh/sshd_config
 echo {image.SSH_MARKER}
@@ -197,10 +198,14 @@ def build_disk(
     kernel: Path,
     initrd: Path | None,
     extra_files: Mapping[str, Path] | None = None,
+    extra_trees: Mapping[str, Path] | None = None,
     net_modules: Iterable[str] = image.NET_MODULES,
     progress: Progress | None = None,
 ) -> DiskImage:
-    """The bootable disk of `rootfs` for this controller key, kernel and workload files (cached by digest)."""
+    """The bootable disk of `rootfs` for this controller key, kernel and workload files (cached by digest).
+
+    extra_files: guest path -> local file (mode kept); an executable /etc/runner-init.d/NAME runs at boot
+    before sshd. extra_trees: guest path -> local directory copied whole (e.g. a kernel's modules)."""
     kernel = Path(kernel)
     release = kernel.name.removeprefix("vmlinuz-")
     moddir = Path("/lib/modules") / release
@@ -217,6 +222,14 @@ def build_disk(
     h = hashlib.sha256(f"disk {BUILDER_VERSION}\n{rootfs.digest}\n{INIT_SCRIPT}\n{SSHD_CONFIG}\n{authorized}\n".encode())
     for name, path in sorted(files.items()):
         h.update(f"{name} {oct(path.stat().st_mode & 0o777)}\n".encode() + hashlib.sha256(path.read_bytes()).digest())
+    trees = {k: Path(v) for k, v in (extra_trees or {}).items()}
+    for name, tree in sorted(trees.items()):
+        if not tree.is_dir():
+            raise ProvisionError(f"extra tree {tree} for guest path {name} is not a directory")
+        h.update(f"tree {name}\n".encode())
+        for path in sorted(tree.rglob("*")):  # by name, size and time: a tree of modules is large
+            st = path.lstat()
+            h.update(f"{path.relative_to(tree)} {st.st_size} {st.st_mtime_ns} {oct(st.st_mode)}\n".encode())
     digest = h.hexdigest()[:16]
     final = Path(cache) / "disks" / digest
     if not (final / "image.json").exists():
@@ -230,6 +243,10 @@ def build_disk(
             root.mkdir()
             _step(["tar", "-C", str(root), "--numeric-owner", "-xpf", str(rootfs.tar)], staging, "tar", final)
             _customize(root, files, authorized, [image.module_name(m) for m in modules])
+            for name, tree in trees.items():
+                dest = root / name.lstrip("/")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                _step(["cp", "-a", str(tree), str(dest)], staging, "cp", final)
             host_key = (root / HOST_KEY.lstrip("/")).with_suffix(".pub").read_text().split()
             raw = staging / "disk.raw"
             _step(["mkfs.ext4", "-q", "-F", "-L", "runner-root", "-d", str(root), str(raw), DISK_SIZE], staging, "mkfs.ext4", final)

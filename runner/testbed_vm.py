@@ -1,0 +1,202 @@
+"""Hypervisor hosts that are virtual machines: a KVM host for the test bed, one level down.
+
+This machine's own /dev/kvm cannot run a guest (docs/guests.md), but QEMU's software emulation (TCG)
+emulates an AMD CPU with SVM and nested paging: a VM started with `-cpu qemu64,+svm,+npt` loads `kvm_amd`,
+gets a working /dev/kvm and runs `qemu-system-x86_64 -accel kvm` guests. Such a VM is a slow but real KVM
+host: hardware-assisted (emulated) virtualisation, kvm-clock, steal time, paravirtual spinlocks.
+
+A KVM host VM here is:
+- **disk**: a Debian 12 root filesystem (`rootfs.build_rootfs` with KVM_HOST_PACKAGES: libvirt, QEMU,
+  openssh-server, python3) plus this machine's kernel modules (`/lib/modules/<release>`, for kvm_amd,
+  bridge, tun, vhost) and an init hook (`/etc/runner-init.d/50-kvm-host`) that loads them and starts
+  virtlogd and libvirtd before sshd; built once and cached like every guest image (content-addressed,
+  `~/.cache/runner/images/disks/<digest>/`), booted through a copy-on-write overlay in the test bed's
+  directory, so the cached image is never written;
+- **boot**: `qemu-system-x86_64 -accel tcg -cpu qemu64,+svm,+npt -smp CPUS -m MEMORY` with direct kernel
+  boot of this machine's kernel and initrd (`root=/dev/vda rw init=/sbin/runner-init`), the console in a
+  file (`<name>.console.log`);
+- **network**: QEMU user networking with `restrict=on` (the VM reaches nothing outside), its sshd forwarded
+  to a free port on 127.0.0.1. Its guests live on a bridge inside the VM; the runner reaches them through
+  the VM's SSH connection, as on a lab host;
+- **identity**: root logs in with the runner's controller key (`~/.cache/runner/keys/id_ed25519`); the VM's
+  host key is the image's own, written to the test bed's known_hosts as `[127.0.0.1]:PORT KEY`.
+
+Nested under TCG, everything is slow (figures in docs/guests.md say so); they say nothing about the speed
+of real hardware.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from runner.errors import ProvisionError
+from runner.provision import image, rootfs
+
+KVM_HOST_PACKAGES = (
+    "openssh-server", "openssh-sftp-server", "python3", "libvirt-daemon-system", "libvirt-clients",
+    "qemu-system-x86", "qemu-utils", "iproute2", "procps", "kmod", "mount", "util-linux",
+)  # fmt: skip
+KVM_HOST_INIT = """#!/bin/sh
+# runner test bed: a KVM host VM's services (runner.testbed_vm)
+for m in kvm_amd kvm tun bridge vhost_net; do modprobe "$m" 2>/dev/null; done
+[ -c /dev/kvm ] && chmod 0666 /dev/kvm  # no udev here to give group kvm access; QEMU runs as libvirt-qemu
+mkdir -p /run/libvirt /run/lock /var/log/libvirt /var/lib/libvirt/images
+virtlogd -d
+libvirtd -d
+i=0; while [ ! -S /run/libvirt/libvirt-sock ] && [ "$i" -lt 100 ]; do sleep 0.2; i=$((i+1)); done
+echo "runner-kvm-host: kvm $( [ -c /dev/kvm ] && echo yes || echo no ), libvirtd $( [ -S /run/libvirt/libvirt-sock ] && echo up || echo down )"
+"""
+CPU_MODEL = "qemu64,+svm,+npt"
+GUEST_ADDRESS, GATEWAY = "10.0.2.15/24", "10.0.2.2"  # QEMU user networking's defaults
+BOOT_TIMEOUT_S = float(os.environ.get("RUNNER_VM_HOST_BOOT_TIMEOUT", "300"))
+
+
+@dataclass(frozen=True)
+class VMHost:
+    """A running hypervisor host VM: SSH on 127.0.0.1:port as root with `key_path`, host key `host_key`."""
+
+    name: str
+    kind: str  # "kvm"
+    port: int
+    pid: int
+    key_path: Path
+    host_key: str
+    console: Path
+    overlay: Path
+    boot_s: float
+
+    @property
+    def known_hosts_line(self) -> str:
+        return f"[127.0.0.1]:{self.port} {self.host_key}\n"
+
+
+def kvm_host_disk(cache: Path, progress: rootfs.Progress | None = None) -> rootfs.DiskImage:
+    """The KVM host VM's disk (built once per machine and cached)."""
+    key = image.campaign_keypair(cache / "keys")
+    kernel = image.newest_kernel()
+    release = kernel.name.removeprefix("vmlinuz-")
+    initrd = kernel.parent / f"initrd.img-{release}"
+    base = rootfs.build_rootfs(cache / "images", rootfs.Recipe(packages=KVM_HOST_PACKAGES), progress)
+    init = cache / "payload" / "kvm-host-init.sh"
+    init.parent.mkdir(parents=True, exist_ok=True)
+    if not init.exists() or init.read_text() != KVM_HOST_INIT:
+        init.write_text(KVM_HOST_INIT)
+    init.chmod(0o755)
+    return rootfs.build_disk(cache / "images", base, key_path=key, kernel=kernel, initrd=initrd if initrd.is_file() else None,
+                             extra_files={"/etc/runner-init.d/50-kvm-host": init},
+                             extra_trees={f"/lib/modules/{release}": Path("/lib/modules") / release}, progress=progress)
+
+
+def qemu_argv(disk: rootfs.DiskImage, overlay: Path, console: Path, port: int, *, cpus: int, memory_mib: int) -> list[str]:
+    """The QEMU command line of a KVM host VM (pure)."""
+    cmdline = f"console=ttyS0 panic=-1 quiet {rootfs.ROOT_CMDLINE} runner.ip={GUEST_ADDRESS} runner.gw={GATEWAY}"
+    argv = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", CPU_MODEL, "-smp", str(cpus), "-m", str(memory_mib),
+            "-kernel", str(disk.kernel), "-append", cmdline,
+            "-drive", f"file={overlay},format=qcow2,if=virtio",
+            "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22", "-device", "virtio-net-pci,netdev=n0",
+            "-display", "none", "-serial", f"file:{console}", "-no-reboot"]
+    if disk.initrd is not None:
+        argv[argv.index("-append"):argv.index("-append")] = ["-initrd", str(disk.initrd)]
+    return argv
+
+
+def start_kvm_host(directory: Path, cache: Path, name: str = "kvm1", *, cpus: int = 2, memory_mib: int = 3072,
+                   progress: rootfs.Progress | None = None) -> VMHost:
+    """Build (once) and boot a KVM host VM; returns when its sshd answers. The VM is a child of this process
+    in its own session; stop it with `stop`."""
+    disk = kvm_host_disk(cache, progress)
+    directory.mkdir(parents=True, exist_ok=True)
+    overlay, console = directory / f"{name}.qcow2", directory / f"{name}.console.log"
+    overlay.unlink(missing_ok=True)
+    made = subprocess.run(rootfs.overlay_argv(str(disk.disk), str(overlay)), capture_output=True, text=True, check=False)
+    if made.returncode:
+        raise ProvisionError(f"{name}: cannot create the VM's disk overlay: {made.stderr.strip()}")
+    port = _free_port()
+    t0 = time.monotonic()
+    proc = subprocess.Popen(qemu_argv(disk, overlay, console, port, cpus=cpus, memory_mib=memory_mib),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    vm = VMHost(name, "kvm", port, proc.pid, disk.key_path, disk.host_key, console, overlay, 0.0)
+    try:
+        _wait_ready(vm, proc, t0)
+    except BaseException:
+        stop(vm)
+        raise
+    return VMHost(name, "kvm", port, proc.pid, disk.key_path, disk.host_key, console, overlay, time.monotonic() - t0)
+
+
+def stop(vm: VMHost) -> None:
+    """Power the VM off (SIGTERM to QEMU, then SIGKILL) and remove its overlay."""
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(vm.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(vm.pid, os.WNOHANG)[0]:
+                    break
+            except ChildProcessError:  # not our child: poll its existence
+                if not Path(f"/proc/{vm.pid}").exists():
+                    break
+            time.sleep(0.1)
+        else:
+            continue
+        break
+    vm.overlay.unlink(missing_ok=True)
+
+
+def write_inventory(vms: list[VMHost], directory: Path) -> Path:
+    """An Ansible inventory of the VM hosts (groups `vmhosts` and `hypervisors`) and its known_hosts file
+    beside it; returns the inventory's path."""
+    known = directory / "known_hosts"
+    known.write_text("".join(vm.known_hosts_line for vm in vms))
+    common = f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
+    hosts = {vm.name: {"ansible_host": "127.0.0.1", "ansible_port": vm.port, "ansible_user": "root",
+                       "ansible_ssh_private_key_file": str(vm.key_path), "ansible_ssh_common_args": common,
+                       "ansible_python_interpreter": "/usr/bin/python3", "runner_hypervisor": True,
+                       "runner_vm_host": vm.kind}
+             for vm in vms}
+    doc = {"all": {"children": {"vmhosts": {"hosts": hosts}, "hypervisors": {"hosts": dict.fromkeys(hosts)}}}}
+    path = directory / "hosts.yml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def console_tail(vm: VMHost, lines: int = 5) -> str:
+    try:
+        text = vm.console.read_text(errors="replace")
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text.splitlines()[-lines:] if line.strip())
+
+
+def _wait_ready(vm: VMHost, proc: subprocess.Popen, t0: float) -> None:
+    while time.monotonic() - t0 < BOOT_TIMEOUT_S:
+        if proc.poll() is not None:
+            err = (proc.stderr.read().decode(errors="replace").strip() if proc.stderr else "")[-300:]
+            raise ProvisionError(f"{vm.name}: QEMU exited with status {proc.returncode}: {err or console_tail(vm)}")
+        if image.SSH_MARKER in (vm.console.read_text(errors="replace") if vm.console.exists() else ""):
+            try:
+                with socket.create_connection(("127.0.0.1", vm.port), timeout=5) as s:
+                    s.settimeout(20)
+                    if s.recv(64).startswith(b"SSH-"):
+                        return
+            except OSError:
+                pass
+        time.sleep(1.0)
+    raise ProvisionError(f"{vm.name}: no SSH {BOOT_TIMEOUT_S:.0f} s after QEMU started; console: {console_tail(vm)}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
