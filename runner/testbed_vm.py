@@ -52,11 +52,16 @@ mkdir -p /run/libvirt /run/lock /var/log/libvirt /var/lib/libvirt/images
 virtlogd -d
 libvirtd -d
 i=0; while [ ! -S /run/libvirt/libvirt-sock ] && [ "$i" -lt 100 ]; do sleep 0.2; i=$((i+1)); done
+# libvirt probes QEMU's capabilities on first use: minutes on an emulated host, so before sshd, not in a
+# runner command's time limit
+virsh -c qemu:///system domcapabilities --virttype kvm >/dev/null 2>&1
+virsh -c qemu:///system capabilities >/dev/null 2>&1
 echo "runner-kvm-host: kvm $( [ -c /dev/kvm ] && echo yes || echo no ), libvirtd $( [ -S /run/libvirt/libvirt-sock ] && echo up || echo down )"
 """
 CPU_MODEL = "qemu64,+svm,+npt"
 GUEST_ADDRESS, GATEWAY = "10.0.2.15/24", "10.0.2.2"  # QEMU user networking's defaults
 BOOT_TIMEOUT_S = float(os.environ.get("RUNNER_VM_HOST_BOOT_TIMEOUT", "300"))
+_procs: dict[int, subprocess.Popen] = {}  # the VMs this process started, by pid (kept until stop waits for them)
 
 
 @dataclass(frozen=True)
@@ -121,8 +126,10 @@ def start_kvm_host(directory: Path, cache: Path, name: str = "kvm1", *, cpus: in
         raise ProvisionError(f"{name}: cannot create the VM's disk overlay: {made.stderr.strip()}")
     port = _free_port()
     t0 = time.monotonic()
-    proc = subprocess.Popen(qemu_argv(disk, overlay, console, port, cpus=cpus, memory_mib=memory_mib),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    with (directory / f"{name}.qemu.log").open("wb") as log:
+        proc = subprocess.Popen(qemu_argv(disk, overlay, console, port, cpus=cpus, memory_mib=memory_mib),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    _procs[proc.pid] = proc
     vm = VMHost(name, "kvm", port, proc.pid, disk.key_path, disk.host_key, console, overlay, 0.0)
     try:
         _wait_ready(vm, proc, t0)
@@ -134,24 +141,30 @@ def start_kvm_host(directory: Path, cache: Path, name: str = "kvm1", *, cpus: in
 
 def stop(vm: VMHost) -> None:
     """Power the VM off (SIGTERM to QEMU, then SIGKILL) and remove its overlay."""
+    proc = _procs.pop(vm.pid, None)
     for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
         try:
             os.kill(vm.pid, sig)
         except ProcessLookupError:
             break
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                if os.waitpid(vm.pid, os.WNOHANG)[0]:
-                    break
-            except ChildProcessError:  # not our child: poll its existence
-                if not Path(f"/proc/{vm.pid}").exists():
-                    break
-            time.sleep(0.1)
-        else:
-            continue
-        break
+        if _gone(vm.pid, proc, wait):
+            break
     vm.overlay.unlink(missing_ok=True)
+
+
+def _gone(pid: int, proc: subprocess.Popen | None, wait: float) -> bool:
+    if proc is not None:
+        try:
+            proc.wait(timeout=wait)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    deadline = time.monotonic() + wait  # started by another process: watch /proc
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists():
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def write_inventory(vms: list[VMHost], directory: Path) -> Path:
@@ -182,7 +195,8 @@ def console_tail(vm: VMHost, lines: int = 5) -> str:
 def _wait_ready(vm: VMHost, proc: subprocess.Popen, t0: float) -> None:
     while time.monotonic() - t0 < BOOT_TIMEOUT_S:
         if proc.poll() is not None:
-            err = (proc.stderr.read().decode(errors="replace").strip() if proc.stderr else "")[-300:]
+            log = vm.console.with_name(f"{vm.name}.qemu.log")
+            err = (log.read_text(errors="replace").strip() if log.exists() else "")[-300:]
             raise ProvisionError(f"{vm.name}: QEMU exited with status {proc.returncode}: {err or console_tail(vm)}")
         if image.SSH_MARKER in (vm.console.read_text(errors="replace") if vm.console.exists() else ""):
             try:
