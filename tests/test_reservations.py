@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -157,6 +158,30 @@ def test_killed_controller_hold_expires(testbed, tmp_path: Path) -> None:
         assert hosts_cli.release_host(testbed.inventory_path, "tb1").owner == "me@test"
         with pytest.raises(HoldLost):
             mine.refresh()
+    with connect(spec[0]) as host:
+        assert status(host) is None
+
+
+@pytest.mark.integration
+@pytest.mark.netns
+def test_relaunch_after_sigkill_takes_over_its_own_hold_at_once(testbed) -> None:
+    """The same owner and campaign on the same controller: the SIGKILLed process is gone, so its hold on a
+    test-bed host is taken over at once instead of after the TTL (issue 13)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED.replace("ttl=2", "ttl=60"), str(testbed.inventory_path)], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True, env={**os.environ, "PYTHONPATH": str(PROJECT)},
+    )
+    try:
+        assert proc.stdout.readline().strip() == "HELD", proc.stderr.read()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    spec = load_inventory(testbed.inventory_path).resolve("tb1")
+    notes: list[str] = []
+    started = time.monotonic()
+    with hold_hosts(spec, "crashing@ctl", "doomed", ttl=60, timeout=20, on_wait=notes.append) as hs:
+        assert set(hs.held) == {"tb1"} and time.monotonic() - started < 5
+    assert notes == [f"host tb1: took over the hold of campaign doomed from process {proc.pid} on {socket.gethostname()}, which is gone"]
     with connect(spec[0]) as host:
         assert status(host) is None
 

@@ -194,7 +194,7 @@ def test_scheduler_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     )
     datasets = str(tmp_path / "ds")
     nobody = f"tcp://127.0.0.1:{free_port()}"
-    assert main(["launch", str(matrix), "--datasets", datasets, "--scheduler", nobody, "--quiet"]) == 1
+    assert main(["launch", str(matrix), "--datasets", datasets, "--scheduler", nobody, "--quiet"]) == 2  # bad input
     err = capsys.readouterr().err
     assert err == f"runner: cannot reach the Dask scheduler at {nobody}: Connection refused; is `dask scheduler` running there?\n"
 

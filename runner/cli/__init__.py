@@ -12,6 +12,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 from runner import __version__
 from runner.errors import RunnerError
@@ -26,7 +27,8 @@ a campaign in three steps:
   runner report                 figures and tables of the latest campaign
 
 environment: RUNNER_DATASETS (datasets dir), RUNNER_SCHEDULER (Dask scheduler address),
-RUNNER_INVENTORY (Ansible inventory). `runner COMMAND --help` explains each command.
+RUNNER_INVENTORY (Ansible inventory), RUNNER_KNOWN_HOSTS (known_hosts file for SSH host keys).
+`runner COMMAND --help` explains each command.
 """
 
 
@@ -74,6 +76,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def datasets_default() -> str:
     return os.environ.get("RUNNER_DATASETS", "datasets")
+
+
+KNOWN_HOSTS_ENV = "RUNNER_KNOWN_HOSTS"
+
+
+def known_hosts_default() -> str | None:
+    """RUNNER_KNOWN_HOSTS, if set and not empty."""
+    return os.environ.get(KNOWN_HOSTS_ENV) or None
+
+
+def add_known_hosts_option(p: argparse.ArgumentParser) -> None:
+    """--known-hosts FILE, for every command that reaches hosts (or resolves them, as plan does).
+    Precedence: this option > RUNNER_KNOWN_HOSTS > the inventory's ansible_ssh_common_args
+    (-o UserKnownHostsFile=...) > ~/.ssh/known_hosts."""
+    p.add_argument("--known-hosts", type=Path, metavar="FILE", default=known_hosts_default(),
+                   help=f"known_hosts file for every SSH host's key; wins over the inventory's UserKnownHostsFile "
+                        f"(env {KNOWN_HOSTS_ENV}; default: the inventory's, else ~/.ssh/known_hosts)")
 
 
 def int_at_least(low: int, high: int | None = None):

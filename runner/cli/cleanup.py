@@ -11,11 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.cli import datasets_default
+from runner.cli import add_known_hosts_option, datasets_default
 from runner.hosts.base import Host
 from runner.hosts.local import LocalHost
 from runner.provision import libvirt
-from runner.provision.inventory import connect, load_inventory
+from runner.provision.inventory import check_known_hosts, connect, load_inventory
 from runner.provision.leftovers import HostLeftovers, clean_host
 from runner.records.store import CampaignStore, split_host_file
 
@@ -77,11 +77,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--datasets", default=datasets_default(), type=Path, help="datasets directory (env RUNNER_DATASETS)")
     p.add_argument("--inventory", type=Path, default=os.environ.get("RUNNER_INVENTORY"),
                    help="inventory of the campaign's hosts (env RUNNER_INVENTORY; default: the campaign's)")
+    add_known_hosts_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    done = cleanup(args.campaign, dry_run=args.dry_run, datasets=args.datasets, inventory=args.inventory)
+    done = cleanup(args.campaign, dry_run=args.dry_run, datasets=args.datasets, inventory=args.inventory, known_hosts=args.known_hosts)
     verb = "would remove" if done.dry_run else "removed"
     many = len(done.hosts) > 1
     for h in done.hosts:
@@ -100,13 +101,15 @@ def run(args: argparse.Namespace) -> int:
     return 1 if any(h.error for h in done.hosts) else 0
 
 
-def cleanup(campaign: str, *, dry_run: bool = False, datasets: Path | None = None, inventory: Path | None = None) -> Cleanup:
+def cleanup(
+    campaign: str, *, dry_run: bool = False, datasets: Path | None = None, inventory: Path | None = None, known_hosts: Path | None = None,
+) -> Cleanup:
     """Remove (dry_run: list) what `campaign` left on this machine and on every inventory host it ran on
     (the hosts of its dataset, looked up in `inventory`, else the campaign's own). Holds the campaign's
     dataset lock when its dataset exists under `datasets`, so a running campaign is refused (DatasetError)."""
     root = Path(datasets) / campaign if datasets is not None else None
     with _campaign_lock(root):
-        hosts = [LocalHost(), *_campaign_hosts(root, inventory)]
+        hosts = [LocalHost(), *_campaign_hosts(root, inventory, known_hosts)]
         with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
             done = list(pool.map(lambda h: clean_host(h, campaign, dry_run=dry_run, bridge=_bridge(h)), hosts))
         for h in hosts:
@@ -118,7 +121,7 @@ def _bridge(host: Host) -> str:
     return getattr(getattr(host, "spec", None), "guest_bridge", None) or libvirt.BRIDGE
 
 
-def _campaign_hosts(root: Path | None, inventory: Path | None) -> list[Host]:
+def _campaign_hosts(root: Path | None, inventory: Path | None, known_hosts: Path | None = None) -> list[Host]:
     """The remote hosts a campaign ran on (its dataset's hosts/ facts), connected through the inventory."""
     if root is None or not (root / "hosts").is_dir():
         return []
@@ -129,8 +132,10 @@ def _campaign_hosts(root: Path | None, inventory: Path | None) -> list[Host]:
         inventory = Path(prov.get("inventory") or (matrix_file.parent / "inventory"))
     if not Path(inventory).exists():
         return []
-    inv = load_inventory(inventory)
-    return [connect(inv.hosts[n]) for n in names if n in inv.hosts and not inv.hosts[n].local]
+    inv = load_inventory(inventory, known_hosts)
+    specs = [inv.hosts[n] for n in names if n in inv.hosts and not inv.hosts[n].local]
+    check_known_hosts(specs)
+    return [connect(s) for s in specs]
 
 
 @contextlib.contextmanager

@@ -11,9 +11,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from runner.cli import add_known_hosts_option
 from runner.errors import HostError, UsageError
 from runner.lab import reservations
-from runner.provision.inventory import connect, load_inventory
+from runner.provision.inventory import check_known_hosts, connect, load_inventory
 
 PROJECT_INVENTORY = Path(__file__).resolve().parents[2] / "inventory"
 
@@ -44,13 +45,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("words", nargs="*", metavar="GROUP | release HOST", help="an inventory group or host (default: all), or `release HOST`")
     p.add_argument("--inventory", default=os.environ.get("RUNNER_INVENTORY"), help="Ansible inventory (env RUNNER_INVENTORY; default inventory/)")
     p.add_argument("--force", action="store_true", help="with `release`: remove the hold whoever owns it")
+    add_known_hosts_option(p)
     p.set_defaults(func=run)
 
 
-def host_states(inventory: str | Path | None, pattern: str = "all") -> list[HostState]:
+def host_states(inventory: str | Path | None, pattern: str = "all", known_hosts: Path | None = None) -> list[HostState]:
     """The hold of every host matching `pattern`, asked in parallel; unreachable hosts carry the error."""
     inv_path = Path(inventory) if inventory else PROJECT_INVENTORY
-    specs = load_inventory(inv_path).resolve(pattern)
+    specs = load_inventory(inv_path, known_hosts).resolve(pattern)
+    check_known_hosts(specs)
     paths = reservations.hold_paths(inv_path)
 
     def ask(spec: object) -> HostState:
@@ -64,10 +67,11 @@ def host_states(inventory: str | Path | None, pattern: str = "all") -> list[Host
         return sorted(pool.map(ask, specs), key=lambda s: s.host)
 
 
-def release_host(inventory: str | Path | None, name: str) -> reservations.HoldInfo | None:
+def release_host(inventory: str | Path | None, name: str, known_hosts: Path | None = None) -> reservations.HoldInfo | None:
     """Remove the hold on host `name`; returns what was removed (None if it was free)."""
     inv_path = Path(inventory) if inventory else PROJECT_INVENTORY
-    specs = load_inventory(inv_path).resolve(name)
+    specs = load_inventory(inv_path, known_hosts).resolve(name)
+    check_known_hosts(specs)
     if len(specs) != 1:
         raise UsageError(f"{name!r} is a group of {len(specs)} hosts; release one host at a time")
     with connect(specs[0]) as host:
@@ -81,12 +85,12 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("usage: runner hosts release HOST --force")
         if not args.force:
             raise UsageError(f"releasing another campaign's hold on {args.words[1]} needs --force")
-        gone = release_host(args.inventory, args.words[1])
+        gone = release_host(args.inventory, args.words[1], args.known_hosts)
         console.print(f"host {args.words[1]}: " + (f"removed the hold {gone.describe()}" if gone else "was not held"), highlight=False)
         return 0
     if len(args.words) > 1:
         raise UsageError(f"one group at a time, got {' '.join(args.words)}")
-    states = host_states(args.inventory, args.words[0] if args.words else "all")
+    states = host_states(args.inventory, args.words[0] if args.words else "all", args.known_hosts)
     table = Table("host", "state", "owner", "campaign", "since", "heartbeat", show_edge=False)
     for s in states:
         if s.error:

@@ -19,7 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from runner.cli import datasets_default
+from runner.cli import add_known_hosts_option, datasets_default, known_hosts_default
 from runner.execution import campaign
 from runner.matrix.load import load_matrix
 
@@ -36,6 +36,7 @@ exit status: 0 if every trial succeeded, 1 if some failed, 2 for bad input, 130 
 examples:
   runner launch matrix.yml
   runner launch matrix.yml --scheduler tcp://127.0.0.1:8786    a long-lived lab scheduler
+  runner launch matrix.yml --known-hosts ~/.ssh/known_hosts_lab  host keys of the lab (docs/hosts.md)
   RUNNER_DATASETS=/data/campaigns runner launch matrix.yml
 """
 
@@ -46,24 +47,37 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--datasets", default=datasets_default(), type=Path, help="where datasets go (env RUNNER_DATASETS; default datasets/)")
     p.add_argument("--scheduler", default=os.environ.get("RUNNER_SCHEDULER"), help="Dask scheduler address, e.g. tcp://HOST:8786 (env RUNNER_SCHEDULER; default: a local cluster)")
     p.add_argument("--inventory", default=os.environ.get("RUNNER_INVENTORY"), help="Ansible inventory (env RUNNER_INVENTORY; default inventory/)")
+    add_known_hosts_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress display, only the summary")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = launch_matrix(args.matrix, datasets=args.datasets, scheduler=args.scheduler, inventory=args.inventory, quiet=args.quiet)
+    summary = launch_matrix(args.matrix, datasets=args.datasets, scheduler=args.scheduler, inventory=args.inventory, quiet=args.quiet,
+                            known_hosts=args.known_hosts)
     return 0 if summary.success else (130 if summary.interrupted else 1)
 
 
-def launch_matrix(matrix_path: Path, *, datasets: Path, scheduler: str | None = None, inventory: str | None = None, quiet: bool = False) -> campaign.Summary:
+def launch_matrix(
+    matrix_path: Path,
+    *,
+    datasets: Path,
+    scheduler: str | None = None,
+    inventory: str | None = None,
+    quiet: bool = False,
+    known_hosts: Path | None = None,
+) -> campaign.Summary:
+    """What `runner launch` does. `known_hosts` None: RUNNER_KNOWN_HOSTS, else the inventory's (scheduled
+    runs call this without argv)."""
     matrix = load_matrix(matrix_path)
-    hosts = campaign.resolve_hosts(matrix, inventory)
+    known_hosts = known_hosts or known_hosts_default()
+    hosts = campaign.resolve_hosts(matrix, inventory, known_hosts)
     console = Console(stderr=True)
     view = _TerminalView(console) if console.is_terminal and not quiet else _LineView(console, quiet)
     try:
         summary = campaign.launch(
             matrix, datasets=Path(datasets), hosts=hosts, scheduler=scheduler, on_progress=view.update, command_line=sys.argv,
-            inventory=inventory,
+            inventory=inventory, known_hosts=known_hosts,
         )
     finally:
         view.close()

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from runner.cli import int_at_least
+from runner.cli import add_known_hosts_option, int_at_least
+from runner.errors import UnknownNameError
 from runner.execution import environments
-from runner.execution.campaign import check_guests, resolve_hosts
+from runner.execution.campaign import check_guests, inventory_path, resolve_hosts
+from runner.hosts.ssh import check_known_hosts_file
 from runner.matrix.expand import is_relative
-from runner.matrix.load import load_matrix
+from runner.matrix.load import Matrix, load_matrix
 from runner.trials import Trial, boots_needed, plan, trial_guest_key
 from runner.workloads import base
 
@@ -23,14 +27,18 @@ Expand a matrix file into trials and show them: how many cells and repetitions, 
 will run in, their ids, and an estimate of the duration. No host is contacted: values relative to
 the CPU count ("50%") are resolved with --cpus, or with this machine's CPU count.
 
-With --inventory (as for launch), the matrix's host group is looked up there (still without contacting
-a host): placement `each` plans the whole matrix for every host of the group, and the estimate is for
-that many hosts. Guest trials show how many guest boots the plan needs (see guests.reuse).
+The matrix's host group is looked up in the inventory launch would use (--inventory, else the matrix's,
+else inventory/ beside it, else the project's), still without contacting a host, so the count is what
+launch will run: placement `each` plans the whole matrix for every host of the group (trials x hosts, the
+table shows each trial's host), and the estimate is for that many hosts. When no inventory was named and
+the default one lacks the group, --hosts placeholder hosts stand in (said in the output). Guest trials show
+how many guest boots the plan needs (see guests.reuse).
 
 examples:
   runner plan matrix.yml
   runner plan matrix.yml --cpus 80 --show 20     as it would expand on an 80-core host
   runner plan matrix.yml --inventory inventory/lab.yml
+  runner plan each.yml --hosts 4                 placement each, on 4 hosts not in any inventory yet
 """
 
 
@@ -38,22 +46,66 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("plan", help="show the trials a matrix expands to", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("matrix", type=Path, help="matrix file (YAML)")
     p.add_argument("--cpus", type=int_at_least(1), help="CPU count that relative values refer to (default: this machine's)")
-    p.add_argument("--hosts", type=int_at_least(1), default=1, help="hosts sharing the work, for the estimate (default 1)")
+    p.add_argument("--hosts", type=int_at_least(1), default=1,
+                   help="hosts to plan for when the inventory does not have the matrix's group (default 1)")
     p.add_argument("--show", type=int_at_least(-1), default=30, help="trials to list (default 30; 0 for none, -1 for all)")
     p.add_argument("--inventory", default=os.environ.get("RUNNER_INVENTORY"),
-                   help="Ansible inventory with the matrix's host group (env RUNNER_INVENTORY; default: the matrix's)")
+                   help="Ansible inventory with the matrix's host group (env RUNNER_INVENTORY; default: as launch)")
+    add_known_hosts_option(p)
     p.set_defaults(func=run)
 
 
-def make_plan(matrix_path: Path, cpus: int | None = None, inventory: str | None = None) -> tuple[object, list[Trial]]:
+@dataclass(frozen=True)
+class Plan:
+    """What launch would run: the trials, on which hosts, and a note when the hosts are placeholders."""
+
+    matrix: Matrix
+    trials: list[Trial]
+    hosts: list[str]
+    note: str | None = None
+
+
+def placeholder_hosts(n: int) -> list[str]:
+    """Names for `n` hosts not in any inventory (pure)."""
+    return ["planned-host"] if n == 1 else [f"planned-host{i}" for i in range(1, n + 1)]
+
+
+def plan_hosts(matrix: Matrix, inventory: str | None, n_hosts: int, known_hosts: Path | None = None) -> tuple[list[str], str | None]:
+    """The hosts launch would run on (names), as launch resolves them; (placeholders, why) when no inventory
+    was named and the default one does not exist or lacks the matrix's group."""
+    named = inventory is not None or matrix.inventory is not None
+    path = inventory_path(matrix, inventory)
+    if named or path.exists():
+        try:
+            return [s.name for s in resolve_hosts(matrix, inventory, known_hosts)], None
+        except UnknownNameError:
+            if named:
+                raise
+            why = f"no host or group {matrix.hosts!r} in {path}"
+    else:
+        why = f"no inventory {path}"
+    if known_hosts is not None:
+        check_known_hosts_file(known_hosts)
+    names = placeholder_hosts(n_hosts)
+    return names, f"{why}: planned for {len(names)} placeholder host(s) (--hosts)"
+
+
+def make_plan(
+    matrix_path: Path, cpus: int | None = None, inventory: str | None = None, n_hosts: int = 1, known_hosts: Path | None = None,
+) -> Plan:
+    """The trials launch would run (placement `each`: every trial on every host of the group)."""
     matrix = load_matrix(matrix_path)
     n = cpus or len(os.sched_getaffinity(0))
-    names = ["planned-host"]
-    if inventory is not None or matrix.inventory is not None:
-        names = [s.name for s in resolve_hosts(matrix, inventory)] or names
+    names, note = plan_hosts(matrix, inventory, n_hosts, known_hosts)
+    names = names or placeholder_hosts(1)
     trials = plan(matrix, dict.fromkeys(names if matrix.placement == "each" else names[:1], n))
     check_guests(matrix, trials)
-    return matrix, trials
+    return Plan(matrix, trials, names, note)
+
+
+def per_host(trials: list[Trial]) -> dict[str, int]:
+    """Trials per host, for placement `each` (pure)."""
+    return dict(sorted(collections.Counter(t.host for t in trials if t.host is not None).items()))
 
 
 def summarize(trials: list[Trial], workload: str, hosts: int, reuse: str = "configuration") -> Mapping[str, float]:
@@ -68,19 +120,29 @@ def summarize(trials: list[Trial], workload: str, hosts: int, reuse: str = "conf
 
 
 def run(args: argparse.Namespace) -> int:
-    matrix, trials = make_plan(args.matrix, args.cpus, args.inventory)
-    hosts = args.hosts
-    if args.inventory is not None or matrix.inventory is not None:
-        hosts = len(resolve_hosts(matrix, args.inventory))
+    planned = make_plan(args.matrix, args.cpus, args.inventory, args.hosts, args.known_hosts)
+    matrix, trials = planned.matrix, planned.trials
+    hosts = len(planned.hosts)
     info = summarize(trials, matrix.workload, hosts, matrix.reuse)
     console = Console()
     reps = matrix.repetitions
-    console.print(
-        f"[bold]{matrix.campaign}[/]: {info['trials']} trials = {info['cells']} cells x {reps} repetitions, "
-        f"order {matrix.order}" + (f" (seed {matrix.seed})" if matrix.order == "shuffle" else "")
-    )
+    counts = per_host(trials) if matrix.placement == "each" else {}
+    order = f"order {matrix.order}" + (f" (seed {matrix.seed})" if matrix.order == "shuffle" else "")
+    if counts:
+        first = next(iter(counts))
+        cells = len({t.cell_id for t in trials if t.host == first})
+        each = f"{counts[first]} per host x {len(counts)} hosts" if len(set(counts.values())) == 1 else "per host as below"
+        console.print(f"[bold]{matrix.campaign}[/]: {info['trials']} trials = {each} ({cells} cells x {reps} repetitions on each), {order}")
+    else:
+        console.print(f"[bold]{matrix.campaign}[/]: {info['trials']} trials = {info['cells']} cells x {reps} repetitions, {order}")
     console.print(f"workload {matrix.workload} on hosts {matrix.hosts!r} ({matrix.placement}); timeout {matrix.timeout:g} s, "
                   f"{matrix.retry.attempts} attempts on {', '.join(sorted(matrix.retry.on))}")
+    if planned.note:
+        console.print(f"[yellow]{planned.note}[/]", highlight=False)
+    if counts:
+        console.print("trials per host: " + ", ".join(f"{h} {n}" for h, n in counts.items()), highlight=False)
+    else:
+        console.print(f"hosts sharing the trials: {', '.join(planned.hosts)}", highlight=False)
     console.print(f"estimated duration: {_fmt(info['estimate_s'])} on {hosts} host(s), without provisioning")
     if info["boots"]:
         console.print(f"guest boots: {info['boots']} (guests.reuse: {matrix.reuse}; "
@@ -91,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
         table.add_column("#", justify="right")
         table.add_column("trial id")
         table.add_column("cell")
+        if counts:
+            table.add_column("host")
         # Relative CPU counts given as workload parameters ("100%") are shown resolved: per environment,
         # they follow a guest's vCPUs or a container's cpuset.
         relative = [k for k, v in matrix.params.items() if k not in matrix.axes and is_relative(v)]
@@ -101,8 +165,8 @@ def run(args: argparse.Namespace) -> int:
         table.add_column("rep", justify="right")
         for i, t in enumerate(trials[:show], 1):
             p = t.param_dict
-            table.add_row(str(i), t.trial_id, t.cell_id[:8], *(str(p[a]) for a in matrix.axes), *(str(p.get(k, "")) for k in relative),
-                          str(t.repetition))
+            table.add_row(str(i), t.trial_id, t.cell_id[:8], *([str(t.host)] if counts else []), *(str(p[a]) for a in matrix.axes),
+                          *(str(p.get(k, "")) for k in relative), str(t.repetition))
         console.print(table)
         if show < len(trials):
             console.print(f"... {len(trials) - show} more (--show -1 lists all)")

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from runner.cli import datasets_default
+from runner.cli import add_known_hosts_option, datasets_default
 from runner.errors import UsageError
+from runner.hosts.ssh import check_known_hosts_file
 from runner.provision.ansible import ProvisionReport, TaskEvent, provision
 from runner.provision.tuning import load_tune_file
 
@@ -36,8 +37,9 @@ examples:
   runner provision --limit local                    # only this machine
   runner provision --limit lab --tune tune.yml --check   # what tuning would change, nothing changed
   runner provision --limit lab --tune tune.yml --gmake --out datasets
+  runner provision --limit lab --known-hosts ~/.ssh/known_hosts_lab
 
-environment: RUNNER_INVENTORY (inventory), RUNNER_DATASETS (default --out).
+environment: RUNNER_INVENTORY (inventory), RUNNER_DATASETS (default --out), RUNNER_KNOWN_HOSTS (--known-hosts).
 """
 
 
@@ -56,6 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gmake", action="store_true", help="also prepare the kernel tree for the gmake workload")
     p.add_argument("--out", type=Path, default=Path(datasets_default()),
                    help="where OUT/hosts/<host>.json go (env RUNNER_DATASETS; default datasets)")
+    add_known_hosts_option(p)
     p.set_defaults(func=run)
 
 
@@ -68,14 +71,19 @@ def provision_hosts(
     check: bool = False,
     gmake: bool = False,
     on_event: Callable[[TaskEvent], None] | None = None,
+    known_hosts: Path | None = None,
 ) -> ProvisionReport:
-    """What `runner provision` does, without argv or output."""
+    """What `runner provision` does, without argv or output. `known_hosts`: Ansible checks host keys
+    against this file, whatever the inventory's ansible_ssh_common_args say."""
     if not Path(inventory).exists():
         raise UsageError(f"inventory {inventory} does not exist (set --inventory or RUNNER_INVENTORY)")
+    if known_hosts is not None:
+        known_hosts = Path(known_hosts).expanduser()
+        check_known_hosts_file(known_hosts)
     tune = load_tune_file(tune_file) if tune_file else None
     return provision(limit, inventory, out, tune=tune, check=check,
                      prepare_vars={"runner_prepare_gmake": gmake}, private_data_root=out / ".ansible-runs",
-                     on_event=on_event)
+                     on_event=on_event, known_hosts=known_hosts)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"  [{color}]{ev.status}[/] {ev.host}" + (f": {ev.message}" if ev.message else ""))
 
     report = provision_hosts(args.inventory, args.limit, args.out, tune_file=args.tune, check=args.check,
-                             gmake=args.gmake, on_event=progress)
+                             gmake=args.gmake, on_event=progress, known_hosts=args.known_hosts)
     for host in report.hosts:
         s = report.summaries[host]
         console.print(

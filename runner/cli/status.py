@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from runner.cli import datasets_default
-from runner.records.store import CampaignStore, find_campaign
+from runner.hosts import process
+from runner.hosts.process import ProcessId
+from runner.records.store import CampaignStore, LockHolder, find_campaign
 
 HELP = """\
 Show a campaign's trials: done, failed (with the reason of the last attempt) and pending (planned but
@@ -54,9 +58,16 @@ def campaign_status(campaign: str | None, datasets: Path) -> Status:
         for row in last.itertuples():
             if row.trial_id not in ok_ids:
                 failed[row.trial_id] = str(row.error)
-    lock = store.root / "lock"
-    holder = lock.read_text().strip() if lock.exists() else ""
-    return Status(meta["campaign"], int(meta["trials_planned"]), len(ok_ids), failed, len(trials), holder or None)
+    holder = store.lock_holder()
+    running = holder.line if holder is not None and is_running(holder, socket.gethostname(), process.gone) else None
+    return Status(meta["campaign"], int(meta["trials_planned"]), len(ok_ids), failed, len(trials), running)
+
+
+def is_running(holder: LockHolder, this_machine: str, gone: Callable[[ProcessId], bool]) -> bool:
+    """Whether the controller named in a campaign's lock still runs: on this machine, unless its process is
+    gone (no such PID, another start time or boot), as a relaunch judges its own holds; a controller on
+    another machine cannot be checked from here and counts as running. Pure but for `gone`."""
+    return holder.controller != this_machine or not gone(holder.process)
 
 
 def run(args: argparse.Namespace) -> int:

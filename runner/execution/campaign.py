@@ -82,11 +82,15 @@ def inventory_path(matrix: Matrix, inventory: str | Path | None = None) -> Path:
     return Path(path)
 
 
-def resolve_hosts(matrix: Matrix, inventory: str | Path | None = None) -> list[Any]:
-    """HostSpecs of the matrix's host group, read through Ansible's inventory loading."""
-    from runner.provision.inventory import load_inventory
+def resolve_hosts(matrix: Matrix, inventory: str | Path | None = None, known_hosts: str | Path | None = None) -> list[Any]:
+    """HostSpecs of the matrix's host group, read through Ansible's inventory loading. `known_hosts` (a
+    command's --known-hosts or RUNNER_KNOWN_HOSTS) wins over the inventory's; every known_hosts file the
+    hosts use is checked here, before anything connects (UsageError naming it)."""
+    from runner.provision.inventory import check_known_hosts, load_inventory
 
-    return load_inventory(inventory_path(matrix, inventory)).resolve(matrix.hosts)
+    specs = load_inventory(inventory_path(matrix, inventory), known_hosts).resolve(matrix.hosts)
+    check_known_hosts(specs)
+    return specs
 
 
 WORKDIR_ROOT = "/var/tmp/runner"  # on every host: <root>/<campaign>/<host>/ holds the campaign's builds
@@ -169,16 +173,23 @@ def launch(
     on_progress: Callable[[Progress], None] | None = None,
     command_line: Sequence[str] = (),
     inventory: str | Path | None = None,
+    known_hosts: str | Path | None = None,
 ) -> Summary:
     """Run (or resume) a campaign. Raises RunnerError for problems found before any trial runs.
 
     The campaign holds its live hosts for its whole life (runner.lab.reservations): a host held by
-    another campaign is waited for or skipped, as the matrix's `hosts.busy` says.
+    another campaign is waited for or skipped, as the matrix's `hosts.busy` says. `known_hosts`: the file
+    the hosts' specs were resolved with (resolve_hosts), for the Ansible runs of `provision:` too.
     """
+    if scheduler:
+        from runner.execution.cluster import check_scheduler
+
+        check_scheduler(scheduler)  # a wrong address is bad input: one line, before any host is touched
     store = CampaignStore(Path(datasets) / matrix.campaign)
     store.acquire()
     try:
-        return _launch_locked(matrix, store, hosts, scheduler, on_progress, command_line, inventory_path(matrix, inventory))
+        return _launch_locked(matrix, store, hosts, scheduler, on_progress, command_line, inventory_path(matrix, inventory),
+                              Path(known_hosts).expanduser() if known_hosts else None)
     finally:
         store.release()
 
@@ -191,6 +202,7 @@ def _launch_locked(
     on_progress: Callable[[Progress], None] | None,
     command_line: Sequence[str],
     inventory: Path,
+    known_hosts: Path | None = None,
 ) -> Summary:
     from runner.lab.reservations import hold_hosts, hold_paths
 
@@ -211,11 +223,14 @@ def _launch_locked(
         held = [s for s in live if s.name in holds.held]
         notes += [f"host {name} skipped: held by another campaign" for name in sorted(holds.skipped)]
         if matrix.provision is not None and held:
-            _provision(matrix, store, held, inventory, notes)
+            _provision(matrix, store, held, inventory, notes, known_hosts)
             facts, more_dead = collect_all(held)  # tuning may have changed them
             dead.update(more_dead)
             held = [s for s in held if s.name not in more_dead]
-        summary = _launch_held(matrix, store, held, facts, dead, scheduler, on_progress, command_line, inventory, notes)
+            for name in more_dead:
+                holds.drop(name)
+        summary = _launch_held(matrix, store, held, facts, dead, scheduler, on_progress, command_line, inventory, notes,
+                               on_drop=holds.drop, known_hosts=known_hosts)
         for name in summary.dead_hosts:
             holds.abandon(name)
         return summary
@@ -226,7 +241,9 @@ def _notify_note(on_progress: Callable[[Progress], None] | None, note: str) -> N
         on_progress(Progress(total=0, messages=[note]))
 
 
-def _provision(matrix: Matrix, store: CampaignStore, specs: Sequence[Any], inventory: Path, notes: list[str]) -> None:
+def _provision(
+    matrix: Matrix, store: CampaignStore, specs: Sequence[Any], inventory: Path, notes: list[str], known_hosts: Path | None = None,
+) -> None:
     """The matrix's `provision:` step: Ansible fingerprint, tuning and workload build, before any trial."""
     from runner.provision.ansible import provision
 
@@ -242,17 +259,19 @@ def _provision(matrix: Matrix, store: CampaignStore, specs: Sequence[Any], inven
         store.root / "provision",
         tune=tune,
         prepare_vars={"runner_prepare_gmake": bool(options.get("gmake"))},
+        known_hosts=known_hosts,
     )
     for host, changes in report.tuning_changes.items():
         if changes:
             notes.append(f"{host}: tuned: " + "; ".join(f"{c.path} {c.old!r} -> {c.new!r}" for c in changes[:3]))
 
 
-def _restore(matrix: Matrix, store: CampaignStore, specs: Sequence[Any], inventory: Path) -> None:
+def _restore(matrix: Matrix, store: CampaignStore, specs: Sequence[Any], inventory: Path, known_hosts: Path | None = None) -> None:
     """Put back what the campaign's tuning changed (the host_tuning role saved it on each host)."""
     from runner.provision.ansible import run_playbook
 
-    run_playbook("restore.yml", inventory=inventory, limit=":".join(s.name for s in specs), private_data_root=store.root / "provision" / "ansible")
+    run_playbook("restore.yml", inventory=inventory, limit=":".join(s.name for s in specs), private_data_root=store.root / "provision" / "ansible",
+                 known_hosts=known_hosts)
 
 
 def _launch_held(
@@ -266,7 +285,11 @@ def _launch_held(
     command_line: Sequence[str],
     inventory: Path,
     notes: list[str],
+    on_drop: Callable[[str], None] | None = None,
+    known_hosts: Path | None = None,
 ) -> Summary:
+    """Plan, record and run the trials on the held hosts. `on_drop(host)`: a host is dropped mid-campaign
+    (its hold is released then, not left to expire)."""
     started = time.monotonic()
     earlier = store.host_facts() if store.meta_path.exists() else {}
     if not live and matrix.placement == "pool":
@@ -325,7 +348,7 @@ def _launch_held(
     plugin = base.get(matrix.workload)
     progress.estimate_s = environments.estimate_trials(plugin, [t for t, _ in todo], matrix.reuse) / max(1, len(live))
 
-    runner = _Dispatch(matrix, store, types, live, dead, progress, on_progress)
+    runner = _Dispatch(matrix, store, types, live, dead, progress, on_progress, on_drop)
     runner.notify(progress)  # the start: notes on unreachable or changed hosts show before any trial
     interrupted = False
     previous = signal.getsignal(signal.SIGTERM)
@@ -339,7 +362,7 @@ def _launch_held(
         if threading_is_main():
             signal.signal(signal.SIGTERM, previous)
     if matrix.provision and matrix.provision.get("tune") and live:
-        _restore(matrix, store, live, inventory)
+        _restore(matrix, store, live, inventory, known_hosts)
     lines = [describe_changes(n, c, "since the previous launch") for n, c in sorted(changes.items())]
     if not interrupted:
         lines += _facts_after(store, [s for s in live if s.name not in runner.dead], facts, progress, on_progress)
@@ -404,8 +427,10 @@ class _Dispatch:
         dead: Mapping[str, str],
         progress: Progress,
         on_progress: Callable[[Progress], None] | None,
+        on_drop: Callable[[str], None] | None = None,
     ) -> None:
         self.matrix = matrix
+        self.on_drop = on_drop or (lambda name: None)
         self.store = store
         self.types = types
         self.specs = {s.name: s for s in live}
@@ -541,6 +566,7 @@ class _Dispatch:
             self.dead.add(name)
             self.dead_reasons[name] = rec.error or "unreachable"
             self.progress.messages.append(f"host {name} dropped for the rest of the campaign: {rec.error}")
+            self.on_drop(name)  # its hold is released now (or as soon as the host answers), not left to expire
         queue_key = name if self.matrix.placement == "each" else None
         retry = attempt < self.matrix.retry.attempts and rec.failure_kind in self.matrix.retry.on
         if retry and not (queue_key is not None and name in self.dead) and len(self.dead) < len(self.specs):

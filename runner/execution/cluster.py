@@ -9,16 +9,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import socket
+import struct
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from runner import __version__
-from runner.errors import RunnerError
+from runner.errors import RunnerError, UsageError
 
 WORKER_WAIT_ENV = "RUNNER_WORKER_WAIT"
 WORKER_WAIT_S = 30.0  # how long to wait for a worker to join an external scheduler (env RUNNER_WORKER_WAIT)
 CONNECT_TIMEOUT_S = 10.0
+HANDSHAKE_MAX = 1 << 20  # a Dask handshake is ~60 bytes; a first frame larger than this is not Dask
 
 
 def worker_wait_s() -> float:
@@ -69,7 +74,7 @@ def client_for(scheduler: str | None, *, n_hosts: int) -> Iterator[Any]:
 
     if scheduler:
         wait_s = worker_wait_s()
-        _probe(scheduler)
+        check_scheduler(scheduler)  # launch checked it already; a direct caller gets the same one line
         try:
             client = Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S:g}s")
         except (OSError, TimeoutError, ValueError) as exc:
@@ -96,16 +101,69 @@ def client_for(scheduler: str | None, *, n_hosts: int) -> Iterator[Any]:
         cluster.close()
 
 
-def _probe(scheduler: str) -> None:
-    """Fail fast (one line) when nothing listens at a tcp:// scheduler address; Dask would retry for 10 s."""
-    host, sep, port = scheduler.removeprefix("tcp://").rpartition(":")
-    if not scheduler.startswith("tcp://") or not sep or not port.isdigit():
+def check_scheduler(scheduler: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """A tcp:// address (or HOST:PORT) is a Dask scheduler, else one UsageError line: nothing listens there,
+    or what listens does not speak Dask's protocol (its first frame is not a Dask handshake), or it is a
+    Dask worker, not a scheduler. Asks the scheduler's identity over its own protocol, so a lab scheduler's
+    log stays quiet. Other protocols (tls://, ucx://, ...) are left to Dask."""
+    address = scheduler if "://" in scheduler else f"tcp://{scheduler}"
+    host, sep, port = address.removeprefix("tcp://").rpartition(":")
+    if not address.startswith("tcp://") or not sep or not port.isdigit():
         return  # another protocol or form: let Dask judge it
+    deadline = time.monotonic() + timeout
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
     except OSError as exc:
         why = exc.strerror or _one_line(exc)
-        raise RunnerError(f"cannot reach the Dask scheduler at {scheduler}: {why}; is `dask scheduler` running there?") from None
+        raise UsageError(f"cannot reach the Dask scheduler at {scheduler}: {why}; is `dask scheduler` running there?") from None
+    not_dask = f"{scheduler} does not speak Dask's protocol (is it the scheduler's port? `dask scheduler` listens on 8786 by default)"
+    try:
+        with sock:
+            handshake = _read_message(sock, deadline)
+            if not (isinstance(handshake, dict) and "pickle-protocol" in handshake):
+                raise UsageError(not_dask)
+            _write_message(sock, {"compression": None, "python": tuple(sys.version_info[:3]), "pickle-protocol": pickle.HIGHEST_PROTOCOL})
+            _write_message(sock, {"op": "identity", "reply": True})
+            identity = _read_message(sock, deadline)
+    except (OSError, ValueError, struct.error):
+        raise UsageError(not_dask) from None
+    kind = identity.get("type") if isinstance(identity, dict) else None
+    if kind != "Scheduler":
+        raise UsageError(f"{scheduler} is a Dask {kind or 'server'}, not a scheduler; give the address of `dask scheduler`")
+
+
+def _read_message(sock: socket.socket, deadline: float) -> Any:
+    """One message of Dask's TCP framing (8-byte little-endian length, then packed frames); ValueError when
+    the bytes are not that."""
+    from distributed.protocol.core import loads
+    from distributed.protocol.utils import unpack_frames
+
+    (size,) = struct.unpack("<Q", _read_exactly(sock, 8, deadline))
+    if not 0 < size <= HANDSHAKE_MAX:
+        raise ValueError(f"frame of {size} bytes")
+    try:
+        return loads(unpack_frames(_read_exactly(sock, size, deadline)))
+    except Exception as exc:  # noqa: BLE001 - whatever the decoder makes of foreign bytes
+        raise ValueError(_one_line(exc)) from None
+
+
+def _write_message(sock: socket.socket, msg: Any) -> None:
+    from distributed.protocol.core import dumps
+    from distributed.protocol.utils import pack_frames
+
+    body = pack_frames(dumps(msg))
+    sock.sendall(struct.pack("<Q", len(body)) + body)
+
+
+def _read_exactly(sock: socket.socket, n: int, deadline: float) -> bytes:
+    data = bytearray()
+    while len(data) < n:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ValueError("connection closed")
+        data += chunk
+    return bytes(data)
 
 
 def _check_workers(client: Any, scheduler: str, wait_s: float) -> None:

@@ -15,6 +15,7 @@ peer close the transport instead of hanging a read.
 
 from __future__ import annotations
 
+import binascii
 import logging
 import math
 import re
@@ -33,6 +34,7 @@ from paramiko.ssh_exception import AuthenticationException, BadHostKeyException,
 
 from runner.errors import HostError, UsageError
 from runner.hosts.base import CommandResult, Host
+from runner.textfile import read_text
 
 SYSTEM_KNOWN_HOSTS = (Path("/etc/ssh/ssh_known_hosts"), Path("/etc/ssh/ssh_known_hosts2"))
 USER_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
@@ -110,6 +112,31 @@ def remote_command(
     seconds = f"{timeout:.3f}".rstrip("0").rstrip(".")
     parts += ["timeout", "-k", str(max(1, math.ceil(kill_after))), seconds, shlex.join(argv)]
     return " ".join(parts)
+
+
+def check_known_hosts_file(path: Path) -> None:
+    """A UsageError (one line naming the file) unless `path` is a known_hosts file OpenSSH would read: every
+    line blank, a comment, or `[@marker] HOSTS KEYTYPE BASE64-KEY [comment]` with a key that decodes. Key
+    types paramiko does not know are allowed (OpenSSH may); an empty file is allowed (every key is then
+    unknown, which each host reports when it is reached)."""
+    text = read_text(Path(path), "known_hosts file")
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0].startswith("@"):
+            words = words[1:]
+        if len(words) < 3:
+            raise UsageError(f"{path}: line {number}: not a known_hosts entry (HOSTS KEYTYPE KEY): {_shorten(line)}")
+        try:
+            binascii.a2b_base64(words[2].encode("ascii"), strict_mode=True)
+        except (ValueError, UnicodeEncodeError):
+            raise UsageError(f"{path}: line {number}: the key of {_shorten(words[0])} is not base64: {_shorten(words[2])}") from None
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _UnknownHostKey(SSHException):

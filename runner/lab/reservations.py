@@ -12,6 +12,12 @@ A hold expires when its heartbeat is older than its TTL, judged by the host's ow
 clocks may disagree; the host's clock is the one both sides read). `hold_hosts` refreshes its holds
 every TTL/4 from a background thread, so a crashed or SIGKILLed controller's holds expire after one TTL.
 
+A relaunch does not wait for that TTL when the hold is its own: a hold records the controller machine and
+the identity of the process that took it (PID, process start time, boot id; runner.hosts.process). A hold
+of the same owner and campaign, taken on the same controller machine by a process that is gone, is taken
+over at once (an atomic compare-and-swap on the old hold's token). A host the campaign drops mid-campaign
+is released when it is dropped, or, if it does not answer then, at each heartbeat until it does.
+
 Where the hold file is (per host):
 - the inventory variable `runner_hold_path` if set (a full path), else
 - `/var/lib/runner/holds/hold-net<inode>.json`, where <inode> is the host's network namespace
@@ -28,8 +34,8 @@ from __future__ import annotations
 import getpass
 import json
 import math
-import os
 import random
+import re
 import secrets
 import socket
 import threading
@@ -42,18 +48,24 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import HostError, RunnerError, UsageError
+from runner.hosts import process
 from runner.hosts.base import Host
+from runner.hosts.process import ProcessId
 
 DEFAULT_TTL = 60.0
 HOLD_PATH_VAR = "runner_hold_path"
 DEFAULT_DIR = "/var/lib/runner/holds"
 LOCK_WAIT_S = 10  # how long one operation waits for another controller's operation on the same host
-HOLD_VERSION = 1  # 1: owner, campaign, since, ttl, token, pid; heartbeat = file mtime
+# Hold file versions: 1: owner, campaign, since, ttl, token, pid; heartbeat = file mtime.
+# 2: + controller (host name of the controller machine), pid_start, boot_id (the holder process's identity).
+HOLD_VERSION = 2
 
 # One script for every operation. Output: "<STATE> <host now> <hold mtime> <path>" then the hold's JSON.
 # STATE: OK (done), BUSY (held by another, not expired), LOST (not ours any more), ERROR (message follows).
+# acquire with `expect` (a token): also replace a live hold whose token is `expect` (the takeover of our own
+# hold left by a process that is gone); if the hold changed meanwhile, BUSY.
 _SCRIPT = r"""
-op=$1 path=$2 token=$3 ttl=$4 doc=$5
+op=$1 path=$2 token=$3 ttl=$4 doc=$5 expect=$6
 if [ -z "$path" ]; then
   ino=$(stat -L -c %i /proc/self/ns/net) || { echo "ERROR cannot read /proc/self/ns/net"; exit 0; }
   path=DEFAULT_DIR/hold-net$ino.json
@@ -70,17 +82,18 @@ if [ "$op" = status ]; then report OK; exit 0; fi
 mkdir -p "$dir" 2>/dev/null || { echo "ERROR cannot create hold directory $dir"; exit 0; }
 exec 9<"$dir" || { echo "ERROR cannot open hold directory $dir"; exit 0; }
 flock -w LOCK_WAIT 9 || { echo "ERROR hold directory $dir stayed locked for LOCK_WAIT s"; exit 0; }
-cur=""; mine=0; age=0; theirs=$ttl
+cur=""; mine=0; stale=0; age=0; theirs=$ttl
 if [ -f "$path" ]; then
   cur=$(cat "$path")
   age=$(( $(date +%s) - $(stat -c %Y "$path") ))
   case "$cur" in *"\"token\": \"$token\""*) mine=1;; esac
+  if [ -n "$expect" ]; then case "$cur" in *"\"token\": \"$expect\""*) stale=1;; esac; fi
   t=$(printf '%s' "$cur" | sed -n 's/.*"ttl": \([0-9][0-9]*\).*/\1/p')
   [ -n "$t" ] && theirs=$t
 fi
 case "$op" in
 acquire)
-  if [ -n "$cur" ] && [ $mine = 0 ] && [ $age -le $theirs ]; then report BUSY; exit 0; fi
+  if [ -n "$cur" ] && [ $mine = 0 ] && [ $stale = 0 ] && [ $age -le $theirs ]; then report BUSY; exit 0; fi
   tmp="$path.$token.tmp"
   printf '%s\n' "$doc" > "$tmp" && mv -f "$tmp" "$path" || { rm -f "$tmp"; echo "ERROR cannot write $path"; exit 0; }
   report OK;;
@@ -107,10 +120,18 @@ class HoldInfo:
     token: str
     age_s: float
     pid: int | None = None
+    controller: str | None = None  # host name of the controller machine (version 2)
+    pid_start: int | None = None
+    boot_id: str | None = None
 
     @property
     def expired(self) -> bool:
         return self.age_s > self.ttl
+
+    @property
+    def holder(self) -> ProcessId | None:
+        """The process that took the hold (on `controller`), if the hold says."""
+        return ProcessId(self.pid, self.pid_start, self.boot_id) if self.pid is not None else None
 
     def describe(self) -> str:
         """'held by alice@ctl1 for campaign nightly since 2026-11-26T02:00:00+00:00 (heartbeat 3 s ago)'."""
@@ -143,8 +164,9 @@ def default_owner() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
-def _call(host: Host, op: str, path: str | None, token: str = "", ttl: int = 0, doc: str = "") -> _Answer:
-    result = host.run(["sh", "-c", _SCRIPT, "hold", op, path or "", token, str(ttl), doc], timeout=LOCK_WAIT_S + 20)
+def _call(host: Host, op: str, path: str | None, token: str = "", ttl: int = 0, doc: str = "", expect: str = "") -> _Answer:
+    argv = ["sh", "-c", _SCRIPT, "hold", op, path or "", token, str(ttl), doc, expect]
+    result = host.run(argv, timeout=LOCK_WAIT_S + 20)
     lines = result.stdout.splitlines()
     if not result.ok or not lines:
         why = (result.stderr.strip() or f"exit {result.rc}").splitlines()[-1]
@@ -165,20 +187,42 @@ def parse_hold(host: str, path: str, text: str, age_s: float) -> HoldInfo | None
         doc = json.loads(text)
         return HoldInfo(
             host=host, path=path, owner=str(doc["owner"]), campaign=str(doc["campaign"]), since=str(doc["since"]),
-            ttl=float(doc["ttl"]), token=str(doc["token"]), age_s=float(age_s), pid=doc.get("pid"),
+            ttl=float(doc["ttl"]), token=str(doc["token"]), age_s=float(age_s), pid=_int_or_none(doc.get("pid")),
+            controller=_str_or_none(doc.get("controller")), pid_start=_int_or_none(doc.get("pid_start")),
+            boot_id=_str_or_none(doc.get("boot_id")),
         )
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return HoldInfo(host, path, "unknown", "unknown", "unknown", DEFAULT_TTL, "", float(age_s))
 
 
-class Hold:
-    """A hold we own on one host. Refresh it more often than its TTL; release it when done."""
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
-    def __init__(self, host: Host, path: str, token: str, info: HoldInfo) -> None:
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def is_own_stale(info: HoldInfo, owner: str, campaign: str, controller: str, gone: Callable[[ProcessId], bool]) -> bool:
+    """Whether `info` is a hold of `owner` for `campaign`, taken on this controller machine (`controller`) by
+    a process that is gone (`gone`, asked only then): ours to take over at once. Pure but for `gone`."""
+    holder = info.holder
+    return (
+        holder is not None and info.owner == owner and info.campaign == campaign and info.controller == controller
+        and gone(holder)
+    )
+
+
+class Hold:
+    """A hold we own on one host. Refresh it more often than its TTL; release it when done.
+    `took_over`: the hold of our own gone process that this one replaced, if any."""
+
+    def __init__(self, host: Host, path: str, token: str, info: HoldInfo, took_over: HoldInfo | None = None) -> None:
         self.host = host
         self.path = path
         self.token = token
         self.info = info
+        self.took_over = took_over
 
     def refresh(self) -> None:
         """Renew the heartbeat. Raises HoldLost if the hold is no longer ours."""
@@ -192,19 +236,42 @@ class Hold:
         _call(self.host, "release", self.path, self.token)
 
 
-def acquire(host: Host, owner: str, campaign: str, ttl: float = DEFAULT_TTL, *, path: str | None = None) -> Hold:
-    """Hold `host` for `campaign`, or raise HostBusy naming the current holder. An expired hold is taken over."""
+def acquire(
+    host: Host,
+    owner: str,
+    campaign: str,
+    ttl: float = DEFAULT_TTL,
+    *,
+    path: str | None = None,
+    gone: Callable[[ProcessId], bool] = process.gone,
+) -> Hold:
+    """Hold `host` for `campaign`, or raise HostBusy naming the current holder. An expired hold is taken over,
+    and so is a live one of the same owner and campaign whose process on this controller machine is `gone`."""
     if ttl < 1:
         raise UsageError(f"hold TTL {ttl!r} must be at least 1 second")
     seconds = math.ceil(ttl)
     token = secrets.token_hex(8)
     since = datetime.now(UTC).isoformat(timespec="seconds")
-    doc = {"version": HOLD_VERSION, "owner": owner, "campaign": campaign, "since": since, "ttl": seconds, "token": token, "pid": os.getpid()}
-    answer = _call(host, "acquire", path, token, seconds, json.dumps(doc, sort_keys=True))
+    me = process.current()
+    controller = socket.gethostname()
+    doc = {
+        "version": HOLD_VERSION, "owner": owner, "campaign": campaign, "since": since, "ttl": seconds, "token": token,
+        "pid": me.pid, "pid_start": me.start, "boot_id": me.boot, "controller": controller,
+    }
+    text = json.dumps(doc, sort_keys=True)
+    answer = _call(host, "acquire", path, token, seconds, text)
+    took_over = None
+    if answer.state == "BUSY" and answer.info is not None and _TOKEN.fullmatch(answer.info.token) \
+            and is_own_stale(answer.info, owner, campaign, controller, gone):
+        took_over = answer.info
+        answer = _call(host, "acquire", path, token, seconds, text, expect=took_over.token)
     if answer.state == "BUSY" and answer.info is not None:
         raise HostBusy(f"host {host.name} is {answer.info.describe()}", {host.name: answer.info})
     info = answer.info or HoldInfo(host.name, answer.path, owner, campaign, since, seconds, token, 0.0)
-    return Hold(host, path or answer.path, token, info)
+    return Hold(host, path or answer.path, token, info, took_over)
+
+
+_TOKEN = re.compile(r"[0-9a-f]{1,64}")
 
 
 def status(host: Host, *, path: str | None = None) -> HoldInfo | None:
@@ -225,10 +292,38 @@ class HoldSet:
     skipped: dict[str, HoldInfo] = field(default_factory=dict)
     lost: dict[str, str] = field(default_factory=dict)  # host -> why, filled by the heartbeat
     abandoned: set[str] = field(default_factory=set)
+    dropped: dict[str, Hold] = field(default_factory=dict)  # host -> its hold, until the release gets through
+    every: float = DEFAULT_TTL / 4  # seconds between heartbeats, and between tries to release a dropped host
+    guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    stop: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def abandon(self, name: str) -> None:
         """Stop heartbeating a host that went away, without contacting it: its hold expires after the TTL."""
         self.abandoned.add(name)
+
+    def drop(self, name: str) -> None:
+        """The campaign stopped using host `name`: stop its heartbeat and release its hold now, in the
+        background (this returns at once); a host that does not answer is tried again every `every` seconds
+        until it does or the campaign ends (then its hold expires after the TTL)."""
+        with self.guard:
+            hold = self.held.pop(name, None)
+            if hold is None:
+                return
+            self.dropped[name] = hold
+        threading.Thread(target=_release_dropped, args=(self, name, hold), daemon=True, name=f"runner-drop-{name}").start()
+
+
+def _release_dropped(holds: HoldSet, name: str, hold: Hold) -> None:
+    while True:
+        try:
+            hold.release()
+        except Exception:  # noqa: BLE001 - unreachable, or its connection closed at the campaign's end: try again
+            if holds.stop.wait(holds.every):
+                return
+            continue
+        with holds.guard:
+            holds.dropped.pop(name, None)
+        return
 
 
 def _connect(spec: Any) -> Host:
@@ -266,9 +361,8 @@ def hold_hosts(
     poll = poll_s if poll_s is not None else min(ttl / 4, 5.0)
     conns = {h.name: _connect(h) for h in hosts}
     ours = [h.name for h in hosts if not isinstance(h, Host)]  # connections we opened, we close
-    holds = HoldSet()
-    stop = threading.Event()
-    guard = threading.Lock()
+    holds = HoldSet(every=ttl / 4)
+    stop, guard = holds.stop, holds.guard
     deadline = None if timeout is None else time.monotonic() + timeout
     beat: threading.Thread | None = None
     try:
@@ -284,6 +378,10 @@ def hold_hosts(
                     continue
                 with guard:
                     holds.held[name] = hold
+                if hold.took_over is not None and on_wait:
+                    old = hold.took_over
+                    on_wait(f"host {name}: took over the hold of campaign {old.campaign} from process {old.pid} "
+                            f"on {old.controller}, which is gone")
             if beat is None and holds.held:
                 beat = threading.Thread(target=_heartbeat, args=(holds, guard, stop, ttl / 4, on_lost), daemon=True, name="runner-holds")
                 beat.start()

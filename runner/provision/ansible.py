@@ -8,7 +8,9 @@ directories are kept. `provision()` is the sequence the CLI runs: facts -> (tune
 
 from __future__ import annotations
 
+import configparser
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -112,8 +114,10 @@ def run_playbook(
     private_data_root: Path,
     timeout: float | None = None,
     on_event: Callable[[TaskEvent], None] | None = None,
+    known_hosts: Path | None = None,
 ) -> PlaybookResult:
-    """Run `playbook` (a path, or a name under playbooks/). Raise ProvisionError when it fails."""
+    """Run `playbook` (a path, or a name under playbooks/). Raise ProvisionError when it fails.
+    `known_hosts`: check host keys against this file, whatever the inventory says (see ssh_args_with)."""
     path = _playbook_path(playbook)
     root = Path(private_data_root)
     root.mkdir(parents=True, exist_ok=True)
@@ -162,6 +166,7 @@ def run_playbook(
             "ANSIBLE_CONFIG": str(ANSIBLE_CFG),
             "ANSIBLE_HOST_KEY_CHECKING": "True",
             "PATH": env_path,
+            **({"ANSIBLE_SSH_ARGS": ssh_args_with(_cfg_ssh_args(), known_hosts)} if known_hosts is not None else {}),
         },
         timeout=int(timeout) if timeout else None,
         event_handler=handle,
@@ -182,6 +187,23 @@ def run_playbook(
         hosts = ", ".join(out.failed_hosts) or "no host reached"
         raise ProvisionError(f"playbook {path.name} failed (rc {out.rc}) on {hosts}: {detail}")
     return out
+
+
+def _cfg_ssh_args() -> str:
+    """The [ssh_connection] ssh_args of the project's ansible.cfg."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(ANSIBLE_CFG)
+    return parser.get("ssh_connection", "ssh_args", fallback="")
+
+
+def ssh_args_with(ssh_args: str, known_hosts: Path) -> str:
+    """ansible.cfg's ssh_args plus `-o UserKnownHostsFile=FILE` (pure). Ansible puts ssh_args before the
+    inventory's ansible_ssh_common_args/extra_args, and ssh takes the first value of an option, so this file
+    wins over the inventory's, as it does for the runner's own connections."""
+    path = str(Path(known_hosts).expanduser())
+    value = f'"{path}"' if any(c.isspace() for c in path) else path  # ssh splits an unquoted value at blanks
+    option = shlex.quote(f"UserKnownHostsFile={value}")
+    return f"{ssh_args} -o {option}".strip()
 
 
 @dataclass(frozen=True)
@@ -205,6 +227,7 @@ def provision(
     prepare_vars: Mapping[str, Any] | None = None,
     private_data_root: Path | None = None,
     on_event: Callable[[TaskEvent], None] | None = None,
+    known_hosts: Path | None = None,
 ) -> ProvisionReport:
     """Fingerprint hosts, optionally tune them (knobs as in runner.provision.tuning), prepare workloads.
 
@@ -213,7 +236,7 @@ def provision(
     dest_dir = Path(dest_dir)
     facts_dir = dest_dir / "hosts"
     root = Path(private_data_root) if private_data_root else dest_dir / "ansible"
-    common = {"inventory": inventory, "limit": hosts_pattern, "private_data_root": root, "on_event": on_event}
+    common = {"inventory": inventory, "limit": hosts_pattern, "private_data_root": root, "on_event": on_event, "known_hosts": known_hosts}
     facts_vars = {"host_facts_dest": str(facts_dir.resolve())}
     results = [run_playbook("facts.yml", extravars=facts_vars, **common)]
     hosts = tuple(sorted(results[0].stats))

@@ -5,15 +5,19 @@ group nesting, templated values and the connection variables (ansible_host, ansi
 ansible_ssh_private_key_file, ansible_connection and their ansible_ssh_* aliases) mean exactly what they
 mean to ansible-playbook. A `-o UserKnownHostsFile=...` in ansible_ssh_common_args/extra_args is honoured,
 so the runner checks host keys against the same file as Ansible.
+
+A known_hosts file given to a command (`--known-hosts FILE`, else the environment's RUNNER_KNOWN_HOSTS)
+replaces the inventory's for every SSH host: command line > environment > inventory > ~/.ssh/known_hosts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import ipaddress
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,7 @@ import yaml
 from runner.errors import UnknownNameError, UsageError
 from runner.hosts.base import LOCAL_NAMES, Host
 from runner.hosts.local import LocalHost
-from runner.hosts.ssh import HostSpec, SSHHost
+from runner.hosts.ssh import HostSpec, SSHHost, check_known_hosts_file
 from runner.textfile import read_text
 
 DEFAULT_CONNECT_TIMEOUT = 10.0  # Ansible's own default `timeout`
@@ -71,8 +75,13 @@ class Inventory:
         return groups + sorted({*self.hosts, *self.unsupported})
 
 
-def load_inventory(path: Path | str) -> Inventory:
-    """Load an Ansible inventory (file or directory) with Ansible's own loader."""
+def load_inventory(path: Path | str, known_hosts: Path | str | None = None) -> Inventory:
+    """Load an Ansible inventory (file or directory) with Ansible's own loader. `known_hosts` (a command's
+    --known-hosts or RUNNER_KNOWN_HOSTS) replaces the inventory's known_hosts file for every SSH host; it is
+    checked first (UsageError naming it if it is missing or not a known_hosts file)."""
+    if known_hosts is not None:
+        known_hosts = Path(known_hosts).expanduser()
+        check_known_hosts_file(known_hosts)
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
     from ansible.template import Templar
@@ -104,7 +113,7 @@ def load_inventory(path: Path | str) -> Inventory:
         if connection is not None and connection != "local" and connection not in SSH_CONNECTIONS:
             unsupported[name] = str(connection)
             continue
-        hosts[name] = host_spec(name, conn_vars, shown)
+        hosts[name] = with_known_hosts(host_spec(name, conn_vars, shown), known_hosts)
     groups = {g: tuple(h.name for h in group.get_hosts()) for g, group in manager.groups.items()}
     return Inventory(path=shown, hosts=hosts, groups=groups, unsupported=unsupported)
 
@@ -196,6 +205,25 @@ def known_hosts_from_ssh_args(args: str) -> Path | None:
         if key.lower() == "userknownhostsfile" and value.split():
             return Path(value.split()[0]).expanduser()
     return None
+
+
+def with_known_hosts(spec: HostSpec, known_hosts: Path | None) -> HostSpec:
+    """`spec` checking host keys against `known_hosts` when given (it wins over the inventory's); local hosts
+    have no host key and stay as they are. Pure."""
+    if known_hosts is None or spec.local:
+        return spec
+    return dataclasses.replace(spec, known_hosts=Path(known_hosts))
+
+
+def check_known_hosts(specs: Sequence[HostSpec]) -> None:
+    """Every known_hosts file the SSH hosts of `specs` name exists and parses, before anything connects;
+    else one UsageError naming the file (and the first host that uses it)."""
+    for path in sorted({s.known_hosts for s in specs if not s.local and s.known_hosts is not None}):
+        try:
+            check_known_hosts_file(path)
+        except UsageError as exc:
+            user = next(s.name for s in specs if s.known_hosts == path)
+            raise UsageError(f"{exc} (the known_hosts file of host {user})") from None
 
 
 def connect(spec: HostSpec) -> Host:

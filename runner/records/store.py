@@ -27,6 +27,8 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from runner.errors import DatasetError
+from runner.hosts import process
+from runner.hosts.process import ProcessId
 from runner.records.schema import GUEST_FIELDS, READABLE_SCHEMAS, SCHEMA_VERSION, metrics_schema, trials_schema
 from runner.workloads.base import Metric
 
@@ -86,6 +88,38 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """The controller process named in a campaign's lock file: `line` for messages ('pid N on HOST since T')."""
+
+    line: str
+    controller: str
+    process: ProcessId
+
+
+_LOCK_LINE = re.compile(r"pid (\d+) on (\S+) since \S+")
+_LOCK_IDENTITY = re.compile(r"process start (\d+|-) boot (\S+)")
+
+
+def lock_text(me: ProcessId, controller: str, since: datetime) -> str:
+    """The lock file's text: 'pid N on HOST since T', then the process's start time and boot id (pure)."""
+    start = "-" if me.start is None else str(me.start)
+    return f"pid {me.pid} on {controller} since {since.isoformat(timespec='seconds')}\nprocess start {start} boot {me.boot or '-'}\n"
+
+
+def parse_lock(text: str) -> LockHolder | None:
+    """The holder named by a lock file's text (pure); None for an empty or foreign text."""
+    lines = text.strip().splitlines()
+    first = _LOCK_LINE.fullmatch(lines[0].strip()) if lines else None
+    if first is None:
+        return None
+    start, boot = None, None
+    if len(lines) > 1 and (more := _LOCK_IDENTITY.fullmatch(lines[1].strip())):
+        start = None if more[1] == "-" else int(more[1])
+        boot = None if more[2] == "-" else more[2]
+    return LockHolder(lines[0].strip(), first[2], ProcessId(int(first[1]), start, boot))
 
 
 class CampaignStore:
@@ -180,16 +214,23 @@ class CampaignStore:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
-            holder = fh.read().strip() or "another process"
+            holder = (fh.read().strip().splitlines() or ["another process"])[0]
             fh.close()
             raise DatasetError(
                 f"campaign {self.root.name!r} is already being run ({holder}); wait for it to finish or stop it"
             ) from None
         fh.seek(0)
         fh.truncate()
-        fh.write(f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now(UTC).isoformat(timespec='seconds')}\n")
+        fh.write(lock_text(process.current(), socket.gethostname(), datetime.now(UTC)))
         fh.flush()
         self._lock_fh = fh
+
+    def lock_holder(self) -> LockHolder | None:
+        """Who took the campaign's lock last (read without locking; it may have died since)."""
+        try:
+            return parse_lock(self.root.joinpath("lock").read_text())
+        except (OSError, UnicodeDecodeError):
+            return None
 
     def release(self) -> None:
         if self._lock_fh is not None:
