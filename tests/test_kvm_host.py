@@ -1,6 +1,11 @@
 """Real KVM one level down: a KVM host VM of the test bed (runner.testbed_vm: QEMU TCG with an emulated AMD
 CPU with SVM and nested paging), reached over SSH on a loopback port like a lab host, runs kvm guests with
 `accel=kvm` for real. Slow: the host VM boots under TCG and its guests are nested.
+
+Marked `long` (not in CI): the emulated host is not reliable yet. In one of three runs here its kernel
+panicked in KVM_RUN ("corrupted stack end detected inside scheduler", after RCU stalls) while another
+TCG-heavy job shared the 2 cores; in another the trials completed with accel=kvm, hypervisor KVM and
+kvm-clock. Run it with `pytest -m long tests/test_kvm_host.py`.
 """
 
 from __future__ import annotations
@@ -16,13 +21,13 @@ from runner.cli import main
 from runner.execution import guests
 from runner.records.store import read_campaign
 
-pytestmark = [pytest.mark.integration, pytest.mark.guest, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.guest, pytest.mark.long]
 
 
 @pytest.fixture(scope="module")
 def kvm_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[testbed_vm.VMHost, Path]]:
     where = tmp_path_factory.mktemp("kvmhost")
-    vm = testbed_vm.start_kvm_host(where, guests.CONTROLLER_CACHE)
+    vm = testbed_vm.start_kvm_host(where, guests.CONTROLLER_CACHE, cpus=1)  # one CPU: no cross-CPU IPIs to emulate
     try:
         yield vm, testbed_vm.write_inventory([vm], where)
     finally:
