@@ -76,7 +76,7 @@ FACTS_SCRIPT = (
     'echo "online_cpus $(cat /sys/devices/system/cpu/online 2>/dev/null)"; '
     'echo "clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null)"; '
     'echo "hypervisor $(dmesg 2>/dev/null | grep -o "Hypervisor detected: .*" | head -n 1 | cut -d: -f2)"; '
-    'dmesg 2>/dev/null | grep -qi "stealtime\\|steal time" && echo "pv steal_time"; '
+    '{ dmesg 2>/dev/null | grep -qi "stealtime\\|steal time" || awk \'/^cpu /{exit !($9 > 0)}\' /proc/stat; } && echo "pv steal_time"; '
     'dmesg 2>/dev/null | grep -qi "PV spinlocks enabled\\|paravirt.*spinlock" && echo "pv pv_spinlocks"; '
     'dmesg 2>/dev/null | grep -qi "kvm-clock" && echo "pv kvm_clock"; '
     'dmesg 2>/dev/null | grep -qi "Booting paravirtualized kernel on Xen\\|xen: PV" && echo "pv xen_pv"; exit 0'
