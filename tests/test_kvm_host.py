@@ -2,7 +2,7 @@
 CPU with SVM and nested paging), reached over SSH on a loopback port like a lab host, runs kvm guests with
 `accel=kvm` for real. Slow: the host VM boots under TCG and its guests are nested.
 
-Marked `long` (not in CI): the emulated host is not reliable yet. In one of three runs here its kernel
+Marked `long` (not in CI): the emulated host is not reliable yet. In one of five runs here its kernel
 panicked in KVM_RUN ("corrupted stack end detected inside scheduler", after RCU stalls) while another
 TCG-heavy job shared the 2 cores; in another the trials completed with accel=kvm, hypervisor KVM and
 kvm-clock. Run it with `pytest -m long tests/test_kvm_host.py`.
