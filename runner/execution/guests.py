@@ -248,23 +248,28 @@ def _guest_image(cache: Path, files: Mapping[str, Path], env: str, params: Mappi
                      lambda: image.build_image(cache / "images", key_path=key, extra_files=files, net_modules=nets, kernel=kernel))
 
 
+def _ship(host: Host, digest: str, files: Mapping[str, Path], what: str) -> dict[str, Path]:
+    """Copy `files` (name -> local file) once into IMAGE_CACHE/<digest>/ on a remote host (kept there: a
+    later campaign with the same image copies nothing); their paths there, by name."""
+    where = f"{IMAGE_CACHE}/{digest}"
+    have = host.run(["sh", "-c", " && ".join(f"test -s {shlex.quote(f'{where}/{n}')}" for n in files)], timeout=30)
+    if not have.ok:
+        for name, local in files.items():
+            try:
+                host.put(local, f"{where}/{name}")
+            except HostError as exc:
+                raise ProvisionError(f"{host.name}: cannot copy the {what} {digest[:12]} there: {exc}") from None
+    return {n: Path(f"{where}/{n}") for n in files}
+
+
 def ship_image(host: Host, img: image.GuestImage) -> image.GuestImage:
-    """The image as the host sees it: a local host uses the built files; a remote host gets them copied
-    once into IMAGE_CACHE/<digest>/ (kept there: a later campaign with the same image copies nothing)."""
+    """The image as the host sees it: a local host uses the built files; a remote host gets them once (_ship)."""
     if host.is_local:
         return img
 
     def ship() -> image.GuestImage:
-        where = f"{IMAGE_CACHE}/{img.digest}"
-        remote = {"vmlinuz": img.kernel, "initrd.img": img.initrd}
-        have = host.run(["sh", "-c", " && ".join(f"test -s {shlex.quote(f'{where}/{n}')}" for n in remote)], timeout=30)
-        if not have.ok:
-            for name, local in remote.items():
-                try:
-                    host.put(local, f"{where}/{name}")
-                except HostError as exc:
-                    raise ProvisionError(f"{host.name}: cannot copy the guest image {img.digest[:12]} there: {exc}") from None
-        return replace(img, kernel=Path(f"{where}/vmlinuz"), initrd=Path(f"{where}/initrd.img"))
+        there = _ship(host, img.digest, {"vmlinuz": img.kernel, "initrd.img": img.initrd}, "guest image")
+        return replace(img, kernel=there["vmlinuz"], initrd=there["initrd.img"])
 
     return _memoized(("shipped", host.name, img.digest), ship)
 
@@ -340,20 +345,10 @@ def ship_disk(host: Host, img: rootfs.DiskImage) -> rootfs.DiskImage:
         return img
 
     def ship() -> rootfs.DiskImage:
-        where = f"{IMAGE_CACHE}/{img.digest}"
-        remote = {f"disk{''.join(img.disk.suffixes) or '.raw'}": img.disk, "vmlinuz": img.kernel}
-        if img.initrd is not None:
-            remote["initrd.img"] = img.initrd
-        have = host.run(["sh", "-c", " && ".join(f"test -s {shlex.quote(f'{where}/{n}')}" for n in remote)], timeout=30)
-        if not have.ok:
-            for name, local in remote.items():
-                try:
-                    host.put(local, f"{where}/{name}")
-                except HostError as exc:
-                    raise ProvisionError(f"{host.name}: cannot copy the guest disk image {img.digest[:12]} there: {exc}") from None
-        moved = {n: Path(f"{where}/{n}") for n in remote}
-        disk = next(p for n, p in moved.items() if n.startswith("disk"))
-        return replace(img, disk=disk, kernel=moved["vmlinuz"], initrd=moved.get("initrd.img"))
+        disk = f"disk{''.join(img.disk.suffixes) or '.raw'}"
+        files = {disk: img.disk, "vmlinuz": img.kernel, **({"initrd.img": img.initrd} if img.initrd is not None else {})}
+        there = _ship(host, img.digest, files, "guest disk image")
+        return replace(img, disk=there[disk], kernel=there["vmlinuz"], initrd=there.get("initrd.img"))
 
     return _memoized(("shipped-disk", host.name, img.digest), ship)
 
