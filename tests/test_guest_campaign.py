@@ -87,7 +87,7 @@ def test_common_window_and_overlap() -> None:
 def test_window_plan_starts_long_and_stops_together() -> None:
     lockbench, command = base.get("lockbench"), base.get("command")
     seconds, run = guests.window_plan(lockbench, {"duration": 2, "lock": "ttas"}, 2, timeout=60)
-    assert seconds == 2 and run == {"duration": 9.0, "lock": "ttas"}  # 2 x 2 + 5 s, stopped after 2 s
+    assert seconds == 2 and run == {"duration": 24.0, "lock": "ttas"}  # 2 x 2 + 20 s, stopped after 2 s
     assert guests.window_plan(lockbench, {}, 3, timeout=60)[0] == 1.0  # lockbench's default duration
     assert guests.window_plan(lockbench, {"duration": 30}, 2, timeout=33) is None  # no room under the timeout
     assert guests.window_plan(lockbench, {"duration": 2}, 1, timeout=60) is None  # one guest: its own time
@@ -174,12 +174,12 @@ def test_kvm_overcommit_campaign(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert two_row.window_end > two_row.window_start
     overlap = metrics[(metrics["metric"] == "window_overlap") & (metrics["vms"] == 2)]
     assert sorted(overlap["vm"].dropna().astype(int)) == [0, 1] and ((overlap["value"] > 0) & (overlap["value"] <= 1)).all()
-    # The two guests were started with 5.6 s to run and the runner's stop ended both runs (one common
-    # window); a one-guest run measures its own 0.3 s and is never stopped.
+    # The two guests were started with 20.6 s to run and the runner's stop ended both measurements before
+    # that deadline (lockbench's stopped_early: the signal, not the clock, ended its loop); a one-guest
+    # run measures its own 0.3 s and is never stopped. No wall-time bound: a stalled machine only makes
+    # the joins after the stop slower.
     stopped = metrics[(metrics["metric"] == "stopped_early") & metrics["vm"].notna()]
     assert sorted(zip(stopped["vms"], stopped["value"])) == [(1, 0.0), (2, 1.0), (2, 1.0)], stopped
-    own = metrics[(metrics["metric"] == "duration_s") & (metrics["vms"] == 2)]
-    assert len(own) == 2 and (own["value"] < 5.6).all(), own["value"].tolist()
     cells, per_vm = overcommit_table(metrics)
     k2 = cells[cells["k"] == 2].iloc[0]
     assert k2["vms_seen"] == 2 and k2["efficiency"] > 0 and k2["ideal_per_vm"] == 0.5

@@ -62,7 +62,8 @@ DEFAULT_MEMORY_MIB = 512
 BOOT_TIMEOUT_S = float(os.environ.get("RUNNER_GUEST_BOOT_TIMEOUT", "240"))
 PROBE_TIMEOUT_S = float(os.environ.get("RUNNER_PROBE_TIMEOUT", "15"))  # a nested KVM host boots its probe slowly
 BARRIER_TIMEOUT_S = 120.0
-STOP_TIMEOUT_S = 5.0  # for the command that ends a guest's run at the common instant (window)
+WINDOW_SLACK_S = 20.0  # how much longer than its window a stoppable run is started (room for a slow start)
+STOP_TIMEOUT_S = 20.0  # for the command that ends a guest's run at the common instant (window)
 CONSOLES = {"kvm": "console=ttyS0", "xen-hvm": "console=ttyS0", "xen-pv": "console=hvc0"}
 IMAGE_CACHE = "/var/cache/runner/images"  # on a remote hypervisor host: <digest>/{vmlinuz,initrd.img,disk.qcow2}
 ROOT_DEVICES = {"kvm": "/dev/vda", "xen-hvm": "/dev/xvda", "xen-pv": "/dev/xvda"}  # a disk image's root, by env
@@ -149,7 +150,7 @@ def window_plan(plugin: Workload, params: Mapping[str, Any], guests: int, timeou
     if guests < 2 or name is None:
         return None
     seconds = float(params.get(name, plugin.window_default))
-    longer = min(2 * seconds + 5.0, timeout - 5.0)
+    longer = min(2 * seconds + WINDOW_SLACK_S, timeout - 5.0)
     if longer <= seconds + 1.0:
         return None
     return seconds, {**params, name: round(longer, 3)}

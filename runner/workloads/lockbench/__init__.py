@@ -60,12 +60,13 @@ class Lockbench(Workload):
         one of ctx.extra["run_id"] (no run id: it cannot be stopped): its --pid-file, written once its
         SIGUSR1 handler is in place, names the process, checked by name in /proc before the signal. The
         loop uses shell builtins only (in a busy emulated guest each started process costs a lot) and
-        looks for up to about 5 s, in case the run has not started yet."""
+        looks for up to about 15 s, in case the run has not started yet (a busy emulated guest can
+        take seconds to start a command)."""
         pid_file = _pid_file(ctx)
         if pid_file is None:
             return None
         script = (
-            'i=0; while [ "$i" -lt 100 ]; do '
+            'i=0; while [ "$i" -lt 300 ]; do '
             'if [ -r "$1" ] && read -r p <"$1" && [ -r "/proc/$p/comm" ] && read -r n <"/proc/$p/comm" '
             '&& [ "$n" = "$2" ]; then kill -USR1 "$p" && exit 0; fi; '
             'i=$((i+1)); sleep 0.05; done; exit 1'

@@ -17,7 +17,8 @@
  * Build: cc -O2 -pthread -o lockbench lockbench.c   (C11, gcc or clang; -static works too)
  *
  * Output format history ("lockbench" key):
- *   1 - first release; later additive keys: "stopped_early" (SIGUSR1 ended the run).
+ *   1 - first release; later additive keys: "stopped_early" (SIGUSR1 ended the measurement before
+ *       --duration had passed; since 1.2 a SIGUSR1 that comes after the deadline does not count).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -38,7 +39,7 @@
 #endif
 
 #define LOCKBENCH_FORMAT 1
-#define LOCKBENCH_VERSION "1.1"
+#define LOCKBENCH_VERSION "1.2"
 #define CACHE_LINE 128 /* two 64-byte lines: also keeps adjacent-line prefetch apart */
 #define MAX_THREADS 4096
 #define MAX_CPUS 4096
@@ -589,6 +590,8 @@ int main(int argc, char **argv)
     /* Until --duration has passed or SIGUSR1 came (checked every 10 ms, whichever thread got it). */
     for (double left; !stop_requested && (left = t0 + opt.duration - now_s()) > 0;)
         sleep_s(left < 0.01 ? left : 0.01);
+    /* What ended the measurement: read once here, so a SIGUSR1 during the joins does not count. */
+    int stopped_early = stop_requested != 0;
     __atomic_store_n(&shared.stop, 1, __ATOMIC_RELAXED);
     for (int i = 0; i < opt.threads; i++)
         pthread_join(ts[i].tid, NULL);
@@ -622,7 +625,7 @@ int main(int argc, char **argv)
     printf("], \"jain_fairness\": %.6f, \"counter\": %llu, \"counter_ok\": %s, "
            "\"mean_ops_per_thread\": %.3f, \"stopped_early\": %s, \"version\": \"%s\"}\n",
            jain, shared.counter, counter_ok ? "true" : "false", sum / opt.threads,
-           stop_requested ? "true" : "false", LOCKBENCH_VERSION);
+           stopped_early ? "true" : "false", LOCKBENCH_VERSION);
     fflush(stdout);
     free(ts);
     if (!counter_ok) {

@@ -120,7 +120,7 @@ def to_metrics(doc: Mapping[str, Any]) -> list[Metric]:
         Metric("jain_fairness", _checked_jain(doc), "index", True),
         Metric("duration_s", float(doc["duration_s"]), "s", None),
     ]
-    if isinstance(doc.get("stopped_early"), bool):  # format 1, added in lockbench 1.1
+    if isinstance(doc.get("stopped_early"), bool):  # format 1, added in lockbench 1.1, exact since 1.2
         metrics.append(Metric("stopped_early", float(doc["stopped_early"]), "bool", None))
     metrics += [Metric("thread_ops", float(ops), "ops", True, thread=i) for i, ops in enumerate(doc["per_thread_ops"])]
     return metrics
