@@ -27,7 +27,7 @@ import yaml
 from runner.execution import campaign
 from runner.matrix.load import load_matrix
 from runner.records.store import read_campaign
-from runner.testbed import TestBed
+from runner.testing.testbed import TestBed
 
 PROJECT = Path(__file__).resolve().parents[1]
 WORK = Path("/var/tmp/runner")

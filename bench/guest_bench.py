@@ -137,7 +137,7 @@ def main() -> None:
     if "local" in places:
         result["local"] = reuse_part("local", work, args.reps, None)
     if "remote" in places:
-        from runner.testbed import TestBed
+        from runner.testing.testbed import TestBed
 
         with TestBed.up(1, work / "bed", "gbench", hypervisors=1) as bed:
             result["remote"] = reuse_part("remote", work, args.reps, bed.inventory_path)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from runner.records.store import read_campaign
-from runner.testbed import TestBed
+from runner.testing.testbed import TestBed
 from tests.test_remote_campaign import WORK_BASE, bed_matrix, run_campaign
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]

@@ -1,4 +1,4 @@
-"""Real KVM one level down: a KVM host VM of the test bed (runner.testbed_vm: QEMU TCG with an emulated AMD
+"""Real KVM one level down: a KVM host VM of the test bed (runner.testing.vmhost: QEMU TCG with an emulated AMD
 CPU with SVM and nested paging), reached over SSH on a loopback port like a lab host, runs kvm guests with
 `accel=kvm` for real. Slow: the host VM boots under TCG and its guests are nested.
 
@@ -16,26 +16,26 @@ from pathlib import Path
 
 import pytest
 
-from runner import testbed_vm
 from runner.cli import main
 from runner.execution import guests
 from runner.records.store import read_campaign
+from runner.testing import vmhost
 
 pytestmark = [pytest.mark.integration, pytest.mark.guest, pytest.mark.long]
 
 
 @pytest.fixture(scope="module")
-def kvm_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[testbed_vm.VMHost, Path]]:
+def kvm_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[vmhost.VMHost, Path]]:
     where = tmp_path_factory.mktemp("kvmhost")
-    vm = testbed_vm.start_kvm_host(where, guests.CONTROLLER_CACHE, cpus=1)  # one CPU: no cross-CPU IPIs to emulate
+    vm = vmhost.start_kvm_host(where, guests.CONTROLLER_CACHE, cpus=1)  # one CPU: no cross-CPU IPIs to emulate
     try:
-        yield vm, testbed_vm.write_inventory([vm], where)
+        yield vm, vmhost.write_inventory([vm], where)
     finally:
-        testbed_vm.stop(vm)
+        vmhost.stop(vm)
 
 
 @pytest.mark.timeout(1800)
-def test_kvm_guests_on_a_kvm_host_vm(kvm_host: tuple[testbed_vm.VMHost, Path], tmp_path: Path,
+def test_kvm_guests_on_a_kvm_host_vm(kvm_host: tuple[vmhost.VMHost, Path], tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     vm, inventory = kvm_host
     monkeypatch.setenv("RUNNER_PROBE_TIMEOUT", "240")  # the probe guest is nested: tens of seconds to init

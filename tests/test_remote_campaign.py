@@ -17,7 +17,7 @@ from runner.execution import campaign
 from runner.execution.campaign import WORKDIR_ROOT, describe_changes, fact_changes, workdir_for
 from runner.matrix.load import Matrix, load_matrix
 from runner.records.store import CampaignStore, read_campaign
-from runner.testbed import TestBed
+from runner.testing.testbed import TestBed
 
 WORK_BASE = Path(WORKDIR_ROOT)
 # A command trial that reports one metric; $RUNNER_WORKDIR is the campaign's directory on the host.

@@ -1,6 +1,6 @@
 """Guests and containers on a remote hypervisor host, reached through it, as on a lab.
 
-The host is a test-bed hypervisor host (runner.testbed): a network namespace with its own sshd, its own
+The host is a test-bed hypervisor host (runner.testing.testbed): a network namespace with its own sshd, its own
 libvirtd, guest network and image cache. Its guest bridge lives in that namespace, so the controller
 cannot reach a guest directly: every guest SSH connection is a channel through the host's SSH connection.
 Guests run under QEMU/TCG there (about 25 s to SSH-ready), so the matrices are small.
@@ -25,7 +25,7 @@ from runner.provision import container, libvirt
 from runner.provision.image import SSH_MARKER
 from runner.provision.inventory import connect, load_inventory
 from runner.records.store import read_campaign
-from runner.testbed import TestBed
+from runner.testing.testbed import TestBed
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns, pytest.mark.guest]
 PROJECT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ from runner.execution.campaign import _preferred, workdir_for
 from runner.execution.cluster import worker_addresses
 from runner.execution.worker import AttemptSpec, execute
 from runner.records.store import read_campaign
-from runner.testbed import TestBed
+from runner.testing.testbed import TestBed
 from runner.trials import plan
 from tests.test_remote_campaign import bed_matrix, run_campaign
 

@@ -17,7 +17,7 @@ import pytest
 from runner.errors import HostError, UsageError
 from runner.hosts.ssh import HANGUP_WRAPPER, HostSpec, SSHHost, remote_command
 from runner.provision.inventory import connect, load_inventory
-from runner.testbed import TestBed, TestHost
+from runner.testing.testbed import TestBed, TestHost
 
 netns = [pytest.mark.netns, pytest.mark.integration]
 

@@ -19,7 +19,7 @@ import yaml
 
 from runner.errors import UsageError
 from runner.provision.inventory import load_inventory
-from runner.testbed import PREFIX, STATE_FILE, STATE_VERSION, TestBed, cleanup_stale
+from runner.testing.testbed import PREFIX, STATE_FILE, STATE_VERSION, TestBed, cleanup_stale
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
 
@@ -110,7 +110,7 @@ def test_inventory_works_for_ansible(make_testbed, tmp_path):
 
 def test_cli_up_and_down_from_separate_processes(tmp_path):
     directory = tmp_path / "clibed"
-    cli = [sys.executable, "-m", "runner.testbed"]
+    cli = [sys.executable, "-m", "runner.testing.testbed"]
     up = subprocess.run([*cli, "up", "2", "--dir", str(directory)], capture_output=True, text=True, timeout=60)
     try:
         assert up.returncode == 0, up.stderr
@@ -126,7 +126,7 @@ def test_cli_up_and_down_from_separate_processes(tmp_path):
 def test_cleanup_stale_removes_orphans_and_spares_live_beds(make_testbed, tmp_path):
     live = make_testbed(1)
     directory = tmp_path / "orphan"
-    cli = [sys.executable, "-m", "runner.testbed"]
+    cli = [sys.executable, "-m", "runner.testing.testbed"]
     subprocess.run([*cli, "up", "1", "--dir", str(directory)], check=True, capture_output=True, timeout=60)
     orphan = TestBed.load(directory)
     shutil.rmtree(directory)  # as if the run that made it crashed and its temporary files went away
@@ -312,7 +312,7 @@ def test_down_of_hypervisor_hosts_leaves_no_libvirtd(make_hypervisor_bed, tmp_pa
     assert leftovers(bed.bridge, bed.dir) == []
     # The same through the CLI, whose test bed is detached (its daemons are not our children).
     directory = tmp_path / "clihv"
-    cli = [sys.executable, "-m", "runner.testbed"]
+    cli = [sys.executable, "-m", "runner.testing.testbed"]
     up = subprocess.run([*cli, "up", "1", "--hypervisors", "1", "--dir", str(directory)],
                         capture_output=True, text=True, timeout=60, check=False)
     try:

@@ -1,10 +1,10 @@
-"""Pytest fixtures for the namespace test bed (runner.testbed). Loaded from tests/conftest.py with
+"""Pytest fixtures for the namespace test bed (runner.testing.testbed). Loaded from tests/conftest.py with
 `pytest_plugins = ["tests.testbed_fixture"]`.
 
 - `testbed`: one session-wide test bed of 3 hosts. Do not inject faults into it.
 - `make_testbed(n)`: a fresh test bed per call for tests that break hosts; removed after the test.
 - `hypervisor_bed`: one test bed of one hypervisor host (its own libvirtd, guest network and image
-  cache, see runner.testbed) per test module.
+  cache, see runner.testing.testbed) per test module.
 
 Tests using them are skipped (with the reason) only when not root or `ip netns` does not work here.
 Test beds are always torn down, also when a test fails; ones left by a killed run are removed when the
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.testbed import TestBed, cleanup_stale
+from runner.testing.testbed import TestBed, cleanup_stale
 
 
 def netns_unavailable() -> str | None:

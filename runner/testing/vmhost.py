@@ -45,7 +45,7 @@ KVM_HOST_PACKAGES = (
     "qemu-system-x86", "qemu-utils", "iproute2", "procps", "kmod", "mount", "util-linux",
 )  # fmt: skip
 KVM_HOST_INIT = """#!/bin/sh
-# runner test bed: a KVM host VM's services (runner.testbed_vm)
+# runner test bed: a KVM host VM's services (runner.testing.vmhost)
 for m in kvm_amd kvm tun bridge vhost_net; do modprobe "$m" 2>/dev/null; done
 [ -c /dev/kvm ] && chmod 0666 /dev/kvm  # no udev here to give group kvm access; QEMU runs as libvirt-qemu
 mkdir -p /run/libvirt /run/lock /var/log/libvirt /var/lib/libvirt/images

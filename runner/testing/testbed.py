@@ -35,9 +35,9 @@ Usage (needs root and `ip netns`):
     with TestBed.up(3, base_dir=tmp, name="tb") as bed:
         bed.inventory_path, bed.hosts[0].address, bed.link_down("tb2"), ...
 
-    python -m runner.testbed up 3 --dir DIR [--hypervisors 1]   # prints DIR/hosts.yml; state in DIR/testbed.json
-    python -m runner.testbed down --dir DIR
-    python -m runner.testbed cleanup [--force]
+    python -m runner.testing.testbed up 3 --dir DIR [--hypervisors 1]   # prints DIR/hosts.yml; state in DIR/testbed.json
+    python -m runner.testing.testbed down --dir DIR
+    python -m runner.testing.testbed cleanup [--force]
 """
 
 from __future__ import annotations
@@ -264,7 +264,7 @@ class TestBed:
             mounts.append(f"mkdir -p {path} && mount --bind {private} {path}\n")
         (hdir / HYPERVISOR_SCRIPT).write_text(
             f"#!/bin/sh\n"
-            f"# Hypervisor host {host.name} of test bed {self.bridge}, written by runner/testbed.py. Run as\n"
+            f"# Hypervisor host {host.name} of test bed {self.bridge}, written by runner/testing/testbed.py. Run as\n"
             f"# `ip netns exec {host.netns} unshare --mount --propagation private sh THIS SSHD ARGS...`:\n"
             f"# the mounts below exist only in that new mount namespace and vanish with its last process.\n"
             f"set -eu\n"
@@ -653,7 +653,7 @@ def _wait_listening(h: TestHost, proc: subprocess.Popen | None, logs: Sequence[P
 # ----- CLI -------------------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
     """`up N --dir DIR` | `down --dir DIR` | `cleanup [--force]`; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m runner.testbed", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m runner.testing.testbed", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_up = sub.add_parser("up", help="create N hosts; prints the inventory path")
     p_up.add_argument("n", type=int)
