@@ -32,6 +32,12 @@ PV = GuestSpec(
     cmdline="console=hvc0 panic=-1 quiet runner.ip=10.214.0.11/24", accel="xen", guest_kernel="debian",
     disk="/var/lib/runner/disks/scratch.img",
 )
+PVH = GuestSpec(
+    env="xen-pvh", name="rnr-lab-3-0badf00d", campaign="lab", index=3, vcpus=2, memory_mib=512,
+    vcpu_pins=((0,), (1,)), emulator_pins=(0, 1), numa_cells=(),
+    kernel=f"{IMG}/vmlinuz", initrd=f"{IMG}/initrd.img",
+    cmdline="console=hvc0 panic=-1 quiet runner.ip=10.214.0.12/24", accel="xen", guest_kernel="default",
+)
 HVM_UNPINNED = GuestSpec(
     env="xen-hvm", name="rnr-lab-2-deadbeef", campaign="lab", index=2, vcpus=8, memory_mib=4096,
     vcpu_pins=(), emulator_pins=(), numa_cells=(), kernel="/boot/vmlinuz-6.1.0-56-amd64", initrd="",
@@ -41,7 +47,8 @@ HVM_UNPINNED = GuestSpec(
 
 @pytest.mark.parametrize(
     ("spec", "reference", "bridge"),
-    [(HVM_VNUMA, "hvm-vnuma.cfg", "xenbr0"), (PV, "pv.cfg", "xenbr0"), (HVM_UNPINNED, "hvm-unpinned.cfg", "xenbr1")],
+    [(HVM_VNUMA, "hvm-vnuma.cfg", "xenbr0"), (PV, "pv.cfg", "xenbr0"), (PVH, "pvh.cfg", "xenbr0"),
+     (HVM_UNPINNED, "hvm-unpinned.cfg", "xenbr1")],
 )
 def test_config_matches_reference(spec: GuestSpec, reference: str, bridge: str) -> None:
     assert xl_config(spec, bridge=bridge) == (DATA / reference).read_text()
@@ -85,3 +92,26 @@ def test_mac_is_stable_and_in_xen_range() -> None:
 def test_xl_argv() -> None:
     assert xl_create_argv(Path("/etc/xen/g.cfg")) == ["xl", "create", "/etc/xen/g.cfg"]
     assert xl_destroy_argv("rnr-lab-0-0123abcd") == ["xl", "destroy", "rnr-lab-0-0123abcd"]
+
+
+XL_INFO = """host                   : xen1
+release                : 6.1.0-57-amd64
+xen_version            : 4.17.7
+xen_caps               : xen-3.0-x86_64 hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64
+virt_caps              : pv hvm hap shadow gnttab-v1 gnttab-v2
+total_memory           : 3071
+"""
+
+
+def test_virt_caps_decide_which_guest_types_run() -> None:
+    from runner.provision.xen import missing_cap, parse_virt_caps
+
+    caps = parse_virt_caps(XL_INFO)
+    assert caps == {"pv", "hvm", "hap", "shadow", "gnttab-v1", "gnttab-v2"}
+    assert all(missing_cap(env, caps) is None for env in ("xen-pv", "xen-pvh", "xen-hvm"))
+    no_svm = parse_virt_caps(XL_INFO.replace("pv hvm hap shadow", "pv"))  # Xen on a CPU without SVM/VT-x
+    assert missing_cap("xen-pv", no_svm) is None
+    assert "lacks hvm" in missing_cap("xen-pvh", no_svm) and "lacks hvm" in missing_cap("xen-hvm", no_svm)
+    assert "lacks both" in missing_cap("xen-pvh", {"pv", "hvm"})
+    assert "lacks pv" in missing_cap("xen-pv", {"hvm", "hap"})
+    assert parse_virt_caps("nothing here") == set()

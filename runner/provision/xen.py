@@ -31,7 +31,13 @@ from runner.provision.guest import GuestSpec
 from runner.provision.topology import format_cpulist
 
 BRIDGE = "xenbr0"
-TYPES = {"xen-hvm": "hvm", "xen-pv": "pv"}
+CONSOLE_LOG_DIR = "/var/log/xen/console"  # where dom0's `xenconsoled --log=guest` writes each guest's console
+
+
+def console_log(name: str) -> str:
+    """The guest console's log file in dom0 (xenconsoled names it guest-<domain name>.log)."""
+    return f"{CONSOLE_LOG_DIR}/guest-{name}.log"
+TYPES = {"xen-hvm": "hvm", "xen-pvh": "pvh", "xen-pv": "pv"}
 
 
 def xen_mac(name: str) -> str:
@@ -53,7 +59,7 @@ def _list(items: list[str]) -> str:
 def xl_config(spec: GuestSpec, *, bridge: str = BRIDGE) -> str:
     """The xl.cfg text of a xen-hvm or xen-pv guest (see the module docstring for each choice)."""
     if spec.env not in TYPES:
-        raise ProvisionError(f"guest {spec.name}: xl runs xen-hvm and xen-pv guests, not {spec.env}")
+        raise ProvisionError(f"guest {spec.name}: xl runs xen-hvm, xen-pvh and xen-pv guests, not {spec.env}")
     if spec.env == "xen-pv" and spec.numa_cells:
         raise ProvisionError(f"guest {spec.name}: Xen does not support virtual NUMA for PV guests (xl.cfg(5), vnuma)")
     lines = [
@@ -97,6 +103,39 @@ def xl(host: Host, argv: list[str]) -> str:
     if not res.ok:
         raise ProvisionError(f"{host.name}: {' '.join(argv[:2])} failed: {' '.join((res.stderr or res.stdout).split())[:300]}")
     return res.stdout
+
+
+def parse_virt_caps(xl_info: str) -> set[str]:
+    """The `virt_caps` words of `xl info` output (pure): e.g. {"pv", "hvm", "hap", "shadow"}."""
+    for line in xl_info.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "virt_caps":
+            return set(value.split())
+    return set()
+
+
+def missing_cap(env: str, caps: set[str]) -> str | None:
+    """Why the hypervisor with these virt_caps cannot run `env` guests (None: it can). Pure. PV needs
+    `pv`; HVM and PVH need `hvm` and a paging mode for the guest (`hap` or `shadow`)."""
+    if env == "xen-pv":
+        return None if "pv" in caps else "no PV guests (virt_caps lacks pv)"
+    if "hvm" not in caps:
+        return "no hardware virtualisation (virt_caps lacks hvm: the CPU has no VT-x/SVM or Xen runs without it)"
+    if not caps & {"hap", "shadow"}:
+        return "neither hap nor shadow paging (virt_caps lacks both)"
+    return None
+
+
+def check_can_run(host: Host, env: str) -> str | None:
+    """One line saying why the host's Xen cannot run `env` guests, or None. A guest type the hypervisor
+    cannot provide is refused, never silently run as another type."""
+    caps = parse_virt_caps(xl(host, ["xl", "info"]))
+    why = missing_cap(env, caps)
+    if why is None and env == "xen-hvm":
+        dm = host.run(["sh", "-c", "ls /usr/lib/xen-*/bin/qemu-system-i386 /usr/bin/qemu-system-i386 2>/dev/null | head -1"], timeout=30)
+        if not dm.stdout.strip():
+            why = "no device model for HVM guests (install qemu-system-xen in dom0)"
+    return None if why is None else f"host {host.name}: env {env}: its Xen has {why}; virt_caps: {' '.join(sorted(caps)) or 'none'}"
 
 
 def xl_domains(host: Host) -> list[str]:

@@ -58,8 +58,32 @@ virsh -c qemu:///system domcapabilities --virttype kvm >/dev/null 2>&1
 virsh -c qemu:///system capabilities >/dev/null 2>&1
 echo "runner-kvm-host: kvm $( [ -c /dev/kvm ] && echo yes || echo no ), libvirtd $( [ -S /run/libvirt/libvirt-sock ] && echo up || echo down )"
 """
+XEN_VERSION = "4.17"
+XEN_HOST_PACKAGES = (
+    "openssh-server", "openssh-sftp-server", "python3", f"xen-hypervisor-{XEN_VERSION}-amd64",
+    f"xen-utils-{XEN_VERSION}", "qemu-system-xen", "qemu-utils", "iproute2", "bridge-utils", "procps", "kmod",
+    "mount", "util-linux", "busybox",
+)  # fmt: skip
+XEN_HOST_INIT = """#!/bin/sh
+# runner test bed: a Xen host VM's dom0 services (runner.testing.vmhost)
+for m in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xen-blkback xen-netback xen-pciback bridge tun; do
+  modprobe "$m" 2>/dev/null
+done
+mkdir -p /proc/xen /var/log/xen/console /var/lib/xen /run/xen /run/lock
+grep -q xenfs /proc/mounts || mount -t xenfs xenfs /proc/xen
+# guests' consoles to /var/log/xen/console/guest-NAME.log (the runner shows their tail when a guest fails)
+grep -q '^XENCONSOLED_ARGS=.*--log=guest' /etc/default/xen ||
+  echo 'XENCONSOLED_ARGS="--log=guest --log-dir=/var/log/xen/console"' >>/etc/default/xen
+/etc/init.d/xen start >/var/log/xen/init.log 2>&1
+caps=$(xl info 2>/dev/null | sed -n 's/^virt_caps *: *//p')
+echo "runner-xen-host: xl $(xl info >/dev/null 2>&1 && echo up || echo down), virt_caps: ${caps:-none}"
+"""
+XEN_CMDLINE = "console=com1 com1=115200,8n1 dom0_mem={dom0}M,max:{dom0}M loglvl=info guest_loglvl=info noreboot"
 CPU_MODEL = "qemu64,+svm,+npt"
 GUEST_ADDRESS, GATEWAY = "10.0.2.15/24", "10.0.2.2"  # QEMU user networking's defaults
+# An emulated host answers slowly, more so on a loaded machine (a channel took over 10 s to open with the
+# 2 cores busy): the inventory gives its SSH connections this much time.
+CONNECT_TIMEOUT_S = 120
 BOOT_TIMEOUT_S = float(os.environ.get("RUNNER_VM_HOST_BOOT_TIMEOUT", "300"))
 _procs: dict[int, subprocess.Popen] = {}  # the VMs this process started, by pid (kept until stop waits for them)
 
@@ -69,7 +93,7 @@ class VMHost:
     """A running hypervisor host VM: SSH on 127.0.0.1:port as root with `key_path`, host key `host_key`."""
 
     name: str
-    kind: str  # "kvm"
+    kind: str  # "kvm" or "xen"
     port: int
     pid: int
     key_path: Path
@@ -83,33 +107,74 @@ class VMHost:
         return f"[127.0.0.1]:{self.port} {self.host_key}\n"
 
 
-def kvm_host_disk(cache: Path, progress: rootfs.Progress | None = None) -> rootfs.DiskImage:
-    """The KVM host VM's disk (built once per machine and cached)."""
+def _host_disk(cache: Path, packages: tuple[str, ...], init_name: str, init_text: str,
+               progress: rootfs.Progress | None) -> rootfs.DiskImage:
+    """A hypervisor host VM's disk: Debian with `packages`, this machine's kernel modules and the init
+    hook `init_text` (/etc/runner-init.d/50-<init_name>); built once per machine and cached."""
     key = image.campaign_keypair(cache / "keys")
     kernel = image.newest_kernel()
     release = kernel.name.removeprefix("vmlinuz-")
     initrd = kernel.parent / f"initrd.img-{release}"
-    base = rootfs.build_rootfs(cache / "images", rootfs.Recipe(packages=KVM_HOST_PACKAGES), progress)
-    init = cache / "payload" / "kvm-host-init.sh"
+    base = rootfs.build_rootfs(cache / "images", rootfs.Recipe(packages=packages), progress)
+    init = cache / "payload" / f"{init_name}-init.sh"
     init.parent.mkdir(parents=True, exist_ok=True)
-    if not init.exists() or init.read_text() != KVM_HOST_INIT:
-        init.write_text(KVM_HOST_INIT)
+    if not init.exists() or init.read_text() != init_text:
+        init.write_text(init_text)
     init.chmod(0o755)
     return rootfs.build_disk(cache / "images", base, key_path=key, kernel=kernel, initrd=initrd if initrd.is_file() else None,
-                             extra_files={"/etc/runner-init.d/50-kvm-host": init},
+                             extra_files={f"/etc/runner-init.d/50-{init_name}": init},
                              extra_trees={f"/lib/modules/{release}": Path("/lib/modules") / release}, progress=progress)
 
 
-def qemu_argv(disk: rootfs.DiskImage, overlay: Path, console: Path, port: int, *, cpus: int, memory_mib: int) -> list[str]:
-    """The QEMU command line of a KVM host VM (pure)."""
-    cmdline = f"console=ttyS0 panic=-1 quiet {rootfs.ROOT_CMDLINE} runner.ip={GUEST_ADDRESS} runner.gw={GATEWAY}"
-    argv = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", CPU_MODEL, "-smp", str(cpus), "-m", str(memory_mib),
-            "-kernel", str(disk.kernel), "-append", cmdline,
-            "-drive", f"file={overlay},format=qcow2,if=virtio",
-            "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22", "-device", "virtio-net-pci,netdev=n0",
-            "-display", "none", "-serial", f"file:{console}", "-no-reboot"]
-    if disk.initrd is not None:
-        argv[argv.index("-append"):argv.index("-append")] = ["-initrd", str(disk.initrd)]
+def kvm_host_disk(cache: Path, progress: rootfs.Progress | None = None) -> rootfs.DiskImage:
+    """The KVM host VM's disk (built once per machine and cached)."""
+    return _host_disk(cache, KVM_HOST_PACKAGES, "kvm-host", KVM_HOST_INIT, progress)
+
+
+def xen_host_disk(cache: Path, progress: rootfs.Progress | None = None) -> tuple[rootfs.DiskImage, Path]:
+    """The Xen host VM's dom0 disk and the Xen hypervisor image (the 32-bit multiboot ELF QEMU loads with
+    -kernel), taken from the same root filesystem's xen-hypervisor package; both built once and cached."""
+    disk = _host_disk(cache, XEN_HOST_PACKAGES, "xen-host", XEN_HOST_INIT, progress)
+    base = disk.rootfs
+    assert base is not None
+    xen = base.tar.parent / f"xen-{XEN_VERSION}"
+    if not xen.exists():
+        member = f"./boot/xen-{XEN_VERSION}-amd64.gz"
+        tmp = xen.with_name(f"{xen.name}.{os.getpid()}.tmp")
+        with tmp.open("wb") as out:
+            tar = subprocess.Popen(["tar", "-xOf", str(base.tar), member], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            unzipped = subprocess.run(["gunzip", "-c"], stdin=tar.stdout, stdout=out, stderr=subprocess.PIPE, check=False)
+            tar.stdout.close()  # type: ignore[union-attr]
+            tar_err = tar.stderr.read().decode(errors="replace").strip()  # type: ignore[union-attr]
+            if tar.wait() or unzipped.returncode:
+                tmp.unlink(missing_ok=True)
+                why = tar_err or unzipped.stderr.decode(errors="replace").strip()
+                raise ProvisionError(f"cannot take {member} from root filesystem {base.digest}: {why}")
+        tmp.rename(xen)
+    return disk, xen
+
+
+def qemu_argv(disk: rootfs.DiskImage, overlay: Path, console: Path, port: int, *, cpus: int, memory_mib: int,
+              xen: Path | None = None, dom0_mib: int = 1024) -> list[str]:
+    """The QEMU command line of a hypervisor host VM (pure). KVM host: direct kernel boot of the disk's
+    kernel. Xen host (`xen` given): QEMU's multiboot loader boots Xen (`-kernel xen -append XEN_CMDLINE`),
+    and the `-initrd` list holds Xen's modules, comma-separated: dom0's kernel with its command line, then
+    dom0's initrd. Either way the host's console (Xen's com1, which also carries dom0's hvc0) goes to
+    `console`."""
+    linux = f"panic=-1 quiet {rootfs.ROOT_CMDLINE} runner.ip={GUEST_ADDRESS} runner.gw={GATEWAY}"
+    argv = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", CPU_MODEL, "-smp", str(cpus), "-m", str(memory_mib)]
+    if xen is None:
+        argv += ["-kernel", str(disk.kernel), "-append", f"console=ttyS0 {linux}"]
+        if disk.initrd is not None:
+            argv += ["-initrd", str(disk.initrd)]
+    else:
+        if "," in f"{disk.kernel}{disk.initrd}{linux}":
+            raise ProvisionError("a Xen host's dom0 kernel, initrd and command line cannot contain a comma (QEMU's module list)")
+        modules = [f"{disk.kernel} console=hvc0 earlyprintk=xen {linux}"] + ([str(disk.initrd)] if disk.initrd else [])
+        argv += ["-kernel", str(xen), "-append", XEN_CMDLINE.format(dom0=dom0_mib), "-initrd", ",".join(modules)]
+    argv += ["-drive", f"file={overlay},format=qcow2,if=virtio",
+             "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22", "-device", "virtio-net-pci,netdev=n0",
+             "-display", "none", "-serial", f"file:{console}", "-no-reboot"]
     return argv
 
 
@@ -117,7 +182,19 @@ def start_kvm_host(directory: Path, cache: Path, name: str = "kvm1", *, cpus: in
                    progress: rootfs.Progress | None = None) -> VMHost:
     """Build (once) and boot a KVM host VM; returns when its sshd answers. The VM is a child of this process
     in its own session; stop it with `stop`."""
-    disk = kvm_host_disk(cache, progress)
+    return _start(directory, name, "kvm", kvm_host_disk(cache, progress), None, cpus=cpus, memory_mib=memory_mib)
+
+
+def start_xen_host(directory: Path, cache: Path, name: str = "xen1", *, cpus: int = 2, memory_mib: int = 3072,
+                   dom0_mib: int = 1024, progress: rootfs.Progress | None = None) -> VMHost:
+    """Build (once) and boot a Xen host VM (Xen, a Debian dom0 with the Xen tools and qemu-system-xen);
+    returns when dom0's sshd answers. Guests get `memory_mib - dom0_mib` less Xen's own share."""
+    disk, xen = xen_host_disk(cache, progress)
+    return _start(directory, name, "xen", disk, xen, cpus=cpus, memory_mib=memory_mib, dom0_mib=dom0_mib)
+
+
+def _start(directory: Path, name: str, kind: str, disk: rootfs.DiskImage, xen: Path | None, *, cpus: int,
+           memory_mib: int, dom0_mib: int = 1024) -> VMHost:
     directory.mkdir(parents=True, exist_ok=True)
     overlay, console = directory / f"{name}.qcow2", directory / f"{name}.console.log"
     overlay.unlink(missing_ok=True)
@@ -127,16 +204,16 @@ def start_kvm_host(directory: Path, cache: Path, name: str = "kvm1", *, cpus: in
     port = _free_port()
     t0 = time.monotonic()
     with (directory / f"{name}.qemu.log").open("wb") as log:
-        proc = subprocess.Popen(qemu_argv(disk, overlay, console, port, cpus=cpus, memory_mib=memory_mib),
+        proc = subprocess.Popen(qemu_argv(disk, overlay, console, port, cpus=cpus, memory_mib=memory_mib, xen=xen, dom0_mib=dom0_mib),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
     _procs[proc.pid] = proc
-    vm = VMHost(name, "kvm", port, proc.pid, disk.key_path, disk.host_key, console, overlay, 0.0)
+    vm = VMHost(name, kind, port, proc.pid, disk.key_path, disk.host_key, console, overlay, 0.0)
     try:
         _wait_ready(vm, proc, t0)
     except BaseException:
         stop(vm)
         raise
-    return VMHost(name, "kvm", port, proc.pid, disk.key_path, disk.host_key, console, overlay, time.monotonic() - t0)
+    return VMHost(name, kind, port, proc.pid, disk.key_path, disk.host_key, console, overlay, time.monotonic() - t0)
 
 
 def stop(vm: VMHost) -> None:
@@ -176,6 +253,7 @@ def write_inventory(vms: list[VMHost], directory: Path) -> Path:
     hosts = {vm.name: {"ansible_host": "127.0.0.1", "ansible_port": vm.port, "ansible_user": "root",
                        "ansible_ssh_private_key_file": str(vm.key_path), "ansible_ssh_common_args": common,
                        "ansible_python_interpreter": "/usr/bin/python3", "runner_hypervisor": True,
+                       "ansible_timeout": CONNECT_TIMEOUT_S,
                        "runner_vm_host": vm.kind}
              for vm in vms}
     doc = {"all": {"children": {"vmhosts": {"hosts": hosts}, "hypervisors": {"hosts": dict.fromkeys(hosts)}}}}

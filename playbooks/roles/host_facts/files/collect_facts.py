@@ -4,7 +4,7 @@ version commands. Runs on any Python >= 3.6 with the standard library only, beca
 hosts as a plain script and runner.provision.fingerprint.collect_local() runs the same file locally.
 
 Format version history (FORMAT_VERSION):
-  1: first version.
+  1: first version; later additive keys: virt.xen_virt_caps (what `xl info` reports in a Xen dom0).
 """
 
 import glob
@@ -172,10 +172,17 @@ def virt_versions():
     if read("/sys/hypervisor/type") == "xen":
         major, minor = read("/sys/hypervisor/version/major"), read("/sys/hypervisor/version/minor")
         xen = "%s.%s%s" % (major, minor, read("/sys/hypervisor/version/extra") or "")
+    caps = None
+    if xen is not None and "control_d" in (read("/proc/xen/capabilities") or ""):  # dom0: xl can answer
+        for line in (command(["xl", "info"]) or "").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "virt_caps":
+                caps = value.split()
     return {
         "qemu": first_version(command(["qemu-system-x86_64", "--version"])),
         "libvirt": first_version(command(["libvirtd", "--version"])),
         "xen": xen,
+        "xen_virt_caps": caps,
     }
 
 
