@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from runner.cli import datasets_default
+from runner.errors import UsageError
 from runner.records import share
 
 HELP = """\
@@ -22,8 +24,10 @@ Share datasets with collaborators and query them.
                                           the campaign of that name (no duplicate trials), or kept apart
                                           as CAMPAIGN--ID when the results are not comparable
   query "SQL"                             DuckDB over every campaign: views `metrics` and `trials`
-  publish CAMPAIGN URL [--anonymize]      pack and copy to a shared location (any fsspec URL)
-  fetch URL/NAME                          copy from a shared location, verify and import
+  publish CAMPAIGN URL [--anonymize]      pack and copy to a shared location: a path, file://, sftp://,
+                                          s3:// (an S3-compatible server with --s3-endpoint), gs://
+  fetch URL/NAME                          copy from a shared location (the same, or http(s)://), check
+                                          the published checksum, verify and import
 
 examples:
   runner dataset pack lockbench-scaling --anonymize -o /tmp/locks.tar.gz
@@ -31,6 +35,8 @@ examples:
   runner dataset query "SELECT lock, threads, median(value) FROM metrics WHERE metric='throughput' GROUP BY ALL ORDER BY ALL"
   runner dataset publish lockbench-scaling file:///srv/lab-datasets
   runner dataset fetch file:///srv/lab-datasets/lockbench-scaling
+  runner dataset publish lockbench-scaling s3://lab-bucket/datasets --s3-endpoint http://minio.lab:9000
+  runner dataset fetch https://lab.example.org/datasets/lockbench-scaling
 """
 
 
@@ -54,6 +60,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     pb.add_argument("--anonymize", action="store_true", help="replace host names and addresses by stable pseudonyms")
     ft = sub.add_parser("fetch", help="copy an archive from an fsspec URL, verify and import it")
     ft.add_argument("url", help="URL/NAME or URL/NAME.tar.gz")
+    for sp in (pb, ft):
+        sp.add_argument("--s3-endpoint", metavar="URL", default=os.environ.get(share.S3_ENDPOINT_ENV) or None,
+                        help=f"S3-compatible server for s3:// URLs, e.g. http://127.0.0.1:9000 (env {share.S3_ENDPOINT_ENV}; "
+                             "default: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, else AWS)")
     p.set_defaults(func=run)
 
 
@@ -63,8 +73,20 @@ def report_import(console: Console, done: share.Imported) -> None:
         console.print(f"[yellow]kept apart from campaign {done.campaign.split('--')[0]}: {done.kept_apart}", highlight=False)
 
 
+def check_archive(path: Path) -> None:
+    """An archive named on the command line must be a readable file: else one line, exit 2 (bad input)."""
+    if not path.exists():
+        raise UsageError(f"{path}: no such archive (give the path of a .tar.gz written by `runner dataset pack`)")
+    if not path.is_file():
+        raise UsageError(f"{path}: not an archive file (a directory or a special file)")
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"{path}: cannot read the archive: permission denied")
+
+
 def run(args: argparse.Namespace) -> int:
     console = Console(soft_wrap=True)
+    if args.action in ("verify", "import"):
+        check_archive(args.archive)
     if args.action == "pack":
         out = share.pack(args.campaign, args.output, datasets=args.datasets, anonymize=args.anonymize)
         console.print(f"packed {out} ({out.stat().st_size / 1e6:.1f} MB)" + (", anonymized" if args.anonymize else ""), highlight=False)
@@ -83,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
             table.add_row(*("" if v is None else str(v) for v in row))
         console.print(table)
     elif args.action == "publish":
-        console.print(f"published {share.publish(args.campaign, args.url, datasets=args.datasets, anonymize=args.anonymize)}", highlight=False)
+        done = share.publish(args.campaign, args.url, datasets=args.datasets, anonymize=args.anonymize, s3_endpoint=args.s3_endpoint)
+        console.print(f"published {done} (and {done}{share.CHECKSUM_SUFFIX})", highlight=False)
     else:
-        report_import(console, share.fetch(args.url, args.datasets))
+        report_import(console, share.fetch(args.url, args.datasets, s3_endpoint=args.s3_endpoint))
     return 0
