@@ -16,7 +16,7 @@ See docs/analysis.md.
 
 from runner.analysis.collapse import Collapse, collapse_table, detect_collapse
 from runner.analysis.compare import compare, compare_variants
-from runner.analysis.overcommit import jain_index, overcommit_table
+from runner.analysis.overcommit import overcommit_table
 from runner.analysis.report import build_report, summary_table, write_compare_html
 from runner.analysis.stats import (
     as_pandas,
@@ -27,6 +27,7 @@ from runner.analysis.stats import (
     totals,
 )
 from runner.analysis.usl import UslFit, fit_amdahl, fit_usl, usl_curve, usl_table
+from runner.fairness import jain as jain_index  # the one Jain's index (all-zero shares: 1), shared with the workloads
 
 __all__ = [
     "Collapse", "UslFit", "as_pandas", "bootstrap_ci", "build_report", "cell_stats", "collapse_table", "compare",

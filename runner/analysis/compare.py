@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import false_discovery_control, mannwhitneyu
 
-from runner.analysis.stats import as_pandas, check_metrics, param_columns, totals
+from runner.analysis.stats import as_pandas, bootstrap_ci, check_metrics, param_columns, totals
 from runner.errors import DatasetError
 
 VERDICT_ORDER = {"regression": 0, "improvement": 1, "changed": 2, "same": 3, "untested": 4}
@@ -51,18 +51,14 @@ def compare(a: Any, b: Any, *, metric: str | None = None, q: float = 0.05, n_boo
     if "higher_is_better" in ta.columns:
         hib = ta.drop_duplicates("metric").set_index("metric")["higher_is_better"].to_dict()
     rng = np.random.default_rng(seed)
-    lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
     rows = []
     for key, xa in ga.items():
         xb = gb.get(key)
         if xb is None:
             continue
         ma, mb = float(np.median(xa)), float(np.median(xb))
-        ba = np.median(xa[rng.integers(0, xa.size, size=(n_boot, xa.size))], axis=1)
-        bb = np.median(xb[rng.integers(0, xb.size, size=(n_boot, xb.size))], axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            change = mb / ma - 1 if ma else np.nan
-            lo, hi = np.quantile(bb / ba - 1, [lo_q, hi_q]) if ma else (np.nan, np.nan)
+        change = mb / ma - 1 if ma else np.nan
+        lo, hi = bootstrap_ci((xa, xb), _median_change, n_boot=n_boot, level=level, seed=rng) if ma else (np.nan, np.nan)
         p = np.nan
         if xa.size >= 2 and xb.size >= 2:
             p = 1.0 if np.ptp(np.concatenate([xa, xb])) == 0 else float(mannwhitneyu(xa, xb, alternative="two-sided").pvalue)
@@ -80,6 +76,11 @@ def compare(a: Any, b: Any, *, metric: str | None = None, q: float = 0.05, n_boo
     out["_order"] = out["verdict"].map(VERDICT_ORDER)
     out["_size"] = -out["change"].abs()
     return out.sort_values(["_order", "_size"], kind="stable").drop(columns=["_order", "_size"]).reset_index(drop=True)
+
+
+def _median_change(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
+    """Relative change of the median from sample a to sample b, per bootstrap replicate."""
+    return np.median(b, axis=axis) / np.median(a, axis=axis) - 1
 
 
 def _groups(tot: pd.DataFrame, keys: list[str]) -> dict[tuple, np.ndarray]:

@@ -4,7 +4,8 @@ With T1 the median throughput of the single-VM cell (axis vms = 1, every other p
 the throughput of VM i of k in one repetition (per-VM rows, vm = 0..k-1):
 - per-VM normalized throughput T_k,i / T1 (ideal 1/k);
 - aggregate efficiency sum_i T_k,i / T1 (ideal 1);
-- Jain's fairness index J = (sum_i T_k,i)^2 / (k sum_i T_k,i^2) (1 = fair, 1/k = one VM gets everything).
+- Jain's fairness index J = (sum_i T_k,i)^2 / (k sum_i T_k,i^2) (1 = fair, 1/k = one VM gets everything;
+  runner.fairness, shared with the workloads: all-zero throughputs are equal shares, J = 1).
 Efficiency and fairness are computed per repetition, then summarised per cell by median and quartiles.
 For the single-VM cell its total row (or its vm = 0 row) is used, so k = 1 shows the reference's own spread.
 """
@@ -13,22 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from runner.analysis.stats import as_pandas, check_metrics, param_columns
 from runner.errors import DatasetError
+from runner.fairness import jain_from_sums
 
 VMS_AXIS = "vms"
-
-
-def jain_index(x) -> float:
-    """Jain's fairness index of the allocations x: (sum x)^2 / (k sum x^2); NaN for no or all-zero values."""
-    arr = np.asarray(x, dtype=float)
-    sq = float(np.sum(arr * arr))
-    if arr.size == 0 or sq == 0:
-        return float("nan")
-    return float(np.sum(arr) ** 2 / (arr.size * sq))
 
 
 def _per_vm_rows(metrics: pd.DataFrame, metric: str, axis: str) -> pd.DataFrame:
@@ -76,8 +68,7 @@ def overcommit_table(metrics: Any, *, metric: str = "throughput", axis: str = VM
     per_trial = rows.groupby(cell + [trial], observed=True).agg(
         total=("value", "sum"), sumsq=("sq", "sum"), count=("value", "count"), t1=("t1", "first"))
     per_trial["efficiency"] = per_trial["total"] / per_trial["t1"]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        per_trial["jain"] = per_trial["total"] ** 2 / (per_trial["count"] * per_trial["sumsq"])
+    per_trial["jain"] = jain_from_sums(per_trial["total"], per_trial["sumsq"], per_trial["count"])
     g = per_trial.groupby(level=cell)
     cells = g.agg(n=("efficiency", "count"), efficiency=("efficiency", "median"),
                   jain=("jain", "median"), jain_min=("jain", "min"), t1=("t1", "first"))

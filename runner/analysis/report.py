@@ -11,15 +11,16 @@ import html
 import json
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from runner.analysis import plots
+from runner.analysis.adaptive import AT_MAX, OPEN, TIGHT, repetition_table
 from runner.analysis.collapse import DEFAULT_DROP, Collapse, detect_collapse
+from runner.analysis.fmt import fitted, number
 from runner.analysis.overcommit import VMS_AXIS, overcommit_table
 from runner.analysis.stats import (
     DEFAULT_TARGET,
@@ -61,17 +62,26 @@ def summary_table(metrics: Any, *, metric: str | None = None, target: float = DE
 
 
 def _fmt(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
-        return ""
-    if isinstance(v, (float, np.floating)):
-        return "inf" if math.isinf(v) else f"{v:.4g}"
-    return str(v)
+    return number(v)
 
 
 def _ci(v: float, ci: tuple[float, float]) -> str:
+    """A fitted coefficient and its interval, for people (a fitted 0 is 0, never 4.941e-324)."""
     if any(map(math.isnan, ci)):
-        return _fmt(v)
-    return f"{_fmt(v)} [{_fmt(ci[0])}, {_fmt(ci[1])}]"
+        return fitted(v)
+    return f"{fitted(v)} [{fitted(ci[0])}, {fitted(ci[1])}]"
+
+
+def _peak(fit: UslFit) -> tuple[str, str]:
+    """(peak N*, X(N*)) as the fit table shows them: no peak when the curve falls from N = 1 on (N* < 1) or
+    keeps rising (no coherency cost)."""
+    if math.isinf(fit.peak_n) and fitted(fit.sigma) == "0":
+        return "none (linear scaling)", ""
+    if math.isinf(fit.peak_n):
+        return "none (no coherency cost)", (f"ceiling {fitted(fit.peak_x)}" if math.isfinite(fit.peak_x) else "")
+    if fit.peak_n < 1:
+        return "no peak (N* < 1: falls from N = 1 on)", ""
+    return _ci(fit.peak_n, fit.peak_n_ci), fitted(fit.peak_x)
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], raw: Sequence[bool] = ()) -> str:
@@ -119,7 +129,24 @@ class _Report:
         return f'<p><img src="img/{html.escape(path.name)}" alt="{html.escape(name)}"></p>'
 
 
-def _plot_metrics(tot: pd.DataFrame, chosen: Sequence[str] | None) -> list[str]:
+def _scales(workload: Any, metric: str, hib: Any, scaling: Mapping[str, Collection[str]]) -> bool:
+    """Whether `metric` scales with load like a throughput: as its workload says (Workload.scaling_metrics in
+    `scaling`); for a workload that does not say, when higher is better."""
+    said = scaling.get(str(workload)) if workload is not None and not pd.isna(workload) else None
+    if said is not None:
+        return metric in said
+    return hib is not None and not pd.isna(hib) and bool(hib)
+
+
+def _metric_scales(tot: pd.DataFrame, metric: str, scaling: Mapping[str, Collection[str]]) -> bool:
+    """Whether `metric` scales for any workload of the data (see _scales)."""
+    rows = tot[(tot["metric"] == metric).to_numpy()]
+    hib = rows["higher_is_better"].dropna() if "higher_is_better" in rows.columns else pd.Series(dtype=object)
+    workloads = list(rows["workload"].dropna().unique()) if "workload" in rows.columns else []
+    return any(_scales(w, metric, hib.iloc[0] if len(hib) else None, scaling) for w in workloads or [None])
+
+
+def _plot_metrics(tot: pd.DataFrame, chosen: Sequence[str] | None, scaling: Mapping[str, Collection[str]]) -> list[str]:
     present = sorted(map(str, tot["metric"].unique()))
     if chosen:
         unknown = [m for m in chosen if m not in present]
@@ -129,8 +156,8 @@ def _plot_metrics(tot: pd.DataFrame, chosen: Sequence[str] | None) -> list[str]:
     if "higher_is_better" in tot.columns:
         hib = tot.drop_duplicates("metric").set_index("metric")["higher_is_better"]
         better = sorted(str(m) for m, v in hib.items() if pd.notna(v) and bool(v))
-        if better:  # throughput first: it gets the figures when they are limited
-            return sorted(better, key=lambda m: m != "throughput")
+        if better:  # metrics that scale first, throughput first of all: they get the figures when they are limited
+            return sorted(better, key=lambda m: (not _metric_scales(tot, m, scaling), m != "throughput"))
     return present
 
 
@@ -143,14 +170,17 @@ def _label_columns(tot: pd.DataFrame, cols: Sequence[str]) -> list[str]:
 
 
 def _scaling_sections(rep: _Report, tot: pd.DataFrame, metric_names: Sequence[str], axis: str,
-                      facts: dict[str, dict[str, Any]], bootstrap: int, seed: int, d: float) -> None:
+                      facts: dict[str, dict[str, Any]], bootstrap: int, seed: int, d: float,
+                      scaling: Mapping[str, Collection[str]]) -> None:
     group_cols = [c for c in ("campaign", "workload") if c in tot.columns] + ["metric"]
     label_cols = _label_columns(tot, [c for c in slice_columns(tot, axis) if c not in group_cols])
     rep.sections.append(f"<h2>Scaling along {html.escape(axis)}</h2><p>Left: median of the repetitions; band: "
                         "interquartile range; dashed: USL fit (faint when the fit is poor); x: collapse point "
                         f"(throughput stays below {100 * (1 - d):.0f}% of the peak, judged on the largest repetition)."
                         " Right: speedup and efficiency relative to the smallest load. Intervals are 95% bootstrap"
-                        " intervals over repetitions.</p>")
+                        " intervals over repetitions. Fits, collapse points, speedup and efficiency are drawn for"
+                        " the metrics that scale like a throughput (as their workload says); other metrics"
+                        " (fairness, times, counts) show their median and spread only.</p>")
     chosen = tot[tot["metric"].isin(metric_names)]
     groups = sorted(chosen.groupby(group_cols, sort=True, observed=True),
                     key=lambda g: list(metric_names).index(g[0][-1]))  # metric by metric, in the order given
@@ -158,6 +188,8 @@ def _scaling_sections(rep: _Report, tot: pd.DataFrame, metric_names: Sequence[st
         gparams = dict(zip(group_cols, gkey))
         title = slice_label(gparams)
         unit = str(gdf["unit"].dropna().iloc[0]) if "unit" in gdf.columns and gdf["unit"].notna().any() else ""
+        hib = gdf["higher_is_better"].dropna() if "higher_is_better" in gdf.columns else pd.Series(dtype=object)
+        scales = _scales(gparams.get("workload"), str(gparams["metric"]), hib.iloc[0] if len(hib) else None, scaling)
         rows, series = [], []
         for params, sdf in iter_slices(gdf, axis):
             label = slice_label({k: params[k] for k in label_cols if k in params}) or title
@@ -165,7 +197,7 @@ def _scaling_sections(rep: _Report, tot: pd.DataFrame, metric_names: Sequence[st
             lv = spread_by_level(n, x)
             fit: UslFit | None = None
             coll: Collapse | None = None
-            if lv.shape[0] >= 2:
+            if lv.shape[0] >= 2 and scales:
                 fit = fit_usl(n, x, bootstrap=bootstrap, seed=seed)
                 coll = detect_collapse(n, x, d=d)
             series.append(plots.Series(label, lv["n"].to_numpy(), lv["median"].to_numpy(), lv["q1"].to_numpy(),
@@ -179,7 +211,7 @@ def _scaling_sections(rep: _Report, tot: pd.DataFrame, metric_names: Sequence[st
                 if missing:
                     rep.warnings.append(f"{title} {label}: no facts recorded for host(s) {', '.join(missing)}; "
                                         "cannot check that its hosts are comparable")
-            rows.append(_fit_row(label, lv, fit, coll, hosts))
+            rows.append(_fit_row(label, lv, fit, coll, hosts) if scales else _level_row(label, lv, hosts))
         all_hosts = sorted(map(str, gdf["host"].dropna().unique())) if "host" in gdf.columns else []
         differ, _ = _facts_differ(all_hosts, facts)
         if differ:
@@ -193,7 +225,11 @@ def _scaling_sections(rep: _Report, tot: pd.DataFrame, metric_names: Sequence[st
                 suffix += "\naccel=tcg: QEMU software emulation, not KVM"
             rep.sections.append(rep.figure(f"scaling_{gi}_{part}", lambda p, c=chunk, s=suffix: plots.scaling(
                 p, c, axis=axis, ylabel=f"{gparams['metric']} ({unit})" if unit else str(gparams["metric"]),
-                title=title + s)))
+                title=title + s, speedup=scales)))
+        if not scales:
+            rep.sections.append(_table(["variant", "loads", "hosts", "median at the smallest load",
+                                        "median at the largest load", "medians (min..max)"], rows))
+            continue
         rep.sections.append(_table(
             ["variant", "loads", "hosts", "sigma (contention)", "kappa (coherency)", "gamma", "peak N*", "X(N*)", "R^2",
              "collapse", "fit"], rows, raw=[False] * 10 + [True]))
@@ -207,7 +243,14 @@ def _fit_row(label: str, lv: pd.DataFrame, fit: UslFit | None, coll: Collapse | 
                 if coll and coll.collapsed else f"none (peak at {_fmt(coll.peak_n)})" if coll else "")
     note = f'<span class="poor">poor fit: {html.escape(fit.reason)}</span>' if fit.poor_fit else "ok"
     return [label, loads, ", ".join(hosts), _ci(fit.sigma, fit.sigma_ci), _ci(fit.kappa, fit.kappa_ci),
-            _ci(fit.gamma, fit.gamma_ci), _ci(fit.peak_n, fit.peak_n_ci), fit.peak_x, f"{fit.r2:.3f}", collapse, note]
+            _ci(fit.gamma, fit.gamma_ci), *_peak(fit), f"{fit.r2:.3f}", collapse, note]
+
+
+def _level_row(label: str, lv: pd.DataFrame, hosts: list[str]) -> list[Any]:
+    """A row of the table of a metric that does not scale: where its median starts, ends and how far it ranges."""
+    loads = f"{_fmt(lv['n'].iloc[0])}..{_fmt(lv['n'].iloc[-1])} ({lv.shape[0]})"
+    med = lv["median"]
+    return [label, loads, ", ".join(hosts), med.iloc[0], med.iloc[-1], f"{_fmt(med.min())}..{_fmt(med.max())}"]
 
 
 def _overcommit_sections(rep: _Report, metrics: pd.DataFrame, metric_names: Sequence[str]) -> None:
@@ -288,29 +331,60 @@ def _trial_section(rep: _Report, trials: pd.DataFrame | None) -> str:
         f"<p>{len(final)} trials, {len(final) - len(bad)} with a successful attempt.</p>")
 
 
-def _wide_section(rep: _Report, stats: pd.DataFrame, target: float) -> str:
+def _wide_section(rep: _Report, stats: pd.DataFrame, params: Sequence[str], target: float) -> str:
+    """The cells whose median is not known to +-target: one column per parameter that varies, one per statistic.
+    `params` are the metrics table's parameter columns (the statistics' own columns are not parameters)."""
     wide = stats[stats["wide"]].sort_values("ci_rel", ascending=False)
     if wide.empty:
         return ""
     rep.warnings.append(f"{len(wide)} cell(s) have a 95% interval of the median wider than +-{100 * target:.0f}%; "
                         "see 'Cells with wide spread' for the repetitions they need")
-    params = [c for c in wide.columns if c in set(param_columns(stats))]
-    rows = [[slice_label({c: r[c] for c in params}), r["metric"], r["n"], r["median"], f"{100 * r['ci_rel']:.1f}%",
+    cols = _label_columns(stats, [c for c in params if c in stats.columns])
+    rows = [[*(r[c] for c in cols), r["metric"], r["n"], r["median"], r["q1"], r["q3"], f"{100 * r['ci_rel']:.1f}%",
              r["reps_needed"]] for _, r in wide.head(50).iterrows()]
     more = f"<p>{len(wide) - 50} more in summary.csv (column wide).</p>" if len(wide) > 50 else ""
-    return ("<h2>Cells with wide spread</h2>" + _table(["cell", "metric", "reps", "median", "CI half-width",
+    return ("<h2>Cells with wide spread</h2>" + _table([*cols, "metric", "reps", "median", "q1", "q3", "CI half-width",
                                                         "reps needed"], rows) + more)
+
+
+def _repetitions_section(rep: _Report, metrics: pd.DataFrame, trials: pd.DataFrame | None, stats: pd.DataFrame,
+                         provenance: dict[str, Any]) -> str:
+    """With repetitions as bounds (the provenance's `repetitions` is a mapping): per cell, whether its interval
+    met the target or it stopped at max (runner.analysis.adaptive)."""
+    policy = provenance.get("repetitions")
+    if not isinstance(policy, dict) or trials is None or trials.empty:
+        return ""
+    table = repetition_table(metrics, trials, policy)
+    if table.empty:
+        return ""
+    params = stats.drop_duplicates("cell_id").set_index("cell_id")
+    cols = _label_columns(stats, [c for c in param_columns(metrics) if c in stats.columns])
+    counts = table["status"].value_counts()
+    at_max = int(counts.get(AT_MAX, 0))
+    if at_max:
+        rep.warnings.append(f"{at_max} cell(s) stopped at max {policy['max']} repetitions with an interval wider than "
+                            f"+-{100 * float(policy['ci']):g}%; see 'Repetitions'")
+    rows = [[*(params.at[r["cell_id"], c] if r["cell_id"] in params.index else "" for c in cols), r["metric"], r["repetitions"],
+             r["ok"], f"{100 * r['ci_rel']:.1f}%" if pd.notna(r["ci_rel"]) else "", r["status"]]
+            for _, r in table.sort_values(["status", "ci_rel"], ascending=[True, False]).iterrows()]
+    return (f"<h2>Repetitions</h2><p>Repetitions until the 95% interval of the median is within +-{100 * float(policy['ci']):g}%: "
+            f"{policy['min']} to {policy['max']} per cell. {int(counts.get(TIGHT, 0))} cell(s) {TIGHT}, {at_max} {AT_MAX}"
+            + (f", {int(counts.get(OPEN, 0))} {OPEN} (the campaign was interrupted, or the cell failed)" if counts.get(OPEN) else "")
+            + ".</p>" + _table([*cols, "metric", "repetitions", "ok", "CI half-width", "status"], rows))
 
 
 def build_report(metrics: Any, trials: Any, provenance: dict[str, Any] | None, out_dir: Path | str, *,
                  axis: str | None = None, metric_names: Sequence[str] | None = None, bootstrap: int = 200,
                  seed: int = 0, d: float = DEFAULT_DROP, target: float = DEFAULT_TARGET,
-                 max_figures: int = 12) -> Path:
+                 max_figures: int = 12, scaling_metrics: Mapping[str, Collection[str]] | None = None) -> Path:
     """Write out_dir/report.html (PNG figures in out_dir/img/, all cells in out_dir/summary.csv); return its path.
 
     `axis` is the load axis (default: the first of threads, cores, vcpus with 2+ values); `metric_names` the
     metrics to plot and fit (default: every higher-is-better metric). Slices are the cells that differ only in
-    the axis; each gets a USL fit with `bootstrap` replicates and collapse detection with drop `d`.
+    the axis; each gets a USL fit with `bootstrap` replicates and collapse detection with drop `d`, when its
+    metric scales like a throughput. `scaling_metrics` maps a workload name to its metrics that scale
+    (runner.workloads.base.scaling_metrics(), which `runner report` passes); for a workload it does not name,
+    every higher-is-better metric counts as scaling. Over-commit efficiency is shown for scaling metrics only.
     """
     t0 = time.perf_counter()
     metrics = as_pandas(metrics)
@@ -328,7 +402,8 @@ def build_report(metrics: Any, trials: Any, provenance: dict[str, Any] | None, o
     tot = tot[tot["value"].notna().to_numpy()]
     if tot.empty:
         raise DatasetError("the metrics table has no total rows (thread and vm null) to report")
-    names = _plot_metrics(tot, metric_names)
+    scaling = dict(scaling_metrics or {})
+    names = _plot_metrics(tot, metric_names, scaling)
     stats = cell_stats(metrics, target=target)
     summary = summary_table(metrics, target=target)
     summary.to_csv(out / "summary.csv", index=False)
@@ -349,12 +424,13 @@ def build_report(metrics: Any, trials: Any, provenance: dict[str, Any] | None, o
         rep.warnings.append(f"the data holds {tot['campaign'].nunique()} campaigns; they are shown side by side, never pooled")
     trial_html = _trial_section(rep, trials_df)
     if axis is not None:
-        _scaling_sections(rep, tot, names, axis, facts, bootstrap, seed, d)
+        _scaling_sections(rep, tot, names, axis, facts, bootstrap, seed, d, scaling)
     else:
         rep.sections.append("<h2>Scaling</h2><p>No scaling axis (threads, cores or vcpus with 2+ values) in the data.</p>")
     if VMS_AXIS in metrics.columns and metrics[VMS_AXIS].nunique() > 1:
-        _overcommit_sections(rep, metrics, names)
-    wide_html = _wide_section(rep, stats, target)
+        _overcommit_sections(rep, metrics, [m for m in names if _metric_scales(tot, m, scaling)])
+    wide_html = _wide_section(rep, stats, param_columns(metrics), target)
+    reps_html = _repetitions_section(rep, metrics, trials_df, stats, provenance)
     shown = summary.head(HTML_ROWS)
     summary_html = ("<h2>Cells</h2><p>Median and interquartile range of every cell's repetitions"
                     + (f"; first {HTML_ROWS} of {len(summary)} (all in " if len(summary) > HTML_ROWS else " (also in ")
@@ -371,7 +447,7 @@ def build_report(metrics: Any, trials: Any, provenance: dict[str, Any] | None, o
         f"<p>Runner {html.escape(str(provenance.get('runner_version', '?')))}, commit "
         f"{html.escape(str(provenance.get('git_commit', '?')))}; {len(metrics)} metric rows, {len(stats)} cells; "
         f"report built in {time.perf_counter() - t0:.1f} s.</p>",
-        warn_html, trial_html, *rep.sections, wide_html, summary_html, _provenance_section(provenance, tot),
+        warn_html, trial_html, *rep.sections, wide_html, reps_html, summary_html, _provenance_section(provenance, tot),
         "</body></html>",
     ])
     path = out / "report.html"

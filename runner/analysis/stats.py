@@ -2,6 +2,7 @@
 
 Conventions used throughout runner.analysis:
 - a *total* row has `thread` and `vm` both null; per-thread and per-VM rows are breakdowns of a total;
+  rows with a `probe` are telemetry (runner.probes), never totals;
 - the *parameters* of a row are `workload`, `env`, `accel` and the matrix axis columns (every column that is
   not one of the fixed schema fields); a *cell* is one set of parameters (the dataset's `cell_id`);
 - spread is the interquartile range (IQR) of the repetitions of a cell; the relative spread is IQR / |median|;
@@ -20,14 +21,10 @@ import numpy as np
 import pandas as pd
 
 from runner.errors import DatasetError
+from runner.records.schema import METRIC_COLUMNS
 
-# Columns of the metrics table that are not parameters of a trial (see runner.records.schema.METRIC_FIELDS).
-FIXED_COLUMNS = frozenset(
-    {
-        "campaign", "trial_id", "cell_id", "repetition", "attempt", "host", "env", "accel", "metric", "value",
-        "unit", "higher_is_better", "thread", "vm", "workload",
-    }
-)
+# Columns of the metrics table that are not matrix axes (said once, in runner.records.schema).
+FIXED_COLUMNS = frozenset(METRIC_COLUMNS)
 REQUIRED_COLUMNS = ("cell_id", "repetition", "metric", "value")
 # Axes along which throughput is expected to scale, in order of preference.
 SCALING_AXES = ("threads", "cores", "vcpus")
@@ -68,9 +65,10 @@ def param_columns(metrics: pd.DataFrame) -> list[str]:
 
 
 def totals(metrics: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
-    """Rows that are totals (thread and vm null), optionally of one metric only."""
+    """Rows that are the workload's totals (thread, vm and probe null: a probe's telemetry explains a
+    result, it is not one), optionally of one metric only."""
     mask = np.ones(len(metrics), dtype=bool)
-    for col in ("thread", "vm"):
+    for col in ("thread", "vm", "probe"):
         if col in metrics.columns:
             mask &= metrics[col].isna().to_numpy()
     if metric is not None:
@@ -96,13 +94,14 @@ def robust_ci_halfwidth(iqr: np.ndarray | float, n: np.ndarray | int) -> np.ndar
 def repetitions_needed(rel_halfwidth: np.ndarray | float, n: np.ndarray | int, target: float = DEFAULT_TARGET) -> np.ndarray:
     """Repetitions for the median's relative CI half-width to reach `target`, as the half-width falls with 1/sqrt(n).
 
-    Returns n itself where the target is already met, and -1 where it cannot be estimated (n < 2 or no spread info).
+    Returns n itself where the target is already met, and -1 where it cannot be estimated (n < 2, no spread info,
+    or a median so close to 0 that no count of repetitions would do: more than 2**53).
     """
     rel = np.asarray(rel_halfwidth, dtype=float)
     n_arr = np.asarray(n, dtype=float)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
         need = np.ceil(n_arr * (rel / target) ** 2)
-    need = np.where(np.isfinite(need), np.maximum(need, n_arr), -1)
+    need = np.where(np.isfinite(need) & (need <= 2.0**53), np.maximum(need, n_arr), -1)
     need = np.where(n_arr < 2, -1, need)
     return need.astype(np.int64)
 
@@ -136,7 +135,7 @@ def cell_stats(metrics: Any, *, metric: str | None = None, target: float = DEFAU
     out["iqr"] = out["q3"] - out["q1"]
     med = out["median"].to_numpy(dtype=float)
     absmed = np.abs(med)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # a median of 0 or a denormal: inf
         out["rel_iqr"] = out["iqr"].to_numpy(dtype=float) / absmed
         half = robust_ci_halfwidth(out["iqr"].to_numpy(dtype=float), out["n"].to_numpy())
         out["ci_low"] = med - half
@@ -155,14 +154,21 @@ def bootstrap_ci(
     level: float = 0.95,
     seed: int | np.random.Generator = 0,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of `stat` (a numpy reducer taking axis=) over `values`, vectorised."""
-    x = np.asarray(values, dtype=float)
-    if x.size == 0:
+    """Percentile bootstrap interval of `stat` over `values`, vectorised: the one bootstrap of runner.analysis.
+
+    `values` is one sample, or a tuple of 1-d arrays, independent samples (each resampled on its own, in order, from one
+    random stream): `stat` gets one array of shape (n_boot, len(sample)) per sample and `axis=1`, and returns
+    one value per replicate, e.g. np.median, or `lambda a, b, axis: np.median(b, axis) / np.median(a, axis)`.
+    `seed` may be a numpy Generator, to draw several intervals from one stream (as compare does)."""
+    several = isinstance(values, tuple) and len(values) > 0 and all(np.ndim(v) == 1 for v in values)
+    samples = tuple(np.asarray(v, dtype=float) for v in values) if several else (np.asarray(values, dtype=float).ravel(),)
+    if any(x.size == 0 for x in samples):
         raise DatasetError("bootstrap_ci: no values")
     rng = np.random.default_rng(seed)
-    samples = x[rng.integers(0, x.size, size=(n_boot, x.size))]
-    reps = stat(samples, axis=1)
-    lo, hi = np.quantile(reps, [(1 - level) / 2, 1 - (1 - level) / 2])
+    resampled = [x[rng.integers(0, x.size, size=(n_boot, x.size))] for x in samples]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        reps = stat(*resampled, axis=1)
+        lo, hi = np.quantile(reps, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
 
 

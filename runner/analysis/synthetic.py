@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from runner.analysis.usl import usl_curve
+from runner.records.schema import METRIC_COLUMNS, VALUE_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -89,14 +90,12 @@ def synthetic_metrics(
     out["vm"] = out["vm"].astype("Int32")
     out["repetition"] = out["repetition"].astype("int32")
     out["attempt"] = out["attempt"].astype("int32")
-    fixed = ["campaign", "trial_id", "cell_id", "repetition", "attempt", "host", "env", "accel", "metric", "value",
-             "unit", "higher_is_better", "thread", "vm", "workload"]
-    return out[fixed + names]
+    return out.reindex(columns=[*METRIC_COLUMNS, *names])  # fixed columns it has no value for (e.g. probe) null
 
 
 def synthetic_trials(metrics: pd.DataFrame) -> pd.DataFrame:
     """One ok attempt per trial of `metrics`, with TRIAL_FIELDS columns and the axis columns."""
-    axes = [c for c in metrics.columns if c not in {"metric", "value", "unit", "higher_is_better", "thread", "vm"}]
+    axes = [c for c in metrics.columns if c not in VALUE_COLUMNS]
     tr = metrics.drop_duplicates(["campaign", "trial_id"])[axes].reset_index(drop=True)
     start = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(np.arange(len(tr)) * 10, unit="s")
     tr["status"] = "ok"

@@ -96,7 +96,8 @@ def peak(sigma: float, kappa: float, gamma: float) -> tuple[float, float]:
     if kappa <= 0:
         return math.inf, (gamma / sigma if sigma > 0 else math.inf)
     n_star = math.sqrt(max(1.0 - sigma, 0.0) / kappa)
-    return n_star, float(usl_curve(np.array(n_star), sigma, kappa, gamma))
+    with np.errstate(divide="ignore", invalid="ignore"):  # sigma = 1: N* = 0 and X(0) = 0/0 (no peak: NaN)
+        return n_star, float(usl_curve(np.array(n_star), sigma, kappa, gamma))
 
 
 def initial_guess(n: np.ndarray, x: np.ndarray, fix_kappa: bool) -> np.ndarray:
@@ -123,6 +124,10 @@ def initial_guess(n: np.ndarray, x: np.ndarray, fix_kappa: bool) -> np.ndarray:
     return np.array([sigma, kappa, max(x1, 1e-12) if np.isfinite(x1) else 1e-12])
 
 
+_QUIET = np.errstate(over="ignore", divide="ignore", invalid="ignore")  # huge kappa, loads at a pole: inf/NaN, judged after
+
+
+@_QUIET
 def _jacobian(p: np.ndarray, n: np.ndarray) -> np.ndarray:
     sigma, kappa, gamma = p
     d = 1.0 + sigma * (n - 1.0) + kappa * n * (n - 1.0)
@@ -159,6 +164,7 @@ def _at_bounds(p: np.ndarray, n: np.ndarray) -> np.ndarray:
     return p
 
 
+@_QUIET
 def _batch_lm(n: np.ndarray, xb: np.ndarray, p0: np.ndarray, fix_kappa: bool, iters: int = 60) -> tuple[np.ndarray, np.ndarray]:
     """Fit every row of xb (B x m) at once: projected Levenberg-Marquardt with an active set for the bounds.
 
@@ -191,7 +197,13 @@ def _batch_lm(n: np.ndarray, xb: np.ndarray, p0: np.ndarray, fix_kappa: bool, it
         a = hess + (lam[:, None] * np.maximum(diag, 1e-30))[:, :, None] * eye
         keep = ~active
         a = a * keep[:, :, None] * keep[:, None, :] + eye * active[:, :, None]
-        step = np.linalg.solve(a, (-grad * keep)[:, :, None])[:, :, 0]
+        rhs = (-grad * keep)[:, :, None]
+        finite = np.isfinite(a).all(axis=(1, 2)) & np.isfinite(rhs).all(axis=(1, 2))  # a diverged replicate: no step
+        a, rhs = np.where(finite[:, None, None], a, eye), np.where(finite[:, None, None], rhs, 0.0)
+        try:
+            step = np.linalg.solve(a, rhs)[:, :, 0]
+        except np.linalg.LinAlgError:  # singular in some replicate (e.g. all throughputs 0): least-norm steps
+            step = (np.linalg.pinv(a) @ rhs)[:, :, 0]
         trial = np.clip(p + step, _LO, _HI)
         r_new = resid(trial)
         cost_new = np.sum(r_new * r_new, axis=1)
@@ -217,6 +229,7 @@ def _resample_index(n: np.ndarray, replicates: int, rng: np.random.Generator) ->
     return idx
 
 
+@_QUIET
 def _standard_errors(n: np.ndarray, p: np.ndarray, rss: float, n_params: int, fix_kappa: bool) -> np.ndarray:
     """Asymptotic standard errors sqrt(diag((J'J)^-1) * rss/dof); kappa counts as free even at its bound
     (the conservative choice), except in Amdahl's law where it is not a parameter."""
@@ -258,8 +271,17 @@ def fit_usl(n, x, *, bootstrap: int = 1000, seed: int = 0, level: float = 0.95, 
     if levels.size < 2 or n_arr.size < n_params:
         raise DatasetError(f"fit_usl: need at least 2 distinct loads and {n_params} points, got {levels.size} loads and {n_arr.size} points")
 
-    p, converged = _solve(n_arr, x_arr, fix_kappa)
-    sigma, kappa, gamma = (float(v) for v in p)
+    # Loads below 1 give the curve a pole, throughputs near the smallest floats overflow its squares: the solver
+    # steps around them; what it cannot fit is refused below, never a warning or a numpy error.
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        try:
+            p, converged = _solve(n_arr, x_arr, fix_kappa)
+        except ValueError as exc:  # scipy: residuals not finite at the starting point
+            raise DatasetError(f"fit_usl: cannot fit these points: {exc}") from None
+        sigma, kappa, gamma = (float(v) for v in p)
+        fitted = usl_curve(n_arr, sigma, kappa, gamma)
+    if not np.all(np.isfinite(fitted)):
+        raise DatasetError("fit_usl: the fitted curve is not finite at the measured loads (a load below 1 at its pole?)")
     fitted = usl_curve(n_arr, sigma, kappa, gamma)
     rss = float(np.sum((x_arr - fitted) ** 2))
     tss = float(np.sum((x_arr - x_arr.mean()) ** 2))
