@@ -1,15 +1,18 @@
 """Fan-out over SSH on the namespace test bed (issue 3), measured, not asserted. Needs root (`ip netns`).
 
-1. Fan-out efficiency: a campaign of T equal trials (command workload `sleep 1`, default T=32) on 1, 2
-   and 4 test-bed hosts (placement pool). Efficiency = ideal / makespan, where makespan = first trial
-   start to last trial end and ideal = total trial time / hosts, with the trials' whole wall times (A)
-   and with the workloads' own wall times (B). Goal: >= 0.9 with 4 hosts. The campaign's whole wall
-   time (Dask cluster start, facts before and after) is shown beside it.
+1. Fan-out efficiency against the true ideal (issue 13): campaigns of T equal trials (command workload
+   `sleep D`, D = 1 s and 0.2 s, default T=32) on 4 test-bed hosts (placement pool). Efficiency = ideal /
+   makespan, ideal = T x D / hosts (nothing but the workloads), makespan = first trial start to last trial
+   end. Side by side in one run: the runner as it is; the runner without standby SSH sessions
+   (RUNNER_SSH_STANDBY=0: a new session, so a new login shell, per trial: the old per-trial path); and a
+   plain loop (one paramiko connection per host, one thread per host running `sleep D` T/hosts times):
+   what SSH alone costs. Goals: >= 0.95 with 1 s trials, >= 0.9 with 0.2 s trials. Also launch to first
+   trial (campaign start to the first trial's start) and the whole campaign wall time.
 2. Per-trial overhead over SSH, side by side with Ansible: N trials of `true` on one host, run back to
    back by the runner (span / N), against N runs of `ansible tb1 -m ansible.builtin.command -a true`
    with the project's ansible.cfg (pipelining, ControlPersist: Ansible at its fastest). Goal: the
    runner's per-trial cost at least 5x lower.
-Run: .venv/bin/python bench/fanout_bench.py [T] [N]
+Run: .venv/bin/python bench/fanout_bench.py [T] [N] [--old]   (N=0: skip the Ansible comparison)
 """
 
 from __future__ import annotations
@@ -78,6 +81,61 @@ def fanout(tmp: Path, inventory: Path, t: int) -> None:
         print(f"  {k:>5}  {span:7.2f}s  {ideal_a:6.2f}s  {ideal_a / span:5.3f}  {ideal_b:6.2f}s  {ideal_b / span:5.3f}  {elapsed:12.2f}s  {per_host}")
 
 
+def run_plain(bed: TestBed, hosts: int, seconds: float, t: int) -> float:
+    """The plain-SSH alternative: one connection per host, the host's share of trials back to back; makespan."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from runner.hosts.ssh import HostSpec, SSHHost
+
+    specs = [HostSpec(h.name, h.address, h.port, "root", bed.key_path, bed.known_hosts) for h in bed.hosts[:hosts]]
+    conns = [SSHHost(s) for s in specs]
+    old = os.environ.get("RUNNER_SSH_STANDBY")
+    try:
+        for c in conns:
+            c.use_standby = False
+            c.run(["true"], timeout=30)  # connected before the clock starts, like the runner's workers
+        share = [t // hosts + (1 if i < t % hosts else 0) for i in range(hosts)]
+
+        def loop(i: int) -> None:
+            for _ in range(share[i]):
+                assert conns[i].run(["sleep", f"{seconds:g}"], timeout=60).ok
+
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(hosts) as pool:
+            list(pool.map(loop, range(hosts)))
+        return time.monotonic() - t0
+    finally:
+        for c in conns:
+            c.close()
+        if old is not None:
+            os.environ["RUNNER_SSH_STANDBY"] = old
+
+
+def fanout_true(tmp: Path, bed: TestBed, inventory: Path, t: int, hosts: int = 4) -> None:
+    print(f"fan-out against the true ideal: {t} trials of `sleep D` on {hosts} test-bed hosts (placement pool);")
+    print("  ideal = trials x D / hosts; makespan = first trial start to last trial end; load = 1-min load average before/after")
+    print("  D     variant                          makespan   ideal  efficiency  launch->1st trial  campaign wall  load")
+    for seconds in (1.0, 0.2):
+        ideal = t * seconds / hosts
+        for variant, standby in (("runner", "1"), ("runner, no standby session", "0")):
+            load0 = os.getloadavg()[0]
+            os.environ["RUNNER_SSH_STANDBY"] = standby
+            try:
+                name = f"fanout-{seconds:g}-{standby}-{os.getpid()}".replace(".", "p")
+                t0 = time.time()
+                elapsed, trials = run(tmp, name, inventory, f"fan{hosts}", f"sleep {seconds:g}", t)
+            finally:
+                os.environ.pop("RUNNER_SSH_STANDBY", None)
+            span = (trials["ended_at"].max() - trials["started_at"].min()).total_seconds()
+            first = trials["started_at"].min().timestamp() - t0
+            print(f"  {seconds:<4g}  {variant:<31}  {span:7.2f}s  {ideal:5.2f}s  {ideal / span:10.3f}  {first:16.2f}s"
+                  f"  {elapsed:12.2f}s  {load0:.1f}/{os.getloadavg()[0]:.1f}")
+        load0 = os.getloadavg()[0]
+        span = run_plain(bed, hosts, seconds, t)
+        print(f"  {seconds:<4g}  {'plain SSH loop (paramiko)':<31}  {span:7.2f}s  {ideal:5.2f}s  {ideal / span:10.3f}  "
+              f"{'-':>16}   {'-':>12}   {load0:.1f}/{os.getloadavg()[0]:.1f}")
+
+
 def overhead(tmp: Path, inventory: Path, n: int) -> None:
     elapsed, trials = run(tmp, f"sshoverhead-{os.getpid()}", inventory, "fan1", "true", n)
     span = (trials["ended_at"].max() - trials["started_at"].min()).total_seconds()
@@ -105,9 +163,13 @@ def main(t: int, n: int) -> None:
         tmp = Path(d)
         with TestBed.up(4, tmp, "bed") as bed:
             inventory = write_inventory(bed, tmp / "fanout-hosts.yml")
-            fanout(tmp, inventory, t)
-            overhead(tmp, inventory, n)
+            if "--old" in sys.argv:  # the issue-3 figures (ideal from the trials' own wall times)
+                fanout(tmp, inventory, t)
+            fanout_true(tmp, bed, inventory, t)
+            if n:
+                overhead(tmp, inventory, n)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 32, int(sys.argv[2]) if len(sys.argv) > 2 else 40)
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    main(int(args[0]) if args else 32, int(args[1]) if len(args) > 1 else 40)

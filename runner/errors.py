@@ -29,10 +29,6 @@ class TrialError(RunnerError):
     """A trial failed: the workload exited non-zero, timed out, or its output could not be parsed."""
 
 
-class TrialTimeout(TrialError):
-    """A trial ran past its timeout and was stopped."""
-
-
 class DatasetError(RunnerError):
     """The dataset on disk is locked, incompatible or damaged."""
 

@@ -8,6 +8,7 @@ recognises what it has already measured.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -15,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from runner import defaults
 from runner.errors import MatrixError
 from runner.matrix.expand import expand_cells, resolve_params, uses_relative
 from runner.matrix.load import Matrix
@@ -137,7 +139,7 @@ def guest_config_key(env: str, params: Mapping[str, Any], campaign: str) -> str 
 
 def trial_guest_key(t: Trial) -> str | None:
     p = t.param_dict
-    return guest_config_key(str(p.get("env", "host")), p, t.campaign)
+    return guest_config_key(str(p.get("env", defaults.ENV)), p, t.campaign)
 
 
 def group_by_guests(trials: Sequence[Trial]) -> list[Trial]:
@@ -163,6 +165,12 @@ def boots_needed(trials: Sequence[Trial], reuse: str) -> int:
             boots += 1
         last[t.host] = key
     return boots
+
+
+def more_repetitions(first: Trial, repetitions: Sequence[int]) -> list[Trial]:
+    """Further repetitions of `first`'s cell (repetitions as bounds add them in rounds): the same cell, the
+    ids `plan` would have given those repetition numbers, so a resumed campaign recognises them."""
+    return [dataclasses.replace(first, repetition=r, trial_id=trial_id(first.cell_id, r)) for r in repetitions]
 
 
 def order_trials(per_cell: Sequence[Sequence[Trial]], order: str, seed: int) -> list[Trial]:

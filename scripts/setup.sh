@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up this checkout on Debian 12: system packages, a virtual environment in .venv, the runner command.
 #   scripts/setup.sh          what `runner launch matrix.yml` needs on this machine (a C compiler)
-#   scripts/setup.sh --test   also what the test suite needs (sshd, QEMU, libvirt, podman, a guest kernel)
+#   scripts/setup.sh --test   also what the test suite needs (sshd, QEMU, libvirt, podman, a guest kernel,
+#                             the `share` extra: s3fs and aiohttp for `runner dataset publish/fetch`)
 # Idempotent: packages already present are not installed again. Needs root (or sudo) for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,7 +50,7 @@ if [[ ! -x .venv/bin/python ]]; then
   "$py" -m venv .venv
 fi
 extras="."
-(( want_tests )) && extras=".[test]"
+(( want_tests )) && extras=".[test,share]"  # the sharing tests talk to real S3 and HTTP servers on loopback
 stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-$want_tests"
 if [[ ! -f "$stamp" ]]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null

@@ -96,6 +96,6 @@ def test_report_and_compare_cli_on_parquet_campaigns(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "8 regression" in printed
     assert "regression" in (tmp_path / "cmp.html").read_text()
-    assert main(["report", "nope", "--datasets", str(datasets)]) == 1  # DatasetError
+    assert main(["report", "nope", "--datasets", str(datasets)]) == 2  # an unknown name is bad input
     err = capsys.readouterr().err
     assert "no campaign 'nope'" in err

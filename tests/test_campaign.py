@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import duckdb
@@ -113,21 +114,30 @@ def test_sigkill_controller_then_resume(tmp_path: Path) -> None:
     assert set(metrics["trial_id"]) <= set(ok["trial_id"])
 
 
-def test_ctrl_c_keeps_results_and_stops_workloads(tmp_path: Path) -> None:
-    matrix = write_matrix(tmp_path, "interrupted", reps=3, duration=2.0)
-    dataset = tmp_path / "datasets" / "interrupted"
+def test_ctrl_c_keeps_results_and_stops_workloads(tmp_path: Path, campaigns: list[str]) -> None:
+    name = f"interrupted-{uuid.uuid4().hex[:8]}"  # so the process checks below see this test's processes only
+    campaigns.append(name)
+    matrix = write_matrix(tmp_path, name, reps=3, duration=2.0)
+    dataset = tmp_path / "datasets" / name
+    ours = f"datasets/{name}|/{name}/localhost/lockbench"
+
+    def running() -> str:
+        return subprocess.run(["pgrep", "-f", ours], capture_output=True, text=True).stdout.strip()
+
     proc = start(["launch", str(matrix)], tmp_path)
-    deadline = time.monotonic() + 60
-    while len(ok_files(dataset)) < 1 and time.monotonic() < deadline:
+    deadline = time.monotonic() + 120
+    while not (ok_files(dataset) and running()):  # a trial is recorded and the next one's lockbench runs
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"never saw a trial recorded and the next one running: {proc.communicate()}")
         time.sleep(0.05)
-    time.sleep(0.5)  # the next trial is running now
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in out + err
     assert len(ok_files(dataset)) >= 1
-    leftover = subprocess.run(["pgrep", "-f", "datasets/interrupted|/interrupted/localhost/lockbench"], capture_output=True, text=True)
-    assert leftover.stdout.strip() == "", "a workload outlived Ctrl-C"
+    assert running() == "", "a workload outlived Ctrl-C"
     assert not (dataset / "lock").read_text().strip()  # the lock was released
 
 

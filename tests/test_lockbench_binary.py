@@ -92,22 +92,30 @@ def test_static_build(tmp_path: Path) -> None:
     assert _run(binary, "--version").returncode == 0
 
 
-def test_sigusr1_ends_the_run_early_and_it_still_reports(lockbench: Path) -> None:
+def test_sigusr1_ends_the_run_early_and_it_still_reports(lockbench: Path, tmp_path: Path) -> None:
     """The runner ends k guests' runs at one instant with SIGUSR1: lockbench stops measuring at once and
     reports over the time it ran, with its mutual-exclusion check intact."""
     import json
     import signal
     import time
 
-    proc = subprocess.Popen([str(lockbench), "--lock", "ticket", "--threads", "2", "--duration", "60"],
+    import psutil
+
+    pid_file = tmp_path / "run.pid"
+    proc = subprocess.Popen([str(lockbench), "--lock", "ticket", "--threads", "2", "--duration", "60", "--pid-file", str(pid_file)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.7)
+    # Signalled once it can be stopped (its pid file) and has measured for a while: 0.5 s of CPU time in its
+    # two lock threads, that is at least 0.25 s of measuring however busy the machine is.
+    deadline = time.monotonic() + 50
+    while not pid_file.exists() or sum(psutil.Process(proc.pid).cpu_times()[:2]) < 0.5:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
     proc.send_signal(signal.SIGUSR1)
     out, err = proc.communicate(timeout=50)  # ended by the signal, well before its 60 s
     assert proc.returncode == 0, err
     doc = json.loads(out)
     assert doc["stopped_early"] is True and doc["counter_ok"] is True and doc["total_ops"] > 0
-    assert 0.5 < doc["duration_s"] < 60
+    assert 0.2 < doc["duration_s"] < 60
 
 
 def test_a_run_that_reaches_its_duration_is_not_stopped_early(lockbench: Path) -> None:
@@ -123,6 +131,8 @@ def test_the_runners_stop_signals_only_its_own_run(lockbench: Path, tmp_path: Pa
     after the stop began to look, is ended early and says so."""
     import shutil
     import time
+
+    import psutil
 
     from runner.workloads import base
     from runner.workloads.base import WorkloadContext
@@ -146,8 +156,21 @@ def test_the_runners_stop_signals_only_its_own_run(lockbench: Path, tmp_path: Pa
     shutil.copy(lockbench, binary)
     run_argv = plugin.command({"threads": 2, "duration": 60}, ctx)
     assert run_argv[0] == str(binary) and run_argv[-2:] == ["--pid-file", pid_file]
+
+    def between_looks() -> bool:  # the stop's `sleep 0.05` between two looks runs: it looked, found nothing
+        for child in psutil.Process(stop.pid).children():
+            try:
+                if child.name() == "sleep":
+                    return True
+            except psutil.NoSuchProcess:
+                pass
+        return False
+
     stop = subprocess.Popen(argv)
-    time.sleep(0.5)  # the stop is looking before the run starts
+    deadline = time.monotonic() + 10
+    while not between_looks():
+        assert stop.poll() is None and time.monotonic() < deadline, "the stop never started looking"
+        time.sleep(0.005)
     run = subprocess.Popen(run_argv, stdout=subprocess.PIPE, text=True)
     assert stop.wait(timeout=30) == 0
     out, _ = run.communicate(timeout=30)

@@ -185,12 +185,17 @@ def test_host_lease_serialises_trials_across_workers(
 
 @pytest.mark.integration
 def test_scheduler_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_campaign_holds import local_inventory
+
+    inventory, _ = local_inventory(tmp_path)  # this machine, its hold file in tmp_path: no other test waits on it
+    marker = tmp_path / "started"
     matrix = tmp_path / "m.yml"
     matrix.write_text(
         "campaign: sched\n"
-        f"hosts: {{group: local, inventory: {PROJECT / 'inventory'}}}\n"
-        "workload: {name: command, params: {run: 'sleep \"$RUNNER_SLEEP\"; echo \"{\\\"n\\\": 1}\"'}}\n"
-        "axes:\n  sleep: [5]\nrepetitions: 1\ntimeout: 30\n"
+        f"hosts: {{group: local, inventory: {inventory}}}\n"
+        "workload: {name: command, params: {run: 'touch \"$RUNNER_MARKER\"; sleep \"$RUNNER_SLEEP\"; echo \"{\\\"n\\\": 1}\"', "
+        f"marker: {marker}}}}}\n"
+        "axes:\n  sleep: [10]\nrepetitions: 1\ntimeout: 30\n"
     )
     datasets = str(tmp_path / "ds")
     nobody = f"tcp://127.0.0.1:{free_port()}"
@@ -208,13 +213,24 @@ def test_scheduler_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFix
         assert err.startswith(f"runner: the Dask scheduler at {dask.address} has no workers after 1 s; start some with `dask worker")
         assert err.count("\n") == 1
 
-        # The only worker (no nanny) dies mid-trial: the campaign stops with one line instead of waiting forever.
+        # The only worker (no nanny) dies mid-trial and none comes back: the campaign says so at once, waits
+        # RUNNER_WORKER_WAIT seconds, then stops with one line instead of waiting forever.
         worker = dask.workers(1, "--no-nanny")
         dask.wait_for_workers(1)
-        threading.Timer(3.0, lambda: os.killpg(worker.pid, signal.SIGKILL)).start()
+
+        def kill_when_started() -> None:
+            deadline = time.monotonic() + 60
+            while not marker.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            os.killpg(worker.pid, signal.SIGKILL)
+
+        threading.Thread(target=kill_when_started, daemon=True).start()
         assert main(["launch", str(matrix), "--datasets", datasets, "--scheduler", dask.address, "--quiet"]) == 1
         err = capsys.readouterr().err
-        assert err.startswith("runner: every Dask worker left the scheduler (1 trials were running); start workers again")
-        assert err.count("\n") == 1
+        assert err.count("runner: ") == 2  # the note (the progress display may wrap it), then the error
+        assert " ".join(err.split()).startswith(
+            "runner: every Dask worker left the scheduler; 1 trials wait for new workers (up to 1 s, RUNNER_WORKER_WAIT)"
+        )
+        assert err.splitlines()[-1].startswith("runner: every Dask worker left the scheduler (1 trials were running); start workers again")
     finally:
         dask.stop()

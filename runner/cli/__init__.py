@@ -27,7 +27,8 @@ a campaign in three steps:
   runner report                 figures and tables of the latest campaign
 
 environment: RUNNER_DATASETS (datasets dir), RUNNER_SCHEDULER (Dask scheduler address),
-RUNNER_INVENTORY (Ansible inventory), RUNNER_KNOWN_HOSTS (known_hosts file for SSH host keys).
+RUNNER_INVENTORY (Ansible inventory), RUNNER_KNOWN_HOSTS (known_hosts file for SSH host keys),
+RUNNER_S3_ENDPOINT (S3-compatible server for `runner dataset publish/fetch s3://...`).
 `runner COMMAND --help` explains each command.
 """
 
@@ -109,4 +110,22 @@ def int_at_least(low: int, high: int | None = None):
         return value
 
     parse.__name__ = "integer"
+    return parse
+
+
+def number_between(low: float, high: float):
+    """An argparse type: a finite number strictly between low and high (a false discovery rate, a fraction);
+    anything else is refused with the allowed range."""
+    allowed = f"a number greater than {low:g} and less than {high:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; allowed: {allowed}") from None
+        if not low < value < high:  # NaN fails too
+            raise argparse.ArgumentTypeError(f"{text} is out of range; allowed: {allowed}")
+        return value
+
+    parse.__name__ = "number"
     return parse

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from runner.cli import datasets_default
-from runner.cli.report import print_frame
+from runner.cli import datasets_default, number_between
+from runner.cli.report import check_choice, print_frame
+from runner.errors import UsageError
 
 EPILOG = """\
 examples:
@@ -38,7 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--datasets", default=datasets_default(),
                    help="directory holding campaigns (env RUNNER_DATASETS; default: %(default)s)")
     p.add_argument("--metric", help="compare only this metric (default: all)")
-    p.add_argument("--q", type=float, default=0.05, help="false discovery rate (default: %(default)s)")
+    p.add_argument("--q", type=number_between(0, 1), default=0.05,
+                   help="false discovery rate, between 0 and 1 (default: %(default)s)")
     p.add_argument("--html", help="also write the comparison as an HTML page to this file")
     p.set_defaults(func=run)
     return p
@@ -52,8 +55,10 @@ def compare_campaigns(a: str, b: str | None, *, vary: str | None = None, dataset
 
     console = console or Console()
     from runner.analysis import compare_variants
-    from runner.errors import UsageError
+    from runner.analysis.stats import axis_columns
 
+    if not 0 < q < 1:
+        raise UsageError(f"--q {q}: out of range; allowed: a number greater than 0 and less than 1")
     da = find_campaign(a, Path(datasets))
     ma, _, _ = read_campaign(da)
     if vary:
@@ -61,15 +66,16 @@ def compare_campaigns(a: str, b: str | None, *, vary: str | None = None, dataset
         base, _, other = values.partition(",")
         if not (axis and base and other) or b is not None:
             raise UsageError(f"--vary {vary!r}: expected AXIS=BASE,OTHER (e.g. lock=ticket,oticket) and one campaign")
-        kinds = ma[axis].dropna() if axis in ma.columns else None
-        cast = type(kinds.iloc[0].item()) if kinds is not None and len(kinds) and hasattr(kinds.iloc[0], "item") else str
-        result = compare_variants(ma, axis, cast(base), cast(other), metric=metric, q=q)
+        check_choice("--vary", axis, axis_columns(ma), f"the axes of campaign {da.name}")
+        _check_metric(metric, ma, da.name)
+        result = compare_variants(ma, axis, axis_value(ma, axis, base), axis_value(ma, axis, other), metric=metric, q=q)
         label_a, label_b = f"{da.name} {axis}={base}", f"{axis}={other}"
     else:
         if b is None:
             raise UsageError("runner compare needs two campaigns, or one campaign and --vary AXIS=BASE,OTHER")
         db = find_campaign(b, Path(datasets))
         mb, _, _ = read_campaign(db)
+        _check_metric(metric, ma, da.name, mb, db.name)
         result = compare(ma, mb, metric=metric, q=q)
         label_a, label_b = da.name, db.name
     shown = result.drop(columns=[c for c in ("campaign", "higher_is_better") if c in result.columns])
@@ -78,9 +84,40 @@ def compare_campaigns(a: str, b: str | None, *, vary: str | None = None, dataset
     print_frame(console, shown, title=f"{label_b} against {label_a}: "
                 + ", ".join(f"{counts.get(v, 0)} {v}" for v in ("regression", "improvement", "same")))
     if html:
-        path = write_compare_html(result, html, title=f"{label_b} against {label_a}", q=q)
+        try:
+            path = write_compare_html(result, html, title=f"{label_b} against {label_a}", q=q)
+        except OSError as exc:
+            raise UsageError(f"--html {html}: cannot write: {exc.strerror or exc}") from None
         console.print(f"comparison: {path}")
     return result
+
+
+def _check_metric(metric: str | None, ma: pd.DataFrame, name_a: str, mb: pd.DataFrame | None = None, name_b: str = "") -> None:
+    """--metric must be a metric both sides have: UsageError naming the allowed ones."""
+    if metric is None:
+        return
+    both = set(map(str, ma["metric"].dropna().unique()))
+    if mb is not None:
+        both &= set(map(str, mb["metric"].dropna().unique()))
+    check_choice("--metric", metric, sorted(both), f"campaign {name_a}" + (f" and {name_b}" if mb is not None else ""))
+
+
+def axis_value(metrics: pd.DataFrame, axis: str, text: str) -> object:
+    """The value of `axis` in the data that `text` (from --vary) names: by its text, or as the same number, or
+    the same boolean; UsageError listing the values otherwise (never a traceback for 'abc' on an int axis)."""
+    values = list(metrics[axis].dropna().unique())
+    for v in values:
+        if str(v) == text or (isinstance(v, (bool, np.bool_)) and str(bool(v)).lower() == text.strip().lower()):
+            return v.item() if hasattr(v, "item") else v
+    try:
+        number = float(text)
+    except ValueError:
+        number = None
+    for v in values:
+        if number is not None and not isinstance(v, (bool, np.bool_, str)) and float(v) == number:
+            return v.item() if hasattr(v, "item") else v
+    known = ", ".join(sorted(map(str, values))) or "(none)"
+    raise UsageError(f"--vary: no {axis}={text} in the data; allowed values of {axis}: {known}")
 
 
 def run(args: argparse.Namespace) -> int:

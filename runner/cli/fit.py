@@ -9,6 +9,7 @@ import json
 import math
 from pathlib import Path
 
+from runner.analysis.fmt import fitted
 from runner.analysis.usl import UslFit, fit_usl
 from runner.cli import int_at_least
 from runner.errors import DatasetError, UsageError
@@ -131,12 +132,8 @@ def describe(fit: UslFit) -> str:
 
 
 def _num(v: float, digits: int = 6) -> str:
-    """A number for people: 0 as 0, and no denormals or rounding noise (|v| < 1e-12 is 0)."""
-    if math.isnan(v):
-        return "n/a"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return "0" if abs(v) < 1e-12 else f"{v:.{digits}g}"
+    """A number for people: 0 as 0, and no denormals or rounding noise (runner.analysis.fmt)."""
+    return fitted(v, digits, nan="n/a")
 
 
 def run(args: argparse.Namespace) -> int:

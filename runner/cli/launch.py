@@ -31,6 +31,12 @@ runs one trial at a time; hosts run in parallel. Failed trials are retried as th
 and every attempt is recorded. Launching the same matrix again resumes: finished trials are skipped.
 Ctrl-C stops running workloads and keeps everything measured so far.
 
+With --scheduler, workers may come and go: trials left waiting for a worker that left are sent to the
+workers there are now. RUNNER_WORKER_WAIT (seconds, default 30): how long to wait when the scheduler has
+no worker at all. RUNNER_STALL_AFTER (seconds, default 60): no trial started or finished for that long
+while trials are pending, and the progress output says why. A lost hold on a host (checked before every
+trial) stops new trials there. See docs/hosts.md.
+
 exit status: 0 if every trial succeeded, 1 if some failed, 2 for bad input, 130 if interrupted.
 
 examples:
@@ -105,7 +111,7 @@ class _TerminalView:
         self.bar.start()
 
     def update(self, p: campaign.Progress) -> None:
-        counts = f"[green]{p.done} ok[/] [red]{p.failed} failed[/] {p.remaining} left"
+        counts = f"[green]{p.done} ok[/] [red]{p.failed} failed[/] {p.remaining} left" + (f" round {p.round}" if p.round else "")
         running = "  ".join(f"{h}: {label}" for h, label in sorted(p.running.items()))[:80]
         if p.total == 0:  # a note before the campaign starts (e.g. waiting for a busy host)
             for msg in p.messages:
@@ -113,7 +119,7 @@ class _TerminalView:
             return
         if self.task is None:
             self.task = self.bar.add_task("trials", total=p.total, completed=p.skipped, counts=counts, running=running)
-        self.bar.update(self.task, completed=p.skipped + p.done + p.failed, counts=counts, running=running)
+        self.bar.update(self.task, total=p.total, completed=p.skipped + p.done + p.failed, counts=counts, running=running)
         for msg in p.messages[self.seen :]:
             self.bar.console.print(f"[yellow]{msg}")
         self.seen = len(p.messages)
@@ -147,7 +153,7 @@ class _LineView:
         finished = p.done + p.failed
         eta = elapsed / finished * p.remaining if finished else p.estimate_s
         self.console.print(
-            f"trials {p.skipped + finished}/{p.total}: {p.done} ok, {p.failed} failed, {p.remaining} left; "
+            f"trials {p.skipped + finished}/{p.total}{f' (round {p.round})' if p.round else ''}: {p.done} ok, {p.failed} failed, {p.remaining} left; "
             f"elapsed {elapsed:.0f}s, eta {eta:.0f}s",
             highlight=False,
         )
@@ -165,6 +171,8 @@ def print_summary(console: Console, s: campaign.Summary) -> None:
     )
     for host in s.dead_hosts:
         console.print(f"  [red]host {host} was unreachable[/]")
+    for line in s.lost_holds:
+        console.print(f"  [red]{line}: no trial started there after that[/]", highlight=False)
     for line in s.host_changes:
         console.print(f"  [yellow]{line}[/]", highlight=False)
     for line in s.failures[:10]:

@@ -144,6 +144,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         console.print(f"hosts sharing the trials: {', '.join(planned.hosts)}", highlight=False)
     console.print(f"estimated duration: {_fmt(info['estimate_s'])} on {hosts} host(s), without provisioning")
+    if (bounds := repetition_bounds(matrix, len(trials))) is not None:
+        console.print(bounds, highlight=False)
+    if matrix.probes:
+        console.print(f"probes around every trial: {', '.join(matrix.probes)} (see docs/probes.md for their cost)", highlight=False)
     if info["boots"]:
         console.print(f"guest boots: {info['boots']} (guests.reuse: {matrix.reuse}; "
                       f"{sum(1 for t in trials if trial_guest_key(t) is not None)} trials in guests or containers)")
@@ -171,6 +175,17 @@ def run(args: argparse.Namespace) -> int:
         if show < len(trials):
             console.print(f"... {len(trials) - show} more (--show -1 lists all)")
     return 0
+
+
+def repetition_bounds(matrix: Matrix, planned: int) -> str | None:
+    """Repetitions as bounds: the least and most trials the campaign can run, and the rule (pure)."""
+    rules = matrix.adaptive
+    if rules is None:
+        return None
+    most = planned // rules.min * rules.max
+    metric = rules.metric or "throughput (else the first higher-is-better metric)"
+    return (f"repetitions until the interval is tight: {rules.min} to {rules.max} per cell, more in rounds while the 95% interval "
+            f"of the median of {metric} is wider than +-{100 * rules.ci:g}%: {planned} to {most} trials; the estimate is for {planned}")
 
 
 def _fmt(seconds: float) -> str:

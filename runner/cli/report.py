@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import webbrowser
 from pathlib import Path
 
@@ -11,7 +10,8 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from runner.cli import datasets_default
+from runner.cli import datasets_default, int_at_least
+from runner.errors import UsageError
 
 EPILOG = """\
 examples:
@@ -20,10 +20,12 @@ examples:
   runner report /data/old/locks --out /tmp/r --open
   runner report locks-2026 --axis vcpus --bootstrap 1000
 
-The report (report.html, PNG figures in img/, summary.csv) shows throughput against the load axis with
-its spread, speedup and efficiency, a Universal Scalability Law fit per slice with 95% intervals, collapse
-points, over-commit efficiency and fairness, provenance, and warnings when results are not comparable
-(hosts that differ, TCG emulation instead of KVM, cells whose spread needs more repetitions).
+The report (report.html, PNG figures in img/, summary.csv) shows each metric against the load axis with
+its spread; for the metrics that scale like a throughput (the workload says which: lockbench's throughput,
+gmake's builds_per_hour) also speedup and efficiency, a Universal Scalability Law fit per slice with 95%
+intervals and collapse points; over-commit efficiency and fairness, provenance, and warnings when results
+are not comparable (hosts that differ, TCG emulation instead of KVM, cells whose spread needs more
+repetitions). A --metric or --axis the campaign does not have is refused with the allowed values.
 """
 
 
@@ -37,47 +39,70 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="directory holding campaigns (env RUNNER_DATASETS; default: %(default)s)")
     p.add_argument("--out", help="report directory (default: reports/<campaign>)")
     p.add_argument("--axis", help="load axis (default: the first of threads, cores, vcpus with 2+ values)")
-    p.add_argument("--metric", default="throughput",
-                   help="metric of the terminal table (default: %(default)s, else every metric); 'all' for every metric")
-    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates per fit (default: %(default)s)")
+    p.add_argument("--metric",
+                   help="metric of the terminal table, or 'all' (default: throughput if the campaign has it, else all)")
+    p.add_argument("--bootstrap", type=int_at_least(0, 100_000), default=200,
+                   help="bootstrap replicates per fit (default: %(default)s)")
     p.add_argument("--open", action="store_true", help="open the report in a web browser")
     p.set_defaults(func=run)
     return p
 
 
 def print_frame(console: Console, df: pd.DataFrame, *, title: str, max_rows: int = 40) -> None:
-    """Print a DataFrame as a rich table (first max_rows rows; floats with 4 significant digits)."""
+    """Print a DataFrame as a rich table (first max_rows rows; numbers for people: runner.analysis.fmt)."""
+    from runner.analysis.fmt import number
+
     table = Table(title=title, show_lines=False)
     for c in df.columns:
         table.add_column(str(c), justify="right" if pd.api.types.is_numeric_dtype(df[c]) else "left")
     for row in df.head(max_rows).itertuples(index=False):
-        table.add_row(*(_cell(v) for v in row))
+        table.add_row(*(number(v) for v in row))
     console.print(table)
     if len(df) > max_rows:
         console.print(f"... {len(df) - max_rows} more rows")
 
 
-def _cell(v: object) -> str:
-    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
-        return ""
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+def check_choice(option: str, value: str, allowed: list[str], where: str) -> None:
+    """UsageError naming the option, the value and the allowed values, when `value` is not one of them."""
+    if value not in allowed:
+        raise UsageError(f"{option} {value!r}: not in {where}; allowed: {', '.join(allowed) or '(none)'}")
+
+
+def load_axes(metrics: pd.DataFrame) -> list[str]:
+    """Axis columns of a metrics table that can be a load axis: numeric ones."""
+    from runner.analysis.stats import axis_columns
+
+    return [c for c in axis_columns(metrics) if pd.api.types.is_numeric_dtype(metrics[c])]
 
 
 def report(campaign: str | None = None, *, datasets: Path | str = "datasets", out: Path | str | None = None,
-           axis: str | None = None, bootstrap: int = 200, metric: str = "throughput",
+           axis: str | None = None, bootstrap: int = 200, metric: str | None = None,
            console: Console | None = None) -> Path:
-    """Build the report of a campaign (see `runner report --help`); print its cell table; return report.html."""
+    """Build the report of a campaign (see `runner report --help`); print its cell table; return report.html.
+    A metric or axis the campaign does not have is refused (UsageError naming the option and what is allowed)."""
     from runner.analysis import build_report, summary_table
     from runner.records.store import find_campaign, read_campaign
+    from runner.workloads.base import scaling_metrics
 
     console = console or Console()
     cdir = find_campaign(campaign, Path(datasets))
     metrics, trials, provenance = read_campaign(cdir)
+    present = sorted(map(str, metrics["metric"].dropna().unique()))
+    if metric is not None:
+        check_choice("--metric", metric, ["all", *present], f"campaign {cdir.name}")
+    if axis is not None:
+        check_choice("--axis", axis, load_axes(metrics), f"the numeric axes of campaign {cdir.name}")
     out_dir = Path(out) if out else Path("reports") / cdir.name
-    path = build_report(metrics, trials, provenance, out_dir, axis=axis, bootstrap=bootstrap)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {out_dir}: cannot make the report directory: {exc.strerror or exc}") from None
+    path = build_report(metrics, trials, provenance, out_dir, axis=axis, bootstrap=bootstrap,
+                        scaling_metrics=scaling_metrics())
     cols = ["metric", "n", "median", "rel_iqr", "reps_needed"]
     table = summary_table(metrics)
-    if metric != "all" and (table["metric"] == metric).any():
+    metric = metric or ("throughput" if "throughput" in present else "all")
+    if metric != "all":
         table = table[table["metric"] == metric]
     keep = [c for c in table.columns if c not in ("campaign", "unit", "q1", "q3", "iqr", "ci_rel", "wide")
             and table[c].nunique(dropna=False) > 1 or c in cols]

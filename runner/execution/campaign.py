@@ -16,22 +16,25 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner import __version__
+from runner import __version__, defaults
 from runner.errors import HostError, RunnerError, UsageError
 from runner.execution import environments
 from runner.execution.guests import prepare_images
+from runner.execution.rounds import Rounds
 from runner.execution.worker import AttemptSpec, execute, host_cpus, kill_running, release_guests
 from runner.matrix.load import Matrix
+from runner.provision import xen
 from runner.provision.guest import HOST_TOOLS, check_guest_params
 from runner.records.store import AttemptRecord, CampaignStore
 from runner.trials import Trial, axis_types, plan, trial_guest_key
 from runner.workloads import base
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CHURN_CHECK_S = 2.0  # with nothing finishing, look at the scheduler's workers this often
 
 
 @dataclass
@@ -47,6 +50,7 @@ class Progress:
     started: float = field(default_factory=time.monotonic)
     estimate_s: float = 0.0
     messages: list[str] = field(default_factory=list)
+    round: int = 0  # repetitions as bounds: the round running (1: the min repetitions of every cell)
 
     @property
     def remaining(self) -> int:
@@ -67,6 +71,7 @@ class Summary:
     failures: tuple[str, ...]
     dead_hosts: tuple[str, ...]
     host_changes: tuple[str, ...] = ()  # 'tb1: kernel.release: 6.1 -> 6.2', facts that changed under the campaign
+    lost_holds: tuple[str, ...] = ()  # 'host tb1: our hold for campaign c was lost; now ...': no trial started there after
 
     @property
     def success(self) -> bool:
@@ -187,9 +192,12 @@ def launch(
         check_scheduler(scheduler)  # a wrong address is bad input: one line, before any host is touched
     store = CampaignStore(Path(datasets) / matrix.campaign)
     store.acquire()
+    from runner.execution.cluster import warming
+
     try:
-        return _launch_locked(matrix, store, hosts, scheduler, on_progress, command_line, inventory_path(matrix, inventory),
-                              Path(known_hosts).expanduser() if known_hosts else None)
+        with warming(scheduler, n_hosts=len(hosts)):  # the local cluster starts while facts and holds are taken
+            return _launch_locked(matrix, store, hosts, scheduler, on_progress, command_line, inventory_path(matrix, inventory),
+                                  Path(known_hosts).expanduser() if known_hosts else None)
     finally:
         store.release()
 
@@ -230,7 +238,7 @@ def _launch_locked(
             for name in more_dead:
                 holds.drop(name)
         summary = _launch_held(matrix, store, held, facts, dead, scheduler, on_progress, command_line, inventory, notes,
-                               on_drop=holds.drop, known_hosts=known_hosts)
+                               on_drop=holds.drop, known_hosts=known_hosts, check_hold=holds.confirm)
         for name in summary.dead_hosts:
             holds.abandon(name)
         return summary
@@ -287,9 +295,11 @@ def _launch_held(
     notes: list[str],
     on_drop: Callable[[str], None] | None = None,
     known_hosts: Path | None = None,
+    check_hold: Callable[[str], str | None] | None = None,
 ) -> Summary:
     """Plan, record and run the trials on the held hosts. `on_drop(host)`: a host is dropped mid-campaign
-    (its hold is released then, not left to expire)."""
+    (its hold is released then, not left to expire). `check_hold(host)`: None while the campaign's hold
+    on the host is its own, else why not; asked before every trial (HoldSet.confirm)."""
     started = time.monotonic()
     earlier = store.host_facts() if store.meta_path.exists() else {}
     if not live and matrix.placement == "pool":
@@ -300,7 +310,7 @@ def _launch_held(
             cpus[name] = earlier.get(name, {}).get("cpus") or next(iter(cpus.values()), 1)
     trials = plan(matrix, cpus)
     check_guests(matrix, trials)
-    check_host_tools(live, {str(t.param_dict.get("env", "host")) for t in trials})
+    check_host_tools(live, {str(t.param_dict.get("env", defaults.ENV)) for t in trials})
     # Disk and container images are built here, once, before any trial (a minute or two the first time).
     images = prepare_images(base.get(matrix.workload), [t.param_dict for t in trials],
                             progress=lambda line: print(f"runner: {line}", file=sys.stderr, flush=True))
@@ -321,6 +331,8 @@ def _launch_held(
         "seed": matrix.seed,
         "dead_hosts": dead,
         "guest_images": images,
+        "repetitions": asdict(matrix.adaptive) if matrix.adaptive is not None else matrix.repetitions,
+        "probes": list(matrix.probes),
     }
     store.initialise(
         campaign=matrix.campaign,
@@ -341,14 +353,23 @@ def _launch_held(
         store.write_host_facts(name, f)
 
     recorded = store.recorded()
+    rounds = Rounds(matrix, trials) if matrix.adaptive is not None else None
+    if rounds is not None:  # repetitions earlier launches added are planned trials now; their values count
+        trials = trials + rounds.resumed(recorded)
+        rounds.load(store.read_table("metrics").to_pandas() if recorded else None)
     todo = [(t, recorded[t.trial_id].attempts + 1 if t.trial_id in recorded else 1) for t in trials]
     todo = [(t, a) for t, a in todo if not (t.trial_id in recorded and recorded[t.trial_id].ok)]
+    if rounds is not None and not todo and (more := rounds.next_round()):  # resumed between two rounds
+        trials, todo = trials + more, [(t, 1) for t in more]
+        notes.append(rounds.describe(more))
     # A trial that already used up its attempts in an earlier launch gets the policy's attempts again.
     progress = Progress(total=len(trials), skipped=len(trials) - len(todo), messages=notes)
     plugin = base.get(matrix.workload)
     progress.estimate_s = environments.estimate_trials(plugin, [t for t, _ in todo], matrix.reuse) / max(1, len(live))
 
-    runner = _Dispatch(matrix, store, types, live, dead, progress, on_progress, on_drop)
+    runner = _Dispatch(matrix, store, types, live, dead, progress, on_progress, on_drop, check_hold)
+    runner.rounds = rounds
+    progress.round = rounds.round if rounds is not None else 0
     runner.notify(progress)  # the start: notes on unreachable or changed hosts show before any trial
     interrupted = False
     previous = signal.getsignal(signal.SIGTERM)
@@ -361,17 +382,22 @@ def _launch_held(
     finally:
         if threading_is_main():
             signal.signal(signal.SIGTERM, previous)
-    if matrix.provision and matrix.provision.get("tune") and live:
-        _restore(matrix, store, live, inventory, known_hosts)
+    if rounds is not None:
+        progress.messages.append(rounds.summary())
+        runner.notify(progress)
+    runner.sweep_holds()
+    ours = [s for s in live if s.name not in runner.lost]  # a host whose hold was lost is someone else's now
+    if matrix.provision and matrix.provision.get("tune") and ours:
+        _restore(matrix, store, ours, inventory, known_hosts)
     lines = [describe_changes(n, c, "since the previous launch") for n, c in sorted(changes.items())]
     if not interrupted:
         lines += _facts_after(store, [s for s in live if s.name not in runner.dead], facts, progress, on_progress)
     dead_now = {**dead, **{n: runner.dead_reasons[n] for n in runner.dead}}
-    store.update_provenance(dead_hosts=dead_now, host_changes=lines)
+    store.update_provenance(dead_hosts=dead_now, host_changes=lines, lost_holds=dict(runner.lost))
     return Summary(
         campaign=matrix.campaign,
         dataset=store.root,
-        planned=len(trials),
+        planned=progress.total,
         skipped=progress.skipped,
         ok=progress.done,
         failed=progress.failed,
@@ -381,6 +407,7 @@ def _launch_held(
         failures=tuple(runner.failures),
         dead_hosts=tuple(sorted(dead_now)),
         host_changes=tuple(lines),
+        lost_holds=tuple(why for _, why in sorted(runner.lost.items())),
     )
 
 
@@ -428,9 +455,16 @@ class _Dispatch:
         progress: Progress,
         on_progress: Callable[[Progress], None] | None,
         on_drop: Callable[[str], None] | None = None,
+        check_hold: Callable[[str], str | None] | None = None,
     ) -> None:
         self.matrix = matrix
         self.on_drop = on_drop or (lambda name: None)
+        self.check_hold = check_hold  # host -> None while our hold is ours, else why not (HoldSet.confirm)
+        self.lost: dict[str, str] = {}  # host -> why its hold was lost: no new trial there
+        self.recorded_ok: set[str] = set()  # trial ids recorded ok by this launch: never recorded twice
+        self.scheduler: str | None = None
+        self._checks: ThreadPoolExecutor | None = None
+        self._prechecks: dict[str, Any] = {}  # host -> its hold check, started when its last trial ended
         self.store = store
         self.types = types
         self.specs = {s.name: s for s in live}
@@ -440,6 +474,9 @@ class _Dispatch:
         self.notify = on_progress or (lambda p: None)
         self.attempts = 0
         self.failures: list[str] = []
+        self.rounds: Rounds | None = None  # repetitions as bounds: adds the rounds after the planned trials
+        self._writer: ThreadPoolExecutor | None = None  # writes attempt records off the loop (_write)
+        self._writes: collections.deque = collections.deque()  # their futures, oldest first
 
     def run(self, todo: Sequence[tuple[Trial, int]], scheduler: str | None) -> None:
         if self.matrix.placement == "each":
@@ -454,28 +491,69 @@ class _Dispatch:
                 self._record_unrun(trial, attempt, name, reason)
         if not any(queues.values()):
             return
-        from runner.execution.cluster import client_for
+        from runner.execution.cluster import SchedulerLost, client_for
 
+        self.scheduler = scheduler
         with client_for(scheduler, n_hosts=len(self.specs)) as client:
             try:
                 self._loop(client, queues, shared=scheduler is not None)
+                self._flush()
                 _release_guests(client, self.matrix.campaign)
             except KeyboardInterrupt:
                 self.progress.messages.append("interrupted: stopping running workloads")
                 self.notify(self.progress)
                 _stop_everything(client, [(s, workdir_for(self.matrix, s)) for s in self.specs.values()], self.matrix.campaign)
                 raise
+            except SchedulerLost:
+                raise  # no scheduler to ask the workers through; their trials end within the trial timeout
             except BaseException:  # e.g. the dataset's disk is full: nothing may keep running unrecorded
                 _stop_everything(client, [(s, workdir_for(self.matrix, s)) for s in self.specs.values()], self.matrix.campaign)
                 raise
+            finally:
+                if self._checks is not None:
+                    self._checks.shutdown(wait=False)
+                    self._checks = None
+                self._flush(quiet=True)  # interrupted: the attempts that finished are still recorded
+
+    def _write(self, rec: AttemptRecord) -> None:
+        """Record an attempt on one records thread, in order, so the loop never waits for Parquet and fsync.
+        A failed write (DatasetError: a full disk) is raised by the next _write or by _flush."""
+        while self._writes and self._writes[0].done():
+            self._writes.popleft().result()
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runner-records")
+        self._writes.append(self._writer.submit(self.store.write_attempt, self.matrix.campaign, self.matrix.workload, self.types, rec))
+
+    def _flush(self, *, quiet: bool = False) -> None:
+        """Wait for every record written by _write; raise the first failure unless `quiet`."""
+        while self._writes:
+            future = self._writes.popleft()
+            try:
+                future.result()
+            except Exception:
+                if not quiet:
+                    self._writes.clear()
+                    raise
 
     def _loop(self, client: Any, queues: dict[Any, collections.deque], *, shared: bool) -> None:
-        """Submit, wait, record, until the queues are empty. `shared`: an external scheduler."""
-        from distributed import wait
+        """Submit, wait, record, until the queues are empty. `shared`: an external scheduler.
 
-        from runner.execution.cluster import worker_addresses, worker_wait_s
+        Before a trial starts on a host, the host's hold is confirmed (check_hold): a lost hold stops new
+        trials there at once. Worker churn: a trial names a preferred worker (others allowed). Dask moves it
+        by itself when that worker leaves while others run, but a trial that waited while no worker was
+        there stays bound to the worker that left (state `no-worker`) even after new workers join: such
+        trials are cancelled and sent again, same attempt, to the workers there are now. Only the future the
+        controller keeps for a trial is recorded, so a trial is recorded once. No trial starting or finishing
+        for RUNNER_STALL_AFTER seconds: the progress output says why. The scheduler going away ends the
+        campaign with SchedulerLost (one line; a relaunch resumes).
+        """
+        from distributed import wait
+        from distributed.client import FuturesCancelledError
+
+        from runner.execution.cluster import SchedulerLost, stall_after_s, worker_addresses, worker_wait_s
 
         inflight: dict[Any, tuple[Trial, int, str]] = {}
+        sent: dict[Any, tuple[AttemptSpec, str | None]] = {}  # future -> what it runs, the worker it named
         busy: set[str] = set()
         workers = worker_addresses(client)
         preferred = _preferred(sorted(self.specs), workers)
@@ -485,14 +563,18 @@ class _Dispatch:
                 self.progress.messages.append(
                     f"the scheduler has {threads} worker threads for {len(self.specs)} hosts: at most {threads} hosts measure at once"
                 )
-        checked = time.monotonic()
+        stall_s, wait_s = stall_after_s(), worker_wait_s()
+        checked = quiet_since = time.monotonic()  # the last look at the workers; the last trial sent or finished
         no_workers_since: float | None = None
+        suspects: set[Any] = set()  # futures named to a worker that left, not running anywhere at the last look
         self.notify(self.progress)
         while True:
-            for name in sorted(self.specs):
-                if name in busy or name in self.dead:
+            ready = [n for n in sorted(self.specs) if n not in busy and n not in self.dead and n not in self.lost and queues.get(self._queue_key(n))]
+            for name, lost in self._confirm(ready):
+                if lost is not None:
+                    self._lose(name, lost)
                     continue
-                queue = queues.get(name if self.matrix.placement == "each" else None)
+                queue = queues.get(self._queue_key(name))
                 if not queue:
                     continue
                 trial, attempt = queue.popleft()
@@ -500,65 +582,212 @@ class _Dispatch:
                 keep = self.matrix.reuse == "configuration" and key is not None and bool(queue) and trial_guest_key(queue[0][0]) == key
                 spec = AttemptSpec(
                     trial, attempt, self.specs[name], self.matrix.timeout, workdir_for(self.matrix, self.specs[name]),
-                    host_lease=shared, keep_guests=keep,
+                    host_lease=shared, keep_guests=keep, probes=self.matrix.probes,
                 )
-                future = client.submit(
-                    execute,
-                    spec,
-                    key=f"trial-{self.matrix.campaign}-{trial.trial_id}-a{attempt}-{os.getpid()}-{time.monotonic_ns()}",
-                    pure=False,
-                    retries=0,
-                    workers=[preferred[name]] if name in preferred else None,
-                    allow_other_workers=True,
-                )
+                future = self._submit(client, spec, preferred.get(name))
                 inflight[future] = (trial, attempt, name)
+                sent[future] = (spec, preferred.get(name))
                 busy.add(name)
                 self.progress.running[name] = trial.label()
+                quiet_since = time.monotonic()
             if not inflight:
+                if self._next_round(queues):
+                    continue
                 break
             self.notify(self.progress)
             try:
                 done, _ = wait(list(inflight), return_when="FIRST_COMPLETED", timeout=1.0)
             except TimeoutError:  # nothing finished within a second: refresh the display and wait again
                 done = set()
+            except FuturesCancelledError:  # only a lost scheduler connection cancels the futures we keep
+                raise SchedulerLost(self._scheduler_lost(len(inflight))) from None
             for future in done:
                 trial, attempt, name = inflight.pop(future)
+                sent.pop(future, None)
+                suspects.discard(future)
                 busy.discard(name)
                 self.progress.running.pop(name, None)
                 try:
                     rec = future.result()
                 except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker: the trial's worker died repeatedly
                     rec = _failure(trial, attempt, name, f"{name}: Dask could not run the trial: {type(exc).__name__}: {_one_line(exc)}", "failed")
+                self._precheck(name, queues)
                 self._handle(rec, trial, attempt, name, queues)
-            if done or time.monotonic() - checked < 5.0:
+            if done:
+                quiet_since = time.monotonic()
                 continue
-            # Nothing finished for a while: are there still workers? (A killed worker's task moves on by
-            # itself; with no worker at all, tasks would wait forever.)
+            if time.monotonic() - checked < CHURN_CHECK_S:
+                continue
+            # Nothing finished for a while: look at the workers.
             self.notify(self.progress)
             checked = time.monotonic()
-            now_workers = worker_addresses(client)
-            if now_workers != workers:
-                workers, preferred = now_workers, _preferred(sorted(self.specs), now_workers)
-            if workers:
-                no_workers_since = None
-            elif no_workers_since is None:
-                no_workers_since = checked
-            elif checked - no_workers_since > worker_wait_s():
-                raise RunnerError(
-                    f"every Dask worker left the scheduler ({len(inflight)} trials were running); "
-                    "start workers again and relaunch: finished trials are kept"
-                )
-        # Hosts that died leave trials behind (placement each): record them as failed.
+            try:
+                now_workers = worker_addresses(client)
+                if now_workers != workers:
+                    workers, preferred = now_workers, _preferred(sorted(self.specs), now_workers)
+                if not workers:
+                    suspects = set()
+                    if no_workers_since is None:
+                        no_workers_since = checked
+                        self.progress.messages.append(
+                            f"every Dask worker left the scheduler; {len(inflight)} trials wait for new workers "
+                            f"(up to {wait_s:g} s, RUNNER_WORKER_WAIT)"
+                        )
+                        self.notify(self.progress)
+                    elif checked - no_workers_since > wait_s:
+                        raise RunnerError(
+                            f"every Dask worker left the scheduler ({len(inflight)} trials were running); "
+                            "start workers again and relaunch: finished trials are kept"
+                        )
+                    continue
+                if no_workers_since is not None:
+                    no_workers_since = None
+                    self.progress.messages.append(f"Dask workers are back ({len(workers)}); the waiting trials go to them")
+                suspects = self._rebind(client, inflight, sent, suspects, set(workers), preferred)
+                if checked - quiet_since >= stall_s:
+                    if why := self._why_stalled(client, inflight):
+                        self.progress.messages.append(f"no progress for {checked - quiet_since:.0f} s with {self.progress.remaining} trials pending: {why}")
+                        self.notify(self.progress)
+                    quiet_since = checked  # said (or all running): say it again after another such period
+            except OSError as exc:  # the scheduler's connection broke while we asked it something
+                raise SchedulerLost(self._scheduler_lost(len(inflight), exc)) from None
+        # Hosts that died or lost their holds leave trials behind (placement each): record them as failed.
         for key, queue in queues.items():
             while queue:
                 trial, attempt = queue.popleft()
                 host = key or "pool"
-                self._record_unrun(trial, attempt, host, self.dead_reasons.get(host, "no live host left to run it"))
+                self._record_unrun(trial, attempt, host, self._unrun_reason(host))
+
+    def _queue_key(self, name: str) -> str | None:
+        return name if self.matrix.placement == "each" else None
+
+    def _next_round(self, queues: dict[Any, collections.deque]) -> bool:
+        """Repetitions as bounds: queue the next round's trials (runner.execution.rounds); False if none."""
+        if self.rounds is None or not set(self.specs) - self.dead - set(self.lost):  # no host left to run a round
+            return False
+        more = self.rounds.next_round(frozenset(self.dead) | frozenset(self.lost))
+        for trial in more:
+            queues.setdefault(self._queue_key(str(trial.host)), collections.deque()).append((trial, 1))
+        if more:
+            self.progress.total += len(more)
+            self.progress.round = self.rounds.round
+            self.progress.messages.append(self.rounds.describe(more))
+        return bool(more)
+
+    def _submit(self, client: Any, spec: AttemptSpec, worker: str | None) -> Any:
+        trial = spec.trial
+        return client.submit(
+            execute,
+            spec,
+            key=f"trial-{self.matrix.campaign}-{trial.trial_id}-a{spec.attempt}-{os.getpid()}-{time.monotonic_ns()}",
+            pure=False,
+            retries=0,
+            workers=[worker] if worker else None,
+            allow_other_workers=bool(worker),  # Dask refuses allow_other_workers without workers
+        )
+
+    def _rebind(
+        self, client: Any, inflight: dict[Any, tuple[Trial, int, str]], sent: dict[Any, tuple[AttemptSpec, str | None]],
+        suspects: set[Any], workers: set[str], preferred: Mapping[str, str],
+    ) -> set[Any]:
+        """Send again the trials named to a worker that left and running nowhere at two looks in a row (the
+        first look may come before the scheduler placed a trial just sent); returns the new suspects."""
+        orphans = [f for f, (_, worker) in sent.items() if worker is not None and worker not in workers]
+        if not orphans:
+            return set()
+        running = {key for keys in client.processing().values() for key in keys}
+        stuck = {f for f in orphans if f.key not in running}
+        moved = [f for f in orphans if f in stuck and f in suspects]
+        labels = []
+        for old in moved:
+            spec, _ = sent.pop(old)
+            trial, _, name = entry = inflight.pop(old)
+            old.cancel()  # it never started; if it just did, the host lease (shared scheduler) keeps them apart
+            new = self._submit(client, spec, preferred.get(name))
+            inflight[new], sent[new] = entry, (spec, preferred.get(name))
+            labels.append(f"{name}: {trial.label()}")
+        if moved:
+            self.progress.messages.append(
+                f"{len(moved)} trials were waiting for Dask workers that left; sent again to the workers there are now "
+                f"({', '.join(labels)})"
+            )
+            self.notify(self.progress)
+        return stuck - set(moved)
+
+    def _why_stalled(self, client: Any, inflight: Mapping[Any, tuple[Trial, int, str]]) -> str | None:
+        """Why no trial started or finished for a while, asked of the scheduler; None if every trial in
+        flight is running its workload (long trials, bounded by the timeout)."""
+        info = client.scheduler_info(n_workers=-1).get("workers", {})
+        if not info:
+            return "no Dask worker is connected to the scheduler"
+        keys = {f.key: name for f, (_, _, name) in inflight.items()}
+        stacks = client.call_stack(keys=list(keys)) if keys else {}
+        executing = {key: "".join(frames) for per in (stacks or {}).values() for key, frames in per.items()}
+        return stall_reason(keys, client.processing(), executing, sum(w.get("nthreads", 1) for w in info.values()))
+
+    def _scheduler_lost(self, running: int, exc: BaseException | None = None) -> str:
+        where = f"the Dask scheduler at {self.scheduler}" if self.scheduler else "the local Dask scheduler"
+        how = f" ({_one_line(exc)})" if exc is not None else ""
+        return (
+            f"lost the connection to {where}{how}: it stopped or restarted; the {running} trials running were not "
+            "recorded; relaunch to resume: finished trials are kept"
+        )
+
+    def _confirm(self, names: Sequence[str]) -> list[tuple[str, str | None]]:
+        """(host, None or why its hold is lost) for the hosts about to get a trial, asked in parallel; a check
+        started when the host's last trial ended (_precheck) is used, any other started one is dropped."""
+        started, self._prechecks = self._prechecks, {}
+        if not names or self.check_hold is None:
+            return [(n, None) for n in names]
+        if len(names) == 1 and names[0] not in started:
+            return [(names[0], self.check_hold(names[0]))]
+        checks = {n: started.get(n) or self._pool().submit(self.check_hold, n) for n in names}
+        return [(n, checks[n].result()) for n in names]
+
+    def _precheck(self, name: str, queues: Mapping[Any, collections.deque]) -> None:
+        """A host's trial ended and it has another queued: confirm its hold while the record is written."""
+        if self.check_hold is not None and name not in self.lost and queues.get(self._queue_key(name)):
+            self._prechecks[name] = self._pool().submit(self.check_hold, name)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._checks is None:
+            self._checks = ThreadPoolExecutor(max_workers=min(16, max(1, len(self.specs))), thread_name_prefix="runner-hold-check")
+        return self._checks
+
+    def _lose(self, name: str, why: str) -> None:
+        """Our hold on `name` is gone: no new trial there; said at once and recorded in provenance."""
+        self.lost[name] = why
+        self.progress.messages.append(f"{why}; no new trial starts there")
+        self.store.update_provenance(lost_holds=dict(self.lost))
+        self.notify(self.progress)
+
+    def sweep_holds(self) -> None:
+        """At the end: a hold lost during the last trials is found and recorded too."""
+        names = [n for n in sorted(self.specs) if n not in self.dead and n not in self.lost]
+        for name, why in self._confirm(names):
+            if why is not None:
+                self._lose(name, why)
+        if self._checks is not None:
+            self._checks.shutdown(wait=False)
+            self._checks = None
+
+    def _unrun_reason(self, host: str) -> str:
+        if host in self.dead_reasons or host in self.lost:
+            return self.dead_reasons.get(host) or self.lost[host]
+        if self.lost:
+            return f"no live host left to run it (holds lost: {', '.join(sorted(self.lost))})"
+        return "no live host left to run it"
 
     def _handle(self, rec: AttemptRecord, trial: Trial, attempt: int, name: str, queues: dict[Any, collections.deque]) -> None:
-        self.store.write_attempt(self.matrix.campaign, self.matrix.workload, self.types, rec)
+        if rec.trial_id in self.recorded_ok:  # a trial sent twice (worker churn) is recorded once
+            return
+        self._write(rec)  # on the records thread: the host gets its next trial meanwhile
         self.attempts += 1
+        self.progress.messages.extend(n for n in dict.fromkeys(rec.notes) if n not in self.progress.messages)  # e.g. a probe unavailable: once
         if rec.status == "ok":
+            self.recorded_ok.add(rec.trial_id)
+            if self.rounds is not None:
+                self.rounds.observe(rec)
             self.progress.done += 1
             self.notify(self.progress)
             return
@@ -589,24 +818,42 @@ class _Dispatch:
 
 
 def _failure(trial: Trial, attempt: int, host: str, error: str, kind: str) -> AttemptRecord:
-    now = time.time()
-    return AttemptRecord(
-        trial_id=trial.trial_id,
-        cell_id=trial.cell_id,
-        repetition=trial.repetition,
-        attempt=attempt,
-        host=host,
-        status="failed",
-        error=error,
-        started_at=now,
-        ended_at=now,
-        wall_s=0.0,
-        workload_wall_s=None,
-        params=trial.param_dict,
-        env=str(trial.param_dict.get("env", "host")),
-        accel=None,
-        failure_kind=kind,
-    )
+    """The record of an attempt whose result the controller never got (not run, or lost in Dask)."""
+    return AttemptRecord.build(trial, attempt, host, "failed", error, kind, started_at=time.time(), accel=None)
+
+
+def stall_reason(
+    pending: Mapping[Any, str], processing: Mapping[str, Sequence[Any]], executing: Mapping[Any, str], threads: int,
+) -> str | None:
+    """Why the trials in flight make no progress, from what the scheduler says (pure). `pending`: the Dask key
+    of each trial in flight -> its host; `processing`: worker -> the keys it has; `executing`: key -> its call
+    stack (text) for the keys running now; `threads`: the scheduler's worker threads. None when every trial
+    in flight runs its workload, or waits only for this campaign's own running trials."""
+    if threads <= 0:
+        return "no Dask worker is connected to the scheduler"
+    placed = {key for keys in processing.values() for key in keys}
+    leased, running, waiting = [], [], []
+    for key, host in sorted(pending.items(), key=lambda kv: kv[1]):
+        stack = executing.get(key)
+        if stack is None:
+            waiting.append(host)
+        elif "semaphore" in stack.lower():  # in worker._leased: another campaign measures on the host
+            leased.append(host)
+        else:
+            running.append(host)
+    reasons = []
+    if leased:
+        whom = "every host" if len(leased) == len(pending) else "host" + ("s" if len(leased) > 1 else "")
+        reasons.append(f"{whom} {', '.join(leased)} held by another campaign on this scheduler (waiting for the host lease)")
+    others = len(placed - set(pending))
+    if waiting and others:
+        reasons.append(
+            f"all Dask workers busy elsewhere: {others} other tasks on the {threads} worker threads; "
+            f"trials for {', '.join(waiting)} wait for a thread"
+        )
+    elif waiting and len(running) + len(leased) < threads:
+        reasons.append(f"trials for {', '.join(waiting)} not taken by any Dask worker")
+    return "; ".join(reasons) or None
 
 
 def _preferred(hosts: Sequence[str], workers: Sequence[str]) -> dict[str, str]:
@@ -640,7 +887,7 @@ def check_guests(matrix: Matrix, trials: Sequence[Trial]) -> None:
     for t in trials:
         p = t.param_dict
         try:
-            check_guest_params(str(p.get("env", "host")), p)
+            check_guest_params(str(p.get("env", defaults.ENV)), p)
         except UsageError as exc:
             raise UsageError(f"{matrix.path}: {exc}") from None
 
@@ -661,6 +908,8 @@ def check_host_tools(specs: Sequence[Any], envs: set[str]) -> None:
                 probe = " || ".join(f"command -v {t}" for t in tools)
                 if not host.run(["sh", "-c", probe], timeout=30).ok:
                     return f"host {spec.name}: env {env} needs {' or '.join(tools)} ({package}); not found there"
+                if env.startswith("xen-") and (why := xen.check_can_run(host, env)) is not None:
+                    return why
         except HostError:
             return None  # unreachable hosts are handled as dead hosts
         finally:
@@ -671,12 +920,6 @@ def check_host_tools(specs: Sequence[Any], envs: set[str]) -> None:
         problems = [m for m in pool.map(missing, specs) if m]
     if problems:
         raise UsageError(problems[0] + (f" (and {len(problems) - 1} more hosts)" if len(problems) > 1 else ""))
-
-
-def check_usable(matrix: Matrix) -> None:
-    plugin = base.get(matrix.workload)
-    if (why := plugin.missing()) is not None:
-        raise UsageError(f"workload {matrix.workload!r} cannot run here: {why}")
 
 
 __all__ = ["Progress", "RunnerError", "Summary", "launch", "resolve_hosts"]

@@ -2,6 +2,8 @@
 
 Trials ask Dask for no resources and name only a preferred worker (other workers are allowed), so a task
 can never wait for something no worker has; the controller itself keeps one trial per host in flight.
+How the controller lives with workers that come and go, and with a scheduler that goes away, is in
+campaign._Dispatch._loop; the waits it uses are here (RUNNER_WORKER_WAIT, RUNNER_STALL_AFTER).
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import pickle
 import socket
 import struct
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from runner import __version__
@@ -26,17 +30,37 @@ CONNECT_TIMEOUT_S = 10.0
 HANDSHAKE_MAX = 1 << 20  # a Dask handshake is ~60 bytes; a first frame larger than this is not Dask
 
 
+STALL_AFTER_ENV = "RUNNER_STALL_AFTER"
+STALL_AFTER_S = 60.0  # no trial started or finished for this long: the progress output says why (env RUNNER_STALL_AFTER)
+
+
+class SchedulerLost(RunnerError):
+    """The controller lost its Dask scheduler mid-campaign (it stopped or restarted): the campaign stops;
+    what was recorded stays, the trials that were running are measured again by a relaunch."""
+
+
 def worker_wait_s() -> float:
-    """Seconds to wait for workers of an external scheduler (RUNNER_WORKER_WAIT, default 30)."""
-    raw = os.environ.get(WORKER_WAIT_ENV)
+    """Seconds to wait for workers of an external scheduler, at the start and whenever every worker has left
+    (RUNNER_WORKER_WAIT, default 30)."""
+    return _seconds_env(WORKER_WAIT_ENV, WORKER_WAIT_S)
+
+
+def stall_after_s() -> float:
+    """Seconds without a trial starting or finishing, trials pending, before the progress output says why
+    (RUNNER_STALL_AFTER, default 60); said again after each such period while it lasts."""
+    return _seconds_env(STALL_AFTER_ENV, STALL_AFTER_S)
+
+
+def _seconds_env(name: str, default: float) -> float:
+    raw = os.environ.get(name)
     if raw is None:
-        return WORKER_WAIT_S
+        return default
     try:
         value = float(raw)
     except ValueError:
-        raise RunnerError(f"{WORKER_WAIT_ENV}={raw!r} is not a number of seconds") from None
-    if value <= 0:
-        raise RunnerError(f"{WORKER_WAIT_ENV}={raw!r} must be > 0 seconds")
+        raise UsageError(f"{name}={raw!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise UsageError(f"{name}={raw!r} must be a number of seconds > 0")
     return value
 
 
@@ -89,16 +113,61 @@ def client_for(scheduler: str | None, *, n_hosts: int) -> Iterator[Any]:
     # mostly wait on their hosts, and separate processes keep a crashed trial from taking the rest along.
     n_workers = max(1, min(n_hosts, 8))
     threads = -(-max(1, n_hosts) // n_workers)
-    cluster = _local_cluster(n_workers, threads)
+    started = _warm.pop(threading.get_ident(), None)
+    cluster = started.result() if started is not None else _local_cluster(n_workers, threads)
     client = Client(cluster)
     try:
-        from runner.execution.worker import worker_version
-
-        client.run(worker_version)  # the workers import what trials need now, all at once
+        if started is None:
+            client.run(_worker_version)  # the workers import what trials need now, all at once
         yield client
     finally:
         client.close()
         cluster.close()
+
+
+_warm: dict[int, Future] = {}  # thread -> the local cluster warming() started for that thread's client_for
+
+
+def _worker_version() -> str:
+    from runner.execution.worker import worker_version
+
+    return worker_version()
+
+
+def _started_cluster(n_workers: int, threads: int) -> Any:
+    """A local cluster whose workers have imported what trials need (worker_version)."""
+    from distributed import Client
+
+    cluster = _local_cluster(n_workers, threads)
+    try:
+        with Client(cluster) as client:
+            client.run(_worker_version)
+    except BaseException:
+        cluster.close()
+        raise
+    return cluster
+
+
+@contextlib.contextmanager
+def warming(scheduler: str | None, *, n_hosts: int) -> Iterator[None]:
+    """Start the local Dask cluster (no `scheduler`) in the background while the caller does other work
+    (facts, holds, images: launch to first trial), for the next client_for of this thread, which takes it
+    whatever its n_hosts by then; a cluster not taken is closed on exit. With a scheduler: nothing."""
+    if scheduler:
+        yield
+        return
+    n_workers = max(1, min(n_hosts, 8))
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runner-cluster-start")
+    me = threading.get_ident()
+    _warm[me] = pool.submit(_started_cluster, n_workers, -(-max(1, n_hosts) // n_workers))
+    pool.shutdown(wait=False)
+    try:
+        yield
+    finally:
+        unused = _warm.pop(me, None)
+        if unused is not None:
+            with contextlib.suppress(Exception):
+                unused.result().close()
 
 
 def check_scheduler(scheduler: str, timeout: float = CONNECT_TIMEOUT_S) -> None:

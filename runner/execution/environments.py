@@ -11,12 +11,16 @@ TrialError for a workload failure it detected; a timeout or non-zero exit is ret
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from runner import defaults
 from runner.errors import HostError, UnknownNameError
 from runner.hosts.base import Host
+from runner.probes import session as probe_session
+from runner.probes.base import ProbeContext
 from runner.trials import Trial, trial_guest_key
 from runner.workloads.base import Metric, Workload, WorkloadContext
 
@@ -30,6 +34,7 @@ class Outcome:
     accel: str | None = "none"
     guest_json: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # one-line reports for the progress display (probes unavailable or failing)
 
 
 Runner = Callable[[Host, Workload, Mapping[str, Any], WorkloadContext, float], Outcome]
@@ -53,13 +58,13 @@ def get(name: str) -> Runner:
 
 # Rough seconds an environment adds to a trial (guest boot, container start), for plans and progress.
 # Measured on the development machines under TCG (docs/guests.md); real KVM boots faster.
-SETUP_ESTIMATE_S = {"host": 0.0, "container": 1.0, "kvm": 17.0, "xen-hvm": 17.0, "xen-pv": 17.0}
+SETUP_ESTIMATE_S = {"host": 0.0, "container": 1.0, "kvm": 17.0, "xen-hvm": 17.0, "xen-pvh": 17.0, "xen-pv": 17.0}
 
 
 def setup_seconds(params: Mapping[str, Any]) -> float:
     """Rough seconds to start a trial's guests or containers (k guests boot at once, roughly k times the work)."""
-    env = str(params.get("env", "host"))
-    vms = int(params.get("vms", 1)) if env in ("kvm", "xen-hvm", "xen-pv") else 1
+    env = str(params.get("env", defaults.ENV))
+    vms = int(params.get("vms", defaults.VMS)) if env in defaults.VM_ENVS else 1
     return SETUP_ESTIMATE_S.get(env, 0.0) * vms
 
 
@@ -108,14 +113,33 @@ _prepared: set[tuple[str, ...]] = set()
 @register("host")
 def run_on_host(host: Host, plugin: Workload, params: Mapping[str, Any], ctx: WorkloadContext, timeout: float) -> Outcome:
     prepare_once(host, plugin, ctx, _prepared, (ctx.workdir, host.name, plugin.name))
-    result = host.run(plugin.command(params, ctx), timeout=timeout, cwd=ctx.workdir)
-    return finish(plugin, params, host.name, result, timeout)
+    argv = plugin.command(params, ctx)
+    with probe_window(host, ctx) as probed:
+        result = host.run(argv, timeout=timeout, cwd=ctx.workdir)
+    return with_probes(finish(plugin, params, host.name, result, timeout), probed)
+
+
+def probe_window(host: Host, ctx: WorkloadContext, side: str = "host", processes: Sequence[str] = ()) -> probe_session.ProbeWindow:
+    """The matrix's probes (ctx.extra["probes"]) around a workload command on `host`: `side` host (the
+    trial's host, or a guest's hypervisor host, whose `processes` are the guests' names) or guest."""
+    names = tuple(ctx.extra.get("probes") or ())
+    pctx = ProbeContext(host=host.name, side=side, workdir=ctx.workdir, scratch=probe_session.scratch_dir(ctx.workdir),
+                        tag=f"{ctx.extra.get('trial_id', 'trial')}.{ctx.extra.get('attempt', 1)}.{side}", processes=tuple(processes))
+    return probe_session.ProbeWindow(host, names, pctx)
+
+
+def with_probes(outcome: Outcome, probed: probe_session.ProbeWindow) -> Outcome:
+    """The outcome with the probes' rows and notes added (the workload's own result is kept as it is)."""
+    if not probed.metrics and not probed.notes:
+        return outcome
+    return dataclasses.replace(outcome, metrics=outcome.metrics + probed.metrics, notes=outcome.notes + probed.notes)
 
 
 def forget_host(name: str) -> None:
     """After a host failure: prepare again on the next trial (the host may have been reinstalled), and
     forget its guests (their connections went with the host; its dead man's switch destroys them)."""
     _prepared.difference_update({k for k in _prepared if k[1] == name})
+    probe_session.forget_host(name)
     for release in _releasers:
         release(name)
 

@@ -1,4 +1,4 @@
-"""Guest environments: `container`, `kvm` (libvirt, KVM or TCG), `xen-hvm` and `xen-pv` (xl).
+"""Guest environments: `container`, `kvm` (libvirt, KVM or TCG), `xen-hvm`, `xen-pvh` and `xen-pv` (xl).
 
 An environment turns (hypervisor Host, the trial's guest configuration) into k Hosts, one per guest or
 container, and the ordinary workload path runs on each of them. The hypervisor Host is any Host: this
@@ -46,8 +46,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
+from runner import defaults
 from runner.errors import HostError, ProvisionError
-from runner.execution.environments import Outcome, finish, register, register_guests
+from runner.execution.environments import Outcome, finish, probe_window, register, register_guests, with_probes
+from runner.fairness import jain
 from runner.hosts.base import CommandResult, Host, Spawned
 from runner.hosts.container import ContainerHost
 from runner.hosts.ssh import HostSpec, SSHHost
@@ -56,17 +58,15 @@ from runner.provision.guest import GuestSpec, campaign_slug, describe_guest
 from runner.provision.topology import TOPOLOGY_SCRIPT, Topology, parse_topology_dump
 from runner.trials import guest_config_key
 from runner.workloads.base import GUEST_WORKDIR, Metric, Workload, WorkloadContext
-from runner.workloads.lockbench.parse import jain
 
-DEFAULT_MEMORY_MIB = 512
 BOOT_TIMEOUT_S = float(os.environ.get("RUNNER_GUEST_BOOT_TIMEOUT", "240"))
 PROBE_TIMEOUT_S = float(os.environ.get("RUNNER_PROBE_TIMEOUT", "15"))  # a nested KVM host boots its probe slowly
 BARRIER_TIMEOUT_S = 120.0
 WINDOW_SLACK_S = 20.0  # how much longer than its window a stoppable run is started (room for a slow start)
 STOP_TIMEOUT_S = 20.0  # for the command that ends a guest's run at the common instant (window)
-CONSOLES = {"kvm": "console=ttyS0", "xen-hvm": "console=ttyS0", "xen-pv": "console=hvc0"}
+CONSOLES = {"kvm": "console=ttyS0", "xen-hvm": "console=ttyS0", "xen-pvh": "console=hvc0", "xen-pv": "console=hvc0"}
 IMAGE_CACHE = "/var/cache/runner/images"  # on a remote hypervisor host: <digest>/{vmlinuz,initrd.img,disk.qcow2}
-ROOT_DEVICES = {"kvm": "/dev/vda", "xen-hvm": "/dev/xvda", "xen-pv": "/dev/xvda"}  # a disk image's root, by env
+ROOT_DEVICES = {"kvm": "/dev/vda", "xen-hvm": "/dev/xvda", "xen-pvh": "/dev/xvda", "xen-pv": "/dev/xvda"}  # a disk image's root, by env
 # This machine's guest builds (images, the guest key, workload payloads), per user and content-addressed,
 # so campaigns share them: env RUNNER_CACHE, default ~/.cache/runner.
 CONTROLLER_CACHE = Path(os.environ.get("RUNNER_CACHE", "~/.cache/runner")).expanduser()
@@ -89,11 +89,11 @@ FACTS_SCRIPT = (
 
 def guest_params(env: str, params: Mapping[str, Any], host_cpus: int) -> dict[str, Any]:
     """The `describe_guest` parameters of a trial: vcpus (default: all host CPUs), memory (default
-    DEFAULT_MEMORY_MIB), vms (default 1), pin and guest_numa if given, guest_kernel (default "default")."""
+    defaults.GUEST_MEMORY_MIB), vms (default defaults.VMS), pin and guest_numa if given, guest_kernel (default "default")."""
     out: dict[str, Any] = {
         "vcpus": params.get("vcpus", host_cpus),
-        "memory": params.get("memory", DEFAULT_MEMORY_MIB),
-        "vms": params.get("vms", 1),
+        "memory": params.get("memory", defaults.GUEST_MEMORY_MIB),
+        "vms": params.get("vms", defaults.VMS),
     }
     out |= {k: params[k] for k in ("pin", "guest_numa") if k in params}
     if env != "container":
@@ -312,10 +312,10 @@ def prepare_images(plugin: Workload, trials_params: Sequence[Mapping[str, Any]],
     progress messages); returns what the dataset's provenance records of each: image name -> digests,
     recipe and installed package versions."""
     cache = _cache_dir()
-    files = _guest_files(plugin, cache) if any(p.get("env", "host") != "host" for p in trials_params) else {}
+    files = _guest_files(plugin, cache) if any(p.get("env", defaults.ENV) != "host" for p in trials_params) else {}
     out: dict[str, dict[str, Any]] = {}
     for params in trials_params:
-        env = str(params.get("env", "host"))
+        env = str(params.get("env", defaults.ENV))
         name, entry = image_choice(params)
         if env == "host" or name == "minimal" or name in out and env == "container":
             continue
@@ -462,7 +462,7 @@ _CONTAINER = _Backend(
     leftovers=container.list_campaign,
     destroy_argv=lambda host, name: container.remove_argv(container.container_cli(host), name),
 )
-_BACKENDS = {"kvm": _LIBVIRT, "xen-hvm": _XL, "xen-pv": _XL, "container": _CONTAINER}
+_BACKENDS = {"kvm": _LIBVIRT, "xen-hvm": _XL, "xen-pvh": _XL, "xen-pv": _XL, "container": _CONTAINER}
 
 
 # -------------------------------------------------------------------------------------------- boots
@@ -607,7 +607,7 @@ def _ready_waiter(host: Host, spec: GuestSpec, net: Network, started: float, log
         try:
             libvirt.wait_ssh(host, libvirt.guest_address(spec.index, net.subnet), max(1.0, BOOT_TIMEOUT_S - (time.monotonic() - started)))
         except ProvisionError as exc:
-            tail = libvirt.console_tail(host, f"{logs}/{spec.name}.log")
+            tail = libvirt.console_tail(host, xen.console_log(spec.name) if spec.env.startswith("xen-") else f"{logs}/{spec.name}.log")
             raise ProvisionError(f"guest vm {spec.index} ({spec.name}) on {host.name}: {exc}; console: {tail or '(empty)'}") from None
         return time.monotonic() - started
 
@@ -758,7 +758,11 @@ def _run_in_guests(env: str, host: Host, plugin: Workload, params: Mapping[str, 
     boot = _provide(env, host, plugin, params, ctx)
     try:
         _prepare(boot, plugin, ctx)
-        outcome = _run_workload(boot, plugin, params, ctx, timeout)
+        # The matrix's probes read the hypervisor host (side host; schedstat watches the guests' vCPU
+        # threads by their names) around the guests' run; inside the guests they are not run yet.
+        with probe_window(host, ctx, "host", [spec.name for spec in boot.specs]) as probed:
+            outcome = _run_workload(boot, plugin, params, ctx, timeout)
+        outcome = with_probes(outcome, probed)
     except BaseException:
         release(host.name)
         raise
@@ -945,6 +949,11 @@ def _run_in_xen(env: str, host: Host, plugin: Workload, params: Mapping[str, Any
 @register("xen-hvm")
 def run_in_xen_hvm(host: Host, plugin: Workload, params: Mapping[str, Any], ctx: WorkloadContext, timeout: float) -> Outcome:
     return _run_in_xen("xen-hvm", host, plugin, params, ctx, timeout)
+
+
+@register("xen-pvh")
+def run_in_xen_pvh(host: Host, plugin: Workload, params: Mapping[str, Any], ctx: WorkloadContext, timeout: float) -> Outcome:
+    return _run_in_xen("xen-pvh", host, plugin, params, ctx, timeout)
 
 
 @register("xen-pv")

@@ -11,6 +11,7 @@ record, and the controller alone writes it, once per attempt.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -21,7 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from runner import __version__
+from runner import __version__, defaults
 from runner.errors import HostError, RunnerError, TrialError
 from runner.execution import environments, guests  # noqa: F401 - guests registers its environments
 from runner.hosts.base import Host
@@ -45,6 +46,7 @@ class AttemptSpec:
     host_lease: bool = False
     # Keep the trial's guests running after it: the next trial on this host has the same configuration.
     keep_guests: bool = False
+    probes: tuple[str, ...] = ()  # the matrix's probes (runner.probes), run around the workload
 
 
 _lock = threading.Lock()
@@ -129,25 +131,10 @@ def _execute(spec: AttemptSpec) -> AttemptRecord:
 
     def record(status: str, error: str | None, kind: str | None, metrics: tuple = (), *, accel: str | None = "none",
                guest_json: str | None = None, guest: Mapping[str, Any] | None = None) -> AttemptRecord:
-        return AttemptRecord(
-            trial_id=trial.trial_id,
-            cell_id=trial.cell_id,
-            repetition=trial.repetition,
-            attempt=spec.attempt,
-            host=spec.host.name,
-            status=status,
-            error=error,
-            started_at=started,
-            ended_at=time.time(),
-            wall_s=time.monotonic() - t0,
-            workload_wall_s=workload_wall,
-            params=params,
-            env=str(params.get("env", "host")),
-            accel=accel,
-            guest_json=guest_json,
-            failure_kind=kind,
-            metrics=metrics,
-            guest=dict(guest or {}),
+        return AttemptRecord.build(
+            trial, spec.attempt, spec.host.name, status, error, kind, started_at=started, ended_at=time.time(),
+            wall_s=time.monotonic() - t0, workload_wall_s=workload_wall, accel=accel, guest_json=guest_json,
+            guest=guest, metrics=metrics,
         )
 
     plugin = base.get(trial.workload)
@@ -161,14 +148,17 @@ def _execute(spec: AttemptSpec) -> AttemptRecord:
                 "campaign": trial.campaign,
                 "trial_id": trial.trial_id,
                 "keep_guests": spec.keep_guests,
+                "probes": spec.probes,
+                "attempt": spec.attempt,
                 "guest_network": {"bridge": spec.host.guest_bridge, "subnet": spec.host.guest_subnet},
             },
         )
-        run_env = environments.get(str(params.get("env", "host")))
+        run_env = environments.get(str(params.get("env", defaults.ENV)))
         outcome = run_env(host, plugin, params, ctx, spec.timeout)
         workload_wall = outcome.workload_wall_s
         kind = {"ok": None, "timeout": "timeout"}.get(outcome.status, "failed")
-        return record(outcome.status, outcome.error, kind, outcome.metrics, accel=outcome.accel, guest_json=outcome.guest_json, guest=outcome.extra)
+        rec = record(outcome.status, outcome.error, kind, outcome.metrics, accel=outcome.accel, guest_json=outcome.guest_json, guest=outcome.extra)
+        return dataclasses.replace(rec, notes=outcome.notes) if outcome.notes else rec
     except HostError as exc:
         _forget(spec.host)
         return record("failed", str(exc), "host")

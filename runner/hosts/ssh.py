@@ -6,6 +6,11 @@ that host opens (`Host.open_channel`, a `direct-tcpip` channel over an SSH host'
 network only its hypervisor host reaches, exactly like OpenSSH's ProxyJump. No agent is forwarded. Host keys are always checked: the known_hosts file given in the
 `HostSpec` (else ~/.ssh/known_hosts) plus /etc/ssh/ssh_known_hosts; an unknown or changed key is refused.
 
+A command does not wait for its session to start: each SSHHost keeps one standby session, started while
+the previous command ran, whose shell (the login user's, with its start-up files: 0.2-0.5 s on some hosts)
+has already started and waits for one command on its stdin (STANDBY_BOOT); run() sends the command line
+there and starts the next standby. RUNNER_SSH_STANDBY=0 turns this off (a new session per command).
+
 Every command is wrapped in the remote `timeout -k KILL_AFTER TIMEOUT argv...` (GNU coreutils or busybox),
 so a hung workload cannot outlive its trial even if we lose the connection. Locally, run() gives up at
 timeout + kill_after + grace: by then the remote `timeout` must have answered, so silence means the host
@@ -18,7 +23,9 @@ from __future__ import annotations
 import binascii
 import logging
 import math
+import os
 import re
+import secrets
 import select
 import shlex
 import socket
@@ -48,10 +55,14 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 class _QuietChannelRefusals(logging.Filter):
     """paramiko logs every refused `direct-tcpip` channel as an error; waiting for a booting guest through
-    its host refuses many, and `open_channel` already turns each into an exception its caller handles."""
+    its host refuses many, and `open_channel` already turns each into an exception its caller handles.
+    It also logs "Success for unrequested channel!" when a slow host answers a channel open after its
+    timeout: that open already failed as a HostError the caller handled."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.getMessage().startswith("Secsh channel") and "open FAILED" in record.getMessage())
+        message = record.getMessage()
+        refused = message.startswith("Secsh channel") and "open FAILED" in message
+        return not (refused or message.startswith("Success for unrequested channel"))
 
 
 logging.getLogger("paramiko.transport").addFilter(_QuietChannelRefusals())
@@ -75,6 +86,20 @@ class HostSpec:
     def where(self) -> str:
         """'host tb1 (root@10.0.0.2:22)' for messages."""
         return f"host {self.name} ({self.user}@{self.address}:{self.port})"
+
+
+# A standby session: the login shell starts it ahead of time; it reads one command, up to a line that is
+# exactly STANDBY_END, and evaluates it. Its stdin stays the channel: the command's HANGUP_WRAPPER reads the
+# rest of it. EOF before the end line (the connection closed) exits without running anything.
+STANDBY_END = f"runner-end-{secrets.token_hex(8)}"
+STANDBY_BOOT = "exec sh -c " + shlex.quote(
+    f'c=""; while :; do IFS= read -r l || exit 0; [ "$l" = {STANDBY_END} ] && break; c="$c$l\n"; done; eval "$c"'
+)
+STANDBY_ENV = "RUNNER_SSH_STANDBY"  # 0: no standby session (a new session per command, to measure the difference)
+
+
+def standby_enabled() -> bool:
+    return os.environ.get(STANDBY_ENV, "1").strip().lower() not in ("0", "no", "false", "off")
 
 
 # Runs "$@" and stops it (its process group: GNU timeout makes one) when our side of the channel goes away,
@@ -161,6 +186,8 @@ class SSHHost(Host):
         self.grace = grace
         self._conn: Connection | None = None
         self._lock = threading.Lock()
+        self._standby: Channel | None = None  # a started session waiting for its command (see the module doc)
+        self.use_standby = standby_enabled()
 
     # ----- connection --------------------------------------------------------------------------------
     def _known_hosts_files(self) -> list[Path]:
@@ -232,6 +259,7 @@ class SSHHost(Host):
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
+        self._standby = None  # a channel of that connection
         if conn is not None:
             try:
                 conn.close()
@@ -250,6 +278,55 @@ class SSHHost(Host):
                 if fresh:
                     raise HostError(f"{self.spec.where()}: cannot open a session: {_one_line(e)}") from None
                 fresh = True
+
+    def _take_standby(self) -> Channel | None:
+        """The standby session if it is still usable (its connection up, its shell waiting), else None."""
+        with self._lock:
+            chan, self._standby = self._standby, None
+            conn = self._conn
+        if chan is None:
+            return None
+        transport = chan.get_transport()
+        alive = conn is not None and conn.is_connected and transport is not None and transport.is_active()
+        if alive and not chan.closed and not chan.eof_received and not chan.exit_status_ready():
+            return chan
+        chan.close()
+        return None
+
+    def _start_standby(self) -> None:
+        """Start the next standby session on the current connection (best effort: a failure here is found,
+        and reported, by the command that needs the connection)."""
+        with self._lock:
+            conn = self._conn
+            if not self.use_standby or self._standby is not None or conn is None or not conn.is_connected:
+                return
+        try:
+            chan = conn.transport.open_session(timeout=self.spec.connect_timeout)
+            chan.exec_command(STANDBY_BOOT)
+        except (SSHException, OSError, EOFError):
+            return
+        with self._lock:
+            if self._standby is None and self._conn is conn:
+                self._standby, chan = chan, None
+        if chan is not None:
+            chan.close()
+
+    def _started(self, command: str) -> Channel:
+        """A channel running `command`: on the standby session if there is one, else on a new session."""
+        chan = self._take_standby()
+        if chan is not None:
+            try:
+                chan.sendall(f"{command}\n{STANDBY_END}\n".encode())
+                return chan
+            except (SSHException, OSError, EOFError):
+                chan.close()  # the connection went away while idle: a new session reconnects once
+        chan = self._session()
+        try:
+            chan.exec_command(command)  # stdin stays open: its end tells the remote side we are gone
+        except BaseException:
+            chan.close()
+            raise
+        return chan
 
     def close(self) -> None:
         with self._lock:
@@ -290,9 +367,13 @@ class SSHHost(Host):
         command = remote_command(argv, timeout, self.kill_after, cwd, env)
         start = time.monotonic()
         limit = timeout + self.kill_after + self.grace
-        chan = self._session()
         try:
-            chan.exec_command(command)  # stdin stays open: its end tells the remote side we are gone
+            chan = self._started(command)
+        except (SSHException, OSError, EOFError) as e:
+            self._drop()
+            raise HostError(f"{self.spec.where()}: connection lost while running {argv[0]}: {_one_line(e)}") from None
+        try:
+            self._start_standby()  # the next command's session starts while this one runs
             rc, out, err = self._collect(chan, start + limit, argv, limit)
         except (SSHException, OSError, EOFError) as e:
             self._drop()

@@ -107,6 +107,10 @@ esac
 """.replace("DEFAULT_DIR", DEFAULT_DIR).replace("LOCK_WAIT", str(LOCK_WAIT_S))
 
 
+# Hold.check: the hold file's one line (json.dumps, no newline inside), read by the shell itself.
+_CHECK = 'IFS= read -r hold 2>/dev/null < "$1"; printf "%s\\n" "$hold"'
+
+
 @dataclass(frozen=True)
 class HoldInfo:
     """A hold as found on a host. `age_s` is the time since its last heartbeat by the host's clock."""
@@ -228,8 +232,24 @@ class Hold:
         """Renew the heartbeat. Raises HoldLost if the hold is no longer ours."""
         answer = _call(self.host, "refresh", self.path, self.token)
         if answer.state != "OK":
-            other = answer.info.describe() if answer.info else "released"
-            raise HoldLost(f"host {self.host.name}: our hold for campaign {self.info.campaign} was lost; now {other}")
+            raise HoldLost(self._lost(answer.info))
+
+    def check(self) -> str | None:
+        """Whether the hold is still ours, read on the host now: None if it is, else why not. One `sh` reading
+        the hold file with a builtin (no lock, no write, no other process), cheap enough to ask before every
+        trial; raises HostError if the host does not answer."""
+        result = self.host.run(["sh", "-c", _CHECK, "hold", self.path], timeout=LOCK_WAIT_S + 20)
+        if not result.ok:
+            why = (result.stderr.strip() or f"exit {result.rc}").splitlines()[-1]
+            raise HostError(f"host {self.host.name}: hold check failed: {why}")
+        info = parse_hold(self.host.name, self.path, result.stdout, 0.0)
+        if info is not None and info.token == self.token:
+            return None
+        return self._lost(info and f"held by {info.owner} for campaign {info.campaign} since {info.since}")
+
+    def _lost(self, now: HoldInfo | str | None) -> str:
+        other = now.describe() if isinstance(now, HoldInfo) else now or "released (by force?)"
+        return f"host {self.host.name}: our hold for campaign {self.info.campaign} was lost; now {other}"
 
     def release(self) -> None:
         """Remove the hold if it is still ours (a hold taken over by someone else is left alone)."""
@@ -300,6 +320,27 @@ class HoldSet:
     def abandon(self, name: str) -> None:
         """Stop heartbeating a host that went away, without contacting it: its hold expires after the TTL."""
         self.abandoned.add(name)
+
+    def confirm(self, name: str) -> str | None:
+        """Before a trial starts on `name`: None while our hold there is still ours (Hold.check), else why not;
+        a lost hold moves from `held` to `lost` at once (no more heartbeat, never released: it is not ours).
+        None too for a host not held by this set, or one that does not answer (its trial finds that out)."""
+        with self.guard:
+            if name in self.lost:
+                return self.lost[name]
+            hold = self.held.get(name)
+        if hold is None:
+            return None
+        try:
+            why = hold.check()
+        except HostError:
+            return None
+        if why is None:
+            return None
+        with self.guard:
+            if self.held.get(name) is hold:
+                del self.held[name]
+            return self.lost.setdefault(name, why)
 
     def drop(self, name: str) -> None:
         """The campaign stopped using host `name`: stop its heartbeat and release its hold now, in the

@@ -19,6 +19,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from runner import defaults
 from runner.errors import MatrixError, UsageError
 from runner.textfile import read_text
 
@@ -38,12 +39,13 @@ PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 # Parameters the runner itself understands (environments and guests), allowed in axes and workload.params
 # next to the workload's own. See docs/matrix.md.
 RUNNER_PARAMS_SCHEMA: dict[str, Any] = {
-    "env": {"enum": ["host", "container", "kvm", "xen-hvm", "xen-pv"], "description": "where the workload runs"},
+    "env": {"enum": list(defaults.ENVS), "description": f"where the workload runs (default {defaults.ENV})"},
     "vcpus": {"x-cpus": True, "type": "integer", "minimum": 1, "description": "vCPUs of each guest / CPUs of a container; on the bare host, what relative CPU counts of the workload (\"100%\") are taken of"},
-    "vms": {"type": "integer", "minimum": 1, "maximum": 64, "description": "guests started at once on one host (over-commit)"},
+    "vms": {"type": "integer", "minimum": 1, "maximum": 64, "description": f"guests started at once on one host (over-commit; default {defaults.VMS})"},
     "guest_kernel": {"type": "string", "description": "entry of the guest kernel catalog"},
     "guest_image": {"type": "string", "description": "entry of the guest image catalog: minimal (default), debian, or one of guest_images"},
-    "memory": {"type": "integer", "minimum": 64, "description": "guest memory in MiB"},
+    "memory": {"type": "integer", "minimum": defaults.GUEST_MEMORY_MIN_MIB,
+               "description": f"guest memory in MiB (default {defaults.GUEST_MEMORY_MIB})"},
     "pin": {"enum": ["packed", "spread", "none"], "description": "vCPU pinning policy"},
     "guest_numa": {"type": "integer", "minimum": 1, "description": "virtual NUMA nodes of each guest"},
 }
@@ -53,6 +55,18 @@ RUNNER_PARAMS_SCHEMA: dict[str, Any] = {
 class RetryPolicy:
     attempts: int = 2
     on: frozenset[str] = frozenset({"failed", "timeout", "host"})
+
+
+@dataclass(frozen=True)
+class AdaptiveRepetitions:
+    """`repetitions: {min, max, ci}`: every cell gets `min` repetitions; then rounds of more go to the cells
+    whose 95% interval of the median (of `metric`; None: the default, see runner.analysis.adaptive) is wider
+    than +-ci relative to it, until it is tight or the cell has `max`."""
+
+    min: int
+    max: int
+    ci: float = 0.05
+    metric: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,8 @@ class Matrix:
     guest_images: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     reuse: str = "configuration"  # guests.reuse: configuration | trial
     description: str = ""
+    adaptive: AdaptiveRepetitions | None = None  # repetitions given as bounds; `repetitions` is then its min
+    probes: tuple[str, ...] = ()  # telemetry probes run around every trial (runner.probes)
 
     @property
     def sha256(self) -> str:
@@ -199,6 +215,7 @@ def parse_matrix(text: str, path: Path = Path("matrix.yml")) -> Matrix:
         hosts = {"group": hosts}
     retry = doc.get("retry") or {}
     campaign = doc["campaign"]
+    adaptive = _adaptive(doc.get("repetitions", 3), name)
     seed = doc.get("seed")
     if seed is None:
         seed = int(hashlib.sha256(campaign.encode()).hexdigest()[:8], 16)
@@ -212,7 +229,7 @@ def parse_matrix(text: str, path: Path = Path("matrix.yml")) -> Matrix:
         zip=zips,
         exclude=tuple(doc.get("exclude") or ()),
         include=tuple(doc.get("include") or ()),
-        repetitions=doc.get("repetitions", 3),
+        repetitions=adaptive.min if adaptive is not None else doc.get("repetitions", 3),
         timeout=float(doc.get("timeout", 600)),
         retry=RetryPolicy(
             attempts=retry.get("attempts", 2),
@@ -230,7 +247,32 @@ def parse_matrix(text: str, path: Path = Path("matrix.yml")) -> Matrix:
         guest_images=_guest_images(doc, axes, params, name),
         reuse=(doc.get("guests") or {}).get("reuse", "configuration"),
         description=doc.get("description", ""),
+        adaptive=adaptive,
+        probes=_probes(doc.get("probes") or (), name),
     )
+
+
+def _adaptive(value: int | Mapping[str, Any], name: str) -> AdaptiveRepetitions | None:
+    """`repetitions` as bounds (None for a plain count), with its limits checked: one line naming the file."""
+    if not isinstance(value, Mapping):
+        return None
+    lo, hi, ci = value["min"], value["max"], value.get("ci", 0.05)
+    if lo > hi:
+        raise MatrixError(f"{name}: repetitions: min {lo} > max {hi}; min must be at most max")
+    if isinstance(ci, bool) or not 0 < ci < 1:
+        raise MatrixError(f"{name}: repetitions.ci: {ci!r} is outside (0, 1); give the relative half-width of the interval, e.g. 0.05 for +-5%")
+    return AdaptiveRepetitions(lo, hi, float(ci), value.get("metric"))
+
+
+def _probes(names: Any, name: str) -> tuple[str, ...]:
+    """The matrix's probes; an unknown name is one line listing the known ones."""
+    from runner.probes import base as probes
+
+    known = probes.known()
+    for i, probe in enumerate(names):
+        if probe not in known:
+            raise MatrixError(f"{name}: probes[{i}]: no probe {probe!r}; known: {', '.join(known)}")
+    return tuple(names)
 
 
 BUILTIN_GUEST_KERNELS = ("default", "nopvspin")

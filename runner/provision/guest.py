@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from runner import defaults
 from runner.errors import DatasetError, UnknownNameError, UsageError
 from runner.provision.topology import Topology, pin_plan
 
@@ -28,9 +29,9 @@ from runner.provision.topology import Topology, pin_plan
 #   1 - first release (`vms` was added before any dataset held a guest description).
 GUEST_SPEC_VERSION = 1
 
-ENVS = ("kvm", "xen-hvm", "xen-pv", "container")
+ENVS = defaults.GUEST_ENVS
 # Accelerators each environment may record. kvm may fall back to tcg (see libvirt.probe_accel).
-ACCELS = {"kvm": ("kvm", "tcg"), "xen-hvm": ("xen",), "xen-pv": ("xen",), "container": ("none",)}
+ACCELS = {"kvm": ("kvm", "tcg"), "xen-hvm": ("xen",), "xen-pvh": ("xen",), "xen-pv": ("xen",), "container": ("none",)}
 NAME_PREFIX = "rnr"
 
 
@@ -105,6 +106,7 @@ HOST_TOOLS = {
     "kvm": (("virsh",), "libvirt-clients and libvirt-daemon-system"),
     "container": (("podman", "docker"), "podman and runc"),
     "xen-hvm": (("xl",), "a Xen dom0 with xen-utils"),
+    "xen-pvh": (("xl",), "a Xen dom0 with xen-utils"),
     "xen-pv": (("xl",), "a Xen dom0 with xen-utils"),
 }
 
@@ -165,9 +167,9 @@ def describe_guest(
     if unknown:
         raise UsageError(f"unknown guest parameter {unknown[0]!r}; known: {', '.join(sorted(known))}")
     vcpus = _int_param(params, "vcpus", None, 1)
-    memory = _int_param(params, "memory", None, 16)
+    memory = _int_param(params, "memory", None, defaults.GUEST_MEMORY_MIN_MIB)
     numa = _int_param(params, "guest_numa", 1, 0)
-    vms = _int_param(params, "vms", 1, 1)
+    vms = _int_param(params, "vms", defaults.VMS, 1)
     accel = params.get("accel", ACCELS[env][0])
     if accel not in ACCELS[env]:
         raise UsageError(f"guest parameter accel: {accel!r} is not possible with {env}; allowed: {', '.join(ACCELS[env])}")

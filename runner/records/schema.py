@@ -7,6 +7,9 @@ History of SCHEMA_VERSION:
       version 2 with those columns null.
   3 - trials gain guest_image and guest_image_digest (the guest image catalog name and its content
       address). Version 1 and 2 datasets read as version 3 with those columns null.
+  4 - metrics gain `probe` and `side`: rows read by a probe (runner.probes) name it and where it read
+      (guest or host); null for the workload's own results. Version 1-3 datasets read as version 4 with
+      those columns null.
 
 Layout of one campaign (see runner.records.store, the only module that writes it):
 
@@ -30,8 +33,8 @@ from collections.abc import Mapping
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 3
-READABLE_SCHEMAS = frozenset({1, 2, 3})
+SCHEMA_VERSION = 4
+READABLE_SCHEMAS = frozenset({1, 2, 3, 4})
 
 # Columns that identify an attempt: the first columns of both tables (the store fills them from one dict).
 ATTEMPT_FIELDS: list[pa.Field] = [
@@ -54,7 +57,16 @@ METRIC_FIELDS: list[pa.Field] = [
     pa.field("higher_is_better", pa.bool_()),
     pa.field("thread", pa.int32()),
     pa.field("vm", pa.int32()),
+    pa.field("probe", pa.string()),
+    pa.field("side", pa.string()),
 ]
+
+# The fixed column names, said once: every other column of a metrics table is a matrix axis (runner.analysis
+# tells a cell's parameters from the fixed columns with these).
+PARTITION_COLUMN = "workload"  # hive partition column: in the path, not in the files (readers add it)
+METRIC_COLUMNS: tuple[str, ...] = (*(f.name for f in METRIC_FIELDS), PARTITION_COLUMN)  # in table order
+# The columns of a metric row that describe the measured value rather than the attempt.
+VALUE_COLUMNS: tuple[str, ...] = tuple(f.name for f in METRIC_FIELDS[len(ATTEMPT_FIELDS):])
 
 # What a trial in guests records of the boot that served it (null on the bare host).
 GUEST_FIELDS: list[pa.Field] = [
@@ -84,7 +96,7 @@ TRIAL_FIELDS: list[pa.Field] = [
     *GUEST_FIELDS,
 ]
 
-RESERVED = frozenset(f.name for f in METRIC_FIELDS + TRIAL_FIELDS) | {"workload"}
+RESERVED = frozenset(f.name for f in METRIC_FIELDS + TRIAL_FIELDS) | {PARTITION_COLUMN}
 
 AXIS_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "bool": pa.bool_()}
 
@@ -96,7 +108,7 @@ DICTIONARY: dict[str, str] = {
     "repetition": "repetition number within the cell, from 1",
     "attempt": "attempt number of the trial, from 1 (retries increase it)",
     "host": "inventory name of the host the trial ran on",
-    "env": "environment: host, container, kvm, xen-hvm, xen-pv",
+    "env": "environment: host, container, kvm, xen-hvm, xen-pvh, xen-pv",
     "accel": "accelerator actually used: none (bare host or container), kvm, tcg, xen",
     "metric": "metric name, e.g. throughput",
     "value": "measured value",
@@ -104,6 +116,8 @@ DICTIONARY: dict[str, str] = {
     "higher_is_better": "true if a larger value is better, false if smaller is better, null if neutral",
     "thread": "thread index for per-thread values, null for totals",
     "vm": "guest index for per-guest values, null for totals",
+    "probe": "the probe that read the row (perf_stat, lock_stat, kvm_exits, schedstat, cpufreq), null for the workload's own results",
+    "side": "where the probe read: host (the trial's host or a guest's hypervisor host) or guest; null without a probe",
     "status": "ok, failed or timeout",
     "error": "why the attempt failed (one line), null if ok",
     "started_at": "UTC start of the attempt",

@@ -26,7 +26,8 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from runner.errors import DatasetError
+from runner import defaults
+from runner.errors import DatasetError, UnknownNameError, UsageError
 from runner.hosts import process
 from runner.hosts.process import ProcessId
 from runner.records.schema import GUEST_FIELDS, READABLE_SCHEMAS, SCHEMA_VERSION, metrics_schema, trials_schema
@@ -57,6 +58,51 @@ class AttemptRecord:
     guest: Mapping[str, Any] = field(default_factory=dict)  # the GUEST_FIELDS columns (boot_id, ...)
     failure_kind: str | None = None  # failed | timeout | host; decides retries, not stored
     metrics: tuple[Metric, ...] = field(default=())
+    notes: tuple[str, ...] = ()  # one-line reports for the progress display (e.g. a probe unavailable); not stored
+
+    @classmethod
+    def build(
+        cls,
+        trial: Any,
+        attempt: int,
+        host: str,
+        status: str,
+        error: str | None,
+        kind: str | None,
+        *,
+        started_at: float,
+        ended_at: float | None = None,
+        wall_s: float = 0.0,
+        workload_wall_s: float | None = None,
+        accel: str | None = "none",
+        guest_json: str | None = None,
+        guest: Mapping[str, Any] | None = None,
+        metrics: Sequence[Metric] = (),
+    ) -> AttemptRecord:
+        """The one builder of attempt records (the worker's for a run attempt, the controller's for one that
+        never ran): the trial's identity and parameters (a runner.trials.Trial), then what happened.
+        `kind` is the failure kind (None for ok); `ended_at` defaults to `started_at` (nothing ran)."""
+        params = trial.param_dict
+        return cls(
+            trial_id=trial.trial_id,
+            cell_id=trial.cell_id,
+            repetition=trial.repetition,
+            attempt=attempt,
+            host=host,
+            status=status,
+            error=error,
+            started_at=started_at,
+            ended_at=started_at if ended_at is None else ended_at,
+            wall_s=wall_s,
+            workload_wall_s=workload_wall_s,
+            params=params,
+            env=str(params.get("env", defaults.ENV)),
+            accel=accel,
+            guest_json=guest_json,
+            failure_kind=kind,
+            metrics=tuple(metrics),
+            guest=dict(guest or {}),
+        )
 
 
 @dataclass(frozen=True)
@@ -65,7 +111,6 @@ class Recorded:
 
     attempts: int
     ok: bool
-    last_status: str
 
 
 def _json_default(obj: Any) -> Any:
@@ -249,7 +294,7 @@ class CampaignStore:
 
     # -- trials -----------------------------------------------------------------------------------------
     def recorded(self) -> dict[str, Recorded]:
-        """trial id -> attempts recorded so far, whether one succeeded, and the last status."""
+        """trial id -> attempts recorded so far and whether one succeeded."""
         found: dict[str, list[tuple[int, str]]] = {}
         for path in self._files("trials"):
             m = FILE_RE.match(path.name)
@@ -258,7 +303,7 @@ class CampaignStore:
         out = {}
         for tid, attempts in found.items():
             attempts.sort()
-            out[tid] = Recorded(attempts[-1][0], any(s == "ok" for _, s in attempts), attempts[-1][1])
+            out[tid] = Recorded(attempts[-1][0], any(s == "ok" for _, s in attempts))
         return out
 
     def write_attempt(self, campaign: str, workload: str, axis_types: Mapping[str, str], rec: AttemptRecord) -> None:
@@ -303,6 +348,8 @@ class CampaignStore:
                     "higher_is_better": m.higher_is_better,
                     "thread": m.thread,
                     "vm": m.vm,
+                    "probe": m.probe,
+                    "side": m.side,
                     **axes,
                 }
                 for m in rec.metrics
@@ -422,23 +469,21 @@ def _launch_entry() -> dict[str, Any]:
     return {"at": datetime.now(UTC).isoformat(timespec="seconds"), "pid": os.getpid(), "controller": socket.gethostname()}
 
 
-def campaign_dir(datasets: Path, campaign: str) -> Path:
-    return Path(datasets) / campaign
-
-
 def find_campaign(name_or_path: str | None, datasets: Path) -> Path:
-    """A campaign given by name (under datasets/) or path; None means the most recently changed one."""
+    """A campaign given by name (under datasets/) or path; None means the most recently changed one.
+    An unknown name, or no campaign at all, is bad input (exit 2): UnknownNameError lists the known campaigns."""
     datasets = Path(datasets)
     if name_or_path is None:
         candidates = [p for p in datasets.glob("*/dataset.json")] if datasets.exists() else []
         if not candidates:
-            raise DatasetError(f"no campaign in {datasets}/; run `runner launch matrix.yml` first")
+            raise UsageError(f"no campaign in {datasets}/; run `runner launch matrix.yml` first, or name the datasets "
+                             "directory (--datasets, env RUNNER_DATASETS)")
         return max(candidates, key=lambda p: p.stat().st_mtime).parent
     for cand in (Path(name_or_path), datasets / name_or_path):
         if (cand / "dataset.json").exists():
             return cand
     known = sorted(p.parent.name for p in datasets.glob("*/dataset.json")) if datasets.exists() else []
-    raise DatasetError(f"no campaign {name_or_path!r} in {datasets}/; known: {', '.join(known) or 'none'}")
+    raise UnknownNameError(f"no campaign {name_or_path!r} in {datasets}/; known: {', '.join(known) or 'none'}")
 
 
 def read_campaign(campaign: str | Path, datasets: Path | None = None) -> tuple[Any, Any, dict[str, Any]]:

@@ -57,9 +57,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import psutil
 import yaml
 
 from runner.errors import ProvisionError, RunnerError, UsageError
+from runner.hosts import process
 
 PREFIX = "rtb"
 SUBNET_BASE = "10.213"  # 10.213.<id>.0/24, one /24 per test bed, only on this machine
@@ -334,7 +336,11 @@ class TestBed:
         # Workloads and sessions first, so the living sshd reaps them; then the listener.
         pids = _netns_pids(h.netns)
         listener = h.sshd_pid if h.sshd_pid in pids else None  # a recorded pid may be reused by now
-        _kill_and_wait([p for p in pids if p != listener], signal.SIGKILL)
+        # SIGTERM first: a login shell still starting (an SSH session's, e.g. a runner's standby session)
+        # runs its EXIT traps, so it leaves no lock behind in the shared home (pyenv's rehash lock makes
+        # every later login shell on this machine wait 60 s).
+        _kill_and_wait([p for p in pids if p != listener], signal.SIGTERM, wait_s=0.5)
+        _kill_and_wait([p for p in _netns_pids(h.netns) if p != listener], signal.SIGKILL)
         if listener is not None:
             self._stop_sshd_pid(h.name, listener)
         _kill_and_wait(_netns_pids(h.netns), signal.SIGKILL)
@@ -594,26 +600,27 @@ def _netns_pids(netns: str) -> list[int]:
 
 
 def _comm(pid: int) -> str:
+    """The process's name (its comm), or '' when there is no such process."""
     try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
+        return psutil.Process(pid).name()
+    except psutil.Error:
         return ""
 
 
 def _alive(pid: int) -> bool:
     """True if pid runs (a zombie counts as dead: this machine's init does not reap orphans)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.Error:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def _start_time(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return -1
+    """The process's start in clock ticks after boot (runner.hosts.process, the one reader of it: psutil's
+    create_time adds the boot time and moves with the clock, so it cannot name a process across calls); -1 for
+    no such process."""
+    found = process.identify(pid)
+    return -1 if found is None or found.start is None else found.start
 
 
 def _kill_and_wait(pids: Sequence[int], sig: signal.Signals, wait_s: float = 5.0) -> None:

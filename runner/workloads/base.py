@@ -25,6 +25,10 @@ this order, always with plain data:
 
 A plugin whose optional dependency is missing still registers; `missing()` says what is missing, and the
 runner refuses to plan a campaign with it, quoting that message.
+
+A plugin says which of its metrics scale with load like a throughput (`scaling_metrics`): the report fits a
+scalability law and draws speedup and efficiency for those only, never for a fairness index, steal time,
+a duration or a count. The totals the runner adds across over-committed guests keep these names.
 """
 
 from __future__ import annotations
@@ -42,7 +46,9 @@ GUEST_WORKDIR = "/opt/runner"  # the workload's directory inside a guest or cont
 
 @dataclass(frozen=True)
 class Metric:
-    """One measured value. `thread`/`vm` index per-thread or per-guest values; None for totals."""
+    """One measured value. `thread`/`vm` index per-thread or per-guest values; None for totals.
+    `probe`/`side`: the probe (runner.probes) that read it and where (guest or host); None for the
+    workload's own results."""
 
     name: str
     value: float
@@ -50,6 +56,8 @@ class Metric:
     higher_is_better: bool | None = True
     thread: int | None = None
     vm: int | None = None
+    probe: str | None = None
+    side: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,10 @@ class Workload:
     description: ClassVar[str] = ""
     # JSON Schema (draft 2020-12) of the workload's parameters, used to validate the matrix.
     params_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+    # Metrics that scale with load like a throughput (work per unit of time, higher is better): the report fits
+    # the USL and draws speedup and efficiency for these only. None: the workload cannot say (its metrics are
+    # the user's, as for `command`), and the report treats every higher-is-better metric as one that scales.
+    scaling_metrics: ClassVar[frozenset[str] | None] = None
 
     def missing(self) -> str | None:
         """None if usable here, else a one-line reason (e.g. a missing optional dependency)."""
@@ -111,6 +123,13 @@ def register(name: str) -> Callable[[type[Workload]], type[Workload]]:
         return cls
 
     return deco
+
+
+def scaling_metrics() -> dict[str, frozenset[str]]:
+    """Workload name -> its metrics that scale, for every known workload that says (see Workload.scaling_metrics);
+    what `runner report` hands to runner.analysis.build_report."""
+    _load_builtin()
+    return {name: cls.scaling_metrics for name, cls in sorted(_REGISTRY.items()) if cls.scaling_metrics is not None}
 
 
 def known() -> list[str]:

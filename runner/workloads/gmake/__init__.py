@@ -105,6 +105,9 @@ def local_missing(which: Any = shutil.which) -> str | None:
 @register("gmake")
 class Gmake(Workload):
     description = "Linux kernel build (VBENCH gmake): make -j(2 x cores) vmlinux on tmpfs, in builds/hour"
+    # builds_per_hour is the throughput; builds_per_hour_per_core is already throughput / cores (an efficiency),
+    # build_time a duration, cores and jobs counts.
+    scaling_metrics = frozenset({"builds_per_hour"})
     params_schema = {
         "type": "object",
         "additionalProperties": False,

@@ -39,6 +39,9 @@ def _pid_file(ctx: WorkloadContext) -> str | None:
 @register("lockbench")
 class Lockbench(Workload):
     description = "lock microbenchmark: ttas, ticket, mcs, mutex, oticket, spinpark under N threads"
+    # Not jain_fairness (an index), total_ops or thread_ops (counts over the run), duration_s or stopped_early;
+    # aggregate_throughput is the guests' sum the runner adds under over-commit.
+    scaling_metrics = frozenset({"throughput", "aggregate_throughput"})
     params_schema = {
         "type": "object",
         "additionalProperties": False,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from runner.errors import TrialError
+from runner.fairness import jain  # re-exported: runner.execution.guests imports it from here
 from runner.workloads.base import Metric
 
 # Output format versions this parser reads (the "lockbench" key; history in lockbench.c's header).
@@ -36,22 +37,6 @@ _REQUIRED: dict[str, tuple[type, ...]] = {
 # The binary prints jain_fairness with 6 decimals, duration_s with 9 and throughput with 3.
 _JAIN_TOLERANCE = 1e-5
 _THROUGHPUT_REL_TOLERANCE = 1e-5
-
-
-def jain(values: Sequence[float]) -> float:
-    """Jain's fairness index (sum x)^2 / (n * sum x^2): 1 when all are equal, 1/n when one has all.
-
-    All zeros count as equal shares (1.0). Raises ValueError on an empty sequence or a negative value.
-    """
-    if not values:
-        raise ValueError("jain: no values")
-    if any(v < 0 for v in values):
-        raise ValueError("jain: negative value")
-    sumsq = math.fsum(float(v) * float(v) for v in values)
-    if sumsq == 0.0:
-        return 1.0
-    total = math.fsum(float(v) for v in values)
-    return total * total / (len(values) * sumsq)
 
 
 def _fail(msg: str) -> TrialError:
