@@ -76,11 +76,15 @@ def test_xen_pv_and_pvh_campaign(xen_host: tuple[vmhost.VMHost, Path], tmp_path:
     assert sorted(zip(trials["env"], trials["vms"])) == [("xen-pv", 1), ("xen-pv", 2), ("xen-pvh", 1), ("xen-pvh", 2)]
     for row in trials.itertuples():
         facts = json.loads(row.guest_facts_json)
-        assert len(facts) == row.vms and all(f["hypervisor"] == "Xen" for f in facts), facts
-        if row.env == "xen-pv":
-            assert all("xen_pv" in f["pv_features"] for f in facts), facts
-        else:
+        assert len(facts) == row.vms and all(f["clocksource"] == "xen" and "steal_time" in f["pv_features"] for f in facts), facts
+        if row.env == "xen-pv":  # Linux booted as a PV guest: "Hypervisor detected: Xen PV"
+            assert all(f["hypervisor"] == "Xen PV" and "xen_pv" in f["pv_features"] for f in facts), facts
+        else:  # a PVH guest is an HVM container to Linux: "Xen HVM", booted "on Xen PVH"
+            assert all(f["hypervisor"] == "Xen HVM" and f["pv_features"].count("xen_pvh") == 1 for f in facts), facts
             assert not any("xen_pv" in f["pv_features"] for f in facts), facts
+    steal = metrics[(metrics["metric"] == "guest_steal_pct") & metrics["vm"].isna()].set_index(["env", "vms"])["value"]
+    for env in ("xen-pv", "xen-pvh"):  # two guests on the same physical CPU take turns: Xen counts steal
+        assert steal[(env, 2)] > steal[(env, 1)] and steal[(env, 2)] > 0, steal
     tput = metrics[(metrics["metric"] == "throughput") & metrics["thread"].isna() & metrics["vm"].notna()]
     assert sorted(zip(tput["env"], tput["vms"])) == [("xen-pv", 1), ("xen-pv", 2), ("xen-pv", 2),
                                                      ("xen-pvh", 1), ("xen-pvh", 2), ("xen-pvh", 2)]
