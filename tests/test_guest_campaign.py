@@ -158,9 +158,12 @@ def test_kvm_overcommit_campaign(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert sorted(two["vm"].dropna().astype(int)) == [0, 1]
     total = two[two["vm"].isna()]["value"].item()
     assert total == pytest.approx(two["value"][two["vm"].notna()].sum())
-    for metric in ("aggregate_throughput", "vm_jain", "vms", "ssh_ready_s", "vcpu_run_delay_s", "guest_steal_pct"):
+    for metric in ("aggregate_throughput", "vm_jain", "vms", "ssh_ready_s", "vcpu_run_delay_s"):
         rows = metrics[(metrics["metric"] == metric) & metrics["vm"].isna()]
         assert sorted(rows["vms"]) == [1, 2], metric
+    # A TCG guest has no steal clock: no steal figure is recorded (null), rather than a measured-looking 0.
+    assert metrics[metrics["metric"] == "guest_steal_pct"].empty
+    assert not any("steal_time" in f["pv_features"] for doc in trials["guest_facts_json"] for f in json.loads(doc))
     jain = metrics[(metrics["metric"] == "vm_jain") & (metrics["vms"] == 2)]["value"].item()
     assert 0.5 <= jain <= 1.0
     assert trials["boot_id"].nunique() == 2 and trials["boot_s"].notna().all()  # vms 1 and 2: two configurations
@@ -229,3 +232,15 @@ def test_guests_boot_once_per_configuration(tmp_path: Path, capsys: pytest.Captu
         assert trials["boot_s"].notna().sum() == boots  # the boot's time once per boot
         assert len(metrics[(metrics["metric"] == "ssh_ready_s") & metrics["vm"].isna()]) == boots
         _nothing_left(name)
+
+
+def test_a_failed_guest_trial_says_which_guests_and_never_accel_none() -> None:
+    from runner.errors import ProvisionError
+    from runner.execution.worker import _guest_fields
+
+    exc = ProvisionError("guest vm 0 on tb1: no SSH")
+    assert _guest_fields({"env": "kvm"}, exc) == {"accel": None, "guest_json": None, "guest": None}  # unknown, not "none"
+    assert _guest_fields({"env": "container"}, exc)["accel"] == "none"
+    assert _guest_fields({}, exc) == {}  # the bare host: nothing to say
+    guests._annotate(exc, {"accel": "tcg", "guest_json": '{"env": "kvm"}', "extra": {"boot_id": "b"}})
+    assert _guest_fields({"env": "kvm"}, exc) == {"accel": "tcg", "guest_json": '{"env": "kvm"}', "guest": {"boot_id": "b"}}

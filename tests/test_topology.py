@@ -129,3 +129,19 @@ def test_bad_requests() -> None:
         pin_plan(LAB80, 0, "packed")
     with pytest.raises(UsageError, match="do not split"):
         synthetic_topology(1, 10, 1, nodes_per_socket=3)
+
+
+def test_spread_with_virtual_nodes_keeps_each_vcpu_on_its_memorys_node() -> None:
+    """pin spread + guest_numa 2: virtual node j on host node j, all its vCPUs on that node's CPUs."""
+    from runner.provision.topology import cell_plan
+
+    plan, nodes = cell_plan(LAB80, [2, 2], "spread")
+    assert nodes == [0, 1]
+    node_of = {c.id: c.node for c in LAB80.cpus}
+    assert [node_of[c] for c in plan] == [0, 0, 1, 1] and len(set(plan)) == 4
+    plan, nodes = cell_plan(LAB80, [1, 1, 1], "spread")
+    assert nodes == [0, 1, 2] and [node_of[c] for c in plan] == [0, 1, 2]
+    packed, pnodes = cell_plan(LAB80, [2, 2], "packed")
+    assert packed == pin_plan(LAB80, 4, "packed") and pnodes == [node_of[packed[0]], node_of[packed[2]]]
+    unpinned, unodes = cell_plan(LAB80, [2, 2], "none")
+    assert unpinned == [] and unodes == [0, 1]

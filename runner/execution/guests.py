@@ -592,7 +592,8 @@ def _boot(env: str, host: Host, plugin: Workload, params: Mapping[str, Any], ctx
                                  key_file=built.key_path, known_hosts=known, connect_timeout=30.0), via=host)
                 for s in specs
             ]
-        except BaseException:
+        except BaseException as exc:
+            _annotate(exc, {"accel": accel, "guest_json": specs[0].to_json()})
             _destroy_all(host, backend, specs, guard)
             raise
         boot = Boot(env, key, boot_id, host, specs, guests, ready, accel, guard, net, image=(image_name, built.digest))
@@ -765,7 +766,8 @@ def _run_in_guests(env: str, host: Host, plugin: Workload, params: Mapping[str, 
         with probe_window(host, ctx, "host", [spec.name for spec in boot.specs]) as probed:
             outcome = _run_workload(boot, plugin, params, ctx, timeout)
         outcome = with_probes(outcome, probed)
-    except BaseException:
+    except BaseException as exc:
+        _annotate(exc, _trial_fields(boot))
         release(host.name)
         raise
     boot.trials += 1
@@ -873,11 +875,25 @@ def _run_workload(boot: Boot, plugin: Workload, params: Mapping[str, Any], ctx: 
         b, a = sched["before"].get(spec.index), sched["after"].get(spec.index)
         telemetry.append({
             "ssh_ready_s": ready_s if boot.trials == 0 and boot.env != "container" else None,
-            "guest_steal_pct": _or_none(lambda s0=stat0, s1=stat1: steal_pct(s0, s1)),
+            # Null, not a measured 0, where the guest kernel has no steal clock (TCG): its facts lack steal_time.
+            "guest_steal_pct": _or_none(lambda s0=stat0, s1=stat1: steal_pct(s0, s1)) if _has_steal_clock(boot, spec.index) else None,
             "vcpu_run_delay_s": run_delay_s(b, a) if b is not None and a is not None else None,
             "window_overlap": overlap if len(specs) > 1 else None,
         })
     return merge_outcomes(outcomes, telemetry, **fields)
+
+
+def _has_steal_clock(boot: Boot, index: int) -> bool:
+    facts = boot.facts[index] if index < len(boot.facts) else {}
+    return "steal_time" in facts.get("pv_features", [])
+
+
+def _annotate(exc: BaseException, fields: Mapping[str, Any]) -> None:
+    """Give a failure what the trial record needs to say which guests it concerned (accel, guest_json and
+    the boot's fields): the worker records them with the failed attempt."""
+    if getattr(exc, "trial_fields", None) is None:
+        with contextlib.suppress(AttributeError):
+            exc.trial_fields = dict(fields)  # type: ignore[attr-defined]
 
 
 def _stop_together(plugin: Workload, guests: Sequence[Host], specs: Sequence[GuestSpec], run_id: str, seconds: float,

@@ -161,12 +161,24 @@ def _execute(spec: AttemptSpec) -> AttemptRecord:
         return dataclasses.replace(rec, notes=outcome.notes) if outcome.notes else rec
     except HostError as exc:
         _forget(spec.host)
-        return record("failed", str(exc), "host")
+        return record("failed", str(exc), "host", **_guest_fields(params, exc))
     except (TrialError, RunnerError) as exc:
-        return record("failed", str(exc), "failed")
+        return record("failed", str(exc), "failed", **_guest_fields(params, exc))
     except Exception as exc:  # noqa: BLE001 - a bug must not cost the campaign; the record keeps it
         last = traceback.format_exception_only(exc)[-1].strip()
         return record("failed", f"{spec.host.name}: internal error: {last}", "failed")
+
+
+def _guest_fields(params: Mapping[str, Any], exc: BaseException) -> dict[str, Any]:
+    """What a failed attempt records about its guests: the accelerator and guest description the
+    environment attached to the error (guests.py), else, in a guest environment, accel unknown (null), never
+    "none" (which says: no hypervisor)."""
+    fields = getattr(exc, "trial_fields", None) or {}
+    env = str(params.get("env", defaults.ENV))
+    if env == "host":
+        return {}
+    accel = fields.get("accel", "none" if env == "container" else None)
+    return {"accel": accel, "guest_json": fields.get("guest_json"), "guest": fields.get("extra")}
 
 
 def release_guests(campaign: str | None = None) -> int:

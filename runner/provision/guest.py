@@ -23,7 +23,7 @@ from typing import Any
 
 from runner import defaults
 from runner.errors import DatasetError, UnknownNameError, UsageError
-from runner.provision.topology import Topology, pin_plan
+from runner.provision.topology import Topology, cell_plan, pin_plan
 
 # Version of GuestSpec.to_json. History:
 #   1 - first release (`vms` was added before any dataset held a guest description).
@@ -180,20 +180,19 @@ def describe_guest(
     if numa > 1 and env == "container":
         raise UsageError("guest parameter guest_numa: a container has no virtual NUMA nodes")
 
-    plan = pin_plan(topo, vcpus, params.get("pin", "packed"))
-    vcpu_pins = tuple((cpu,) for cpu in plan)
-    emulator_pins = tuple(sorted(set(plan)))
-
     cells: list[tuple[tuple[int, ...], int, int]] = []
     if numa > 1:
-        node_of = {c.id: c.node for c in topo.cpus}
-        host_nodes = list(topo.nodes)
+        # Each virtual node's memory on the host node its vCPUs are pinned to (see topology.cell_plan).
+        sizes = split_evenly(vcpus, numa)
+        plan, nodes = cell_plan(topo, sizes, params.get("pin", "packed"))
         first = 0
-        for i, (n_cpus, mib) in enumerate(zip(split_evenly(vcpus, numa), split_evenly(memory, numa), strict=True)):
-            # Backed by the host node of the cell's first vCPU; unpinned cells go round-robin over host nodes.
-            node = node_of[plan[first]] if plan else host_nodes[i % len(host_nodes)]
+        for n_cpus, mib, node in zip(sizes, split_evenly(memory, numa), nodes, strict=True):
             cells.append((tuple(range(first, first + n_cpus)), mib, node))
             first += n_cpus
+    else:
+        plan = pin_plan(topo, vcpus, params.get("pin", "packed"))
+    vcpu_pins = tuple((cpu,) for cpu in plan)
+    emulator_pins = tuple(sorted(set(plan)))
 
     kernel = initrd = cmdline = guest_kernel = ""
     if env != "container":

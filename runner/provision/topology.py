@@ -10,6 +10,9 @@ Pinning policies (`pin_plan`):
 - "spread": round-robin over NUMA nodes (vCPU 0 on node 0, vCPU 1 on node 1, ...), each node handing
   out its CPUs in "packed" order.
 - "none": no pinning (empty plan); the host scheduler places the vCPUs.
+A guest with virtual NUMA nodes (`cell_plan`) under "spread" puts virtual node j on host node j (mod the
+host's nodes) and every vCPU of that virtual node on a CPU of that host node, so a vCPU's memory is
+always local; under "packed" the vCPU plan is the same as without virtual nodes.
 Over-commit is legal: when n exceeds the online CPUs, the plan wraps around (vCPU i takes the CPU of
 vCPU i mod CPUs), so two vCPUs of one guest share a host CPU.
 """
@@ -189,3 +192,26 @@ def pin_plan(topo: Topology, n: int, policy: str) -> list[int]:
     else:
         order = [node[r] for r in range(max(map(len, per_node))) for node in per_node if r < len(node)]
     return [order[i % len(order)] for i in range(n)]
+
+
+def cell_plan(topo: Topology, sizes: list[int], policy: str) -> tuple[list[int], list[int]]:
+    """For a guest whose virtual NUMA nodes have `sizes` vCPUs each: (host CPU of each vCPU, host node of
+    each virtual node). "spread": virtual node j -> host node j mod nodes, its vCPUs on that node's CPUs
+    in packed order, continuing after the CPUs earlier virtual nodes took there. "packed" and "none":
+    `pin_plan`'s vCPUs, each virtual node on the host node of its first vCPU ("none": round-robin)."""
+    plan = [] if policy == "spread" else pin_plan(topo, sum(sizes), policy)
+    host_nodes = list(topo.nodes)
+    if policy != "spread":
+        node_of = {c.id: c.node for c in topo.cpus}
+        firsts = [sum(sizes[:j]) for j in range(len(sizes))]
+        return plan, [node_of[plan[f]] if plan else host_nodes[j % len(host_nodes)] for j, f in enumerate(firsts)]
+    pin_plan(topo, sum(sizes), policy)  # the same checks (policy, counts, an empty topology)
+    taken = dict.fromkeys(host_nodes, 0)
+    nodes = []
+    for j, size in enumerate(sizes):
+        node = host_nodes[j % len(host_nodes)]
+        order = _packed_order(topo, topo.nodes[node])
+        plan += [order[(taken[node] + i) % len(order)] for i in range(size)]
+        taken[node] += size
+        nodes.append(node)
+    return plan, nodes
