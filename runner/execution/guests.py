@@ -80,9 +80,11 @@ FACTS_SCRIPT = (
     '{ dmesg 2>/dev/null | grep -qi "stealtime\\|steal time" || awk \'/^cpu /{exit !($9 > 0)}\' /proc/stat; } && echo "pv steal_time"; '
     'dmesg 2>/dev/null | grep -qi "PV spinlocks enabled\\|paravirt.*spinlock" && echo "pv pv_spinlocks"; '
     'dmesg 2>/dev/null | grep -qi "kvm-clock" && echo "pv kvm_clock"; '
-    # A PV guest's Linux detects "Xen PV"; PVH and HVM guests detect "Xen HVM" and PVH ones boot "on Xen PVH"
-    'dmesg 2>/dev/null | grep -q "Hypervisor detected: Xen PV" && echo "pv xen_pv"; '
-    'dmesg 2>/dev/null | grep -q "paravirtualized kernel on Xen PVH" && echo "pv xen_pvh"; exit 0'
+    # The Xen guest type as Linux sees it: /sys/hypervisor/guest_type (PV, PVH or HVM); else a PV guest's
+    # Linux detects "Xen PV" (PVH and HVM guests detect "Xen HVM")
+    't=$(cat /sys/hypervisor/guest_type 2>/dev/null); '
+    '{ [ "$t" = PV ] || { [ -z "$t" ] && dmesg 2>/dev/null | grep -q "Hypervisor detected: Xen PV"; }; } && echo "pv xen_pv"; '
+    '[ "$t" = PVH ] && echo "pv xen_pvh"; exit 0'
 )
 
 
