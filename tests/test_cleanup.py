@@ -3,6 +3,7 @@ bridge)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -78,3 +79,15 @@ def test_cleanup_removes_only_the_campaigns_leftovers(tmp_path: Path, capsys: py
             container.remove(HERE, names["container"])
             container.remove_image(HERE, imgs[c])
     assert libvirt.list_campaign(HERE, MINE) == libvirt.list_campaign(HERE, OTHER) == []
+
+
+def test_a_campaign_that_recorded_no_host_is_cleaned_on_every_inventory_host(testbed, tmp_path: Path) -> None:  # noqa: ANN001
+    """A controller killed before its first trial recorded no host facts, but may have started guests on any host:
+    cleanup then visits every remote host of the campaign's inventory (read from its provenance)."""
+    root = tmp_path / "ds" / MINE
+    root.mkdir(parents=True)
+    (root / "provenance.json").write_text(json.dumps({"inventory": str(testbed.inventory_path)}))
+    done = cleanup(MINE, dry_run=True, datasets=tmp_path / "ds")
+    remote = {h.name for h in testbed.hosts}
+    assert remote and remote <= {h.host for h in done.hosts}
+    assert all(h.error is None for h in done.hosts) and done.count == 0

@@ -23,7 +23,8 @@ HELP = """\
 Remove the guests (libvirt domains, Xen domains), their disk overlays, containers and container images
 that campaign CAMPAIGN created and a crashed controller left behind, and the guest bridge (rnrbr0) if no guest of any
 campaign is left on it, on this machine and on every inventory host the campaign ran on (the hosts of
-its dataset; the inventory is --inventory, else the campaign's). Only names made for CAMPAIGN are touched
+its dataset, or every inventory host when the campaign recorded none; the inventory is --inventory, else
+the campaign's). Only names made for CAMPAIGN are touched
 (rnr-<campaign>-<index>-<hash>); another campaign's guests are never removed. Refused while the campaign
 is running (its dataset lock). Exit status 1 if a host could not be cleaned.
 
@@ -122,18 +123,20 @@ def _bridge(host: Host) -> str:
 
 
 def _campaign_hosts(root: Path | None, inventory: Path | None, known_hosts: Path | None = None) -> list[Host]:
-    """The remote hosts a campaign ran on (its dataset's hosts/ facts), connected through the inventory."""
-    if root is None or not (root / "hosts").is_dir():
-        return []
-    names = sorted({split_host_file(p.name)[0] for p in (root / "hosts").glob("*.json")})
-    if inventory is None:
+    """The remote hosts a campaign ran on (its dataset's hosts/ facts), connected through the inventory. A
+    campaign killed before it recorded any host (or with no dataset at all) may still have started guests on
+    any of them: then every remote host of the inventory is visited."""
+    names: list[str] = []
+    if root is not None and (root / "hosts").is_dir():
+        names = sorted({split_host_file(p.name)[0] for p in (root / "hosts").glob("*.json")})
+    if inventory is None and root is not None and root.is_dir():
         prov = CampaignStore(root).read_provenance()
         matrix_file = Path(prov.get("matrix_file") or root / "matrix.yml")
         inventory = Path(prov.get("inventory") or (matrix_file.parent / "inventory"))
-    if not Path(inventory).exists():
+    if inventory is None or not Path(inventory).exists():
         return []
     inv = load_inventory(inventory, known_hosts)
-    specs = [inv.hosts[n] for n in names if n in inv.hosts and not inv.hosts[n].local]
+    specs = [s for n, s in sorted(inv.hosts.items()) if (not names or n in names) and not s.local]
     check_known_hosts(specs)
     return [connect(s) for s in specs]
 
