@@ -21,6 +21,7 @@ from runner.execution import guests
 from runner.hosts.base import Host
 from runner.provision import xen
 from runner.provision.ansible import run_playbook
+from runner.provision.fingerprint import load_facts
 from runner.provision.guest import campaign_slug
 from runner.provision.inventory import connect, load_inventory
 from runner.records.store import read_campaign
@@ -55,6 +56,19 @@ def test_xen_host_boots_with_hvm_and_hap(xen_host: tuple[vmhost.VMHost, Path]) -
         assert all(xen.check_can_run(dom0, env) is None for env in ("xen-pv", "xen-pvh")), caps
     finally:
         dom0.close()
+
+
+@pytest.mark.timeout(900)
+def test_facts_record_xen_and_its_virt_caps(xen_host: tuple[vmhost.VMHost, Path], tmp_path: Path) -> None:
+    """The facts playbook, over SSH against dom0, records the hypervisor (Xen and its version) and the
+    virtualisation capabilities `xl info` reports."""
+    vm, inventory = xen_host
+    facts = run_playbook("facts.yml", inventory=inventory, extravars={"host_facts_dest": str(tmp_path / "hosts")},
+                         private_data_root=tmp_path / "runs", timeout=900)
+    assert sorted(facts.stats) == [vm.name]
+    virt = load_facts(tmp_path / "hosts" / f"{vm.name}.json")["virt"]
+    assert virt["xen"] and virt["xen"].startswith("4.17"), virt
+    assert {"pv", "hvm", "hap"} <= set(virt["xen_virt_caps"]), virt
 
 
 @pytest.mark.timeout(2400)
