@@ -14,20 +14,30 @@ Everything here is a pure function over pandas DataFrames (polars DataFrames are
 See docs/analysis.md.
 """
 
-from runner.analysis.collapse import Collapse, collapse_table, detect_collapse
-from runner.analysis.compare import compare, compare_variants
-from runner.analysis.overcommit import overcommit_table
-from runner.analysis.report import build_report, summary_table, write_compare_html
-from runner.analysis.stats import (
-    as_pandas,
-    bootstrap_ci,
-    cell_stats,
-    repetitions_needed,
-    scaling_axis,
-    totals,
-)
-from runner.analysis.usl import UslFit, fit_amdahl, fit_usl, usl_curve, usl_table
-from runner.fairness import jain as jain_index  # the one Jain's index (all-zero shares: 1), shared with the workloads
+import importlib
+from typing import Any
+
+# Names are imported on first use (PEP 562), so `import runner.analysis.adaptive` from the campaign loop does
+# not pull in matplotlib and scipy: that cost a launch about 3 s before its first trial.
+_WHERE = {
+    "Collapse": "collapse", "collapse_table": "collapse", "detect_collapse": "collapse",
+    "compare": "compare", "compare_variants": "compare",
+    "overcommit_table": "overcommit",
+    "build_report": "report", "summary_table": "report", "write_compare_html": "report",
+    "as_pandas": "stats", "bootstrap_ci": "stats", "cell_stats": "stats", "repetitions_needed": "stats",
+    "scaling_axis": "stats", "totals": "stats",
+    "UslFit": "usl", "fit_amdahl": "usl", "fit_usl": "usl", "usl_curve": "usl", "usl_table": "usl",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "jain_index":  # the one Jain's index (all-zero shares: 1), shared with the workloads
+        from runner.fairness import jain
+        return jain
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"runner.analysis.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'runner.analysis' has no attribute {name!r}")
+
 
 __all__ = [
     "Collapse", "UslFit", "as_pandas", "bootstrap_ci", "build_report", "cell_stats", "collapse_table", "compare",

@@ -612,7 +612,7 @@ def _ready_waiter(host: Host, spec: GuestSpec, net: Network, started: float, log
         try:
             libvirt.wait_ssh(host, libvirt.guest_address(spec.index, net.subnet), max(1.0, BOOT_TIMEOUT_S - (time.monotonic() - started)))
         except ProvisionError as exc:
-            tail = libvirt.console_tail(host, xen.console_log(spec.name) if spec.env.startswith("xen-") else f"{logs}/{spec.name}.log")
+            tail = libvirt.console_tail(host, xen.console_log(spec.name, spec.env) if spec.env.startswith("xen-") else f"{logs}/{spec.name}.log")
             raise ProvisionError(f"guest vm {spec.index} ({spec.name}) on {host.name}: {exc}; console: {tail or '(empty)'}") from None
         return time.monotonic() - started
 

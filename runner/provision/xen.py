@@ -13,7 +13,9 @@ Choices, all from xl.cfg(5):
   and HVM alike (HVM direct boot needs the default qemu-xen device model and SeaBIOS);
 - `vnuma` for HVM only: "virtual NUMA is not supported for PV guests yet" (xl.cfg(5)); distance 10 to
   itself and 20 to the other virtual nodes;
-- no graphics for HVM (`vnc = 0`, `sdl = 0`), the serial console on a pty (`xl console`);
+- no graphics for HVM (`vnc = 0`, `sdl = 0`); the HVM serial console (ttyS0, emulated by the device model)
+  goes to a file in dom0 (`serial = "file:..."`, see `console_log`): xenconsoled logs only the PV console ring,
+  so a pty would leave no trace of a guest that does not boot;
 - a vif on `bridge` with a MAC in Xen's 00:16:3e range derived from the guest name;
 - every event (poweroff, reboot, crash) destroys the domain, so nothing is left behind.
 PV guests need a kernel with Xen PV support and `console=hvc0` in their catalog command line.
@@ -34,9 +36,17 @@ BRIDGE = "xenbr0"
 CONSOLE_LOG_DIR = "/var/log/xen/console"  # where dom0's `xenconsoled --log=guest` writes each guest's console
 
 
-def console_log(name: str) -> str:
-    """The guest console's log file in dom0 (xenconsoled names it guest-<domain name>.log)."""
+def console_log(name: str, env: str = "xen-pv") -> str:
+    """The guest console's log file in dom0: for PV and PVH guests the one xenconsoled writes (it names it
+    guest-<domain name>.log), for HVM guests the file the device model writes the emulated serial port to."""
+    if env == "xen-hvm":
+        return f"{CONSOLE_LOG_DIR}/serial-{name}.log"
     return f"{CONSOLE_LOG_DIR}/guest-{name}.log"
+
+# Where distributions put Xen's device model (QEMU for HVM guests): Debian 12's qemu-system-xen installs
+# /usr/libexec/xen-qemu-system-i386; Xen's own build installs it under its lib directory.
+DEVICE_MODELS = ("/usr/libexec/xen-qemu-system-i386", "/usr/lib/xen-*/bin/qemu-system-i386", "/usr/lib/xen/bin/qemu-system-i386",
+                 "/usr/bin/qemu-system-i386")
 TYPES = {"xen-hvm": "hvm", "xen-pvh": "pvh", "xen-pv": "pv"}
 
 
@@ -90,7 +100,7 @@ def xl_config(spec: GuestSpec, *, bridge: str = BRIDGE) -> str:
         lines.append(f"disk = {_list([_str(f'format={fmt},vdev=xvda,access=rw,target={spec.disk}')])}")
     lines.append(f"vif = {_list([_str(f'mac={xen_mac(spec.name)},bridge={bridge}')])}")
     if spec.env == "xen-hvm":
-        lines += ["vnc = 0", "sdl = 0", 'serial = "pty"']
+        lines += ["vnc = 0", "sdl = 0", f"serial = {_str('file:' + console_log(spec.name, spec.env))}"]
     lines += ['on_poweroff = "destroy"', 'on_reboot = "destroy"', 'on_crash = "destroy"']
     return "\n".join(lines) + "\n"
 
@@ -132,7 +142,7 @@ def check_can_run(host: Host, env: str) -> str | None:
     caps = parse_virt_caps(xl(host, ["xl", "info"]))
     why = missing_cap(env, caps)
     if why is None and env == "xen-hvm":
-        dm = host.run(["sh", "-c", "ls /usr/lib/xen-*/bin/qemu-system-i386 /usr/bin/qemu-system-i386 2>/dev/null | head -1"], timeout=30)
+        dm = host.run(["sh", "-c", "ls " + " ".join(DEVICE_MODELS) + " 2>/dev/null | head -1"], timeout=30)
         if not dm.stdout.strip():
             why = "no device model for HVM guests (install qemu-system-xen in dom0)"
     return None if why is None else f"host {host.name}: env {env}: its Xen has {why}; virt_caps: {' '.join(sorted(caps)) or 'none'}"
