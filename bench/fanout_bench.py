@@ -7,7 +7,14 @@
    (RUNNER_SSH_STANDBY=0: a new session, so a new login shell, per trial: the old per-trial path); and a
    plain loop (one paramiko connection per host, one thread per host running `sleep D` T/hosts times):
    what SSH alone costs. Goals: >= 0.95 with 1 s trials, >= 0.9 with 0.2 s trials. Also launch to first
-   trial (campaign start to the first trial's start) and the whole campaign wall time.
+   trial (campaign start to the first trial's start) and the whole campaign wall time. Then, per variant,
+   where a trial's time beyond D goes (medians, ms): `exec` = the workload command's wall time minus D
+   (the remote command: session or standby, shells, `timeout`, the workload's own processes); `worker` =
+   the trial's wall time minus the command's (the worker: host cache, hold guard, context, parsing);
+   `gap` = from a trial's end to the start of the next trial on the same host (result to the controller,
+   record hand-off, next submit, Dask to the worker); `late` = how long after the first trial each host
+   started its first (connect, CPU count, work directory); `tail` = the last trial's end on the
+   busiest-ending host minus the median host's last end (uneven shares in pool placement).
 2. Per-trial overhead over SSH, side by side with Ansible: N trials of `true` on one host, run back to
    back by the runner (span / N), against N runs of `ansible tb1 -m ansible.builtin.command -a true`
    with the project's ansible.cfg (pipelining, ControlPersist: Ansible at its fastest). Goal: the
@@ -27,10 +34,13 @@ from pathlib import Path
 
 import yaml
 
-from runner.execution import campaign
-from runner.matrix.load import load_matrix
-from runner.records.store import read_campaign
-from runner.testing.testbed import TestBed
+# Every local Dask worker imports this script again (multiprocessing's __mp_main__): the runner's heavy modules
+# are left out there, or each worker would import them before its first trial (seconds on 2 cores).
+if __name__ != "__mp_main__":
+    from runner.execution import campaign
+    from runner.matrix.load import load_matrix
+    from runner.records.store import read_campaign
+    from runner.testing.testbed import TestBed
 
 PROJECT = Path(__file__).resolve().parents[1]
 WORK = Path("/var/tmp/runner")
@@ -81,6 +91,23 @@ def fanout(tmp: Path, inventory: Path, t: int) -> None:
         print(f"  {k:>5}  {span:7.2f}s  {ideal_a:6.2f}s  {ideal_a / span:5.3f}  {ideal_b:6.2f}s  {ideal_b / span:5.3f}  {elapsed:12.2f}s  {per_host}")
 
 
+def breakdown(trials: object, seconds: float) -> str:
+    """Where a trial's time beyond `seconds` goes, medians in ms (see the module doc): exec, worker, gap, late, tail."""
+    t = trials.sort_values("started_at")
+    exec_ms = statistics.median(t["workload_wall_s"] - seconds) * 1000
+    worker_ms = statistics.median(t["wall_s"] - t["workload_wall_s"]) * 1000
+    gaps, firsts, lasts = [], [], []
+    for _, per in t.groupby("host"):
+        start, end = per["started_at"].tolist(), per["ended_at"].tolist()
+        gaps += [(b - a).total_seconds() for a, b in zip(end[:-1], start[1:], strict=True)]
+        firsts.append(start[0])
+        lasts.append(end[-1])
+    gap_ms = statistics.median(gaps) * 1000 if gaps else float("nan")
+    late_ms = statistics.median([(f - min(firsts)).total_seconds() for f in firsts]) * 1000
+    tail_ms = (max(lasts) - sorted(lasts)[len(lasts) // 2]).total_seconds() * 1000
+    return f"exec {exec_ms:.0f}  worker {worker_ms:.0f}  gap {gap_ms:.0f}  late {late_ms:.0f}  tail {tail_ms:.0f}"
+
+
 def run_plain(bed: TestBed, hosts: int, seconds: float, t: int) -> float:
     """The plain-SSH alternative: one connection per host, the host's share of trials back to back; makespan."""
     from concurrent.futures import ThreadPoolExecutor
@@ -115,6 +142,7 @@ def fanout_true(tmp: Path, bed: TestBed, inventory: Path, t: int, hosts: int = 4
     print(f"fan-out against the true ideal: {t} trials of `sleep D` on {hosts} test-bed hosts (placement pool);")
     print("  ideal = trials x D / hosts; makespan = first trial start to last trial end; load = 1-min load average before/after")
     print("  D     variant                          makespan   ideal  efficiency  launch->1st trial  campaign wall  load")
+    lines = []
     for seconds in (1.0, 0.2):
         ideal = t * seconds / hosts
         for variant, standby in (("runner", "1"), ("runner, no standby session", "0")):
@@ -129,11 +157,14 @@ def fanout_true(tmp: Path, bed: TestBed, inventory: Path, t: int, hosts: int = 4
             span = (trials["ended_at"].max() - trials["started_at"].min()).total_seconds()
             first = trials["started_at"].min().timestamp() - t0
             print(f"  {seconds:<4g}  {variant:<31}  {span:7.2f}s  {ideal:5.2f}s  {ideal / span:10.3f}  {first:16.2f}s"
-                  f"  {elapsed:12.2f}s  {load0:.1f}/{os.getloadavg()[0]:.1f}")
+                  f"  {elapsed:12.2f}s  {load0:.1f}/{os.getloadavg()[0]:.1f}", flush=True)
+            lines.append(f"  {seconds:<4g}  {variant:<31}  {breakdown(trials, seconds)}")
         load0 = os.getloadavg()[0]
         span = run_plain(bed, hosts, seconds, t)
         print(f"  {seconds:<4g}  {'plain SSH loop (paramiko)':<31}  {span:7.2f}s  {ideal:5.2f}s  {ideal / span:10.3f}  "
-              f"{'-':>16}   {'-':>12}   {load0:.1f}/{os.getloadavg()[0]:.1f}")
+              f"{'-':>16}   {'-':>12}   {load0:.1f}/{os.getloadavg()[0]:.1f}", flush=True)
+    print("  per trial beyond D (medians, ms; see the module doc):")
+    print("\n".join(lines))
 
 
 def overhead(tmp: Path, inventory: Path, n: int) -> None:

@@ -7,49 +7,80 @@ default LocalCluster. Two figures:
 - end to end: the campaign's trial span (first start to last end) divided by N, minus the median
   workload wall time: adds Dask dispatch and the controller's atomic Parquet writes, i.e. what a trial
   costs beyond its workload when trials run back to back on one host.
-Cluster start-up and fact collection happen once per campaign and are shown separately.
+Cluster start-up and fact collection happen once per campaign and are shown separately, and so is launch to
+first trial (campaign.launch called to the first trial's start; issue 13's goal: under 3 s): the local cluster
+starts in the background while facts and holds are taken. The host's hold file is private to the bench
+(runner_hold_path in a temporary inventory), so other campaigns on this machine's localhost never make it wait.
+The same campaign is then launched once more by the command line, `runner launch` in a new process (its
+Python start and imports, matrix and inventory included), to time the command to its first trial as well.
 Run: .venv/bin/python bench/overhead_bench.py [N]
 """
 
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from runner.execution import campaign
-from runner.matrix.load import load_matrix
-from runner.records.store import read_campaign
-
-PROJECT = Path(__file__).resolve().parents[1]
+# Every local Dask worker imports this script again (multiprocessing's __mp_main__): the runner's heavy modules
+# are left out there, or each worker would import them before its first trial (seconds on 2 cores).
+if __name__ != "__mp_main__":
+    from runner.execution import campaign
+    from runner.matrix.load import load_matrix
+    from runner.records.store import read_campaign
 
 
 def main(n: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "overhead.yml"
+        inventory = Path(tmp) / "hosts.yml"
+        inventory.write_text(
+            "all:\n  children:\n    local:\n      hosts:\n        localhost:\n          ansible_connection: local\n"
+            f"          runner_hold_path: {tmp}/hold.json\n"
+        )
         path.write_text(
             "campaign: overhead-bench\n"
-            f"hosts: {{group: local, inventory: {PROJECT / 'inventory'}}}\n"
+            f"hosts: {{group: local, inventory: {inventory}}}\n"
             "workload:\n  name: command\n  params:\n    run: 'sleep 0.05; echo \"{\\\"n\\\": 1}\"'\n"
             f"axes:\n  i: {list(range(n))}\nrepetitions: 1\ntimeout: 30\n"
         )
         matrix = load_matrix(path)
-        t0 = time.monotonic()
+        load0 = os.getloadavg()[0]
+        t0, wall0 = time.monotonic(), time.time()
         summary = campaign.launch(matrix, datasets=Path(tmp) / "ds", hosts=campaign.resolve_hosts(matrix))
         elapsed = time.monotonic() - t0
         assert summary.success, summary.failures
         _, trials, _ = read_campaign(summary.dataset)
+        cli_first, cli_load = launch_by_command(path, Path(tmp) / "ds-cli")
     in_worker = statistics.median(trials["wall_s"] - trials["workload_wall_s"])
     workload = statistics.median(trials["workload_wall_s"])
     span = (trials["ended_at"].max() - trials["started_at"].min()).total_seconds()
+    first = trials["started_at"].min().timestamp() - wall0
     end_to_end = span / n - workload
     print(f"{n} trials of `sleep 0.05` on localhost: campaign {elapsed:.2f} s, trials span {span:.2f} s")
     print(f"  workload wall (median)              : {workload * 1000:7.1f} ms")
     print(f"  overhead in the worker (median)     : {in_worker * 1000:7.1f} ms  (trial wall - workload wall)")
     print(f"  overhead end to end per trial       : {end_to_end * 1000:7.1f} ms  (span / N - workload; goal < 200 ms)")
     print(f"  once per campaign (cluster, facts)  : {elapsed - span:7.2f} s")
+    print(f"  launch -> first trial               : {first:7.2f} s  (goal < 3 s)")
+    print(f"  load average (1 min) before/after   : {load0:.1f} / {os.getloadavg()[0]:.1f}")
+    print(f"  `runner launch` -> first trial      : {cli_first:7.2f} s  (a new process; load before/after {cli_load})")
+
+
+def launch_by_command(matrix: Path, datasets: Path) -> tuple[float, str]:
+    """Seconds from starting `runner launch MATRIX` to its first trial's start, and the load around it."""
+    runner = Path(sys.executable).with_name("runner")
+    argv = [str(runner)] if runner.exists() else [sys.executable, "-m", "runner.cli"]
+    load0 = os.getloadavg()[0]
+    t0 = time.time()
+    proc = subprocess.run([*argv, "launch", str(matrix), "--datasets", str(datasets), "--quiet"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _, trials, _ = read_campaign(datasets / "overhead-bench")
+    return trials["started_at"].min().timestamp() - t0, f"{load0:.1f} / {os.getloadavg()[0]:.1f}"
 
 
 if __name__ == "__main__":

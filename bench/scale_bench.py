@@ -5,7 +5,9 @@ One test bed of 64 SSH hosts; campaigns of 640 trials of `sleep D` (default D=0.
 640 in all). For each: makespan (first trial start to last trial end) against the ideal 640 x D / hosts,
 launch to first trial, the whole campaign wall time, the controller's CPU seconds per trial (this process:
 user + system, from resource.getrusage), the Dask workers' CPU seconds per trial (the LocalCluster's
-processes, reaped at the end of each campaign: RUSAGE_CHILDREN), the controller's peak RSS so far
+Python processes below this one, sampled every 0.2 s with psutil: they fork from a forkserver that outlives
+each campaign, so RUSAGE_CHILDREN no longer sees them; what a worker spends after its last sample is
+missed, and the forkserver's own start is counted in the first campaign), the controller's peak RSS so far
 (ru_maxrss; campaigns run in order of growing host count, so the peak belongs to the largest so far), and
 the 1-minute load average before and after (the machine has 2 cores and is shared).
 Run: .venv/bin/python bench/scale_bench.py [TRIALS] [D] [HOSTS,...]   e.g. 640 0.2 8,16,32,64
@@ -18,15 +20,20 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+import psutil
 import yaml
 
-from runner.execution import campaign
-from runner.matrix.load import load_matrix
-from runner.records.store import read_campaign
-from runner.testing.testbed import TestBed
+# Every local Dask worker imports this script again (multiprocessing's __mp_main__): the runner's heavy modules
+# are left out there, or each worker would import them before its first trial (seconds on 2 cores).
+if __name__ != "__mp_main__":
+    from runner.execution import campaign
+    from runner.matrix.load import load_matrix
+    from runner.records.store import read_campaign
+    from runner.testing.testbed import TestBed
 
 WORK = Path("/var/tmp/runner")
 
@@ -45,7 +52,40 @@ def cpu(who: int) -> float:
     return r.ru_utime + r.ru_stime
 
 
-def one(tmp: Path, inventory: Path, hosts: int, placement: str, trials: int, seconds: float) -> str:
+class WorkerCPU:
+    """CPU seconds of the Python processes below this one (the Dask workers and their forkserver; not the test
+    bed's sshds and shells), sampled every `every` seconds in a thread while `with`."""
+
+    def __init__(self, every: float = 0.2) -> None:
+        self.every = every
+        self.seen: dict[tuple[int, float], float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> float:
+        for p in psutil.Process().children(recursive=True):
+            try:
+                if "python" in p.name():
+                    t = p.cpu_times()
+                    self.seen[(p.pid, p.create_time())] = t.user + t.system
+            except psutil.Error:
+                pass
+        return sum(self.seen.values())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.sample()
+
+    def __enter__(self) -> WorkerCPU:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def one(tmp: Path, inventory: Path, hosts: int, placement: str, trials: int, seconds: float, workers: WorkerCPU) -> str:
     name = f"scale-{placement}-{hosts}-{os.getpid()}"
     n = trials if placement == "pool" else trials // hosts
     path = tmp / f"{name}.yml"
@@ -57,14 +97,14 @@ def one(tmp: Path, inventory: Path, hosts: int, placement: str, trials: int, sec
     )
     matrix = load_matrix(path)
     load0 = os.getloadavg()[0]
-    self0, kids0 = cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)
+    self0, kids0 = cpu(resource.RUSAGE_SELF), workers.sample()
     t0, m0 = time.time(), time.monotonic()
     try:
         summary = campaign.launch(matrix, datasets=tmp / "ds", hosts=campaign.resolve_hosts(matrix))
     finally:
         subprocess.run(["rm", "-rf", str(WORK / name)], check=False)
     wall = time.monotonic() - m0
-    self_cpu, kids_cpu = cpu(resource.RUSAGE_SELF) - self0, cpu(resource.RUSAGE_CHILDREN) - kids0
+    self_cpu, kids_cpu = cpu(resource.RUSAGE_SELF) - self0, workers.sample() - kids0
     _, rows, _ = read_campaign(summary.dataset)
     done = len(rows)
     span = (rows["ended_at"].max() - rows["started_at"].min()).total_seconds()
@@ -86,9 +126,10 @@ def main(trials: int, seconds: float, sizes: list[int]) -> None:
             inventory = write_inventory(bed, tmp / "scale-hosts.yml", sizes)
             print(f"{trials} trials of `sleep {seconds:g}`; ideal = trials x D / hosts; CPU columns in ms per trial")
             print("  hosts  plac  trials  makespan   ideal    eff  launch->1st  campaign  ctrl CPU  worker CPU  peak MB  load", flush=True)
-            for hosts in sizes:
-                for placement in ("pool", "each"):
-                    print(one(tmp, inventory, hosts, placement, trials, seconds), flush=True)
+            with WorkerCPU() as workers:
+                for hosts in sizes:
+                    for placement in ("pool", "each"):
+                        print(one(tmp, inventory, hosts, placement, trials, seconds, workers), flush=True)
 
 
 if __name__ == "__main__":

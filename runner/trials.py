@@ -4,6 +4,9 @@ A trial id is the first 16 hex digits of the SHA-256 of the canonical JSON of th
 resolved parameters, its repetition number and (when every host runs the whole matrix) its host. The same
 matrix on the same hosts therefore always yields the same ids, whatever the order, and a resumed campaign
 recognises what it has already measured.
+
+A matrix's `canary` cell is also run again and again on each host (runner.execution.canary): those runs are
+Trials with role CANARY and ids of their own (`canary_id`: cell, host, run number), never repetitions.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from runner.matrix.expand import expand_cells, resolve_params, uses_relative
 from runner.matrix.load import Matrix
 
 ID_LEN = 16
+CANARY = "canary"  # Trial.role (and the dataset's `role` column) of a canary run
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class Trial:
     params: tuple[tuple[str, Any], ...]  # resolved; fixed workload params and axis values, sorted by name
     written: tuple[tuple[str, Any], ...]  # axis values as written in the matrix ("50%")
     host: str | None = None  # None: any host of the pool
+    role: str | None = None  # None: a repetition of its cell; CANARY: a re-run of the canary cell (not a repetition)
 
     @property
     def param_dict(self) -> dict[str, Any]:
@@ -43,7 +48,8 @@ class Trial:
 
     def label(self) -> str:
         axes = dict(self.written)
-        return " ".join(f"{k}={v}" for k, v in dict(self.params).items() if k in axes) + f" rep={self.repetition}"
+        run = f"canary {self.repetition}" if self.role == CANARY else f"rep={self.repetition}"
+        return " ".join(f"{k}={v}" for k, v in dict(self.params).items() if k in axes) + f" {run}"
 
 
 def canonical(obj: Any) -> str:
@@ -75,32 +81,45 @@ def resolve_in_environment(params: Mapping[str, Any], host_cpus: int, relative: 
     return resolve_params(outer, inner, relative - {"vcpus"})
 
 
+def _targets(matrix: Matrix, cells: Sequence[Mapping[str, Any]], cpus_by_host: Mapping[str, int]) -> list[tuple[str | None, int]]:
+    """(host, CPUs) to plan for: every host (placement each), or the pool as one (None) with its CPU count."""
+    needs_cpus = uses_relative(matrix.params) or any(uses_relative(c) for c in cells)
+    if matrix.placement == "each":
+        return [(h, n) for h, n in sorted(cpus_by_host.items())]
+    counts = set(cpus_by_host.values())
+    if needs_cpus and len(counts) > 1:
+        detail = ", ".join(f"{h}={n}" for h, n in sorted(cpus_by_host.items()))
+        raise MatrixError(
+            f"{matrix.path}: axes: values relative to the CPU count need pool hosts with equal CPU counts ({detail}); "
+            "use hosts.placement: each"
+        )
+    return [(None, counts.pop() if counts else 1)]
+
+
+def _relative(matrix: Matrix) -> frozenset[str]:
+    """The parameters whose values may be relative to a CPU count ("50%")."""
+    return frozenset(k for k, s in matrix.param_schema.items() if s.get("x-cpus"))
+
+
+def _cell_params(matrix: Matrix, cell: Mapping[str, Any], cpus: int, relative: frozenset[str]) -> dict[str, Any]:
+    """A cell's parameters as its trials get them: fixed parameters, axis values, catalog entries, resolved."""
+    merged = {**matrix.params, **cell}
+    if (kernel := matrix.guest_kernels.get(str(merged.get("guest_kernel")))) is not None:
+        merged["guest_kernel_spec"] = dict(kernel)  # the guest runner boots it; part of the cell's identity
+    if (img := matrix.guest_images.get(str(merged.get("guest_image")))) is not None:
+        merged["guest_image_spec"] = dict(img)  # likewise for the lab's own images
+    return dict(sorted(resolve_in_environment(merged, cpus, relative).items()))
+
+
 def plan(matrix: Matrix, cpus_by_host: Mapping[str, int]) -> list[Trial]:
     """Expand `matrix` for the given hosts (name -> online CPUs) into trials, in the matrix's order."""
     cells = expand_cells(matrix.axes, matrix.zip, matrix.exclude, matrix.include)
-    relative = frozenset(k for k, s in matrix.param_schema.items() if s.get("x-cpus"))
-    needs_cpus = uses_relative(matrix.params) or any(uses_relative(c) for c in cells)
-    if matrix.placement == "each":
-        targets: list[tuple[str | None, int]] = [(h, n) for h, n in sorted(cpus_by_host.items())]
-    else:
-        counts = set(cpus_by_host.values())
-        if needs_cpus and len(counts) > 1:
-            detail = ", ".join(f"{h}={n}" for h, n in sorted(cpus_by_host.items()))
-            raise MatrixError(
-                f"{matrix.path}: axes: values relative to the CPU count need pool hosts with equal CPU counts ({detail}); "
-                "use hosts.placement: each"
-            )
-        targets = [(None, counts.pop() if counts else 1)]
+    relative = _relative(matrix)
     trials: list[list[Trial]] = []
-    for host, cpus in targets:
+    for host, cpus in _targets(matrix, cells, cpus_by_host):
         seen: set[str] = set()
         for cell in cells:
-            merged = {**matrix.params, **cell}
-            if (kernel := matrix.guest_kernels.get(str(merged.get("guest_kernel")))) is not None:
-                merged["guest_kernel_spec"] = dict(kernel)  # the guest runner boots it; part of the cell's identity
-            if (img := matrix.guest_images.get(str(merged.get("guest_image")))) is not None:
-                merged["guest_image_spec"] = dict(img)  # likewise for the lab's own images
-            params = dict(sorted(resolve_in_environment(merged, cpus, relative).items()))
+            params = _cell_params(matrix, cell, cpus, relative)
             cid = cell_id(matrix.workload, params, host)
             if cid in seen:  # e.g. "50%" and 1 on a 2-CPU host: one cell, written first wins
                 continue
@@ -165,6 +184,55 @@ def boots_needed(trials: Sequence[Trial], reuse: str) -> int:
             boots += 1
         last[t.host] = key
     return boots
+
+
+# -- the canary: one cell re-run every N trials on each host -------------------------------------------------
+
+def canary_cells(matrix: Matrix, cpus_by_host: Mapping[str, int]) -> dict[str | None, Trial]:
+    """The matrix's canary cell as `plan` makes it, per planning target: each host (placement each) or the
+    pool (None). Its `cell_id` is the cell's own (canary runs are re-runs of that cell); repetition 0 and
+    role CANARY mark it as a template for `canary_trial`. Empty without a canary."""
+    if matrix.canary is None:
+        return {}
+    cells = expand_cells(matrix.axes, matrix.zip, matrix.exclude, matrix.include)
+    out: dict[str | None, Trial] = {}
+    for host, cpus in _targets(matrix, cells, cpus_by_host):
+        params = _cell_params(matrix, matrix.canary.cell, cpus, _relative(matrix))
+        cid = cell_id(matrix.workload, params, host)
+        out[host] = Trial(campaign=matrix.campaign, workload=matrix.workload, trial_id="", cell_id=cid, repetition=0,
+                          params=tuple(params.items()), written=tuple(matrix.canary.cell.items()), host=host, role=CANARY)
+    return out
+
+
+def canary_id(cell: str, host: str, run: int) -> str:
+    """The id of canary run `run` (from 1) on `host`: the same on every launch, distinct from every repetition."""
+    return _digest({"cell": cell, "canary": run, "host": host})
+
+
+def canary_trial(template: Trial, host: str, run: int) -> Trial:
+    """Canary run `run` on `host` (pinned there, also in a pool): its repetition number is the run number."""
+    return dataclasses.replace(template, trial_id=canary_id(template.cell_id, host, run), repetition=run, host=host, role=CANARY)
+
+
+def canary_due(since: int | None, every: int) -> bool:
+    """Whether a host's next trial is a canary run: it has run none yet (`since` None), or `every` trials of the
+    matrix since its last one. So the canary runs before a host's 1st, (every+1)th, (2 every+1)th ... trial."""
+    return since is None or since >= every
+
+
+def place_canaries(trials: Sequence[Trial], template: Trial, host: str, every: int, *, first_run: int = 1,
+                   since: int | None = None) -> list[Trial]:
+    """The trials one host runs, in order, with the canary runs where the campaign puts them (canary_due):
+    what `runner plan` shows; the controller makes the same decision trial by trial (runner.execution.canary)."""
+    out: list[Trial] = []
+    run = first_run
+    for t in trials:
+        if canary_due(since, every):
+            out.append(canary_trial(template, host, run))
+            run, since = run + 1, 0
+        out.append(t)
+        since = (since or 0) + 1
+    return out
 
 
 def more_repetitions(first: Trial, repetitions: Sequence[int]) -> list[Trial]:

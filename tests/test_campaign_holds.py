@@ -7,6 +7,7 @@ marker files the workload writes, never on a clock."""
 from __future__ import annotations
 
 import json
+import pickle
 import threading
 import time
 import uuid
@@ -17,7 +18,7 @@ import pytest
 from runner.cli import hosts as hosts_cli
 from runner.cli import main
 from runner.hosts.local import LocalHost
-from runner.lab.reservations import acquire, force_release, hold_hosts, status
+from runner.lab.reservations import HoldLost, acquire, force_release, hold_hosts, status
 from runner.records.store import read_campaign
 
 pytestmark = pytest.mark.integration
@@ -109,3 +110,73 @@ def test_force_release_mid_campaign_stops_new_trials(tmp_path: Path, capsys: pyt
     assert "our hold for campaign" in err and "no new trial starts there" in err  # said at once
     assert "was lost" in out and "no trial started there after that" in out  # and in the summary
     assert status(LocalHost("x"), path=str(hold)) is None  # the campaign did not put a hold back or remove one
+
+
+def test_guard_runs_a_command_only_while_the_hold_is_ours(tmp_path: Path) -> None:
+    """The trial's first command carries the hold check (HoldGuard): nothing runs once the hold is gone, and
+    the reason names what the host has now; after one confirmed command the rest go to the host as they are."""
+    path = str(tmp_path / "a.json")
+    marker = tmp_path / "ran"
+    hold = acquire(LocalHost("a"), "me@ctl", "c", 60, path=path)
+    guard = hold.guard()
+    assert pickle.loads(pickle.dumps(guard)) == guard  # plain data: it travels to a Dask worker
+    host = guard.wrap(LocalHost("a"))
+    first = host.run(["sh", "-c", 'echo "$1" > "$2"; echo out; exit 3', "sh", "x y", str(marker)], timeout=10)
+    assert (first.rc, first.stdout, marker.read_text()) == (3, "out\n", "x y\n")  # argv, rc and output as they are
+    assert first.argv[0] == "sh" and guard.path not in first.argv  # the record shows the command, not the guard
+    force_release(LocalHost("a"), path=path)
+    assert host.run(["true"], timeout=10).ok  # confirmed already: later commands of this trial are not checked
+    assert guard.check(LocalHost("a")) == "host a: our hold for campaign c was lost; now released (by force?)"
+
+    marker.unlink()
+    later = guard.wrap(LocalHost("a"))  # the next trial on the host
+    with pytest.raises(HoldLost, match="our hold for campaign c was lost; now released"):
+        later.run(["touch", str(marker)], timeout=10)
+    assert not marker.exists()
+    with pytest.raises(HoldLost):  # and nothing else of that trial either
+        later.put(Path(__file__), str(tmp_path / "copy"))
+    other = acquire(LocalHost("a"), "bob@ctl2", "theirs", 60, path=path)
+    try:
+        why = guard.wrap(LocalHost("a")).run(["touch", str(marker)], timeout=10)
+    except HoldLost as exc:
+        why = str(exc)
+    assert "held by bob@ctl2 for campaign theirs" in why and not marker.exists()
+    other.release()
+
+
+def test_worker_records_a_lost_hold_without_running_the_trial(tmp_path: Path) -> None:
+    """A trial sent with a hold that is gone returns a record of kind `hold` (the controller does not count it
+    as an attempt) and runs nothing, not even its host's preparation."""
+    from runner.execution.worker import AttemptSpec, execute
+    from runner.matrix.load import load_matrix
+    from runner.provision.inventory import HostSpec
+    from runner.trials import plan
+
+    inventory, hold_file = local_inventory(tmp_path)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    matrix = load_matrix(gated_matrix(tmp_path, inventory, marks, xs=1, run='touch "$RUNNER_MARKS/started"; echo "{\\"n\\": 1}"'))
+    spec = HostSpec(name="localhost", address="127.0.0.1", local=True)
+    trial = plan(matrix, {"localhost": 2})[0]
+    workdir = tmp_path / "work"
+    hold = acquire(LocalHost("localhost"), "me@ctl", matrix.campaign, 60, path=str(hold_file))
+    ok = execute(AttemptSpec(trial, 1, spec, 30, str(workdir / "a"), hold=hold.guard()))
+    assert ok.status == "ok" and (marks / "started").exists(), ok.error
+    (marks / "started").unlink()
+    force_release(LocalHost("localhost"), path=str(hold_file))
+    lost = execute(AttemptSpec(trial, 1, spec, 30, str(workdir / "b"), hold=hold.guard()))
+    assert (lost.status, lost.failure_kind) == ("failed", "hold")
+    assert "our hold for campaign" in lost.error and "was lost" in lost.error
+    assert not (marks / "started").exists() and not (workdir / "b").exists()
+
+
+def test_trial_guard_of_a_hold_lost_before_any_trial_still_stops_it(tmp_path: Path) -> None:
+    """A hold the heartbeat (or a check) found lost is no longer `held`, but trials sent to that host still carry
+    its guard, so they find it lost on the host instead of running unguarded."""
+    path = str(tmp_path / "a.json")
+    with hold_hosts([LocalHost("a")], "me@ctl", "c", ttl=60, paths={"a": path}) as hs:
+        assert hs.trial_guard("unknown") is None
+        force_release(LocalHost("a"), path=path)
+        assert hs.confirm("a") is not None and "a" not in hs.held
+        guard = hs.trial_guard("a")
+        assert guard is not None and guard.check(LocalHost("a")) == hs.lost["a"]

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from runner.cli import dataset as dataset_cli
-from runner.errors import DatasetError
+from runner.errors import DatasetError, UsageError
 from runner.records import share
 from runner.records.schema import SCHEMA_VERSION
 from runner.records.store import read_campaign
@@ -189,7 +189,7 @@ def test_publish_and_fetch(made: Path, tmp_path: Path, capsys: pytest.CaptureFix
     assert (tmp_path / "shared-location" / "shared.tar.gz").exists()
     assert cli(["dataset", "--datasets", str(tmp_path / "mine"), "fetch", f"{url}/shared"]) == 0
     assert "6 new trials" in capsys.readouterr().out
-    with pytest.raises(DatasetError, match="no such archive"):
+    with pytest.raises(UsageError, match="no such archive"):  # the user named an archive that is not there
         share.fetch(f"{url}/nothing", tmp_path / "mine")
 
 

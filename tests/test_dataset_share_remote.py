@@ -178,7 +178,7 @@ def test_s3_refusals_are_one_line(made: Path, s3: tuple[str, object], tmp_path: 
     endpoint, fs = s3
     assert main(["dataset", "--datasets", str(made), "publish", "shared", "s3://no-such-bucket/lab", "--s3-endpoint", endpoint]) == 1
     assert "cannot publish: The specified bucket does not exist" in one_line_error(capsys)
-    assert main(["dataset", "--datasets", str(tmp_path / "mine"), "fetch", f"s3://{BUCKET}/lab/nothing", "--s3-endpoint", endpoint]) == 1
+    assert main(["dataset", "--datasets", str(tmp_path / "mine"), "fetch", f"s3://{BUCKET}/lab/nothing", "--s3-endpoint", endpoint]) == 2
     assert "no such archive" in one_line_error(capsys)
     for bad in ("127.0.0.1:9000", "ftp://127.0.0.1/", "http://", "http://127.0.0.1:port"):
         assert main(["dataset", "--datasets", str(made), "publish", "shared", f"s3://{BUCKET}/lab", "--s3-endpoint", bad]) == 2
@@ -207,7 +207,7 @@ def test_interrupted_upload_publishes_nothing(made: Path, s3: tuple[str, object]
     finally:
         proxy.close()
     assert "lab/shared.tar.gz" not in keys(fs, "lab") and "lab/shared.tar.gz.sha256" not in keys(fs, "lab")
-    assert main(["dataset", "--datasets", str(tmp_path / "mine"), "fetch", f"s3://{BUCKET}/lab/shared", "--s3-endpoint", endpoint]) == 1
+    assert main(["dataset", "--datasets", str(tmp_path / "mine"), "fetch", f"s3://{BUCKET}/lab/shared", "--s3-endpoint", endpoint]) == 2
     assert "no such archive" in one_line_error(capsys)
     assert not (tmp_path / "mine").exists()
     assert main(["dataset", "--datasets", str(made), "publish", "shared", f"s3://{BUCKET}/lab", "--s3-endpoint", endpoint]) == 0
@@ -222,7 +222,7 @@ def test_fetch_over_http(made: Path, http_share: tuple[str, Path], tmp_path: Pat
     assert sorted(p.name for p in root.iterdir()) == ["shared.tar.gz", "shared.tar.gz.sha256"]
     assert main(["dataset", "--datasets", str(tmp_path / "mine"), "fetch", f"{base}/shared"]) == 0
     assert "6 new trials" in capsys.readouterr().out
-    assert main(["dataset", "--datasets", str(tmp_path / "mine"), "fetch", f"{base}/nothing"]) == 1
+    assert main(["dataset", "--datasets", str(tmp_path / "mine"), "fetch", f"{base}/nothing"]) == 2
     assert "no such archive" in one_line_error(capsys)
     # An archive copied up by hand, without a checksum file, is still verified by its manifest and imported.
     (root / "shared.tar.gz.sha256").unlink()

@@ -235,7 +235,7 @@ def test_fetch_over_loopback_that_refuses(tmp_path: Path, capsys: pytest.Capture
     port = _closed_port()
     assert main(["dataset", "--datasets", str(tmp_path / "ds"), "fetch", f"sftp://127.0.0.1:{port}/x"]) == 1
     assert "cannot connect" in one_line_error(capsys)
-    assert main(["dataset", "--datasets", str(tmp_path / "ds"), "fetch", (tmp_path / "none").as_uri()]) == 1
+    assert main(["dataset", "--datasets", str(tmp_path / "ds"), "fetch", (tmp_path / "none").as_uri()]) == 2  # bad input
     assert "no such archive" in one_line_error(capsys)
 
 

@@ -197,7 +197,7 @@ def test_matrix_probes() -> None:
     assert parse_matrix(BASE).probes == ()
     with pytest.raises(MatrixError) as err:
         parse_matrix(BASE + "probes: [schedstat, perfstat]\n", Path("m.yml"))
-    assert str(err.value) == "m.yml: probes[1]: no probe 'perfstat'; known: cpufreq, kvm_exits, lock_stat, perf_stat, schedstat"
+    assert str(err.value) == "m.yml: probes[1]: no probe 'perfstat'; known: cpufreq, host_state, kvm_exits, lock_stat, perf_stat, schedstat"
     assert err.value.exit_code == 2
 
 
@@ -208,7 +208,7 @@ def test_cli_refuses_an_unknown_probe_at_plan_time(tmp_path: Path, capsys: pytes
     path.write_text(BASE + "probes: [lockstat]\n")
     assert main(["plan", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no probe 'lockstat'; known: cpufreq, kvm_exits, lock_stat, perf_stat, schedstat" in err[0]
+    assert len(err) == 1 and "no probe 'lockstat'; known: cpufreq, host_state, kvm_exits, lock_stat, perf_stat, schedstat" in err[0]
 
 
 # ----- records ---------------------------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ def test_probe_rows_are_stored_with_probe_and_side(tmp_path: Path) -> None:
     rows = (Metric("v", 1.0, "", None), Metric("schedstat.run_delay_s", 0.5, "s", False, probe="schedstat", side="host"))
     store.write_attempt("c", "command", {"n": "int"}, _record(rows))
     m = store.read_table("metrics").to_pandas()
-    assert json.loads(store.meta_path.read_text())["schema_version"] == SCHEMA_VERSION == 4
+    assert json.loads(store.meta_path.read_text())["schema_version"] == SCHEMA_VERSION == 5
     got = {r["metric"]: (r["probe"], r["side"]) for r in m.astype(object).where(m.notna(), None).to_dict("records")}
     assert got == {"v": (None, None), "schedstat.run_delay_s": ("schedstat", "host")}
 

@@ -258,3 +258,236 @@ def test_q_option_type(text: str) -> None:
         assert "allowed: a number greater than 0 and less than 1" in str(exc)
         return
     assert 0 < q < 1
+
+
+# ----- fit --csv: random shapes, through the command -----------------------------------------------------
+CELLS = st.one_of(st.integers(-5, 100).map(str), st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                  st.sampled_from(["", " ", "nan", "inf", "1e999", "abc", '"1"', '"', '"2,5"', "0x10", "1_000", "٣", "+7"]),
+                  st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=5))
+
+
+@FAST
+@given(st.lists(st.lists(CELLS, max_size=4), max_size=10), st.sampled_from(["\n", "\r\n", "\r"]), st.sampled_from(["n,x", "x,n", "n", "n,x,n", ""]))
+def test_fit_command_on_random_csv_shapes(tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str],
+                                          rows: list[list[str]], newline: str, header: str) -> None:
+    from runner.cli import main
+
+    path = tmp_path_factory.mktemp("csv") / "runs.csv"
+    path.write_bytes((newline.join([header, *(",".join(r) for r in rows)]) + newline).encode())
+    rc = main(["fit", "usl", "--csv", str(path), "--x", "n", "--y", "x", "--bootstrap", "0"])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    if rc == 0:
+        assert "sigma" in out and err == ""
+    else:
+        assert rc == 2 and err.startswith(f"runner: {path}: ") and err.count("\n") == 1, err
+
+
+# ----- schedules file and schedule state ----------------------------------------------------------------
+def _good_entry() -> dict:
+    return {"name": "nightly", "matrix": str(PROJECT / "matrix.yml"), "cron": "0 2 * * *", "datasets": "/srv/ds",
+            "inventory": None, "mode": "serve", "created": "2026-11-20T12:00:00+00:00"}
+
+
+def _load_schedules(home: Path) -> None:
+    from runner.lab import schedule as sch
+
+    problems: list[str] = []
+    try:
+        found = sch.load_schedules(home, problems=problems)
+    except UsageError as exc:
+        assert str(exc).startswith(str(home / "schedules.yml")) and "\n" not in str(exc), str(exc)
+        return
+    assert all(isinstance(s, sch.Schedule) and s.name == name for name, s in found.items())
+    assert all(p and "\n" not in p for p in problems), problems
+
+
+@FAST
+@given(st.binary(max_size=300))
+def test_schedules_file_of_random_bytes(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
+    home = tmp_path_factory.mktemp("home")
+    (home / "schedules.yml").write_bytes(data)
+    _load_schedules(home)
+
+
+@FAST
+@given(st.data())
+def test_schedules_file_with_any_entries(tmp_path_factory: pytest.TempPathFactory, data: st.DataObject) -> None:
+    """Good entries with one value replaced, dropped or added, next to anything at all: each bad entry is one
+    line of `problems`, the good ones load."""
+    entries: list = []
+    for _ in range(data.draw(st.integers(0, 3))):
+        entry = _good_entry()
+        key = data.draw(st.sampled_from([*entry, "extra"]))
+        how = data.draw(st.sampled_from(["replace", "drop", "keep"]))
+        if how == "replace":
+            entry[key] = data.draw(values | st.text(alphabet="0123456789 */,-LW#@abc", max_size=14))
+        elif how == "drop":
+            entry.pop(key, None)
+        if how == "keep":
+            entry["name"] = f"good{len(entries)}"
+        entries.append(entry)
+    entries += data.draw(st.lists(values, max_size=2))
+    version = data.draw(st.sampled_from([1, 1, 1, 2, None, "1"]))
+    home = tmp_path_factory.mktemp("home")
+    (home / "schedules.yml").write_text(yaml.safe_dump({"version": version, "schedules": entries}))
+    _load_schedules(home)
+
+
+@FAST
+@given(st.binary(max_size=120) | values.map(lambda v: json.dumps(v).encode()))
+def test_schedule_state_file_of_anything(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
+    from runner.lab import schedule as sch
+
+    home = tmp_path_factory.mktemp("home")
+    (home / "state").mkdir()
+    (home / "state" / "n.json").write_bytes(data)
+    try:
+        slot = sch.last_run("n", home)
+    except UsageError as exc:
+        assert str(exc).startswith(str(home / "state" / "n.json")) and "\n" not in str(exc)
+        return
+    assert slot is not None and slot.tzinfo is not None
+
+
+# ----- datasets on disk ----------------------------------------------------------------------------------------
+META = {"schema_version": 5, "campaign": "c", "workload": "command", "matrix_sha256": "0" * 64,
+        "axis_types": {"n": "int"}, "trials_planned": 2, "seed": 1, "created_at": "2026-01-01T00:00:00+00:00"}
+
+
+@FAST
+@given(st.one_of(st.binary(max_size=200), values.map(lambda v: json.dumps(v).encode()),
+                 st.tuples(st.sampled_from(sorted(META)), values).map(lambda kv: json.dumps({**META, kv[0]: kv[1]}).encode())))
+def test_dataset_description_of_anything(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
+    """dataset.json damaged in any way: the dataset is refused with one line naming the file; a description
+    that is accepted is one every reader can use."""
+    from runner.records.schema import AXIS_TYPES, READABLE_SCHEMAS
+    from runner.records.store import CampaignStore
+
+    root = tmp_path_factory.mktemp("ds") / "c"
+    root.mkdir()
+    (root / "dataset.json").write_bytes(data)
+    try:
+        meta = CampaignStore(root).meta()
+    except DatasetError as exc:
+        assert str(exc).startswith(str(root)) and "\n" not in str(exc), str(exc)
+        return
+    assert meta["schema_version"] in READABLE_SCHEMAS and isinstance(meta["campaign"], str)
+    assert all(kind in AXIS_TYPES for kind in meta["axis_types"].values())
+    CampaignStore(root).read_table("metrics")  # the schema the description makes is a valid one
+
+
+@FAST
+@given(st.binary(max_size=200))
+def test_campaign_json_files_of_random_bytes(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
+    """provenance.json and a host's facts damaged: refused with one line naming the file, or read as an object."""
+    from runner.records.store import CampaignStore
+
+    root = tmp_path_factory.mktemp("ds") / "c"
+    (root / "hosts").mkdir(parents=True)
+    (root / "dataset.json").write_text(json.dumps(META))
+    for name in ("provenance.json", "hosts/h1.json"):
+        (root / name).write_bytes(data)
+    store = CampaignStore(root)
+    for read in (store.read_provenance, store.host_facts):
+        try:
+            assert isinstance(read(), dict)
+        except DatasetError as exc:
+            assert str(exc).startswith(str(root)) and "\n" not in str(exc), str(exc)
+
+
+@pytest.fixture(scope="module")
+def small_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The archive of a two-trial campaign written through CampaignStore (no host, no launch)."""
+    from runner.records import share
+    from runner.records.store import AttemptRecord, CampaignStore
+    from runner.workloads.base import Metric
+
+    ds = tmp_path_factory.mktemp("made")
+    store = CampaignStore(ds / "c")
+    with store:
+        store.initialise(campaign="c", workload="command", matrix_text="campaign: c\n", matrix_sha256="0" * 64,
+                         axis_types={"n": "int"}, trial_count=2, seed=1, provenance={"controller": "ctl"})
+        store.write_host_facts("h1", {"hostname": "h1", "cpus": 2})
+        for n in (1, 2):
+            store.write_attempt("c", "command", {"n": "int"}, AttemptRecord(
+                trial_id=f"{n:016x}", cell_id=f"cell{n}", repetition=1, attempt=1, host="h1", status="ok", error=None,
+                started_at=1.0, ended_at=2.0, wall_s=1.0, workload_wall_s=1.0, params={"n": n},
+                metrics=(Metric("v", float(n), "ops/s"),)))
+    return share.pack("c", tmp_path_factory.mktemp("archive") / "c.tar.gz", datasets=ds)
+
+
+@FAST
+@given(st.data())
+def test_archive_damaged_anywhere(small_archive: Path, tmp_path_factory: pytest.TempPathFactory, data: st.DataObject) -> None:
+    """An archive truncated, with bytes changed or replaced by random ones: verify and import refuse it with one
+    line (DatasetError) and import writes nothing, or (bytes gzip ignores) it is still the same archive."""
+    from runner.records import share
+
+    blob = bytearray(small_archive.read_bytes())
+    how = data.draw(st.sampled_from(["truncate", "flip", "random"]))
+    if how == "truncate":
+        blob = blob[: data.draw(st.integers(0, len(blob) - 1))]
+    elif how == "flip":
+        for i in data.draw(st.lists(st.integers(0, len(blob) - 1), min_size=1, max_size=4)):
+            blob[i] ^= data.draw(st.integers(1, 255))
+    else:
+        blob = bytearray(data.draw(st.binary(max_size=300)))
+    work = tmp_path_factory.mktemp("damaged")
+    path = work / "c.tar.gz"
+    path.write_bytes(bytes(blob))
+    for act in (lambda: share.verify(path), lambda: share.import_archive(path, work / "ds")):
+        try:
+            act()
+        except DatasetError as exc:
+            assert str(exc).startswith("c.tar.gz: ") and "\n" not in str(exc), str(exc)
+            assert not (work / "ds").exists() or not any((work / "ds").iterdir())
+
+
+# ----- small text formats: lock files, hold files, known_hosts, URLs ----------------------------------------------
+@FAST
+@given(st.text(max_size=200))
+def test_lock_file_text(text: str) -> None:
+    from runner.records.store import parse_lock
+
+    holder = parse_lock(text)
+    assert holder is None or (holder.line and "\n" not in holder.line and holder.process.pid >= 0)
+
+
+@FAST
+@given(st.text(max_size=200) | values.map(json.dumps), st.floats(0, 1e9))
+def test_hold_file_text(text: str, age: float) -> None:
+    from runner.lab.reservations import parse_hold
+
+    info = parse_hold("h", "/p", text, age)
+    assert info is None or "\n" not in info.describe()
+
+
+@FAST
+@given(st.binary(max_size=300))
+def test_known_hosts_file_of_random_bytes(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
+    from runner.hosts.ssh import check_known_hosts_file
+
+    path = tmp_path_factory.mktemp("kh") / "known_hosts"
+    path.write_bytes(data)
+    try:
+        check_known_hosts_file(path)
+    except UsageError as exc:
+        assert str(exc).startswith(str(path)) and "\n" not in str(exc), str(exc)
+
+
+URL_CHARS = "abcs3filetph:/.@[]%?#~ 019-_"
+
+
+@FAST
+@given(st.text(alphabet=URL_CHARS, max_size=30), st.booleans(), st.text(alphabet=URL_CHARS, max_size=20) | st.none())
+def test_share_url_is_checked_before_anything_connects(text: str, write: bool, endpoint: str | None) -> None:
+    """Any URL and S3 endpoint: a filesystem, or one line (UsageError) naming what is wrong. sftp:// is left out:
+    its backend connects when it is made, and these tests reach nothing but loopback."""
+    from runner.records import share
+
+    assume("sftp" not in text.lower())
+    try:
+        share.share_filesystem(text, write=write, s3_endpoint=endpoint)
+    except UsageError as exc:
+        assert str(exc) and "\n" not in str(exc), str(exc)

@@ -23,6 +23,15 @@ from runner.provision.inventory import connect, load_inventory
 PROJECT = Path(__file__).resolve().parents[1]
 
 
+def wait_for(check, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_parse_hold() -> None:
     assert parse_hold("h", "/p", "  \n", 0) is None
     doc = {"owner": "a@c", "campaign": "x", "since": "2026-01-01T00:00:00+00:00", "ttl": 60, "token": "ab", "pid": 7}
@@ -35,12 +44,13 @@ def test_parse_hold() -> None:
 def test_hold_protocol_on_this_machine(tmp_path: Path) -> None:
     host = LocalHost("here")
     path = str(tmp_path / "holds" / "hold.json")
-    a = acquire(host, "alice@c1", "nightly", 1, path=path)
+    a = acquire(host, "alice@c1", "nightly", 60, path=path)  # a TTL no loaded machine outlasts between two calls
     with pytest.raises(HostBusy, match="held by alice@c1 for campaign nightly"):
         acquire(host, "bob@c2", "other", 1, path=path)
     a.refresh()
-    assert status(host, path=path).token == a.token
-    time.sleep(2.2)  # heartbeat older than the TTL: the hold has expired
+    assert status(host, path=path).token == a.token and not status(host, path=path).expired
+    beat = os.stat(path).st_mtime  # the heartbeat is the file's mtime: make it older than the TTL, not wait for it
+    os.utime(path, (beat - 61, beat - 61))
     assert status(host, path=path).expired
     b = acquire(host, "bob@c2", "other", 1, path=path)
     with pytest.raises(HoldLost, match="held by bob@c2"):
@@ -60,29 +70,40 @@ from pathlib import Path
 from runner.lab.reservations import hold_hosts
 from runner.provision.inventory import load_inventory
 
-inventory, name, rounds, work = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+inventory, name, other, rounds, work = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), Path(sys.argv[5])
 specs = load_inventory(inventory).resolve("testbed")
 waits = []
+
+def waited(message):
+    waits.append(message)
+    (work / f"{name}.waited").touch()
+
 print("ready", flush=True)
 while not (work / "go").exists():
     time.sleep(0.01)
 for i in range(rounds):
-    with hold_hosts(specs, f"{name}@test", f"camp-{name}", wait=True, timeout=60, ttl=5, poll_s=0.2, on_wait=waits.append) as hs:
+    with hold_hosts(specs, f"{name}@test", f"camp-{name}", wait=True, timeout=120, ttl=30, poll_s=0.2, on_wait=waited) as hs:
         for host in hs.held:
             try:
                 os.close(os.open(work / f"{host}.inuse", os.O_CREAT | os.O_EXCL))
             except FileExistsError:
                 print(f"VIOLATION {host}", flush=True)
+        # Keep the hosts until the other controller has met our holds and waited (or has finished), so the two
+        # do meet however the machine schedules them (bounded, so nothing hangs).
+        deadline = time.monotonic() + 60
+        while not ((work / f"{other}.waited").exists() or (work / f"{other}.done").exists()) and time.monotonic() < deadline:
+            time.sleep(0.02)
         time.sleep(0.3)
         for host in hs.held:
             os.unlink(work / f"{host}.inuse")
+(work / f"{name}.done").touch()
 print(f"done waits={len(waits)}", flush=True)
 """
 
 
-def _controller(bed_inventory: Path, name: str, rounds: int, work: Path) -> subprocess.Popen:
+def _controller(bed_inventory: Path, name: str, other: str, rounds: int, work: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", CONTROLLER, str(bed_inventory), name, str(rounds), str(work)],
+        [sys.executable, "-c", CONTROLLER, str(bed_inventory), name, other, str(rounds), str(work)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         env={**os.environ, "PYTHONPATH": str(PROJECT)},
     )
@@ -98,12 +119,12 @@ def test_two_controllers_race_for_testbed_hosts(testbed, tmp_path: Path) -> None
         assert a.path != b.path and a.path.startswith(reservations.DEFAULT_DIR)
         a.release(), b.release()
         assert status(h1) is None and status(h2) is None
-    procs = [_controller(testbed.inventory_path, n, 3, tmp_path) for n in ("alice", "bob")]
+    procs = [_controller(testbed.inventory_path, n, o, 3, tmp_path) for n, o in (("alice", "bob"), ("bob", "alice"))]
     try:
         for p in procs:
             assert p.stdout.readline().strip() == "ready", p.stderr.read()
         (tmp_path / "go").touch()
-        outs = [p.communicate(timeout=90) for p in procs]
+        outs = [p.communicate(timeout=300) for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
@@ -122,7 +143,7 @@ from runner.lab.reservations import hold_hosts
 from runner.provision.inventory import load_inventory
 
 specs = load_inventory(sys.argv[1]).resolve("tb1")
-with hold_hosts(specs, "crashing@ctl", "doomed", ttl=2):
+with hold_hosts(specs, "crashing@ctl", "doomed", ttl=8):  # a beat every 2 s
     print("HELD", flush=True)
     time.sleep(120)
 """
@@ -137,9 +158,12 @@ def test_killed_controller_hold_expires(testbed, tmp_path: Path) -> None:
     )
     try:
         assert proc.stdout.readline().strip() == "HELD", proc.stderr.read()
-        time.sleep(1.5)  # past a heartbeat: the hold is kept alive while the controller lives
+        held = hosts_cli.host_states(testbed.inventory_path, "tb1")[0].hold
+        assert held is not None and held.owner == "crashing@ctl"
+        taken = os.stat(held.path).st_mtime_ns  # the hosts share this file system; the mtime is the heartbeat
+        assert wait_for(lambda: os.stat(held.path).st_mtime_ns != taken)  # a heartbeat came
         states = {s.host: s for s in hosts_cli.host_states(testbed.inventory_path, "testbed")}
-        assert states["tb1"].hold.owner == "crashing@ctl" and not states["tb1"].hold.expired
+        assert states["tb1"].hold.owner == "crashing@ctl" and not states["tb1"].hold.expired  # kept alive
         assert states["tb2"].hold is None
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -149,7 +173,7 @@ def test_killed_controller_hold_expires(testbed, tmp_path: Path) -> None:
         acquire(host, "me@test", "next", 5)
     reasons: list[str] = []
     started = time.monotonic()
-    with hold_hosts(spec, "me@test", "next", ttl=5, timeout=20, poll_s=0.3, on_wait=reasons.append) as hs:
+    with hold_hosts(spec, "me@test", "next", ttl=5, timeout=120, poll_s=0.3, on_wait=reasons.append) as hs:
         assert set(hs.held) == {"tb1"}
         assert time.monotonic() - started > 0.5
         assert reasons and reasons[0].startswith("waiting for host tb1: held by crashing@ctl")
@@ -168,7 +192,7 @@ def test_relaunch_after_sigkill_takes_over_its_own_hold_at_once(testbed) -> None
     """The same owner and campaign on the same controller: the SIGKILLed process is gone, so its hold on a
     test-bed host is taken over at once instead of after the TTL (issue 13)."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", KILLED.replace("ttl=2", "ttl=60"), str(testbed.inventory_path)], stdout=subprocess.PIPE,
+        [sys.executable, "-c", KILLED.replace("ttl=8", "ttl=60"), str(testbed.inventory_path)], stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, start_new_session=True, env={**os.environ, "PYTHONPATH": str(PROJECT)},
     )
     try:
@@ -178,9 +202,10 @@ def test_relaunch_after_sigkill_takes_over_its_own_hold_at_once(testbed) -> None
         proc.communicate()
     spec = load_inventory(testbed.inventory_path).resolve("tb1")
     notes: list[str] = []
-    started = time.monotonic()
-    with hold_hosts(spec, "crashing@ctl", "doomed", ttl=60, timeout=20, on_wait=notes.append) as hs:
-        assert set(hs.held) == {"tb1"} and time.monotonic() - started < 5
+    with hold_hosts(spec, "crashing@ctl", "doomed", ttl=60, timeout=30, on_wait=notes.append) as hs:
+        assert set(hs.held) == {"tb1"}
+    # At once: on the first try, with no "waiting for host tb1" note (the dead holder's TTL of 60 s is longer
+    # than the timeout, so waiting it out would have ended in HostBusy).
     assert notes == [f"host tb1: took over the hold of campaign doomed from process {proc.pid} on {socket.gethostname()}, which is gone"]
     with connect(spec[0]) as host:
         assert status(host) is None

@@ -21,9 +21,11 @@ from runner.execution import campaign
 from runner.execution.campaign import _preferred, workdir_for
 from runner.execution.cluster import worker_addresses
 from runner.execution.worker import AttemptSpec, execute
+from runner.matrix.load import Matrix
 from runner.records.store import read_campaign
 from runner.testing.testbed import TestBed
 from runner.trials import plan
+from tests.test_campaign_holds import wait_for
 from tests.test_remote_campaign import bed_matrix, run_campaign
 
 DASK = str(Path(sys.executable).parent / "dask")
@@ -124,24 +126,33 @@ def test_launch_with_external_scheduler(
 def test_dask_worker_killed_mid_trial(testbed: TestBed, external_dask: DaskProcesses, tmp_path: Path, campaigns: list[str]) -> None:
     from distributed import Client
 
-    run = 'sleep "$RUNNER_SLEEP"; echo "{\\"n\\": 1}"'
-    matrix = bed_matrix(tmp_path, testbed, run=run, axes="  x: [1, 2, 3]\n  sleep: [1.5]\n", retry="{attempts: 1, on: [failed]}")
+    # The first attempt of trial x=1 marks that it runs, then waits for the go file (bounded, so nothing hangs);
+    # Dask's re-run of it and the other trials run at once (the hosts share this file system).
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    run = (f'if [ "$RUNNER_X" = 1 ] && mkdir "{marks}/started" 2>/dev/null; then i=0; '
+           f'while [ ! -e "{marks}/go" ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; fi; echo "{{\\"n\\": 1}}"')
+    matrix = bed_matrix(tmp_path, testbed, run=run, axes="  x: [1, 2, 3]\n", retry="{attempts: 1, on: [failed]}")
+    gated = next(f"-{t.trial_id}-a1-" for t in plan(matrix, {"tb1": 1}) if dict(t.params)["x"] == 1)
     killed: list[str] = []
 
-    def kill_a_busy_worker() -> None:
-        with Client(external_dask.address, timeout="10s") as client:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                busy = [w for w, keys in client.processing().items() if any(matrix.campaign in str(k) for k in keys)]
-                if busy:
-                    time.sleep(0.5)  # mid-trial
+    def executing(dask_worker) -> list[str]:  # noqa: ANN001 - a distributed.Worker, passed in by Client.run
+        return [str(ts.key) for ts in dask_worker.state.executing]
+
+    def kill_the_gated_trials_worker() -> None:
+        try:
+            with Client(external_dask.address, timeout="30s") as client:
+                if not wait_for(lambda: (marks / "started").is_dir()):
+                    return
+                busy = [w for w, keys in client.run(executing).items() if any(gated in k for k in keys)]
+                if busy:  # the worker whose trial is inside its workload now, waiting for go
                     pid = client.run(os.getpid, workers=busy[:1])[busy[0]]
                     os.kill(pid, signal.SIGKILL)  # the worker process; its nanny starts a new one
                     killed.append(busy[0])
-                    return
-                time.sleep(0.05)
+        finally:
+            (marks / "go").touch()  # the killed attempt's workload, left running on its host, ends too
 
-    killer = threading.Thread(target=kill_a_busy_worker, daemon=True)
+    killer = threading.Thread(target=kill_the_gated_trials_worker, daemon=True)
     killer.start()
     summary = run_campaign(matrix, tmp_path / "ds", campaigns, scheduler=external_dask.address)
     killer.join()
@@ -164,22 +175,29 @@ def test_host_lease_serialises_trials_across_workers(
 
     run = 'sleep 1; echo "{\\"n\\": 1}"'
     matrix = bed_matrix(tmp_path, testbed, run=run, axes="  x: [1, 2]\n", group="tb1")
-    campaigns.append(matrix.campaign)
+    # Without the lease: each trial marks that it runs, then waits (bounded) until the other one runs too, and
+    # prints its result only if it saw that; so both ok means they overlapped, however slow the machine is.
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    both = f'{{ [ -e "{marks}/in.1" ] && [ -e "{marks}/in.2" ]; }}'
+    barrier = (f'touch "{marks}/in.$RUNNER_X"; i=0; while ! {both} && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; '
+               f'{both} && echo "{{\\"n\\": 1}}"')
+    unleased = bed_matrix(tmp_path, testbed, run=barrier, axes="  x: [1, 2]\n", group="tb1", timeout=90)
+    campaigns.extend([matrix.campaign, unleased.campaign])
     spec = campaign.resolve_hosts(matrix)[0]
-    trials = plan(matrix, {"tb1": 2})
     with Client(external_dask.address, timeout="10s") as client:
         workers = worker_addresses(client)[:2]
 
-        def spans(lease: bool) -> list[tuple[float, float]]:
-            specs = [AttemptSpec(t, 1, spec, 30, workdir_for(matrix, spec), host_lease=lease) for t in trials]
+        def spans(m: Matrix, lease: bool) -> list[tuple[float, float]]:
+            specs = [AttemptSpec(t, 1, spec, m.timeout, workdir_for(m, spec), host_lease=lease) for t in plan(m, {"tb1": 2})]
             futures = [client.submit(execute, a, workers=[w], allow_other_workers=False, pure=False) for a, w in zip(specs, workers)]
             records = client.gather(futures)
             assert [r.status for r in records] == ["ok", "ok"], [r.error for r in records]
             return sorted((r.started_at, r.ended_at) for r in records)
 
-        first, second = spans(lease=True)
+        first, second = spans(matrix, lease=True)
         assert second[0] >= first[1]
-        first, second = spans(lease=False)
+        first, second = spans(unleased, lease=False)
         assert second[0] < first[1]  # without the lease the two trials overlap
 
 

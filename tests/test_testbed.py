@@ -19,7 +19,16 @@ import yaml
 
 from runner.errors import UsageError
 from runner.provision.inventory import load_inventory
-from runner.testing.testbed import PREFIX, STATE_FILE, STATE_VERSION, TestBed, cleanup_stale
+from runner.testing.testbed import (
+    LOGIN_FILES,
+    PLAIN_BASHRC,
+    PREFIX,
+    ROOT_HOME,
+    STATE_FILE,
+    STATE_VERSION,
+    TestBed,
+    cleanup_stale,
+)
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
 
@@ -143,6 +152,19 @@ def test_names_are_prefixed_and_short(testbed):
         assert h.netns.startswith(testbed.bridge) and h.veth.startswith(testbed.bridge)
         assert len(h.veth) < 15
     assert len(testbed.hosts) == 3
+
+
+def test_hosts_run_a_plain_shell_not_this_machines_start_up_files(testbed):
+    """Root's shell start-up files on the test-bed hosts are the bed's plain ones (a lab host does not carry
+    this machine's pyenv), only inside the hosts' mount namespaces: this machine's own stay as they are."""
+    mine = {name: (ROOT_HOME / name).read_bytes() for name in LOGIN_FILES if (ROOT_HOME / name).exists()}
+    for h in testbed.hosts:
+        for name in mine:
+            proc = ssh(testbed, h.address, "cat", f"~/{name}")
+            assert proc.returncode == 0 and proc.stdout == PLAIN_BASHRC, (name, proc.stdout[:200], proc.stderr)
+        proc = ssh(testbed, h.address, 'echo "${PYENV_ROOT-unset} $PATH"')
+        assert proc.stdout.split()[0] == "unset" and ".pyenv" not in proc.stdout, proc.stdout
+    assert {name: (ROOT_HOME / name).read_bytes() for name in mine} == mine
 
 
 # ----- hypervisor hosts: their own libvirtd in a private mount namespace --------------------------------

@@ -17,11 +17,12 @@ See docs/analysis.md.
 import importlib
 from typing import Any
 
-# Names are imported on first use (PEP 562), so `import runner.analysis.adaptive` from the campaign loop does
-# not pull in matplotlib and scipy: that cost a launch about 3 s before its first trial.
+from runner.analysis.compare import compare, compare_variants  # eager: `compare` is also the submodule's name
+
+# The other names are imported on first use (PEP 562), so `import runner.analysis.adaptive` from the campaign
+# loop does not pull in matplotlib (the report, the plots): that cost a launch seconds before its first trial.
 _WHERE = {
     "Collapse": "collapse", "collapse_table": "collapse", "detect_collapse": "collapse",
-    "compare": "compare", "compare_variants": "compare",
     "overcommit_table": "overcommit",
     "build_report": "report", "summary_table": "report", "write_compare_html": "report",
     "as_pandas": "stats", "bootstrap_ci": "stats", "cell_stats": "stats", "repetitions_needed": "stats",

@@ -91,9 +91,9 @@ def deciding_metric(metrics: Iterable[tuple[str, bool | None]], chosen: str | No
 
 
 def workload_totals(metrics: pd.DataFrame) -> pd.DataFrame:
-    """The workload's own total rows: thread, vm and probe null."""
+    """The workload's own total rows: thread, vm and probe null, and no canary runs (role null)."""
     mask = np.ones(len(metrics), dtype=bool)
-    for col in ("thread", "vm", "probe"):
+    for col in ("thread", "vm", "probe", "role"):
         if col in metrics.columns:
             mask &= metrics[col].isna().to_numpy()
     return metrics[mask]
@@ -105,6 +105,8 @@ def repetition_table(metrics: object, trials: object, policy: Mapping[str, objec
     metric, as the campaign's provenance records it)."""
     m = workload_totals(as_pandas(metrics))
     t = as_pandas(trials)
+    if "role" in t.columns:  # canary runs are numbered on their own: not repetitions of the cell
+        t = t[t["role"].isna().to_numpy()]
     ci, max_reps = float(policy["ci"]), int(policy["max"])  # type: ignore[arg-type]
     metric = deciding_metric(zip(m["metric"], m.get("higher_is_better", pd.Series([None] * len(m)))), policy.get("metric"))  # type: ignore[arg-type]
     rows = []

@@ -26,8 +26,9 @@ VMS_AXIS = "vms"
 def _per_vm_rows(metrics: pd.DataFrame, metric: str, axis: str) -> pd.DataFrame:
     """Rows giving each VM's value per repetition: per-VM rows, plus total rows of single-VM trials that have none."""
     m = metrics[(metrics["metric"] == metric).to_numpy()]
-    if "thread" in m.columns:
-        m = m[m["thread"].isna().to_numpy()]
+    for col in ("thread", "probe", "role"):  # a canary run is not a repetition of its cell
+        if col in m.columns:
+            m = m[m[col].isna().to_numpy()]
     if m.empty:
         return m
     trial = "trial_id" if "trial_id" in m.columns else "cell_id"

@@ -161,3 +161,44 @@ def overcommit(path: Path, series: Sequence[OvercommitSeries], *, title: str) ->
         ax.grid(alpha=0.3)
         ax.set_ylim(bottom=0)
     return _save(fig, path)
+
+
+@dataclass(frozen=True)
+class CanarySeries:
+    """One host's canary runs over time, with the range of its reference runs (drift rule, runner.analysis.drift)."""
+
+    host: str
+    minutes: np.ndarray  # since the campaign's first trial (or run numbers when the times are unknown)
+    values: np.ndarray
+    reference: int  # the first `reference` runs make the band (0: too few runs to judge)
+    ref_low: float
+    ref_high: float
+    last: int  # the last `last` runs are judged
+    drifted: bool | None
+
+
+def canary(path: Path, series: Sequence[CanarySeries], *, ylabel: str, title: str, xlabel: str = "minutes since the first trial") -> Path:
+    """The canary's metric over time, one line per host; shaded: the range of its reference runs, the
+    band the last runs are judged against; the judged runs are ringed, in red when the host drifted."""
+    rows = -(-len(series) // LEGEND_COLUMNS)
+    height = 3.6 + rows * LEGEND_ROW_IN
+    fig = Figure(figsize=(7.0, height))
+    ax = fig.add_subplot()
+    for i, s in enumerate(series):
+        color = f"C{i % 10}"
+        label = s.host + (" (drifted)" if s.drifted else "")
+        ax.plot(s.minutes, s.values, "o-", color=color, ms=3, lw=1.0, label=label)
+        if s.reference and len(s.minutes):
+            ax.fill_between([s.minutes[0], s.minutes[-1]], s.ref_low, s.ref_high, color=color, alpha=0.12, lw=0)
+            ax.plot(s.minutes[:s.reference], s.values[:s.reference], "s", color=color, ms=4, mfc="none")
+            edge = "red" if s.drifted else color
+            ax.plot(s.minutes[-s.last:], s.values[-s.last:], "o", ms=8, mfc="none", mec=edge, mew=1.2)
+    handles, labels = ax.get_legend_handles_labels()
+    bottom = _legend_below(fig, handles, labels, height, 0.55)
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=bottom, top=0.9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.set_ylim(bottom=0)
+    return _save(fig, path)

@@ -15,11 +15,28 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from runner.analysis import plots
 from runner.analysis.adaptive import AT_MAX, OPEN, TIGHT, repetition_table
 from runner.analysis.collapse import DEFAULT_DROP, Collapse, detect_collapse
+from runner.analysis.drift import (
+    FACT_KEYS,
+    LAST,
+    STATE_SAMPLE_S,
+    canary_metric,
+    canary_series,
+    drift_table,
+    drift_warnings,
+    facts_differ,
+    false_alarm_rate,
+    host_warnings,
+    state_differences,
+    state_readings,
+    trial_states,
+)
+from runner.analysis.explain import explain_collapse, explained_rows
 from runner.analysis.fmt import fitted, number
 from runner.analysis.overcommit import VMS_AXIS, overcommit_table
 from runner.analysis.stats import (
@@ -40,7 +57,6 @@ from runner.errors import DatasetError, UsageError
 
 LINES_PER_FIGURE = 8
 HTML_ROWS = 2000  # cells shown in the HTML summary table; summary.csv has all
-FACT_KEYS = ("cpu_model", "cores", "numa_nodes", "kernel", "cmdline", "microcode", "smt", "turbo", "thp", "mitigations")
 NO_ACCEL = {"none", "", None}
 
 _CSS = """body{font-family:sans-serif;max-width:1200px;margin:1em auto;padding:0 1em;color:#222}
@@ -99,12 +115,9 @@ def _warn(text: str) -> str:
 
 
 def _facts_differ(hosts: Iterable[str], facts: dict[str, dict[str, Any]]) -> tuple[list[str], list[str]]:
-    """(fact keys whose values differ between the hosts, hosts without facts)."""
-    hosts = sorted(set(hosts))
-    missing = [h for h in hosts if h not in facts]
-    known = [facts[h] for h in hosts if h in facts]
-    differ = [k for k in FACT_KEYS if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in known}) > 1]
-    return differ, missing
+    """(fact keys whose values differ between the hosts, hosts without facts): runner.analysis.drift.facts_differ,
+    which reads the collector's nested facts as well as flat summaries."""
+    return facts_differ(hosts, facts)
 
 
 class _Report:
@@ -118,6 +131,7 @@ class _Report:
         self.omitted = 0
         self.warnings: list[str] = []
         self.sections: list[str] = []
+        self.collapses: list[tuple[dict[str, Any], Collapse, str]] = []  # (slice parameters, its collapse, label)
 
     def figure(self, name: str, draw: Any) -> str:
         """Draw a figure into img/<name>.png if the budget allows; returns the <img> tag or ''."""
@@ -200,6 +214,8 @@ def _scaling_sections(rep: _Report, tot: pd.DataFrame, metric_names: Sequence[st
             if lv.shape[0] >= 2 and scales:
                 fit = fit_usl(n, x, bootstrap=bootstrap, seed=seed)
                 coll = detect_collapse(n, x, d=d)
+                if coll.collapsed:
+                    rep.collapses.append((dict(params), coll, f"{title} {label}" if label != title else title))
             series.append(plots.Series(label, lv["n"].to_numpy(), lv["median"].to_numpy(), lv["q1"].to_numpy(),
                                        lv["q3"].to_numpy(), fit, coll))
             hosts = sorted(map(str, sdf["host"].dropna().unique())) if "host" in sdf.columns else []
@@ -323,12 +339,18 @@ def _trial_section(rep: _Report, trials: pd.DataFrame | None) -> str:
     final = trials
     if {"trial_id", "attempt"} <= set(trials.columns):
         final = trials.sort_values("attempt").drop_duplicates("trial_id", keep="last")
+    canary = final["role"].notna().to_numpy() if "role" in final.columns else np.zeros(len(final), dtype=bool)
+    canaries, final = final[canary], final[~canary]
     bad = final[final["status"] != "ok"]
     if not bad.empty:
         rep.warnings.append(f"{len(bad)} trial(s) have no successful attempt ({', '.join(sorted(map(str, bad['status'].unique())))});"
                             " their cells have fewer repetitions")
+    more = ""
+    if len(canaries):
+        failed = int((canaries["status"] != "ok").sum())
+        more = f" And {len(canaries)} canary runs" + (f", {failed} of them failed" if failed else "") + " (see 'Drift and host state')."
     return "<h2>Trials</h2>" + _table(["status", "attempts"], by_status.items()) + (
-        f"<p>{len(final)} trials, {len(final) - len(bad)} with a successful attempt.</p>")
+        f"<p>{len(final)} trials, {len(final) - len(bad)} with a successful attempt.{more}</p>")
 
 
 def _wide_section(rep: _Report, stats: pd.DataFrame, params: Sequence[str], target: float) -> str:
@@ -371,6 +393,127 @@ def _repetitions_section(rep: _Report, metrics: pd.DataFrame, trials: pd.DataFra
             f"{policy['min']} to {policy['max']} per cell. {int(counts.get(TIGHT, 0))} cell(s) {TIGHT}, {at_max} {AT_MAX}"
             + (f", {int(counts.get(OPEN, 0))} {OPEN} (the campaign was interrupted, or the cell failed)" if counts.get(OPEN) else "")
             + ".</p>" + _table([*cols, "metric", "repetitions", "ok", "CI half-width", "status"], rows))
+
+
+def _drift_section(rep: _Report, metrics: pd.DataFrame, trials: pd.DataFrame | None, provenance: dict[str, Any]) -> str:
+    """The canary over time per host with the drift rule's verdict, and the host state of every batch
+    (runner.analysis.drift); warnings for drift, other processes' load, throttling, state that changed, and
+    trials compared under different host state. Empty when the campaign has neither canary nor host_state."""
+    spec = provenance.get("canary") if isinstance(provenance.get("canary"), dict) else {}
+    metric = canary_metric(metrics, spec.get("metric"))
+    series = canary_series(metrics, trials, metric) if metric else canary_series(metrics.iloc[:0])
+    readings = state_readings(metrics, trials)
+    if series.empty and readings.empty and not spec:
+        return ""
+    parts = ["<h2>Drift and host state</h2>"]
+    cell = " ".join(f"{k}={v}" for k, v in (spec.get("cell") or {}).items()) or "the canary cell"
+    t0 = _first_start(trials)
+    if spec and series.empty:
+        parts.append(f"<p>The matrix names a canary ({html.escape(cell)}, every {spec.get('every')} trials) but no canary run "
+                     "has a result yet.</p>")
+    if not series.empty:
+        drift = drift_table(series)
+        rep.warnings.extend(drift_warnings(drift, cell, str(metric)))
+        unit = ""
+        if "unit" in metrics.columns:
+            units = metrics.loc[(metrics["metric"] == metric).to_numpy(), "unit"].dropna()
+            unit = str(units.iloc[0]) if len(units) else ""
+        lines = []
+        by_host = drift.set_index("host")
+        for host, srs in series.groupby("host", sort=True):
+            d = by_host.loc[host]
+            known = srs["started_at"].notna().all() and t0 is not None
+            x = ((srs["started_at"] - t0).dt.total_seconds() / 60).to_numpy(dtype=float) if known else srs["run"].to_numpy(dtype=float)
+            lines.append(plots.CanarySeries(str(host), x, srs["value"].to_numpy(dtype=float), int(d["reference"]),
+                                            float(d["ref_low"]), float(d["ref_high"]), LAST, d["drifted"]))
+        timed = series["started_at"].notna().all() and t0 is not None
+        parts.append(
+            f"<p>The canary, {html.escape(cell)}, re-run on each host before its first trial and then after every "
+            f"{html.escape(str(spec.get('every', '?')))} trials (its runs are not repetitions of the cell and stay out of its "
+            f"statistics). Shaded: the range of a host's first runs (squares); ringed: its last {LAST} runs. A host drifts when "
+            f"those all lie outside that range on one side and their median moved by more than 2% (chance on a steady host: "
+            f"{100 * false_alarm_rate():.1f}%; docs/analysis.md).</p>")
+        parts.append(rep.figure("canary", lambda path: plots.canary(
+            path, lines, ylabel=f"{metric} ({unit})" if unit else str(metric), title=f"canary {cell}: {metric}",
+            xlabel="minutes since the first trial" if timed else "canary run")))
+        rows = []
+        for r in drift.itertuples():
+            verdict = ("too few runs to judge (fewer than 7)" if r.drifted is None
+                       else f"drifted {r.direction}" if r.drifted else "steady")
+            rows.append([r.host, r.runs, r.reference or "", r.ref_median, f"{_fmt(r.ref_low)}..{_fmt(r.ref_high)}",
+                         r.last_median, f"{100 * r.shift:+.1f}%" if pd.notna(r.shift) else "", verdict])
+        parts.append(_table(["host", "runs", "reference runs", "reference median", "reference range",
+                             f"median of the last {LAST}", "shift", "verdict"], rows))
+    if not readings.empty:
+        rep.warnings.extend(host_warnings(readings))
+        if trials is not None and not trials.empty:
+            states = trial_states(readings, trials)
+            campaigns = states.merge(trials[["trial_id", "campaign"]].drop_duplicates("trial_id"), on="trial_id", how="left") \
+                if "campaign" in trials.columns else states.assign(campaign=provenance.get("campaign"))
+            for camp, rows_c in campaigns.groupby("campaign", sort=True, dropna=False):
+                rep.warnings.extend(state_differences(rows_c, f"campaign {camp}"))
+        parts.append("<h3>Host state, batch by batch</h3><p>Read by the host_state probe right before each canary run (a "
+                     "batch is the trials up to the next one): cpufreq governors, turbo, automatic NUMA balancing, irqbalance, "
+                     f"the busy share of the CPUs over {STATE_SAMPLE_S:g} s while no trial ran (other processes' load), the 1-minute load "
+                     "average, and the thermal throttle count (CPUs summed; rise: until the next reading).</p>")
+        shown = readings.head(HOST_STATE_ROWS)
+        parts.append(_table(["host", "at", "governor", "turbo", "NUMA balancing", "irqbalance", "busy", "load1", "throttle count",
+                             "rise"], [[r.host, _clock(r.at, t0), r.governor or "", _onoff(r.turbo), _fmt(r.numa_balancing),
+                                        _onoff(r.irqbalance), f"{100 * r.busy:.0f}%" if pd.notna(r.busy) else "", r.load1,
+                                        r.throttle_count, r.throttle_rise] for r in shown.itertuples()]))
+        if len(readings) > HOST_STATE_ROWS:
+            parts.append(f"<p>{len(readings) - HOST_STATE_ROWS} more readings in canary.csv.</p>")
+    out = series.merge(readings.drop(columns=["host"]), on="trial_id", how="outer") if not series.empty else readings
+    out.to_csv(rep.out_dir / "canary.csv", index=False)
+    return "\n".join(parts)
+
+
+HOST_STATE_ROWS = 60
+
+
+def _first_start(trials: pd.DataFrame | None) -> pd.Timestamp | None:
+    if trials is None or trials.empty or "started_at" not in trials.columns or trials["started_at"].isna().all():
+        return None
+    return trials["started_at"].min()
+
+
+def _clock(at: Any, t0: pd.Timestamp | None) -> str:
+    """A reading's time since the first trial, +1h02m03s (its clock time when that is unknown)."""
+    if at is None or pd.isna(at):
+        return ""
+    if t0 is None:
+        return str(at)
+    h, rem = divmod(max(0, int(round((at - t0).total_seconds()))), 3600)
+    m, sec = divmod(rem, 60)
+    return f"+{h}h{m:02d}m{sec:02d}s" if h else f"+{m}m{sec:02d}s"
+
+
+def _onoff(v: Any) -> str:
+    return "" if v is None or pd.isna(v) else ("on" if float(v) > 0 else "off")
+
+
+def _explain_section(rep: _Report, metrics: pd.DataFrame, axis: str) -> str:
+    """For every collapse the scaling sections found, the figures at the load before it and at it, side by
+    side (runner.analysis.explain)."""
+    if not rep.collapses:
+        return ""
+    rows = explained_rows(metrics)
+    explained = [e for params, c, label in rep.collapses
+                 if (e := explain_collapse(rows, params, axis, c.peak_n, c.collapse_n, c.drop, label)) is not None]
+    if not explained:
+        return ""
+    parts = ["<h2>Collapse explained</h2><p>For each collapse point, the median over the repetitions at the last load "
+             "before it and at it: the result, every probe figure recorded there (docs/probes.md) and, for counts and times, "
+             "the same per operation of the workload (lockbench: per lock acquisition), trial by trial. Change: after / before.</p>"]
+    for e in explained:
+        parts.append(f"<h3>{html.escape(e.label)}: collapse at {html.escape(e.axis)} = {_fmt(e.after_n)} "
+                     f"(-{100 * e.drop:.0f}% of the peak at {_fmt(e.peak_n)})</h3>")
+        rows = [[r.figure, r.unit, r.before, r.after, f"{r.change:.3g}x" if pd.notna(r.change) else ""] for r in e.table.itertuples()]
+        parts.append(_table(["figure", "unit", f"{e.axis} = {_fmt(e.before_n)}", f"{e.axis} = {_fmt(e.after_n)}", "change"], rows))
+    if not any(e.probes for e in explained):
+        parts.append("<p>No probe was recorded at these cells: add <code>probes: [perf_stat, schedstat]</code> to the matrix "
+                     "to see the context switches and run delay behind a collapse.</p>")
+    return "\n".join(parts)
 
 
 def build_report(metrics: Any, trials: Any, provenance: dict[str, Any] | None, out_dir: Path | str, *,
@@ -423,12 +566,14 @@ def build_report(metrics: Any, trials: Any, provenance: dict[str, Any] | None, o
     if "campaign" in tot.columns and tot["campaign"].nunique() > 1:
         rep.warnings.append(f"the data holds {tot['campaign'].nunique()} campaigns; they are shown side by side, never pooled")
     trial_html = _trial_section(rep, trials_df)
+    drift_html = _drift_section(rep, metrics, trials_df, provenance)  # before the scaling figures: its figure comes first
     if axis is not None:
         _scaling_sections(rep, tot, names, axis, facts, bootstrap, seed, d, scaling)
     else:
         rep.sections.append("<h2>Scaling</h2><p>No scaling axis (threads, cores or vcpus with 2+ values) in the data.</p>")
     if VMS_AXIS in metrics.columns and metrics[VMS_AXIS].nunique() > 1:
         _overcommit_sections(rep, metrics, [m for m in names if _metric_scales(tot, m, scaling)])
+    explain_html = _explain_section(rep, metrics, axis) if axis is not None else ""
     wide_html = _wide_section(rep, stats, param_columns(metrics), target)
     reps_html = _repetitions_section(rep, metrics, trials_df, stats, provenance)
     shown = summary.head(HTML_ROWS)
@@ -447,7 +592,8 @@ def build_report(metrics: Any, trials: Any, provenance: dict[str, Any] | None, o
         f"<p>Runner {html.escape(str(provenance.get('runner_version', '?')))}, commit "
         f"{html.escape(str(provenance.get('git_commit', '?')))}; {len(metrics)} metric rows, {len(stats)} cells; "
         f"report built in {time.perf_counter() - t0:.1f} s.</p>",
-        warn_html, trial_html, *rep.sections, wide_html, reps_html, summary_html, _provenance_section(provenance, tot),
+        warn_html, trial_html, *rep.sections, explain_html, drift_html, wide_html, reps_html, summary_html,
+        _provenance_section(provenance, tot),
         "</body></html>",
     ])
     path = out / "report.html"
@@ -455,8 +601,10 @@ def build_report(metrics: Any, trials: Any, provenance: dict[str, Any] | None, o
     return path
 
 
-def write_compare_html(result: pd.DataFrame, path: Path | str, *, title: str, q: float = 0.05) -> Path:
-    """Write the table returned by runner.analysis.compare as a small HTML page."""
+def write_compare_html(result: pd.DataFrame, path: Path | str, *, title: str, q: float = 0.05,
+                       warnings: Sequence[str] = ()) -> Path:
+    """Write the table returned by runner.analysis.compare as a small HTML page, after the `warnings`
+    (runner.analysis.drift.comparability_warnings: host facts or host state that differ)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     counts = result["verdict"].value_counts()
@@ -469,6 +617,7 @@ def write_compare_html(result: pd.DataFrame, path: Path | str, *, title: str, q:
         f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
         f"<p>{html.escape(summary)}. Mann-Whitney U per cell, Benjamini-Hochberg q-values, significant at q &le; {q}; "
         "change is median(B)/median(A) - 1 with a 95% bootstrap interval.</p>",
+        "".join(_warn(w) for w in warnings),
         _table(list(rows.columns), rows.itertuples(index=False)), "</body></html>",
     ])
     path.write_text(doc, encoding="utf-8")

@@ -2,7 +2,8 @@
 
 Conventions used throughout runner.analysis:
 - a *total* row has `thread` and `vm` both null; per-thread and per-VM rows are breakdowns of a total;
-  rows with a `probe` are telemetry (runner.probes), never totals;
+  rows with a `probe` are telemetry (runner.probes), never totals; rows with a `role` (canary runs, the drift
+  watch of runner.analysis.drift) are re-runs of a cell, not repetitions of it, never totals either;
 - the *parameters* of a row are `workload`, `env`, `accel` and the matrix axis columns (every column that is
   not one of the fixed schema fields); a *cell* is one set of parameters (the dataset's `cell_id`);
 - spread is the interquartile range (IQR) of the repetitions of a cell; the relative spread is IQR / |median|;
@@ -66,9 +67,10 @@ def param_columns(metrics: pd.DataFrame) -> list[str]:
 
 def totals(metrics: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """Rows that are the workload's totals (thread, vm and probe null: a probe's telemetry explains a
-    result, it is not one), optionally of one metric only."""
+    result, it is not one; role null: a canary run is not a repetition of its cell), optionally of one
+    metric only."""
     mask = np.ones(len(metrics), dtype=bool)
-    for col in ("thread", "vm", "probe"):
+    for col in ("thread", "vm", "probe", "role"):
         if col in metrics.columns:
             mask &= metrics[col].isna().to_numpy()
     if metric is not None:

@@ -17,7 +17,7 @@ from runner.hosts.local import LocalHost
 from runner.provision import libvirt
 from runner.provision.inventory import check_known_hosts, connect, load_inventory
 from runner.provision.leftovers import HostLeftovers, clean_host
-from runner.records.store import CampaignStore, split_host_file
+from runner.records.store import CAMPAIGN_NAME, CampaignStore, split_host_file
 
 HELP = """\
 Remove the guests (libvirt domains, Xen domains), their disk overlays, containers and container images
@@ -73,13 +73,21 @@ class Cleanup:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("cleanup", help="remove a crashed campaign's guests and containers", description=HELP,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("campaign", help="campaign name (the matrix file's `campaign`)")
+    p.add_argument("campaign", type=campaign_name, help="campaign name (the matrix file's `campaign`)")
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     p.add_argument("--datasets", default=datasets_default(), type=Path, help="datasets directory (env RUNNER_DATASETS)")
     p.add_argument("--inventory", type=Path, default=os.environ.get("RUNNER_INVENTORY"),
                    help="inventory of the campaign's hosts (env RUNNER_INVENTORY; default: the campaign's)")
     add_known_hosts_option(p)
     p.set_defaults(func=run)
+
+
+def campaign_name(text: str) -> str:
+    """An argparse type: a campaign name, never a path (`..` would name a directory outside the datasets)."""
+    if not CAMPAIGN_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a campaign name; allowed: letters, digits, . _ - "
+                                         "(starting with a letter or digit), as in the matrix file's `campaign`")
+    return text
 
 
 def run(args: argparse.Namespace) -> int:

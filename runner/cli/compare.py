@@ -20,11 +20,16 @@ examples:
   runner compare /data/a /data/b --q 0.01
   runner compare lockbench-scaling --vary lock=ticket,oticket     two variants of one campaign
 
-Cells are matched on their parameters (workload, env, accel, axes, metric). For each, the relative change of
+Cells are matched on their parameters (workload, env, accel, axes, metric); canary runs are left out. For each, the relative change of
 the median (B against baseline A) with a 95% bootstrap interval and a Mann-Whitney U test; p-values are
 adjusted for the number of cells with Benjamini-Hochberg, and a cell is a regression or improvement when its
 q-value is at most --q (direction from the metric's higher_is_better). Use >= 5 repetitions per cell:
 with fewer, no difference can be significant after the adjustment.
+
+Warnings follow the table when the two sides are not comparable: their hosts differ in a fact taken at
+launch (CPU model, kernel, command line, SMT, turbo, governor, ...), or the host state read batch by batch
+(the canary's host_state: governor, turbo, NUMA balancing, irqbalance, other processes' load, throttling)
+differs between the sides or within one.
 """
 
 
@@ -55,12 +60,13 @@ def compare_campaigns(a: str, b: str | None, *, vary: str | None = None, dataset
 
     console = console or Console()
     from runner.analysis import compare_variants
+    from runner.analysis.drift import Side, comparability_warnings
     from runner.analysis.stats import axis_columns
 
     if not 0 < q < 1:
         raise UsageError(f"--q {q}: out of range; allowed: a number greater than 0 and less than 1")
     da = find_campaign(a, Path(datasets))
-    ma, _, _ = read_campaign(da)
+    ma, ta, pa = read_campaign(da)
     if vary:
         axis, _, values = vary.partition("=")
         base, _, other = values.partition(",")
@@ -68,24 +74,32 @@ def compare_campaigns(a: str, b: str | None, *, vary: str | None = None, dataset
             raise UsageError(f"--vary {vary!r}: expected AXIS=BASE,OTHER (e.g. lock=ticket,oticket) and one campaign")
         check_choice("--vary", axis, axis_columns(ma), f"the axes of campaign {da.name}")
         _check_metric(metric, ma, da.name)
-        result = compare_variants(ma, axis, axis_value(ma, axis, base), axis_value(ma, axis, other), metric=metric, q=q)
+        value_a, value_b = axis_value(ma, axis, base), axis_value(ma, axis, other)
+        result = compare_variants(ma, axis, value_a, value_b, metric=metric, q=q)
         label_a, label_b = f"{da.name} {axis}={base}", f"{axis}={other}"
+        ids_a, ids_b = (frozenset(ma.loc[(ma[axis] == v).to_numpy(), "trial_id"]) for v in (value_a, value_b))
+        warnings = comparability_warnings(Side(ma, ta, pa.get("hosts") or {}, ids_a), Side(ma, ta, pa.get("hosts") or {}, ids_b),
+                                          label_a, label_b)
     else:
         if b is None:
             raise UsageError("runner compare needs two campaigns, or one campaign and --vary AXIS=BASE,OTHER")
         db = find_campaign(b, Path(datasets))
-        mb, _, _ = read_campaign(db)
+        mb, tb, pb = read_campaign(db)
         _check_metric(metric, ma, da.name, mb, db.name)
         result = compare(ma, mb, metric=metric, q=q)
         label_a, label_b = da.name, db.name
+        warnings = comparability_warnings(Side(ma, ta, pa.get("hosts") or {}), Side(mb, tb, pb.get("hosts") or {}), label_a, label_b)
+    result.attrs["warnings"] = list(warnings)
     shown = result.drop(columns=[c for c in ("campaign", "higher_is_better") if c in result.columns])
     shown = shown[[c for c in shown.columns if shown[c].nunique(dropna=False) > 1 or c in ("metric", "verdict", "change")]]
     counts = result["verdict"].value_counts()
     print_frame(console, shown, title=f"{label_b} against {label_a}: "
                 + ", ".join(f"{counts.get(v, 0)} {v}" for v in ("regression", "improvement", "same")))
+    for line in warnings:
+        console.print(f"[yellow]warning:[/] {line}", highlight=False)
     if html:
         try:
-            path = write_compare_html(result, html, title=f"{label_b} against {label_a}", q=q)
+            path = write_compare_html(result, html, title=f"{label_b} against {label_a}", q=q, warnings=warnings)
         except OSError as exc:
             raise UsageError(f"--html {html}: cannot write: {exc.strerror or exc}") from None
         console.print(f"comparison: {path}")

@@ -31,7 +31,7 @@ low or the curve misses a load's median badly (a sudden collapse is not USL-shap
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "fit", help="fit a scalability law to a CSV file", epilog=EPILOG,
-        description="Fit the USL or Amdahl's law by bounded least squares; print coefficients, 95%% intervals and peak.",
+        description="Fit the USL or Amdahl's law by bounded least squares; print coefficients, 95% intervals and peak.",  # not %-formatted
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", choices=("usl", "amdahl"), help="scalability law")
     p.add_argument("--csv", required=True, help="CSV file with a header row")
@@ -77,7 +77,8 @@ def read_columns(path: Path, x: str, y: str) -> tuple[list[float], list[float]]:
         if header.count(col) > 1:
             raise UsageError(f"{path}: column {col!r} appears {header.count(col)} times in the header")
         if col not in header:
-            raise UsageError(f"{path}: no column {col!r} ({what}); columns: {', '.join(header)}")
+            shown = ", ".join(h if h.isprintable() else repr(h) for h in header)  # a quoted name may hold a newline
+            raise UsageError(f"{path}: no column {col!r} ({what}); columns: {shown}")
         cols.append(header.index(col))
     values: tuple[list[float], list[float]] = ([], [])
     for line, row in rows[1:]:

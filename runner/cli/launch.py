@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -20,8 +21,10 @@ from rich.progress import (
 )
 
 from runner.cli import add_known_hosts_option, datasets_default, known_hosts_default
-from runner.execution import campaign
-from runner.matrix.load import load_matrix
+from runner.execution.cluster import prestart
+
+if TYPE_CHECKING:
+    from runner.execution import campaign
 
 HELP = """\
 Run every trial of a matrix on its hosts and write the results to datasets/<campaign>/ (Parquet).
@@ -34,8 +37,8 @@ Ctrl-C stops running workloads and keeps everything measured so far.
 With --scheduler, workers may come and go: trials left waiting for a worker that left are sent to the
 workers there are now. RUNNER_WORKER_WAIT (seconds, default 30): how long to wait when the scheduler has
 no worker at all. RUNNER_STALL_AFTER (seconds, default 60): no trial started or finished for that long
-while trials are pending, and the progress output says why. A lost hold on a host (checked before every
-trial) stops new trials there. See docs/hosts.md.
+while trials are pending, and the progress output says why. A lost hold on a host (confirmed on the host
+by every trial's first command) stops new trials there. See docs/hosts.md.
 
 exit status: 0 if every trial succeeded, 1 if some failed, 2 for bad input, 130 if interrupted.
 
@@ -75,6 +78,10 @@ def launch_matrix(
 ) -> campaign.Summary:
     """What `runner launch` does. `known_hosts` None: RUNNER_KNOWN_HOSTS, else the inventory's (scheduled
     runs call this without argv)."""
+    prestart(scheduler)  # the local cluster's worker processes start importing while this one imports the rest
+    from runner.execution import campaign
+    from runner.matrix.load import load_matrix
+
     matrix = load_matrix(matrix_path)
     known_hosts = known_hosts or known_hosts_default()
     hosts = campaign.resolve_hosts(matrix, inventory, known_hosts)

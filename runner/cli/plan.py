@@ -19,7 +19,7 @@ from runner.execution.campaign import check_guests, inventory_path, resolve_host
 from runner.hosts.ssh import check_known_hosts_file
 from runner.matrix.expand import is_relative
 from runner.matrix.load import Matrix, load_matrix
-from runner.trials import Trial, boots_needed, plan, trial_guest_key
+from runner.trials import CANARY, Trial, boots_needed, canary_cells, place_canaries, plan, trial_guest_key
 from runner.workloads import base
 
 HELP = """\
@@ -148,6 +148,9 @@ def run(args: argparse.Namespace) -> int:
         console.print(bounds, highlight=False)
     if matrix.probes:
         console.print(f"probes around every trial: {', '.join(matrix.probes)} (see docs/probes.md for their cost)", highlight=False)
+    if (line := canary_line(matrix, trials, planned.hosts)) is not None:
+        console.print(line, highlight=False)
+        trials = with_canaries(matrix, trials, planned.hosts, args.cpus or len(os.sched_getaffinity(0)))
     if info["boots"]:
         console.print(f"guest boots: {info['boots']} (guests.reuse: {matrix.reuse}; "
                       f"{sum(1 for t in trials if trial_guest_key(t) is not None)} trials in guests or containers)")
@@ -169,8 +172,9 @@ def run(args: argparse.Namespace) -> int:
         table.add_column("rep", justify="right")
         for i, t in enumerate(trials[:show], 1):
             p = t.param_dict
+            rep = f"canary {t.repetition}" if t.role == CANARY else str(t.repetition)
             table.add_row(str(i), t.trial_id, t.cell_id[:8], *([str(t.host)] if counts else []), *(str(p[a]) for a in matrix.axes),
-                          *(str(p.get(k, "")) for k in relative), str(t.repetition))
+                          *(str(p.get(k, "")) for k in relative), rep)
         console.print(table)
         if show < len(trials):
             console.print(f"... {len(trials) - show} more (--show -1 lists all)")
@@ -186,6 +190,38 @@ def repetition_bounds(matrix: Matrix, planned: int) -> str | None:
     metric = rules.metric or "throughput (else the first higher-is-better metric)"
     return (f"repetitions until the interval is tight: {rules.min} to {rules.max} per cell, more in rounds while the 95% interval "
             f"of the median of {metric} is wider than +-{100 * rules.ci:g}%: {planned} to {most} trials; the estimate is for {planned}")
+
+
+def canary_runs(trials: int, every: int) -> int:
+    """Canary runs on a host that runs `trials` trials of the matrix: before its 1st, (every+1)th, ... (pure)."""
+    return -(-trials // every) if trials else 0
+
+
+def canary_line(matrix: Matrix, trials: list[Trial], hosts: list[str]) -> str | None:
+    """The canary: which cell, how often, how many runs it adds (pure); None without a canary."""
+    if matrix.canary is None:
+        return None
+    every = matrix.canary.every
+    if matrix.placement == "each":
+        runs = sum(canary_runs(n, every) for n in per_host(trials).values())
+    else:  # the pool shares the trials: about an equal share each
+        share = -(-len(trials) // max(1, len(hosts)))
+        runs = canary_runs(share, every) * max(1, len(hosts))
+    cell = " ".join(f"{k}={v}" for k, v in matrix.canary.cell.items())
+    about = "" if matrix.placement == "each" or len(hosts) == 1 else "about "
+    return (f"canary {cell}: before the first and after every {every} trials on each host: {about}{runs} more trials "
+            f"(not repetitions of the cell; each reads the host's state; docs/analysis.md)")
+
+
+def with_canaries(matrix: Matrix, trials: list[Trial], hosts: list[str], cpus: int) -> list[Trial]:
+    """The trials with the canary runs where they will run, when the order per host is known (placement each,
+    or one host); else the trials as they are (pure)."""
+    if matrix.canary is None or (matrix.placement != "each" and len(hosts) != 1):
+        return trials
+    templates = canary_cells(matrix, dict.fromkeys(hosts, cpus))
+    if matrix.placement != "each":
+        return place_canaries(trials, templates[None], hosts[0], matrix.canary.every)
+    return [t for h in hosts for t in place_canaries([t for t in trials if t.host == h], templates[h], h, matrix.canary.every)]
 
 
 def _fmt(seconds: float) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 from runner import __version__, defaults
 from runner.errors import HostError, RunnerError, UsageError
 from runner.execution import environments
+from runner.execution.canary import Canaries, probes_for
 from runner.execution.guests import prepare_images
 from runner.execution.rounds import Rounds
 from runner.execution.worker import AttemptSpec, execute, host_cpus, kill_running, release_guests
@@ -238,7 +239,8 @@ def _launch_locked(
             for name in more_dead:
                 holds.drop(name)
         summary = _launch_held(matrix, store, held, facts, dead, scheduler, on_progress, command_line, inventory, notes,
-                               on_drop=holds.drop, known_hosts=known_hosts, check_hold=holds.confirm)
+                               on_drop=holds.drop, known_hosts=known_hosts, check_hold=holds.confirm,
+                               hold_guard=holds.trial_guard)
         for name in summary.dead_hosts:
             holds.abandon(name)
         return summary
@@ -296,10 +298,12 @@ def _launch_held(
     on_drop: Callable[[str], None] | None = None,
     known_hosts: Path | None = None,
     check_hold: Callable[[str], str | None] | None = None,
+    hold_guard: Callable[[str], Any] | None = None,
 ) -> Summary:
     """Plan, record and run the trials on the held hosts. `on_drop(host)`: a host is dropped mid-campaign
     (its hold is released then, not left to expire). `check_hold(host)`: None while the campaign's hold
-    on the host is its own, else why not; asked before every trial (HoldSet.confirm)."""
+    on the host is its own, else why not, asked on the host (HoldSet.confirm). `hold_guard(host)`: what every
+    trial on the host confirms in its own first command (HoldSet.trial_guard)."""
     started = time.monotonic()
     earlier = store.host_facts() if store.meta_path.exists() else {}
     if not live and matrix.placement == "pool":
@@ -333,6 +337,7 @@ def _launch_held(
         "guest_images": images,
         "repetitions": asdict(matrix.adaptive) if matrix.adaptive is not None else matrix.repetitions,
         "probes": list(matrix.probes),
+        "canary": asdict(matrix.canary) if matrix.canary is not None else None,
     }
     store.initialise(
         campaign=matrix.campaign,
@@ -367,8 +372,13 @@ def _launch_held(
     plugin = base.get(matrix.workload)
     progress.estimate_s = environments.estimate_trials(plugin, [t for t, _ in todo], matrix.reuse) / max(1, len(live))
 
-    runner = _Dispatch(matrix, store, types, live, dead, progress, on_progress, on_drop, check_hold)
+    runner = _Dispatch(matrix, store, types, live, dead, progress, on_progress, on_drop, check_hold, hold_guard)
     runner.rounds = rounds
+    if matrix.canary is not None:  # re-runs of the canary cell on each host (runner.execution.canary)
+        runner.canaries = Canaries.start(matrix, cpus, recorded, store.read_table("trials").to_pandas() if recorded else None)
+        progress.total += runner.canaries.recorded  # canary runs earlier launches made count as recorded trials
+        progress.skipped += runner.canaries.recorded
+        progress.messages.append(runner.canaries.describe())
     progress.round = rounds.round if rounds is not None else 0
     runner.notify(progress)  # the start: notes on unreachable or changed hosts show before any trial
     interrupted = False
@@ -456,15 +466,16 @@ class _Dispatch:
         on_progress: Callable[[Progress], None] | None,
         on_drop: Callable[[str], None] | None = None,
         check_hold: Callable[[str], str | None] | None = None,
+        hold_guard: Callable[[str], Any] | None = None,
     ) -> None:
         self.matrix = matrix
         self.on_drop = on_drop or (lambda name: None)
         self.check_hold = check_hold  # host -> None while our hold is ours, else why not (HoldSet.confirm)
+        self.hold_guard = hold_guard  # host -> the HoldGuard its trials confirm on the host (HoldSet.trial_guard)
         self.lost: dict[str, str] = {}  # host -> why its hold was lost: no new trial there
         self.recorded_ok: set[str] = set()  # trial ids recorded ok by this launch: never recorded twice
         self.scheduler: str | None = None
         self._checks: ThreadPoolExecutor | None = None
-        self._prechecks: dict[str, Any] = {}  # host -> its hold check, started when its last trial ended
         self.store = store
         self.types = types
         self.specs = {s.name: s for s in live}
@@ -475,6 +486,7 @@ class _Dispatch:
         self.attempts = 0
         self.failures: list[str] = []
         self.rounds: Rounds | None = None  # repetitions as bounds: adds the rounds after the planned trials
+        self.canaries: Canaries | None = None  # the matrix's canary: a canary run goes first when one is due
         self._writer: ThreadPoolExecutor | None = None  # writes attempt records off the loop (_write)
         self._writes: collections.deque = collections.deque()  # their futures, oldest first
 
@@ -538,10 +550,11 @@ class _Dispatch:
     def _loop(self, client: Any, queues: dict[Any, collections.deque], *, shared: bool) -> None:
         """Submit, wait, record, until the queues are empty. `shared`: an external scheduler.
 
-        Before a trial starts on a host, the host's hold is confirmed (check_hold): a lost hold stops new
-        trials there at once. Worker churn: a trial names a preferred worker (others allowed). Dask moves it
-        by itself when that worker leaves while others run, but a trial that waited while no worker was
-        there stays bound to the worker that left (state `no-worker`) even after new workers join: such
+        A trial confirms the campaign's hold on its host in its own first command (AttemptSpec.hold): a lost
+        hold stops that trial before anything of it runs, and no new trial goes there. Worker churn: a trial
+        names a preferred worker (others allowed). Dask moves it by itself when that worker leaves while
+        others run, but a trial that waited while no worker was there stays bound to the worker that left
+        (state `no-worker`) even after new workers join: such
         trials are cancelled and sent again, same attempt, to the workers there are now. Only the future the
         controller keeps for a trial is recorded, so a trial is recorded once. No trial starting or finishing
         for RUNNER_STALL_AFTER seconds: the progress output says why. The scheduler going away ends the
@@ -570,19 +583,20 @@ class _Dispatch:
         self.notify(self.progress)
         while True:
             ready = [n for n in sorted(self.specs) if n not in busy and n not in self.dead and n not in self.lost and queues.get(self._queue_key(n))]
-            for name, lost in self._confirm(ready):
-                if lost is not None:
-                    self._lose(name, lost)
-                    continue
+            for name in ready:
                 queue = queues.get(self._queue_key(name))
                 if not queue:
                     continue
-                trial, attempt = queue.popleft()
+                canary = self.canaries.due(name) if self.canaries is not None else None
+                if canary is not None:
+                    self.progress.total += 1
+                trial, attempt = (canary, 1) if canary is not None else queue.popleft()
                 key = trial_guest_key(trial)
                 keep = self.matrix.reuse == "configuration" and key is not None and bool(queue) and trial_guest_key(queue[0][0]) == key
                 spec = AttemptSpec(
                     trial, attempt, self.specs[name], self.matrix.timeout, workdir_for(self.matrix, self.specs[name]),
-                    host_lease=shared, keep_guests=keep, probes=self.matrix.probes,
+                    host_lease=shared, keep_guests=keep, probes=probes_for(trial, self.matrix.probes),
+                    hold=self.hold_guard(name) if self.hold_guard is not None else None,
                 )
                 future = self._submit(client, spec, preferred.get(name))
                 inflight[future] = (trial, attempt, name)
@@ -611,7 +625,10 @@ class _Dispatch:
                     rec = future.result()
                 except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker: the trial's worker died repeatedly
                     rec = _failure(trial, attempt, name, f"{name}: Dask could not run the trial: {type(exc).__name__}: {_one_line(exc)}", "failed")
-                self._precheck(name, queues)
+                if rec.failure_kind == "hold":  # the trial found our hold gone before it ran: not an attempt
+                    self._lose(name, (self.check_hold(name) if self.check_hold else None) or rec.error or "hold lost")
+                    queues[self._queue_key(name)].appendleft((trial, attempt))
+                    continue
                 self._handle(rec, trial, attempt, name, queues)
             if done:
                 quiet_since = time.monotonic()
@@ -734,20 +751,11 @@ class _Dispatch:
         )
 
     def _confirm(self, names: Sequence[str]) -> list[tuple[str, str | None]]:
-        """(host, None or why its hold is lost) for the hosts about to get a trial, asked in parallel; a check
-        started when the host's last trial ended (_precheck) is used, any other started one is dropped."""
-        started, self._prechecks = self._prechecks, {}
+        """(host, None or why its hold is lost), asked on the hosts in parallel."""
         if not names or self.check_hold is None:
             return [(n, None) for n in names]
-        if len(names) == 1 and names[0] not in started:
-            return [(names[0], self.check_hold(names[0]))]
-        checks = {n: started.get(n) or self._pool().submit(self.check_hold, n) for n in names}
+        checks = {n: self._pool().submit(self.check_hold, n) for n in names}
         return [(n, checks[n].result()) for n in names]
-
-    def _precheck(self, name: str, queues: Mapping[Any, collections.deque]) -> None:
-        """A host's trial ended and it has another queued: confirm its hold while the record is written."""
-        if self.check_hold is not None and name not in self.lost and queues.get(self._queue_key(name)):
-            self._prechecks[name] = self._pool().submit(self.check_hold, name)
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._checks is None:
@@ -797,7 +805,7 @@ class _Dispatch:
             self.progress.messages.append(f"host {name} dropped for the rest of the campaign: {rec.error}")
             self.on_drop(name)  # its hold is released now (or as soon as the host answers), not left to expire
         queue_key = name if self.matrix.placement == "each" else None
-        retry = attempt < self.matrix.retry.attempts and rec.failure_kind in self.matrix.retry.on
+        retry = attempt < self.matrix.retry.attempts and rec.failure_kind in self.matrix.retry.on and trial.role is None  # canaries: no retry
         if retry and not (queue_key is not None and name in self.dead) and len(self.dead) < len(self.specs):
             self.progress.retried += 1
             queues[queue_key].appendleft((trial, attempt + 1))

@@ -51,7 +51,7 @@ class Rounds:
         if metrics is None or len(metrics) == 0:
             return
         m = metrics
-        for col in ("thread", "vm", "probe"):
+        for col in ("thread", "vm", "probe", "role"):  # role: canary runs are not repetitions of their cell
             if col in m.columns:
                 m = m[m[col].isna()]
         for cell, name, value, hib in zip(m["cell_id"], m["metric"], m["value"], m["higher_is_better"], strict=True):
@@ -61,7 +61,7 @@ class Rounds:
 
     def observe(self, rec: AttemptRecord) -> None:
         """A successful attempt's totals count toward its cell."""
-        if rec.status != "ok" or rec.cell_id not in self.values:
+        if rec.status != "ok" or rec.cell_id not in self.values or rec.role is not None:  # a canary run: not a repetition
             return
         for m in rec.metrics:
             if m.thread is None and m.vm is None and m.probe is None:

@@ -24,8 +24,9 @@ from typing import Any
 
 from runner import __version__, defaults
 from runner.errors import HostError, RunnerError, TrialError
-from runner.execution import environments, guests  # noqa: F401 - guests registers its environments
+from runner.execution import environments
 from runner.hosts.base import Host
+from runner.lab.reservations import HoldGuard, HoldLost
 from runner.records.store import AttemptRecord
 from runner.trials import Trial
 from runner.workloads import base
@@ -47,6 +48,9 @@ class AttemptSpec:
     # Keep the trial's guests running after it: the next trial on this host has the same configuration.
     keep_guests: bool = False
     probes: tuple[str, ...] = ()  # the matrix's probes (runner.probes), run around the workload
+    # The campaign's hold on the host (runner.lab.reservations.HoldGuard), confirmed on the host by the trial's
+    # first command: a hold lost meanwhile stops the trial before anything of it runs (record kind "hold").
+    hold: HoldGuard | None = None
 
 
 _lock = threading.Lock()
@@ -138,8 +142,19 @@ def _execute(spec: AttemptSpec) -> AttemptRecord:
         )
 
     plugin = base.get(trial.workload)
+    env = str(params.get("env", defaults.ENV))
+    if env != "host":
+        # Registers the guest environments (kvm, container, xen-*); imported on the first guest trial only,
+        # so a worker process that runs trials on hosts starts without it (0.6 s of imports).
+        from runner.execution import guests  # noqa: F401
     try:
         host = _host(spec.host)
+        if spec.hold is not None:
+            guarded = spec.hold.wrap(host)
+            if env != "host":  # guests kept for reuse outlive the trial: give them the host itself
+                guarded.confirm()
+            else:
+                host = guarded  # the first command of the trial (CPU count, work directory, probe, workload) checks
         ctx = WorkloadContext(
             host=host.name,
             workdir=spec.workdir,
@@ -153,12 +168,14 @@ def _execute(spec: AttemptSpec) -> AttemptRecord:
                 "guest_network": {"bridge": spec.host.guest_bridge, "subnet": spec.host.guest_subnet},
             },
         )
-        run_env = environments.get(str(params.get("env", defaults.ENV)))
+        run_env = environments.get(env)
         outcome = run_env(host, plugin, params, ctx, spec.timeout)
         workload_wall = outcome.workload_wall_s
         kind = {"ok": None, "timeout": "timeout"}.get(outcome.status, "failed")
         rec = record(outcome.status, outcome.error, kind, outcome.metrics, accel=outcome.accel, guest_json=outcome.guest_json, guest=outcome.extra)
         return dataclasses.replace(rec, notes=outcome.notes) if outcome.notes else rec
+    except HoldLost as exc:  # nothing of the trial ran: the controller sends it nowhere else on this host
+        return record("failed", str(exc), "hold")
     except HostError as exc:
         _forget(spec.host)
         return record("failed", str(exc), "host", **_guest_fields(params, exc))

@@ -12,6 +12,10 @@ A hold expires when its heartbeat is older than its TTL, judged by the host's ow
 clocks may disagree; the host's clock is the one both sides read). `hold_hosts` refreshes its holds
 every TTL/4 from a background thread, so a crashed or SIGKILLed controller's holds expire after one TTL.
 
+A trial confirms the hold on the host itself, in its own first command (HoldGuard: the command runs under a
+`sh` that reads the hold file with a builtin and execs the command only if the hold still has our token),
+so a hold released by force stops the next trial at once without any extra round trip per trial.
+
 A relaunch does not wait for that TTL when the hold is its own: a hold records the controller machine and
 the identity of the process that took it (PID, process start time, boot id; runner.hosts.process). A hold
 of the same owner and campaign, taken on the same controller machine by a process that is gone, is taken
@@ -31,6 +35,7 @@ Where the hold file is (per host):
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import json
 import math
@@ -41,6 +46,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,7 +55,7 @@ from typing import Any
 
 from runner.errors import HostError, RunnerError, UsageError
 from runner.hosts import process
-from runner.hosts.base import Host
+from runner.hosts.base import CommandResult, Host, Spawned
 from runner.hosts.process import ProcessId
 
 DEFAULT_TTL = 60.0
@@ -107,8 +113,14 @@ esac
 """.replace("DEFAULT_DIR", DEFAULT_DIR).replace("LOCK_WAIT", str(LOCK_WAIT_S))
 
 
-# Hold.check: the hold file's one line (json.dumps, no newline inside), read by the shell itself.
-_CHECK = 'IFS= read -r hold 2>/dev/null < "$1"; printf "%s\\n" "$hold"'
+# HoldGuard: run "$@" only while the hold file $1 (one line: json.dumps, no newline inside) has token $2, read
+# by the shell itself (no lock, no write, no other process); else say what the file has now and exit GUARD_RC.
+GUARD_RC = 86
+_GUARD_MARK = "runner-hold-lost"
+_GUARD = (
+    r'''IFS= read -r hold 2>/dev/null < "$1"; case "$hold" in *"\"token\": \"$2\""*) shift 2; exec "$@";; esac; '''
+    f"printf '{_GUARD_MARK} %s: %s\\n' \"$2\" \"$hold\" >&2; exit {GUARD_RC}"
+)
 
 
 @dataclass(frozen=True)
@@ -158,7 +170,6 @@ class HoldLost(RunnerError):
 @dataclass(frozen=True)
 class _Answer:
     state: str
-    host_now: int
     path: str
     info: HoldInfo | None
 
@@ -179,7 +190,7 @@ def _call(host: Host, op: str, path: str | None, token: str = "", ttl: int = 0, 
     if head[0] == "ERROR":
         raise HostError(f"host {host.name}: hold {op}: {lines[0][6:]}")
     state, now, mtime, where = head[0], int(head[1]), int(head[2]), head[3]
-    return _Answer(state, now, where, parse_hold(host.name, where, "\n".join(lines[1:]), now - mtime))
+    return _Answer(state, where, parse_hold(host.name, where, "\n".join(lines[1:]), now - mtime))
 
 
 def parse_hold(host: str, path: str, text: str, age_s: float) -> HoldInfo | None:
@@ -235,25 +246,134 @@ class Hold:
             raise HoldLost(self._lost(answer.info))
 
     def check(self) -> str | None:
-        """Whether the hold is still ours, read on the host now: None if it is, else why not. One `sh` reading
-        the hold file with a builtin (no lock, no write, no other process), cheap enough to ask before every
-        trial; raises HostError if the host does not answer."""
-        result = self.host.run(["sh", "-c", _CHECK, "hold", self.path], timeout=LOCK_WAIT_S + 20)
-        if not result.ok:
-            why = (result.stderr.strip() or f"exit {result.rc}").splitlines()[-1]
-            raise HostError(f"host {self.host.name}: hold check failed: {why}")
-        info = parse_hold(self.host.name, self.path, result.stdout, 0.0)
-        if info is not None and info.token == self.token:
-            return None
-        return self._lost(info and f"held by {info.owner} for campaign {info.campaign} since {info.since}")
+        """Whether the hold is still ours, read on the host now: None if it is, else why not (the HoldGuard
+        of `true`); raises HostError if the host does not answer."""
+        return self.guard().check(self.host)
+
+    def guard(self) -> HoldGuard:
+        """What a trial's first command checks on the host (plain data, for a Dask worker)."""
+        return HoldGuard(self.host.name, self.info.campaign, self.path, self.token)
 
     def _lost(self, now: HoldInfo | str | None) -> str:
-        other = now.describe() if isinstance(now, HoldInfo) else now or "released (by force?)"
-        return f"host {self.host.name}: our hold for campaign {self.info.campaign} was lost; now {other}"
+        return _lost_reason(self.host.name, self.info.campaign, now)
 
     def release(self) -> None:
         """Remove the hold if it is still ours (a hold taken over by someone else is left alone)."""
         _call(self.host, "release", self.path, self.token)
+
+
+def _lost_reason(host: str, campaign: str, now: HoldInfo | str | None) -> str:
+    other = now.describe() if isinstance(now, HoldInfo) else now or "released (by force?)"
+    return f"host {host}: our hold for campaign {campaign} was lost; now {other}"
+
+
+CHECK_TIMEOUT_S = LOCK_WAIT_S + 20
+
+
+@dataclass(frozen=True)
+class HoldGuard:
+    """A campaign's hold on one host as a trial confirms it on the host itself: the hold file at `path` still
+    has our `token`. Plain data: it travels with the trial to the Dask worker, which runs the trial's first
+    command on the host under it (`wrap`), so confirming the hold costs no command of its own."""
+
+    host: str
+    campaign: str
+    path: str
+    token: str
+
+    def argv(self, argv: Sequence[str]) -> list[str]:
+        """argv, run only while the hold is ours; else nothing runs and the command exits GUARD_RC (see lost)."""
+        return ["sh", "-c", _GUARD, _GUARD_MARK, self.path, self.token, *argv]
+
+    def lost(self, result: CommandResult) -> str | None:
+        """None if the guarded command ran (the hold was ours when it started), else why the hold is lost."""
+        if result.rc != GUARD_RC:
+            return None
+        mark = f"{_GUARD_MARK} {self.token}: "
+        for line in result.stderr.splitlines():
+            if line.startswith(mark):
+                info = parse_hold(self.host, self.path, line[len(mark):], 0.0)
+                return _lost_reason(self.host, self.campaign, info and f"held by {info.owner} for campaign {info.campaign} since {info.since}")
+        return None
+
+    def check(self, host: Host) -> str | None:
+        """The guard on its own (`true` under it): None while the hold is ours, else why not; HostError if the
+        host does not answer."""
+        result = host.run(self.argv(["true"]), timeout=CHECK_TIMEOUT_S)
+        why = self.lost(result)
+        if why is None and not result.ok:
+            raise HostError(f"host {self.host}: hold check failed: {result.tail()}")
+        return why
+
+    def wrap(self, host: Host) -> GuardedHost:
+        """`host` for one trial: its first command runs under the guard (see GuardedHost)."""
+        return GuardedHost(host, self)
+
+
+class GuardedHost(Host):
+    """A trial's host whose first command confirms the campaign's hold (HoldGuard) as part of itself. Until a
+    guarded command has run, every command is guarded, and put/spawn/open_channel first run the guard on its
+    own; once the hold is confirmed, commands go to the host as they are. A hold found lost raises HoldLost,
+    from then on for every call: nothing of the trial runs on the host. `close` leaves the host open (its
+    owner, the worker's connection cache, closes it)."""
+
+    def __init__(self, host: Host, guard: HoldGuard) -> None:
+        self.name = host.name
+        self.inner = host
+        self.hold = guard
+        self._ours = False
+        self._lost: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.inner.is_local
+
+    def confirm(self) -> None:
+        """The guard on its own, unless a guarded command ran already; HoldLost if the hold is not ours."""
+        if self._lost is not None:
+            raise HoldLost(self._lost)
+        if not self._ours:
+            self._lost = self.hold.check(self.inner)
+            if self._lost is not None:
+                raise HoldLost(self._lost)
+            self._ours = True
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> CommandResult:
+        if self._lost is not None:
+            raise HoldLost(self._lost)
+        if self._ours:
+            return self.inner.run(argv, timeout=timeout, cwd=cwd, env=env)
+        result = self.inner.run(self.hold.argv(argv), timeout=timeout, cwd=cwd, env=env)
+        why = self.hold.lost(result)
+        if why is not None:
+            self._lost = why
+            raise HoldLost(why)
+        self._ours = True
+        return dataclasses.replace(result, argv=tuple(argv))
+
+    def put(self, local: Path, remote: str) -> None:
+        self.confirm()
+        self.inner.put(local, remote)
+
+    def open_channel(self, address: str, port: int, timeout: float = 10.0) -> Any:
+        self.confirm()
+        return self.inner.open_channel(address, port, timeout)
+
+    def spawn(self, argv: Sequence[str]) -> Spawned:
+        self.confirm()
+        return self.inner.spawn(argv)
+
+    def __getattr__(self, name: str) -> Any:  # e.g. an SSH host's `spec`
+        if name == "inner":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
 
 def acquire(
@@ -316,15 +436,23 @@ class HoldSet:
     every: float = DEFAULT_TTL / 4  # seconds between heartbeats, and between tries to release a dropped host
     guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
     stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    taken: dict[str, Hold] = field(default_factory=dict)  # host -> the last hold taken there, lost or not
 
     def abandon(self, name: str) -> None:
         """Stop heartbeating a host that went away, without contacting it: its hold expires after the TTL."""
         self.abandoned.add(name)
 
+    def trial_guard(self, name: str) -> HoldGuard | None:
+        """What each trial on `name` confirms on the host as part of its first command (HoldGuard); None for
+        a host this set never held. A hold lost meanwhile keeps its guard: a trial sent there finds it lost."""
+        with self.guard:
+            hold = self.taken.get(name)
+        return hold.guard() if hold is not None else None
+
     def confirm(self, name: str) -> str | None:
-        """Before a trial starts on `name`: None while our hold there is still ours (Hold.check), else why not;
-        a lost hold moves from `held` to `lost` at once (no more heartbeat, never released: it is not ours).
-        None too for a host not held by this set, or one that does not answer (its trial finds that out)."""
+        """Whether our hold on `name` is still ours, read on the host now (Hold.check): None if it is, else why
+        not; a lost hold moves from `held` to `lost` at once (no more heartbeat, never released: it is not
+        ours). None too for a host not held by this set, or one that does not answer."""
         with self.guard:
             if name in self.lost:
                 return self.lost[name]
@@ -409,16 +537,11 @@ def hold_hosts(
     try:
         while True:
             busy: dict[str, HoldInfo] = {}
-            for name in sorted(conns):
-                if name in holds.held:
+            todo = [name for name in sorted(conns) if name not in holds.held]
+            for name, hold in _acquire_all(todo, conns, owner, campaign, ttl, paths, holds):
+                if isinstance(hold, HostBusy):
+                    busy.update(hold.holders)
                     continue
-                try:
-                    hold = acquire(conns[name], owner, campaign, ttl, path=paths.get(name))
-                except HostBusy as exc:
-                    busy.update(exc.holders)
-                    continue
-                with guard:
-                    holds.held[name] = hold
                 if hold.took_over is not None and on_wait:
                     old = hold.took_over
                     on_wait(f"host {name}: took over the hold of campaign {old.campaign} from process {old.pid} "
@@ -454,6 +577,41 @@ def hold_hosts(
         _release_all(holds, guard)
         for name in ours:
             conns[name].close()
+
+
+ACQUIRE_THREADS = 16  # hosts whose holds are taken at once (each: connect, then one short command)
+
+
+def _acquire_all(
+    names: Sequence[str], conns: Mapping[str, Host], owner: str, campaign: str, ttl: float, paths: Mapping[str, str],
+    holds: HoldSet,
+) -> list[tuple[str, Hold | HostBusy]]:
+    """Try to hold every host in `names` at once (in parallel); each hold taken goes into `holds.held` before
+    this returns or raises, so a failure elsewhere never leaves one behind unreleased. (name, Hold or the
+    HostBusy that says who holds it) in the order of `names`; the first other error is raised after all ended."""
+    if not names:
+        return []
+
+    def one(name: str) -> Hold | HostBusy:
+        try:
+            hold = acquire(conns[name], owner, campaign, ttl, path=paths.get(name))
+        except HostBusy as exc:
+            return exc
+        with holds.guard:
+            holds.held[name] = holds.taken[name] = hold
+        return hold
+
+    with ThreadPoolExecutor(max_workers=min(ACQUIRE_THREADS, len(names)), thread_name_prefix="runner-hold") as pool:
+        futures = [(name, pool.submit(one, name)) for name in names]
+    out, errors = [], []
+    for name, future in futures:
+        try:
+            out.append((name, future.result()))
+        except Exception as exc:  # noqa: BLE001 - raised below, once every host's attempt has ended
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+    return out
 
 
 def _busy_message(busy: Mapping[str, HoldInfo]) -> str:

@@ -299,6 +299,8 @@ def _resolve_inventory(matrix: Any, given: str | None) -> str | None:
     if path:
         if not Path(path).exists():
             raise UsageError(f"inventory {path} does not exist")
+        if Path(path).is_file():
+            read_text(Path(path), "inventory file")  # a binary or non-UTF-8 file is refused now, not at 2 a.m.
         return str(Path(path).resolve())
     beside = matrix.path.parent / "inventory"
     return str(beside.resolve()) if beside.exists() else None
@@ -320,6 +322,8 @@ def add_schedule(
     if not NAME_RE.fullmatch(name):
         raise UsageError(f"schedule name {name!r} is not allowed; allowed: letters, digits, _ and -, at most 40")
     check_cron(cron)
+    if Path(datasets).exists() and not Path(datasets).is_dir():
+        raise UsageError(f"--datasets {datasets}: not a directory; give the directory the instances' datasets go to")
     parsed = load_matrix(matrix)  # refuse a broken matrix now, not at 2 a.m.
     if len(parsed.campaign) + 1 + len("20261126T0200") > CAMPAIGN_MAX:
         raise UsageError(f"{matrix}: campaign name {parsed.campaign!r} is too long for dated instances; at most {CAMPAIGN_MAX - 14} characters")
@@ -380,7 +384,7 @@ def last_run(name: str, home: Path | None = None) -> datetime | None:
         return None
     try:
         slot = datetime.fromisoformat(json.loads(read_text(path, "state file"))["last_slot"])
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):
         slot = None
     if slot is None or slot.tzinfo is None:
         raise UsageError(f"{path}: damaged (no last_slot with a UTC offset); delete it to run the next slot as if never run")

@@ -70,6 +70,17 @@ class AdaptiveRepetitions:
 
 
 @dataclass(frozen=True)
+class Canary:
+    """`canary: {cell: {...}, every: N}`: one cell of the matrix, re-run on each host before its first trial
+    and then after every `every` trials, to watch the host drift (runner.execution.canary). `cell` holds a
+    value of every axis, as written (the matrix file may leave out axes with one value)."""
+
+    cell: Mapping[str, Any]
+    every: int
+    metric: str | None = None  # what the report watches; None: throughput, else the first higher-is-better metric
+
+
+@dataclass(frozen=True)
 class Matrix:
     """A validated matrix file. Axis values are kept as written ("50%" stays a string until a host is known)."""
 
@@ -99,6 +110,7 @@ class Matrix:
     description: str = ""
     adaptive: AdaptiveRepetitions | None = None  # repetitions given as bounds; `repetitions` is then its min
     probes: tuple[str, ...] = ()  # telemetry probes run around every trial (runner.probes)
+    canary: Canary | None = None  # the drift watch: one cell re-run every N trials on each host
 
     @property
     def sha256(self) -> str:
@@ -249,6 +261,7 @@ def parse_matrix(text: str, path: Path = Path("matrix.yml")) -> Matrix:
         description=doc.get("description", ""),
         adaptive=adaptive,
         probes=_probes(doc.get("probes") or (), name),
+        canary=_canary(doc.get("canary"), axes, zips, tuple(doc.get("exclude") or ()), tuple(doc.get("include") or ()), name),
     )
 
 
@@ -273,6 +286,48 @@ def _probes(names: Any, name: str) -> tuple[str, ...]:
         if probe not in known:
             raise MatrixError(f"{name}: probes[{i}]: no probe {probe!r}; known: {', '.join(known)}")
     return tuple(names)
+
+
+def _canary(
+    value: Mapping[str, Any] | None,
+    axes: Mapping[str, tuple[Any, ...]],
+    zips: tuple[tuple[str, ...], ...],
+    exclude: tuple[Mapping[str, Any], ...],
+    include: tuple[Mapping[str, Any], ...],
+    name: str,
+) -> Canary | None:
+    """The matrix's canary: its `cell` must name exactly one cell of the expanded matrix (values as written);
+    anything else is one line naming the file, the key and the value."""
+    if value is None:
+        return None
+    from runner.matrix.expand import expand_cells  # expand imports this module
+
+    wanted = dict(value["cell"])
+    for key, v in wanted.items():
+        if key not in axes:
+            raise MatrixError(f"{name}: canary.cell.{key}: not an axis; axes: {', '.join(axes) or 'none'}")
+        if not any(_same(v, x) for x in axes[key]):
+            raise MatrixError(f"{name}: canary.cell.{key}: {v!r} is not a value of axis {key!r}; "
+                              f"its values: {', '.join(map(repr, axes[key]))}")
+    found = [c for c in expand_cells(axes, zips, exclude, include) if all(_same(c[k], v) for k, v in wanted.items())]
+    if not found:
+        raise MatrixError(f"{name}: canary.cell: {_flow(wanted)} names no cell of the matrix "
+                          "(exclude drops it, or the zipped axes never pair these values)")
+    if len(found) > 1:
+        open_axes = [a for a in axes if a not in wanted]
+        raise MatrixError(f"{name}: canary.cell: {_flow(wanted)} names {len(found)} cells of the matrix; "
+                          f"give a value of every axis that varies (also {', '.join(open_axes)})")
+    return Canary(cell=dict(found[0]), every=int(value["every"]), metric=value.get("metric"))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as matrix values: 2 is 2.0, but true is not 1."""
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+def _flow(cell: Mapping[str, Any]) -> str:
+    """A cell as YAML flow text for messages: {threads: 4, lock: ticket}."""
+    return "{" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in cell.items()) + "}"
 
 
 BUILTIN_GUEST_KERNELS = ("default", "nopvspin")

@@ -101,7 +101,7 @@ def get(name: str) -> Probe:
 
 def _load_builtin() -> None:
     # Importing the modules registers them.
-    from runner.probes import cpufreq, kvm_exits, lock_stat, perf_stat, schedstat  # noqa: F401
+    from runner.probes import cpufreq, host_state, kvm_exits, lock_stat, perf_stat, schedstat  # noqa: F401
 
 
 # ----- helpers for probes ------------------------------------------------------------------------------

@@ -10,6 +10,10 @@ History of SCHEMA_VERSION:
   4 - metrics gain `probe` and `side`: rows read by a probe (runner.probes) name it and where it read
       (guest or host); null for the workload's own results. Version 1-3 datasets read as version 4 with
       those columns null.
+  5 - trials and metrics gain `role`: null for a trial of the matrix (a repetition of its cell), `canary`
+      for a re-run of the matrix's canary cell (runner.execution.canary), which is not a repetition of that
+      cell: the analysis keeps such rows out of the cell's statistics. Version 1-4 datasets read as version 5
+      with `role` null.
 
 Layout of one campaign (see runner.records.store, the only module that writes it):
 
@@ -33,8 +37,8 @@ from collections.abc import Mapping
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 4
-READABLE_SCHEMAS = frozenset({1, 2, 3, 4})
+SCHEMA_VERSION = 5
+READABLE_SCHEMAS = frozenset({1, 2, 3, 4, 5})
 
 # Columns that identify an attempt: the first columns of both tables (the store fills them from one dict).
 ATTEMPT_FIELDS: list[pa.Field] = [
@@ -46,6 +50,7 @@ ATTEMPT_FIELDS: list[pa.Field] = [
     pa.field("host", pa.string(), nullable=False),
     pa.field("env", pa.string(), nullable=False),
     pa.field("accel", pa.string()),
+    pa.field("role", pa.string()),  # null: a repetition of the cell; canary: a re-run of the canary cell
 ]
 
 # Columns every metrics file has, before the axis columns.
@@ -110,6 +115,7 @@ DICTIONARY: dict[str, str] = {
     "host": "inventory name of the host the trial ran on",
     "env": "environment: host, container, kvm, xen-hvm, xen-pvh, xen-pv",
     "accel": "accelerator actually used: none (bare host or container), kvm, tcg, xen",
+    "role": "null for a repetition of the cell; canary for a re-run of the matrix's canary cell (drift watch), kept out of the cell's statistics",
     "metric": "metric name, e.g. throughput",
     "value": "measured value",
     "unit": "unit of value, e.g. ops/s",

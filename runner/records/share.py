@@ -26,6 +26,7 @@ import secrets
 import shutil
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,7 +39,16 @@ import pyarrow.parquet as pq
 
 from runner.errors import DatasetError, UsageError
 from runner.records.schema import DICTIONARY, METRIC_FIELDS, READABLE_SCHEMAS, SCHEMA_VERSION, TRIAL_FIELDS
-from runner.records.store import CampaignStore, find_campaign, parquet_bytes, split_host_file, write_json_atomic
+from runner.records.store import (
+    CAMPAIGN_NAME,
+    HOST_FACT_TIMES,
+    CampaignStore,
+    find_campaign,
+    parquet_bytes,
+    read_json,
+    split_host_file,
+    write_json_atomic,
+)
 
 ARCHIVE_VERSION = 1  # 1: first release (archive.json, schema.json, DATA-CARD.md, MANIFEST.sha256)
 MANIFEST = "MANIFEST.sha256"
@@ -75,7 +85,16 @@ def anonymize_key(home: Path | None = None) -> bytes:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32) + "\n")
-    return bytes.fromhex(path.read_text().strip())
+    try:
+        key = bytes.fromhex(path.read_bytes().decode("ascii").strip())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        key, why = b"", exc.strerror if isinstance(exc, OSError) else "not a hexadecimal key"
+    else:
+        why = "empty"
+    if not key:
+        raise UsageError(f"{path}: cannot read the anonymization key: {why}; restore it from a backup, or remove it "
+                         "to make a new one (then the same hosts get other pseudonyms than in earlier archives)")
+    return key
 
 
 class Pseudonyms:
@@ -128,10 +147,10 @@ def host_names(root: Path) -> set[str]:
     """Every host name a campaign mentions: its hosts, the `host` column, the controllers."""
     store = CampaignStore(root)
     names: set[str] = set()
-    for path in (root / "hosts").glob("*.json"):
-        names.add(split_host_file(path.name)[0])
-        facts = json.loads(path.read_text())
-        names |= {str(facts[k]) for k in ("host", "hostname", "fqdn", "nodename") if facts.get(k)}
+    for when in ("before", *HOST_FACT_TIMES):
+        for host, facts in store.host_facts(when).items():
+            names.add(host)
+            names |= {str(facts[k]) for k in ("host", "hostname", "fqdn", "nodename") if facts.get(k)}
     prov = store.read_provenance()
     names |= {str(prov["controller"])} if prov.get("controller") else set()
     names |= {str(launch.get("controller")) for launch in prov.get("launches", []) if launch.get("controller")}
@@ -236,6 +255,14 @@ def pack(campaign: str | Path, out: Path | None = None, *, datasets: Path = Path
     meta = store.meta()
     name = meta["campaign"]
     out = Path(out or f"{name}.tar.gz")
+    if out.is_dir():
+        raise UsageError(f"{out}: is a directory; give the archive's file name (default: CAMPAIGN.tar.gz here)")
+    # Everything read below is checked first: a damaged file is refused with one line naming it.
+    metrics, trials = store.read_table("metrics"), store.read_table("trials")
+    store.matrix_text()
+    store.read_provenance()
+    for when in ("before", *HOST_FACT_TIMES):
+        store.host_facts(when)
     anon = Pseudonyms(key or anonymize_key(), host_names(root)) if anonymize else None
     members: dict[str, bytes | Path] = {}
     for path in _dataset_files(root):
@@ -248,10 +275,9 @@ def pack(campaign: str | Path, out: Path | None = None, *, datasets: Path = Path
             if rel.startswith("hosts/"):
                 host, when = split_host_file(path.name)
                 rel = f"hosts/{anon.pseudonym(host)}" + ("" if when == "before" else f".{when}") + ".json"
-            members[rel] = (json.dumps(anon.json(json.loads(path.read_text())), indent=2, sort_keys=True) + "\n").encode()
+            members[rel] = (json.dumps(anon.json(read_json(path, "file")), indent=2, sort_keys=True) + "\n").encode()
         else:
-            members[rel] = anon.text(path.read_text()).encode()
-    metrics, trials = store.read_table("metrics"), store.read_table("trials")
+            members[rel] = anon.text(_text(path)).encode()
     prov = json.loads(_read(members["provenance.json"])) if "provenance.json" in members else {}
     facts = {split_host_file(k[6:]): json.loads(_read(v)) for k, v in members.items() if k.startswith("hosts/")}
     prints = {host: fingerprint(f) for (host, when), f in facts.items() if when == "before"}
@@ -266,15 +292,21 @@ def pack(campaign: str | Path, out: Path | None = None, *, datasets: Path = Path
     }, indent=2, sort_keys=True) + "\n").encode()
     members["DATA-CARD.md"] = data_card(meta, prov, trials, dictionary, prints, _read(members["matrix.yml"]), anonymize).encode()
     manifest = "".join(f"{_sha256(_bytes(members[rel]))}  {rel}\n" for rel in sorted(members))
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
-    with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
-        for rel in [*sorted(members), MANIFEST]:
-            data = manifest.encode() if rel == MANIFEST else _bytes(members[rel])
-            info = tarfile.TarInfo(f"{name}/{rel}")
-            info.size, info.mtime, info.mode = len(data), int(datetime.now(UTC).timestamp()), 0o644
-            tar.addfile(info, io.BytesIO(data))
-    os.replace(tmp, out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
+            for rel in [*sorted(members), MANIFEST]:
+                data = manifest.encode() if rel == MANIFEST else _bytes(members[rel])
+                info = tarfile.TarInfo(f"{name}/{rel}")
+                info.size, info.mtime, info.mode = len(data), int(datetime.now(UTC).timestamp()), 0o644
+                tar.addfile(info, io.BytesIO(data))
+        os.replace(tmp, out)
+    except OSError as exc:
+        if tmp.parent.is_dir():
+            tmp.unlink(missing_ok=True)
+        bad_path = isinstance(exc, (FileExistsError, NotADirectoryError, IsADirectoryError))  # the path given: bad input
+        raise (UsageError if bad_path else DatasetError)(f"{out}: cannot write the archive: {exc.strerror or exc}") from None
     return out
 
 
@@ -284,6 +316,26 @@ def _bytes(item: bytes | Path) -> bytes:
 
 def _read(item: bytes | Path) -> str:
     return _bytes(item).decode()
+
+
+def _text(path: Path) -> str:
+    """A text file of a dataset (to anonymize): UTF-8, else DatasetError naming it."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise DatasetError(f"{path}: cannot anonymize: {why}") from None
+
+
+def _json_member(data: bytes, name: str, where: str) -> dict[str, Any]:
+    """A JSON object inside an archive (its checksum matched: a damaged one was packed so, or crafted)."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        doc = None
+    if not isinstance(doc, dict):
+        raise DatasetError(f"{where}: refused: {name} is not a JSON object (a damaged or foreign archive)")
+    return doc
 
 
 # ----- verifying --------------------------------------------------------------------------------------
@@ -318,7 +370,7 @@ def _read_members(archive: Path, sink: Callable[[str, bytes], None]) -> None:
                 sink(info.name, fh.read() if fh else b"")
     except FileNotFoundError:
         raise DatasetError(f"{archive}: no such archive") from None
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+    except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as exc:
         raise DatasetError(f"{where}: refused: the archive is truncated or damaged ({' '.join(str(exc).split()) or type(exc).__name__})") from None
 
 
@@ -354,14 +406,20 @@ def verify(archive: Path, *, keep: dict[str, bytes] | None = None) -> Verified:
     for name in sorted(listed):
         if digests[name] != listed[name]:
             raise DatasetError(f"{where}: refused: checksum mismatch for {name} (the file was changed after packing)")
-    info = json.loads(blobs[f"{top}/archive.json"])
+    if f"{top}/archive.json" not in blobs:
+        raise DatasetError(f"{where}: refused: no archive.json (not a runner dataset archive)")
+    info = _json_member(blobs[f"{top}/archive.json"], "archive.json", where)
     if info.get("archive_version") != ARCHIVE_VERSION:
         raise DatasetError(f"{where}: archive format {info.get('archive_version')!r} is not readable; this runner reads format {ARCHIVE_VERSION}")
     version = info.get("schema_version")
-    if version not in READABLE_SCHEMAS:
+    if type(version) is not int or version not in READABLE_SCHEMAS:  # not a bool, not a list (unhashable)
         newer = isinstance(version, int) and version > SCHEMA_VERSION
         hint = "upgrade the runner" if newer else "repack it with a runner of that time"
         raise DatasetError(f"{where}: dataset schema version {version} is not readable (this runner reads {sorted(READABLE_SCHEMAS)}); {hint}")
+    campaign = info.get("campaign")
+    if not isinstance(campaign, str) or not CAMPAIGN_NAME.fullmatch(campaign):
+        raise DatasetError(f"{where}: refused: archive.json: campaign {campaign!r} is not a campaign name "
+                           "(letters, digits, . _ - and no leading dot)")
     if keep is not None:
         keep.update({n[len(top) + 1:]: b for n, b in blobs.items() if n != manifest_name})
     return Verified(archive, info["campaign"], version, bool(info.get("anonymized")), len(listed), _sha256(blobs[manifest_name]), info.get("fingerprints", {}), info.get("matrix_sha256", ""))
@@ -399,16 +457,22 @@ def import_archive(archive: Path, datasets: Path) -> Imported:
     checked = verify(Path(archive), keep=files)
     datasets = Path(datasets)
     target = datasets / checked.campaign
-    theirs = json.loads(files["dataset.json"])
+    if "dataset.json" not in files:
+        raise DatasetError(f"{checked.archive.name}: refused: no dataset.json (not a runner dataset archive)")
+    theirs = _json_member(files["dataset.json"], "dataset.json", checked.archive.name)
+    for rel, data in files.items():  # checksums matched, but a crafted archive or damaged data packed so is refused here
+        if rel.endswith(".json") and rel not in GENERATED:
+            _json_member(data, rel, checked.archive.name)
+        elif rel.endswith(".parquet"):
+            try:
+                pq.read_metadata(pa.BufferReader(data))
+            except (pa.ArrowException, OSError):
+                raise DatasetError(f"{checked.archive.name}: refused: {rel} is not a readable Parquet file") from None
     reason = None
     if (target / "dataset.json").exists():
-        ours_meta = json.loads((target / "dataset.json").read_text())
         our_store = CampaignStore(target)
-        our_prints = {}
-        for path in (target / "hosts").glob("*.json"):
-            host, when = split_host_file(path.name)
-            if when == "before":
-                our_prints[host] = fingerprint(json.loads(path.read_text()))
+        ours_meta = our_store.meta()
+        our_prints = {host: fingerprint(facts) for host, facts in our_store.host_facts().items()}
         reason = comparable(theirs, ours_meta, checked.fingerprints, our_prints)
         if reason is None:
             return _merge(checked, files, our_store)
@@ -433,7 +497,7 @@ def import_archive(archive: Path, datasets: Path) -> Imported:
 
 def _note_import(root: Path, checked: Verified, reason: str | None) -> None:
     path = root / "provenance.json"
-    prov = json.loads(path.read_text()) if path.exists() else {}
+    prov = CampaignStore(root).read_provenance()  # {} if there is none; a damaged one is refused
     entry = {"archive": checked.archive.name, "manifest_sha256": checked.manifest_sha256, "at": datetime.now(UTC).isoformat(timespec="seconds"), "anonymized": checked.anonymized}
     if reason:
         entry["kept_apart_because"] = reason
@@ -474,19 +538,28 @@ def connect_views(datasets: Path) -> Any:
     import duckdb
 
     roots = campaigns(datasets)
-    if not roots:
-        raise DatasetError(f"no campaign in {datasets}/; run `runner launch` or `runner dataset import` first")
+    if not roots:  # as for `runner status` or `report` without a campaign: bad input (exit 2)
+        raise UsageError(f"no campaign in {datasets}/; run `runner launch` or `runner dataset import` first, or name the "
+                         "datasets directory (--datasets, env RUNNER_DATASETS)")
     con = duckdb.connect()
     for table in ("metrics", "trials"):
         files = [str(p) for root in roots for p in (root / table).glob("workload=*/*.parquet")]
         if not files:
+            con.close()
             raise DatasetError(f"no {table} files in any campaign under {datasets}/")
         listing = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
-        con.execute(
-            f"CREATE VIEW {table} AS SELECT * EXCLUDE (filename), "
-            f"regexp_extract(filename, '([^/]+)/{table}/workload=', 1) AS dataset "
-            f"FROM read_parquet({listing}, hive_partitioning=true, union_by_name=true, filename=true)"
-        )
+        try:  # reads every file's footer (union_by_name): a damaged file is found here
+            con.execute(
+                f"CREATE VIEW {table} AS SELECT * EXCLUDE (filename), "
+                f"regexp_extract(filename, '([^/]+)/{table}/workload=', 1) AS dataset "
+                f"FROM read_parquet({listing}, hive_partitioning=true, union_by_name=true, filename=true)"
+            )
+        except duckdb.Error as exc:
+            con.close()
+            why = " ".join(str(exc).split("\n")[0].split())
+            m = re.search(r"'([^']+\.parquet)'", why)
+            why = why.split(": ", 1)[-1].replace(f" '{m[1]}'", "") if m else why
+            raise DatasetError(f"{m[1] if m else datasets}: damaged {table} data: {why}") from None
     return con
 
 
@@ -513,6 +586,7 @@ SHARE_SCHEMES: dict[str, tuple[str, ...]] = {
     "http": ("aiohttp",), "https": ("aiohttp",),
 }
 READ_ONLY_SCHEMES = ("http", "https")
+NETWORK_SCHEMES = ("sftp", "http", "https")  # URLs that name a host (object stores name a bucket)
 OBJECT_STORES = ("s3", "gs", "gcs")  # no directories to make; a missing bucket is an error, never created
 S3_ENDPOINT_ENV = "RUNNER_S3_ENDPOINT"  # an S3-compatible server (MinIO, Ceph RGW, ...) instead of AWS
 CHECKSUM_SUFFIX = ".sha256"  # NAME.tar.gz.sha256 beside the archive, `sha256sum -c` format
@@ -554,6 +628,16 @@ def share_filesystem(url: str, *, write: bool, s3_endpoint: str | None = None) -
     if write and scheme in READ_ONLY_SCHEMES:
         writable = ", ".join(s for s in SHARE_SCHEMES if s not in READ_ONLY_SCHEMES)
         raise UsageError(f"{url}: cannot publish over {scheme}, which is read-only here; publish to {writable} and fetch over {scheme}")
+    if scheme in NETWORK_SCHEMES:  # checked here: a backend would fail later with a traceback or an idna error
+        from urllib.parse import urlsplit
+
+        try:
+            host = urlsplit(url).hostname
+            _ = urlsplit(url).port  # raises ValueError on a bad port
+        except ValueError as exc:
+            raise UsageError(f"{url}: not a valid URL ({exc})") from None
+        if not host:
+            raise UsageError(f"{url}: give {scheme}://HOST/PATH" + ("" if write else "/NAME") + " (a host and a path on it)")
     options: dict[str, Any] = {"skip_instance_cache": True}  # no listing cached by an earlier call goes stale
     endpoint = s3_endpoint_url(s3_endpoint) if scheme == "s3" else None
     if endpoint:
@@ -615,7 +699,8 @@ def publish(campaign: str, url: str, *, datasets: Path, anonymize: bool = False,
                     fs.rm_file(path)
                 except errors:
                     pass
-            raise DatasetError(f"{url}: cannot publish: {_why(exc)}") from None
+            not_a_directory = isinstance(exc, (FileExistsError, NotADirectoryError))  # the URL names a file: bad input
+            raise (UsageError if not_a_directory else DatasetError)(f"{url}: cannot publish: {_why(exc)}") from None
     return f"{url.rstrip('/')}/{name}"
 
 
@@ -623,7 +708,7 @@ def fetch(url: str, datasets: Path, *, s3_endpoint: str | None = None) -> Import
     """Copy an archive from an fsspec URL (`.../NAME` or `.../NAME.tar.gz`), check it against the
     `NAME.tar.gz.sha256` published beside it (if there is one), verify it and import it. A wrong checksum is
     refused before anything is imported."""
-    if url.strip() and not url.endswith(".tar.gz"):
+    if url.strip() and not url.endswith((".tar.gz", "://")):  # "sftp://" alone is refused as having no host
         url += ".tar.gz"
     fs, path = share_filesystem(url, write=False, s3_endpoint=s3_endpoint)
     errors = _transfer_errors()
@@ -631,14 +716,16 @@ def fetch(url: str, datasets: Path, *, s3_endpoint: str | None = None) -> Import
         local = Path(tmp) / PurePosixPath(path).name
         try:
             fs.get_file(path, str(local))
+            if local.is_dir():  # a backend that copies a directory
+                raise IsADirectoryError(path)
             try:
                 expected: bytes | None = fs.cat_file(path + CHECKSUM_SUFFIX)
             except FileNotFoundError:
                 expected = None
-        except FileNotFoundError:
-            raise DatasetError(f"{url}: no such archive") from None
+        except FileNotFoundError:  # the user named an archive that is not there: bad input, as for `verify`
+            raise UsageError(f"{url}: no such archive (give URL/NAME of an archive `runner dataset publish` wrote)") from None
         except IsADirectoryError:
-            raise DatasetError(f"{url}: no such archive (that is a directory)") from None
+            raise UsageError(f"{url}: no such archive (that is a directory)") from None
         except errors as exc:
             raise DatasetError(f"{url}: cannot fetch: {_why(exc)}") from None
         if expected is not None:

@@ -30,10 +30,20 @@ from runner import defaults
 from runner.errors import DatasetError, UnknownNameError, UsageError
 from runner.hosts import process
 from runner.hosts.process import ProcessId
-from runner.records.schema import GUEST_FIELDS, READABLE_SCHEMAS, SCHEMA_VERSION, metrics_schema, trials_schema
+from runner.records.schema import (
+    AXIS_TYPES,
+    GUEST_FIELDS,
+    READABLE_SCHEMAS,
+    SCHEMA_VERSION,
+    metrics_schema,
+    trials_schema,
+)
 from runner.workloads.base import Metric
 
 FILE_RE = re.compile(r"^(?P<trial>[0-9a-f]+)\.a(?P<attempt>\d+)\.(?P<status>ok|failed|timeout)\.parquet$")
+# A campaign's name, which is its dataset's directory name: a matrix's `campaign` (runner/matrix/schema.json), or
+# one made from it (a dated instance, an import kept apart). Never a path: `..` would name a directory outside.
+CAMPAIGN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,7 @@ class AttemptRecord:
     failure_kind: str | None = None  # failed | timeout | host; decides retries, not stored
     metrics: tuple[Metric, ...] = field(default=())
     notes: tuple[str, ...] = ()  # one-line reports for the progress display (e.g. a probe unavailable); not stored
+    role: str | None = None  # None: a repetition of the cell; "canary": a re-run of the canary cell (Trial.role)
 
     @classmethod
     def build(
@@ -102,6 +113,7 @@ class AttemptRecord:
             failure_kind=kind,
             metrics=tuple(metrics),
             guest=dict(guest or {}),
+            role=getattr(trial, "role", None),
         )
 
 
@@ -180,15 +192,27 @@ class CampaignStore:
         return self.root / "dataset.json"
 
     def meta(self) -> dict[str, Any]:
+        """dataset.json, checked: a damaged or incompatible one raises DatasetError naming the file."""
         try:
-            meta = json.loads(self.meta_path.read_text())
+            meta = read_json(self.meta_path, "dataset description")
         except FileNotFoundError:
             raise DatasetError(f"{self.root}: not a campaign dataset (no dataset.json)") from None
+        if not isinstance(meta, dict):
+            raise DatasetError(f"{self.meta_path}: damaged dataset description: a JSON {type(meta).__name__}, not an object")
         version = meta.get("schema_version")
-        if version not in READABLE_SCHEMAS:
+        if type(version) is not int or version not in READABLE_SCHEMAS:  # not a bool, not a list (unhashable)
             raise DatasetError(
-                f"{self.root}: dataset schema version {version} is not readable by this runner (reads version {SCHEMA_VERSION})"
+                f"{self.root}: dataset schema version {version!r} is not readable by this runner (reads version {SCHEMA_VERSION})"
             )
+        for key, (kind, required) in META_TYPES.items():
+            value = meta.get(key)
+            if (key in meta or required) and (not isinstance(value, kind) or isinstance(value, bool)):
+                what = "missing" if key not in meta else f"{value!r} is not {META_KINDS[kind]}"
+                raise DatasetError(f"{self.meta_path}: damaged dataset description: {key}: {what}")
+        for axis, kind in meta["axis_types"].items():
+            if not isinstance(kind, str) or kind not in AXIS_TYPES:
+                raise DatasetError(f"{self.meta_path}: damaged dataset description: axis_types.{axis}: {kind!r} "
+                                   f"is not one of {', '.join(AXIS_TYPES)}")
         return meta
 
     def initialise(
@@ -244,17 +268,35 @@ class CampaignStore:
         self._write_provenance({**self.read_provenance(), **fields})
 
     def read_provenance(self) -> dict[str, Any]:
+        path = self.root / "provenance.json"
         try:
-            return json.loads((self.root / "provenance.json").read_text())
+            doc = read_json(path, "provenance")
         except FileNotFoundError:
             return {}
+        if not isinstance(doc, dict):
+            raise DatasetError(f"{path}: damaged provenance: a JSON {type(doc).__name__}, not an object")
+        return doc
+
+    def matrix_text(self) -> str:
+        """The campaign's matrix.yml as launched; a missing or damaged one raises DatasetError naming it."""
+        path = self.root / "matrix.yml"
+        try:
+            return path.read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise DatasetError(f"{path}: damaged dataset: cannot read the campaign's matrix: {why}") from None
 
     # -- the lock -------------------------------------------------------------------------------------
     def acquire(self) -> None:
         """Hold the campaign's lock (an flock: it goes away with the process, even on SIGKILL)."""
-        self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / "lock"
-        fh = open(path, "a+")  # noqa: SIM115 - held for the life of the campaign
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fh = open(path, "a+")  # noqa: SIM115 - held for the life of the campaign
+        except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:  # the datasets path given is a file
+            raise UsageError(f"{exc.filename}: cannot make the campaign's dataset there: {exc.strerror}") from None
+        except OSError as exc:
+            raise DatasetError(f"{exc.filename or path}: cannot open the campaign's dataset: {exc.strerror}") from None
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -336,6 +378,7 @@ class CampaignStore:
             "host": rec.host,
             "env": rec.env,
             "accel": rec.accel,
+            "role": rec.role,
         }
         axes = {axis: _coerce(rec.params.get(axis), kind) for axis, kind in axis_types.items()}
         if rec.metrics:
@@ -381,7 +424,9 @@ class CampaignStore:
         for path in sorted((self.root / "hosts").glob("*.json")):
             host, taken = split_host_file(path.name)
             if taken == when:
-                out[host] = json.loads(path.read_text())
+                out[host] = read_json(path, "host facts")
+                if not isinstance(out[host], dict):
+                    raise DatasetError(f"{path}: damaged host facts: a JSON {type(out[host]).__name__}, not an object")
         return out
 
     @staticmethod
@@ -424,8 +469,14 @@ class CampaignStore:
         if not files:
             return schema.empty_table()
         part = pads.partitioning(pa.schema([("workload", pa.string())]), flavor="hive")
-        dataset = pads.dataset(files, schema=schema, format="parquet", partitioning=part, partition_base_dir=str(self.root / table))
-        return dataset.to_table()
+        try:
+            dataset = pads.dataset(files, schema=schema, format="parquet", partitioning=part, partition_base_dir=str(self.root / table))
+            return dataset.to_table()
+        except (pa.ArrowException, OSError) as exc:  # a truncated, foreign or unreadable file
+            why = " ".join(str(exc).split())
+            m = re.match(r"Could not open Parquet input source '([^']+)': (.*)", why)
+            where, why = (m[1], m[2]) if m else (str(self.root / table), why)
+            raise DatasetError(f"{where}: damaged {table} data: {why}") from None
 
 
 HOST_FACT_TIMES = ("after",)  # hosts/<host>.<when>.json beside hosts/<host>.json (taken before)
@@ -495,7 +546,7 @@ def read_campaign(campaign: str | Path, datasets: Path | None = None) -> tuple[A
     root = find_campaign(str(campaign), Path(datasets or "datasets"))
     store = CampaignStore(root)
     meta = store.meta()
-    prov = {**meta, **store.read_provenance(), "hosts": store.host_facts(), "matrix": (root / "matrix.yml").read_text()}
+    prov = {**meta, **store.read_provenance(), "hosts": store.host_facts(), "matrix": store.matrix_text()}
     metrics = store.read_table("metrics").to_pandas()
     trials = store.read_table("trials").to_pandas()
     return metrics, trials, prov
@@ -507,6 +558,32 @@ def _guest_columns(guest: Mapping[str, Any]) -> dict[str, Any]:
         if out[key] is not None:
             out[key] = datetime.fromtimestamp(out[key], UTC)
     return out
+
+
+def read_json(path: Path, what: str) -> Any:
+    """A JSON file of a dataset. A missing file raises FileNotFoundError (the caller knows what that means);
+    an unreadable or damaged one (empty, binary, not UTF-8, not JSON) raises DatasetError naming it."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read the {what}: {exc.strerror}") from None
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        why = "not UTF-8 text"
+    except json.JSONDecodeError as exc:
+        why = "the file is empty" if not data.strip() else f"not valid JSON ({exc.msg}, line {exc.lineno})"
+    except RecursionError:
+        why = "nested too deeply"
+    raise DatasetError(f"{path}: damaged {what}: {why}")
+
+
+# dataset.json keys readers rely on: key -> (type, required); schema_version is checked on its own.
+META_TYPES: dict[str, tuple[type, bool]] = {"campaign": (str, True), "axis_types": (dict, True), "workload": (str, False),
+                                           "matrix_sha256": (str, False), "trials_planned": (int, False)}
+META_KINDS = {str: "a string", int: "an integer", dict: "an object"}
 
 
 def now() -> float:

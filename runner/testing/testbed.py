@@ -6,7 +6,12 @@ pid file, log). The bridge `rtb<id>` holds .1, hosts tb1..tbN hold .2, .3, ... A
 Ansible inventory (group `testbed`) and a known_hosts file with the real host keys are written to the
 test bed's directory, so the runner and Ansible reach the hosts exactly like lab machines.
 
-Only the network is separate: the hosts share this machine's filesystem, hostname and kernel.
+Only the network is separate: the hosts share this machine's filesystem, hostname and kernel, with one
+exception: root's shell start-up files. Every sshd runs in a mount namespace of its own (`ip netns exec NS
+unshare --mount --propagation private sh tbI/host.sh SSHD ...`) where the bed's plain `login/.bashrc` (and
+`.profile`, ...) are bind-mounted over this machine's /root/.bashrc (...), so a command over SSH starts
+a plain shell as on a lab host, not this machine's development set-up (pyenv init took 0.2-0.5 s per
+command here, and its rehash lock could make every SSH session wait 60 s). The rest of /root is shared.
 
 Hypervisor hosts (`TestBed.up(n, ..., hypervisors=k)`: the first k hosts) run libvirt guests like a lab
 host: their sshd runs in a private mount namespace (`ip netns exec NS unshare --mount --propagation
@@ -73,6 +78,16 @@ MAX_HOSTS = 200
 # Directories a hypervisor host has to itself: bind-mounted from <bed>/<host>/root/<path> inside its mount namespace.
 HYPERVISOR_PRIVATE = ("/etc/libvirt", "/var/lib/libvirt", "/var/log/libvirt", "/var/cache/runner", "/var/lib/containers")
 HYPERVISOR_SCRIPT = "hypervisor.sh"
+HOST_SCRIPT = "host.sh"  # the start script of a host that is not a hypervisor: its plain login, then sshd
+LOGIN_DIR = "login"  # <bed>/login/: the plain shell start-up files every host's root gets (see the module doc)
+# root's start-up files that a non-interactive SSH command (bash -c, which reads .bashrc when run by sshd) or a
+# login shell would read; those that exist on this machine are covered by the bed's plain ones.
+LOGIN_FILES = (".bashrc", ".profile", ".bash_profile", ".bash_login")
+ROOT_HOME = Path("~root").expanduser()  # the hosts' sshds log in as root
+PLAIN_BASHRC = (
+    "# A test-bed host's root: a plain shell, as on a lab host (runner/testing/testbed.py bind-mounts this file\n"
+    "# over root's start-up file in the host's own mount namespace; this machine's own is not read there).\n"
+)
 HYPERVISOR_LOG = "hypervisor.log"  # the script's output; libvirtd logs to its private /var/log/libvirt
 
 
@@ -195,6 +210,10 @@ class TestBed:
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{self.bridge}-client", "-f", str(self.key_path)])
         shutil.copyfile(self.key_path.with_suffix(".pub"), self.authorized_keys)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        login = self.dir / LOGIN_DIR
+        login.mkdir()
+        for name in LOGIN_FILES:
+            (login / name).write_text(PLAIN_BASHRC)
         _ip("addr", "add", f"{self._address(1)}/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "type", "bridge", "forward_delay", "0")
         _ip("link", "set", self.bridge, "up")
@@ -251,6 +270,22 @@ class TestBed:
         )
         if host.hypervisor:
             self._prepare_hypervisor(host)
+        else:
+            (hdir / HOST_SCRIPT).write_text(
+                f"#!/bin/sh\n"
+                f"# Host {host.name} of test bed {self.bridge}, written by runner/testing/testbed.py. Run as\n"
+                f"# `ip netns exec {host.netns} unshare --mount --propagation private sh THIS SSHD ARGS...`.\n"
+                f"set -eu\n"
+                f"{self._login_mounts()}"
+                f'exec "$@"\n'
+            )
+
+    def _login_mounts(self) -> str:
+        """Shell lines that put the bed's plain start-up files over root's, in the current mount namespace."""
+        login = self.dir / LOGIN_DIR
+        return "".join(
+            f"if [ -e {ROOT_HOME / name} ]; then mount --bind {login / name} {ROOT_HOME / name}; fi\n" for name in LOGIN_FILES
+        )
 
     def _prepare_hypervisor(self, host: TestHost) -> None:
         """The private directories and the start script of a hypervisor host."""
@@ -277,6 +312,7 @@ class TestBed:
             f"# the machine's, mounted again (the same hierarchies, so limits apply as on the machine).\n"
             f"{_cgroup_mounts()}"
             f"{''.join(mounts)}"
+            f"{self._login_mounts()}"
             f"{shutil.which('virtlogd')} -d </dev/null\n"
             f"{shutil.which('libvirtd')} -d </dev/null\n"
             f'exec "$@"\n'
@@ -336,9 +372,9 @@ class TestBed:
         # Workloads and sessions first, so the living sshd reaps them; then the listener.
         pids = _netns_pids(h.netns)
         listener = h.sshd_pid if h.sshd_pid in pids else None  # a recorded pid may be reused by now
-        # SIGTERM first: a login shell still starting (an SSH session's, e.g. a runner's standby session)
-        # runs its EXIT traps, so it leaves no lock behind in the shared home (pyenv's rehash lock makes
-        # every later login shell on this machine wait 60 s).
+        # SIGTERM first: a shell still starting (an SSH session's, e.g. a runner's standby session) runs its
+        # EXIT traps, so it leaves no lock behind in the shared file system (the hosts' shells no longer read
+        # this machine's start-up files, whose pyenv rehash lock once made every later SSH session wait 60 s).
         _kill_and_wait([p for p in pids if p != listener], signal.SIGTERM, wait_s=0.5)
         _kill_and_wait([p for p in _netns_pids(h.netns) if p != listener], signal.SIGKILL)
         if listener is not None:
@@ -391,7 +427,8 @@ class TestBed:
         sshd = [SSHD, "-f", str(hdir / "sshd_config"), "-E", str(hdir / "sshd.log")]
         logs = [hdir / "sshd.log"]
         if not h.hypervisor:
-            cmd = ["ip", "netns", "exec", h.netns, *sshd]
+            cmd = ["ip", "netns", "exec", h.netns, "unshare", "--mount", "--propagation", "private",
+                   "sh", str(hdir / HOST_SCRIPT), *sshd]
         else:
             logs.append(hdir / HYPERVISOR_LOG)
             anchor = _libvirtd_of(h.netns)
@@ -492,7 +529,10 @@ def _check_tools(hypervisors: bool = False) -> None:
     for tool in ("ip", "ssh-keygen", SSHD):
         if shutil.which(tool) is None:
             raise UsageError(f"the test bed needs {tool}; install iproute2 and openssh-server")
-    for tool in ("libvirtd", "virtlogd", "unshare", "nsenter", "mount") if hypervisors else ():
+    for tool in ("unshare", "mount"):
+        if shutil.which(tool) is None:
+            raise UsageError(f"the test bed needs {tool}; install util-linux and mount")
+    for tool in ("libvirtd", "virtlogd", "nsenter") if hypervisors else ():
         if shutil.which(tool) is None:
             raise UsageError(f"hypervisor hosts need {tool}; install libvirt-daemon-system and util-linux")
 

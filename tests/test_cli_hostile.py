@@ -1,0 +1,288 @@
+"""Hostile input to the commands that read datasets and archives, and to cleanup, schedule add and launch: one
+line naming the file or option and what is wrong, exit status 2 for bad input and 1 for a damaged dataset or
+archive (DatasetError), no traceback, nothing written (issue 14). Found by sweeping every subcommand with
+empty, binary, non-UTF-8 and truncated files, directories for files and the reverse, and unknown names; the
+corpus of matrices, CSV files, URLs and schedules files is in tests/test_hostile_input.py."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from runner.cli import main
+from runner.records import share
+from runner.records.store import AttemptRecord, CampaignStore
+from runner.workloads.base import Metric
+from tests.test_campaign_holds import local_inventory
+from tests.test_hostile_input import PROJECT, one_line_error
+
+
+def make_campaign(datasets: Path, name: str = "c") -> Path:
+    """A two-trial campaign written through CampaignStore: no host, no launch."""
+    store = CampaignStore(datasets / name)
+    with store:
+        store.initialise(campaign=name, workload="command", matrix_text=f"campaign: {name}\n", matrix_sha256="0" * 64,
+                         axis_types={"threads": "int"}, trial_count=2, seed=1, provenance={"controller": "ctl"})
+        store.write_host_facts("h1", {"hostname": "h1", "cpus": 2})
+        for n in (1, 2):
+            store.write_attempt(name, "command", {"threads": "int"}, AttemptRecord(
+                trial_id=f"{n:016x}", cell_id=f"cell{n}", repetition=1, attempt=1, host="h1", status="ok", error=None,
+                started_at=1.0, ended_at=2.0, wall_s=1.0, workload_wall_s=1.0, params={"threads": n},
+                metrics=(Metric("throughput", 100.0 * n, "ops/s"),)))
+    return store.root
+
+
+def tree(path: Path) -> dict[str, int]:
+    """Every file under `path` with its size: what a refused command must leave as it was."""
+    return {str(p.relative_to(path)): p.stat().st_size for p in sorted(path.rglob("*")) if p.is_file()} if path.exists() else {}
+
+
+def _parquet(root: Path, table: str) -> Path:
+    return next((root / table).glob("workload=*/*.parquet"))
+
+
+# ----- a damaged dataset on disk: status, report, compare, dataset pack ----------------------------------------
+META = {"schema_version": 5, "campaign": "c", "workload": "command", "matrix_sha256": "0" * 64, "axis_types": {"threads": "int"},
+        "trials_planned": 2}
+DAMAGED = [  # (id, file, new content, what the one line says after the file's path)
+    ("meta_empty", "dataset.json", b"", "dataset.json: damaged dataset description: the file is empty"),
+    ("meta_binary", "dataset.json", b"\x00\x01\x02", "dataset.json: damaged dataset description: not valid JSON"),
+    ("meta_latin1", "dataset.json", '{"campaign": "caf\xe9"}'.encode("latin-1"), "dataset.json: damaged dataset description: not UTF-8 text"),
+    ("meta_truncated", "dataset.json", json.dumps(META).encode()[:30], "dataset.json: damaged dataset description: not valid JSON"),
+    ("meta_list", "dataset.json", b"[1, 2]", "dataset.json: damaged dataset description: a JSON list, not an object"),
+    ("meta_campaign_type", "dataset.json", json.dumps({**META, "campaign": 5}).encode(), "dataset.json: damaged dataset description: campaign: 5 is not a string"),
+    ("meta_planned_type", "dataset.json", json.dumps({**META, "trials_planned": "many"}).encode(), "trials_planned: 'many' is not an integer"),
+    ("meta_no_axes", "dataset.json", json.dumps({k: v for k, v in META.items() if k != "axis_types"}).encode(), "axis_types: missing"),
+    ("meta_axis_kind", "dataset.json", json.dumps({**META, "axis_types": {"threads": ["int"]}}).encode(), "axis_types.threads: ['int'] is not one of"),
+    ("meta_version_list", "dataset.json", json.dumps({**META, "schema_version": [5]}).encode(), "dataset schema version [5] is not readable"),
+    ("meta_version_bool", "dataset.json", json.dumps({**META, "schema_version": True}).encode(), "dataset schema version True is not readable"),
+    ("provenance_latin1", "provenance.json", b"\xff\xfe", "provenance.json: damaged provenance: not UTF-8 text"),
+    ("provenance_list", "provenance.json", b"[]", "provenance.json: damaged provenance: a JSON list, not an object"),
+    ("facts_truncated", "hosts/h1.json", b'{"hostname": "h', "h1.json: damaged host facts: not valid JSON"),
+    ("metrics_truncated", "metrics", b"PAR1\x00", "damaged metrics data: "),
+    ("trials_binary", "trials", b"\x00" * 64, "damaged trials data: "),
+    ("matrix_latin1", "matrix.yml", b"campaign: caf\xe9\n", "matrix.yml: damaged dataset: cannot read the campaign's matrix: not UTF-8 text"),
+]
+READERS = {  # the commands, and which damaged files each one reads
+    "status": ("dataset.json", "trials"),
+    "report": ("dataset.json", "provenance.json", "hosts/h1.json", "metrics", "trials", "matrix.yml"),
+    "compare": ("dataset.json", "provenance.json", "hosts/h1.json", "metrics", "trials", "matrix.yml"),
+    "pack": ("dataset.json", "provenance.json", "hosts/h1.json", "metrics", "trials", "matrix.yml"),
+}
+
+
+@pytest.mark.parametrize(("command", "damaged", "data", "expect"), [
+    pytest.param(command, *d[1:], id=f"{command}-{d[0]}") for command, reads in READERS.items() for d in DAMAGED if d[1] in reads
+])
+def test_damaged_dataset(command: str, damaged: str, data: bytes, expect: str, tmp_path: Path,
+                         capsys: pytest.CaptureFixture[str]) -> None:
+    ds = tmp_path / "ds"
+    make_campaign(ds, "base")
+    root = make_campaign(ds, "c")
+    target = _parquet(root, damaged) if damaged in ("metrics", "trials") else root / damaged
+    target.write_bytes(data)
+    argv = {"status": ["status", "c"], "report": ["report", "c", "--out", str(tmp_path / "rep")],
+            "compare": ["compare", "base", "c"], "pack": ["dataset", "pack", "c", "-o", str(tmp_path / "c.tar.gz")]}[command]
+    before = tree(tmp_path)
+    assert main([*argv, "--datasets", str(ds)] if command != "pack" else ["dataset", "--datasets", str(ds), *argv[1:]]) == 1
+    line = one_line_error(capsys)
+    assert line.startswith(f"runner: {root}") and expect in line, line
+    assert tree(tmp_path) == before
+
+
+def test_status_without_trials_planned(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A hand-made or old dataset.json without trials_planned: what was recorded is what is planned."""
+    root = make_campaign(tmp_path / "ds")
+    (root / "dataset.json").write_text(json.dumps({k: v for k, v in META.items() if k != "trials_planned"}))
+    assert main(["status", "c", "--datasets", str(tmp_path / "ds")]) == 0
+    assert "2 trials planned; 2 done" in capsys.readouterr().out
+
+
+# ----- archives whose checksums match but whose contents are damaged or crafted: verify, import, fetch ----------
+def repack(src: Path, dst: Path, edit) -> Path:  # noqa: ANN001 - edit(name, data) -> bytes | None
+    """Copy an archive member by member through `edit` (None drops a member) and sign the manifest again, as
+    a crafted archive would."""
+    members: dict[str, bytes] = {}
+    with tarfile.open(src, "r:gz") as tar:
+        for info in tar:
+            data = edit(info.name, tar.extractfile(info).read())
+            if data is not None:
+                members[info.name] = data
+    top = next(iter(members)).split("/")[0]
+    manifest = "".join(f"{hashlib.sha256(d).hexdigest()}  {n[len(top) + 1:]}\n" for n, d in sorted(members.items())
+                       if not n.endswith(share.MANIFEST))
+    members[f"{top}/{share.MANIFEST}"] = manifest.encode()
+    with tarfile.open(dst, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    ds = tmp_path_factory.mktemp("made")
+    make_campaign(ds)
+    return share.pack("c", tmp_path_factory.mktemp("archive") / "c.tar.gz", datasets=ds)
+
+
+def _archive_json(src: Path, **change: object) -> bytes:
+    with tarfile.open(src) as tar:
+        return json.dumps({**json.loads(tar.extractfile("c/archive.json").read()), **change}).encode()
+
+
+CRAFTED = [  # (id, member, new content (None: dropped; a dict: archive.json with these changes), what the line says)
+    ("archive_json_binary", "archive.json", b"\xff\xfe", "refused: archive.json is not a JSON object"),
+    ("archive_json_list", "archive.json", b"[1]", "refused: archive.json is not a JSON object"),
+    ("no_archive_json", "archive.json", None, "refused: no archive.json"),
+    ("campaign_is_a_path", "archive.json", {"campaign": "../evil"}, "archive.json: campaign '../evil' is not a campaign name"),
+    ("no_campaign", "archive.json", {"campaign": None}, "archive.json: campaign None is not a campaign name"),
+    ("schema_version_list", "archive.json", {"schema_version": [5]}, "dataset schema version [5] is not readable"),
+    ("no_dataset_json", "dataset.json", None, "refused: no dataset.json"),
+    ("dataset_json_damaged", "dataset.json", b"{oops", "refused: dataset.json is not a JSON object"),
+    ("provenance_damaged", "provenance.json", b"\xff", "refused: provenance.json is not a JSON object"),
+    ("facts_damaged", "hosts/h1.json", b"[", "refused: hosts/h1.json is not a JSON object"),
+    ("parquet_damaged", "trials/", b"junk", "is not a readable Parquet file"),
+]
+VERIFY_SEES = ("archive.json",)  # verify checks the archive itself; import also reads what it imports
+
+
+@pytest.mark.parametrize(("action", "member", "content", "expect"), [
+    pytest.param(action, *c[1:], id=f"{action}-{c[0]}") for action in ("verify", "import", "fetch") for c in CRAFTED
+    if action != "verify" or c[1] in VERIFY_SEES
+])
+def test_crafted_archive(action: str, member: str, content: bytes | dict | None, expect: str, archive: Path,
+                         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    new = _archive_json(archive, **content) if isinstance(content, dict) else content
+    (tmp_path / "share").mkdir()
+    bad = repack(archive, tmp_path / "share" / "c.tar.gz", lambda n, d: new if n.startswith(f"c/{member}") else d)
+    ds = tmp_path / "ds"
+    where = bad.as_uri().removesuffix(".tar.gz") if action == "fetch" else str(bad)
+    assert main(["dataset", "--datasets", str(ds), action, where]) == 1
+    line = one_line_error(capsys)
+    assert "c.tar.gz: " in line and expect in line, line
+    assert not ds.exists() and not (tmp_path / "evil").exists()
+
+
+# ----- fetch, query, pack, publish: names that are not there, paths of the wrong kind ------------------------------
+@pytest.mark.parametrize(("url", "expect"), [
+    ("{tmp}/nothing", "no such archive (give URL/NAME of an archive"),
+    ("file://{tmp}/nothing", "no such archive"),
+    ("file://", "no such archive (that is a directory)"),
+    ("sftp://", "give sftp://HOST/PATH/NAME"),
+    ("http:///lab/x", "give http://HOST/PATH/NAME"),
+    ("http://[::1/lab/x", "not a valid URL (Invalid IPv6 URL)"),
+    ("http://127.0.0.1:99999/lab/x", "not a valid URL (Port out of range"),
+])
+def test_fetch_of_what_is_not_there(url: str, expect: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused before anything connects (a URL without a host is checked before the backend's package, too)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["dataset", "--datasets", str(tmp_path / "ds"), "fetch", url.format(tmp=tmp_path)]) == 2
+    assert expect in one_line_error(capsys)
+    assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.parametrize("where", ["missing", "empty", "file"])
+def test_query_without_campaigns_is_bad_input(where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ds = tmp_path / "ds"
+    if where == "empty":
+        ds.mkdir()
+    elif where == "file":
+        ds.write_text("")
+    assert main(["dataset", "--datasets", str(ds), "query", "SELECT 1"]) == 2
+    assert f"no campaign in {ds}/" in one_line_error(capsys)
+
+
+def test_query_over_a_damaged_file_names_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_campaign(tmp_path / "ds")
+    bad = _parquet(root, "metrics")
+    bad.write_bytes(b"PAR1")
+    assert main(["dataset", "--datasets", str(tmp_path / "ds"), "query", "SELECT count(*) FROM metrics"]) == 1
+    line = one_line_error(capsys)
+    assert line.startswith(f"runner: {bad}: damaged metrics data: "), line
+
+
+def test_pack_output_of_the_wrong_kind(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    make_campaign(tmp_path / "ds")
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "afile").write_text("")
+    before = tree(tmp_path)
+    for out, expect in ((tmp_path / "adir", "adir: is a directory; give the archive's file name"),
+                        (tmp_path / "afile" / "c.tar.gz", "c.tar.gz: cannot write the archive: ")):
+        assert main(["dataset", "--datasets", str(tmp_path / "ds"), "pack", "c", "-o", str(out)]) == 2
+        assert expect in one_line_error(capsys)
+    assert tree(tmp_path) == before
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "anonymize.key").write_bytes(b"\xffnot hex\n")
+    monkeypatch.setenv("RUNNER_HOME", str(home))
+    assert main(["dataset", "--datasets", str(tmp_path / "ds"), "pack", "c", "--anonymize", "-o", str(tmp_path / "x.tar.gz")]) == 2
+    assert "anonymize.key: cannot read the anonymization key: not a hexadecimal key" in one_line_error(capsys)
+    assert not (tmp_path / "x.tar.gz").exists()
+
+
+def test_publish_to_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_campaign(tmp_path / "ds")
+    (tmp_path / "afile").write_text("")
+    assert main(["dataset", "--datasets", str(tmp_path / "ds"), "publish", "c", str(tmp_path / "afile")]) == 2
+    assert "afile: cannot publish: " in one_line_error(capsys)
+    assert (tmp_path / "afile").read_text() == ""
+
+
+# ----- cleanup, schedule add, launch ----------------------------------------------------------------------------
+@pytest.mark.parametrize("campaign", ["..", "", "a/b", "../ds", "-x", ".hidden"])
+def test_cleanup_takes_a_name_not_a_path(campaign: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`..` used to name the directory above the datasets, and cleanup took its lock: wrote a `lock` file there."""
+    (tmp_path / "ds").mkdir()
+    with pytest.raises(SystemExit) as info:
+        main(["cleanup", f"--datasets={tmp_path / 'ds'}", "--dry-run", "--", campaign])
+    assert info.value.code == 2
+    assert "argument campaign: " in capsys.readouterr().err
+    assert tree(tmp_path) == {}
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "home"
+    monkeypatch.setenv("RUNNER_HOME", str(path))
+    monkeypatch.delenv("RUNNER_INVENTORY", raising=False)
+    return path
+
+
+@pytest.mark.parametrize(("option", "make", "expect"), [
+    ("--datasets", lambda p: p.write_text(""), "not a directory; give the directory the instances' datasets go to"),
+    ("--inventory", lambda p: p.write_bytes(b"all:\n  hosts: {\x00: {}}\n"), "a binary file, not an inventory file"),
+    ("--inventory", lambda p: p.write_bytes(b"all:\n  hosts: {caf\xe9: {}}\n"), "not UTF-8 text"),
+])
+def test_schedule_add_checks_its_paths_now(option: str, make, expect: str, home: Path, tmp_path: Path,  # noqa: ANN001
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    make(tmp_path / "given")
+    assert main(["schedule", "add", "n", str(PROJECT / "matrix.yml"), "--cron", "0 2 * * *", "--no-systemd",
+                 option, str(tmp_path / "given")]) == 2
+    assert expect in one_line_error(capsys)
+    assert not home.exists()
+
+
+def test_launch_into_datasets_that_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inventory, hold = local_inventory(tmp_path)  # this machine, its hold file in tmp_path
+    matrix = tmp_path / "m.yml"
+    matrix.write_text(f"campaign: c\nhosts: {{group: local, inventory: {inventory}}}\n"
+                      "workload: {name: command, params: {run: 'echo {}'}}\naxes: {n: [1]}\n")
+    (tmp_path / "ds").write_text("")
+    assert main(["launch", str(matrix), "--datasets", str(tmp_path / "ds"), "--quiet"]) == 2
+    assert "ds/c: cannot make the campaign's dataset there: Not a directory" in one_line_error(capsys)
+    assert (tmp_path / "ds").read_text() == "" and not hold.exists()
+
+
+def test_fit_help_shows_percent_once(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    out = capsys.readouterr().out
+    assert "95% intervals" in out and "%%" not in out
