@@ -22,8 +22,9 @@ from tests.test_campaign_holds import local_inventory
 from tests.test_hostile_input import PROJECT, one_line_error
 
 
-def make_campaign(datasets: Path, name: str = "c") -> Path:
-    """A two-trial campaign written through CampaignStore: no host, no launch."""
+def make_campaign(datasets: Path, name: str = "c", thread: int | None = None) -> Path:
+    """A two-trial campaign written through CampaignStore: no host, no launch. With `thread`, its metrics are
+    per-thread rows only (no total rows)."""
     store = CampaignStore(datasets / name)
     with store:
         store.initialise(campaign=name, workload="command", matrix_text=f"campaign: {name}\n", matrix_sha256="0" * 64,
@@ -33,7 +34,7 @@ def make_campaign(datasets: Path, name: str = "c") -> Path:
             store.write_attempt(name, "command", {"threads": "int"}, AttemptRecord(
                 trial_id=f"{n:016x}", cell_id=f"cell{n}", repetition=1, attempt=1, host="h1", status="ok", error=None,
                 started_at=1.0, ended_at=2.0, wall_s=1.0, workload_wall_s=1.0, params={"threads": n},
-                metrics=(Metric("throughput", 100.0 * n, "ops/s"),)))
+                metrics=(Metric("throughput", 100.0 * n, "ops/s", thread=thread),)))
     return store.root
 
 
@@ -279,6 +280,105 @@ def test_launch_into_datasets_that_is_a_file(tmp_path: Path, capsys: pytest.Capt
     assert main(["launch", str(matrix), "--datasets", str(tmp_path / "ds"), "--quiet"]) == 2
     assert "ds/c: cannot make the campaign's dataset there: Not a directory" in one_line_error(capsys)
     assert (tmp_path / "ds").read_text() == "" and not hold.exists()
+
+
+def test_launch_with_a_scheduler_address_without_a_port(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--scheduler nonsense` used to pass the check: the launch wrote the dataset, waited on holds, then exited 1."""
+    inventory, hold = local_inventory(tmp_path)
+    matrix = tmp_path / "m.yml"
+    matrix.write_text(f"campaign: c\nhosts: {{group: local, inventory: {inventory}}}\n"
+                      "workload: {name: command, params: {run: 'echo {}'}}\naxes: {n: [1]}\n")
+    for address, expect in (("nonsense", "--scheduler 'nonsense' is not a scheduler address; allowed: tcp://HOST:PORT"),
+                            ("tcp://127.0.0.1:99999", "is not a scheduler address"),
+                            ("tcp://127.0.0.1:", "is not a scheduler address"),
+                            ("nosuch://x", "unknown protocol 'nosuch'; known: inproc, ")):
+        assert main(["launch", str(matrix), "--datasets", str(tmp_path / "ds"), "--scheduler", address, "--quiet"]) == 2
+        assert expect in one_line_error(capsys)
+        assert not (tmp_path / "ds").exists() and not hold.exists()
+
+
+def test_report_of_a_campaign_without_total_rows_makes_no_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_campaign(tmp_path / "ds", thread=0)
+    assert main(["report", "c", "--datasets", str(tmp_path / "ds"), "--out", str(tmp_path / "rep")]) == 1
+    assert one_line_error(capsys) == f"runner: {root}: the metrics table has no total rows (thread and vm null) to report"
+    assert not (tmp_path / "rep").exists()
+
+
+@pytest.mark.parametrize("option", ["--hosts", "--cpus"])
+@pytest.mark.parametrize(("value", "expect"), [
+    ("99999999999999999999", "99999999999999999999 is out of range; allowed: an integer from 1 to "),
+    ("0", "0 is out of range; allowed: an integer from 1 to "),
+    ("1e3", "'1e3' is not an integer; allowed: an integer from 1 to "),
+])
+def test_plan_counts_have_bounds(option: str, value: str, expect: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["plan", str(PROJECT / "matrix.yml"), option, value])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: {expect}{ {'--hosts': 100000, '--cpus': 65536}[option]}" in err and "Traceback" not in err
+
+
+# ----- inventories: hosts, cleanup (and launch, plan through the matrix's inventory) ---------------------------
+def _inventory_dir(path: Path, bad: bytes) -> None:
+    path.mkdir()
+    (path / "good.ini").write_text("[local]\nlocalhost ansible_connection=local\n")
+    (path / "more").write_bytes(bad)
+    (path / "README.md").write_bytes(b"\x00 skipped by Ansible, so by the runner too")  # *.md is not an inventory source
+    (path / "host_vars").mkdir()
+
+
+INVENTORY_CORPUS = [  # (id, make(path), what the one line says after the runner's prefix)
+    ("binary", lambda p: p.write_bytes(b"\x7fELF\x02\x01\x01\x00\x00\x00"), "{p}: a binary file, not an inventory file"),
+    ("latin1_ini", lambda p: p.write_bytes(b"[local]\ncaf\xe9 ansible_host=127.0.0.1\n"), "{p}: line 2: not UTF-8 text (byte 0xe9)"),
+    ("latin1_yaml", lambda p: p.with_suffix(".yml").write_bytes(b"all:\n  hosts: {caf\xe9: {}}\n"), "{p}.yml: line 2: not UTF-8 text"),
+    ("dir_with_binary", lambda p: _inventory_dir(p, b"\x00\x01\xff"), "{p}/more: a binary file, not an inventory file"),
+    ("dir_with_latin1", lambda p: _inventory_dir(p, b"[g]\nh\xff\n"), "{p}/more: line 2: not UTF-8 text (byte 0xff)"),
+    ("dir_with_bad_yaml", lambda p: _inventory_dir(p, b"") or (p / "more.yml").write_text("all: [\n"), "{p}/more.yml: not valid YAML"),
+    ("unparsable_ini", lambda p: p.write_text("[local\nfoo = = bar\n"),
+     "{p}: Ansible cannot parse it as an inventory (Failed to parse inventory: "),
+    ("dir_with_unparsable", lambda p: _inventory_dir(p, b"[g\nx = = y\n"), "{p}/more: Ansible cannot parse it as an inventory ("),
+    ("empty_dir", lambda p: p.mkdir(), "{p}: no inventory files in this directory; allowed: "),
+    ("no_hosts", lambda p: p.with_suffix(".yml").write_text("just: [a, b]\n"),
+     "{p}.yml: no hosts (Skipping 'just' as this is not a valid group definition)"),
+]
+
+
+@pytest.mark.parametrize("command", ["hosts", "hosts-release", "cleanup", "provision"])
+@pytest.mark.parametrize(("make", "expect"), [pytest.param(*c[1:], id=c[0]) for c in INVENTORY_CORPUS])
+def test_bad_inventory(command: str, make, expect: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+    """Binary, non-UTF-8 or unparsable inventories (files, or files in an inventory directory) used to give lines
+    of Ansible warnings, garbled host names and a paramiko traceback; now one line naming the file, exit 2."""
+    given = tmp_path / "inv" / "given"
+    given.parent.mkdir()
+    make(given)
+    inventory = next(p for p in given.parent.iterdir())
+    (tmp_path / "ds").mkdir()
+    argv = {"hosts": ["hosts"], "hosts-release": ["hosts", "release", "localhost", "--force"],
+            "cleanup": ["cleanup", "c", "--dry-run", "--datasets", str(tmp_path / "ds")],
+            "provision": ["provision", "--out", str(tmp_path / "out")]}[command]
+    before = tree(tmp_path)
+    assert main([*argv, "--inventory", str(inventory)]) == 2
+    line = one_line_error(capsys)
+    assert line.startswith("runner: " + expect.format(p=given)), line
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize(("data", "expect"), [
+    (b"governor: caf\xe9\n", "line 1: not UTF-8 text (byte 0xe9); save the tuning file as UTF-8"),
+    (b"\x00\x01", "a binary file, not a tuning file"),
+    (b"[" * 5000 + b"]" * 5000, "nested too deeply to be a file of tuning knobs"),
+    (b"governor: [\n", "cannot read tuning knobs: "),
+])
+def test_provision_with_a_bad_tune_file(data: bytes, expect: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A latin-1 --tune file used to end in a UnicodeDecodeError traceback; refused before Ansible runs."""
+    inventory, _ = local_inventory(tmp_path)
+    tune = tmp_path / "tune.yml"
+    tune.write_bytes(data)
+    before = tree(tmp_path)
+    assert main(["provision", "--inventory", str(inventory), "--tune", str(tune), "--out", str(tmp_path / "out")]) == 2
+    line = one_line_error(capsys)
+    assert line.startswith(f"runner: {tune}: ") and expect in line, line
+    assert tree(tmp_path) == before
 
 
 def test_fit_help_shows_percent_once(capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,7 +4,9 @@ matrix key, and the records' probe and side columns (schema 4, older datasets st
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,18 +126,23 @@ class _Crash(_Fake):
 
 
 class _Hang(_Fake):
-    timeout = 0.3
+    timeout = 1.0
+    hang_s = 120.0  # far beyond the timeout: only the probe's timeout can end start() early
+    released = threading.Event()  # set when the test is over, so the abandoned thread ends too
 
     def start(self, host: Any, ctx: ProbeContext) -> Any:
-        time.sleep(5)
+        self.released.wait(self.hang_s)
 
 
 @pytest.fixture
-def fakes(monkeypatch: pytest.MonkeyPatch) -> None:
+def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The fake probes above, registered for one test."""
     for name, cls in (("test_ok", _Ok), ("test_missing", _Missing), ("test_crash", _Crash), ("test_hang", _Hang)):
         monkeypatch.setattr(cls, "name", name)
         monkeypatch.setitem(base._REGISTRY, name, cls)
+    monkeypatch.setattr(_Hang, "released", threading.Event())
+    yield
+    _Hang.released.set()
 
 
 def _ctx(tmp: Path, host: str = "probe-test-host") -> ProbeContext:
@@ -149,12 +156,12 @@ def test_window_keeps_going_through_unavailable_crashing_and_hanging_probes(tmp_
     t0 = time.monotonic()
     with ProbeWindow(LocalHost("probe-test-host"), names, _ctx(tmp_path)) as probed:
         pass
-    assert time.monotonic() - t0 < 3  # the hang is bounded by its probe's timeout
+    assert time.monotonic() - t0 < 60  # bounded by the probe's timeout (1 s), well before the hang's end (120 s)
     assert [(m.name, m.probe, m.side) for m in probed.metrics] == [("fake.window_s", "test_ok", "host")]
     text = "\n".join(probed.notes)
     assert "probe test_missing not available on probe-test-host: not here" in text
     assert "probe test_crash failed on probe-test-host: boom" in text
-    assert "probe test_hang failed to start on probe-test-host: no answer within 0.3 s" in text
+    assert "probe test_hang failed to start on probe-test-host: no answer within 1 s" in text
     # a second trial on the same host: the unavailable probe is neither checked nor reported again
     with ProbeWindow(LocalHost("probe-test-host"), names, _ctx(tmp_path)) as again:
         pass

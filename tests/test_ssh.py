@@ -115,12 +115,15 @@ def test_exit_code_stderr_cwd_and_env_pass_through(testbed, tmp_path):
 @pytest.mark.netns
 @pytest.mark.integration
 def test_timeout_kills_the_remote_command(testbed):
-    with SSHHost(spec_of(testbed, "tb3")) as host:
+    # The local limit (timeout + kill_after + grace = 121 s) and the command's own end (300 s) are far away, so
+    # only the remote `timeout` (1 s) can end the command well inside 60 s, however loaded the machine is; the
+    # local limit would also raise a HostError ("no answer ..."), not return a result.
+    with SSHHost(spec_of(testbed, "tb3"), kill_after=60, grace=60) as host:
         start = time.monotonic()
-        result = host.run(["sleep", "30"], timeout=1)
+        result = host.run(["sleep", "300"], timeout=1)
         elapsed = time.monotonic() - start
         assert result.timed_out and result.rc in (124, 137)
-        assert elapsed < 1 + host.kill_after + host.grace  # ended by the remote `timeout`, not by the local limit
+        assert elapsed < 60  # ended by the remote `timeout`, not by the local limit
         assert processes_in(testbed, "tb3", "sleep") == []
         assert host.run(["true"], timeout=5).ok  # the connection survives a timed-out command
 
@@ -190,16 +193,22 @@ def test_one_connection_is_reused_and_shared_by_threads(testbed):
 @pytest.mark.netns
 @pytest.mark.integration
 def test_round_trip_over_persistent_connection(testbed):
+    """50 commands back to back ride the one connection the first opened: no reconnect, no new TCP connection.
+    How fast a round trip is, is measured (not asserted) by bench/fanout_bench.py (per-trial overhead over SSH);
+    the median is printed here for information only."""
     with SSHHost(spec_of(testbed)) as host:
-        host.run(["true"], timeout=10)
-        times = []
+        first = host.run(["sh", "-c", "echo $SSH_CLIENT"], timeout=10)
+        conn = host._conn
+        times, ports = [], set()
         for _ in range(50):
             t = time.perf_counter()
-            assert host.run(["true"], timeout=10).ok
+            result = host.run(["sh", "-c", "echo $SSH_CLIENT"], timeout=10)
             times.append(time.perf_counter() - t)
-    median = statistics.median(times)
-    print(f"ssh round trip of run(['true']) over one connection: median {median * 1000:.1f} ms of 50")
-    assert median < 2.0
+            assert result.ok, result.stderr
+            ports.add(result.stdout.split()[1])
+            assert host._conn is conn  # the same connection object after every run: never dropped and reopened
+    print(f"ssh round trip of run() over one connection: median {statistics.median(times) * 1000:.1f} ms of 50")
+    assert ports == {first.stdout.split()[1]}  # sshd saw every command come from the first command's client port
 
 
 @pytest.mark.netns
@@ -244,9 +253,12 @@ def test_unreachable_host_fails_within_connect_timeout(make_testbed):
     bed = make_testbed(1)
     bed.link_down("tb1")
     start = time.monotonic()
+    # The message names the connect timeout handed to paramiko: the given 1 s, not the default (10 s). The clock
+    # only shows that the connect timeout ended it, far from TCP's own give-up on SYNs to a dead link (~2 min).
     with pytest.raises(HostError, match=r"host tb1 \(.*\): unreachable: no answer within 1 s"):
-        SSHHost(spec_of(bed, connect_timeout=1)).run(["true"], timeout=5)
-    assert time.monotonic() - start < HostSpec.connect_timeout  # the given connect timeout, not the default
+        SSHHost(spec_of(bed, connect_timeout=1)).run(["true"], timeout=300)
+    assert HostSpec.connect_timeout != 1
+    assert time.monotonic() - start < 60
 
 
 @pytest.mark.netns
@@ -259,10 +271,10 @@ def test_link_down_mid_command_raises_within_bounds_then_recovers(make_testbed):
         cut = when_running(bed, "tb1", "sleep", lambda: bed.link_down("tb1"))
         start = time.monotonic()
         with pytest.raises(HostError, match=r"host tb1 \(.*\): no answer 4 s after starting sleep"):
-            host.run(["sleep", "20"], timeout=2)  # the limit: timeout 2 + kill_after 1 + grace 1
-        assert 4 <= time.monotonic() - start < 20  # at the limit, not before it nor at the command's own end
+            host.run(["sleep", "600"], timeout=2)  # the limit: timeout 2 + kill_after 1 + grace 1
+        assert 4 <= time.monotonic() - start < 300  # at the limit, not before it nor at the command's own end (600 s)
         cut.join()
-        deadline = time.monotonic() + 5  # the remote `timeout` stops the workload without us
+        deadline = time.monotonic() + 60  # the remote `timeout` stops the workload without us (at 2 s; waited for)
         while processes_in(bed, "tb1", "sleep") and time.monotonic() < deadline:
             time.sleep(0.1)
         assert processes_in(bed, "tb1", "sleep") == []
@@ -287,12 +299,14 @@ def test_killed_sshd_is_a_host_error_and_a_restart_reconnects(make_testbed):
 @pytest.mark.integration
 def test_sshd_killed_mid_command_is_a_host_error(make_testbed):
     bed = make_testbed(1)
-    with SSHHost(spec_of(bed)) as host:
+    # The command's timeout (120 s), its end (600 s) and the no-answer limit (120 + 60 + 60 s) are far away: only
+    # the lost connection can end the run well inside 100 s, however loaded the machine is.
+    with SSHHost(spec_of(bed), kill_after=60, grace=60) as host:
         kill = when_running(bed, "tb1", "sleep", lambda: bed.kill_sshd("tb1"))
         start = time.monotonic()
         with pytest.raises(HostError, match=r"host tb1 \(.*\): connection lost while running sleep"):
-            host.run(["sleep", "10"], timeout=5)  # (a kill after its timeout would give a timed-out result)
-        assert time.monotonic() - start < 5 + host.kill_after + host.grace  # at once, not at the no-answer limit
+            host.run(["sleep", "600"], timeout=120)  # (a kill after its timeout would give a timed-out result)
+        assert time.monotonic() - start < 100  # at once, not at the command's timeout nor at the no-answer limit
         kill.join()
 
 

@@ -42,11 +42,15 @@ examples:
 """
 
 
+MAX_CPUS = 65536  # more CPUs than any one Linux host has (the kernel's NR_CPUS tops out at 8192)
+MAX_HOSTS = 100000  # a plan for more placeholder hosts than any lab has is a typo
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("plan", help="show the trials a matrix expands to", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("matrix", type=Path, help="matrix file (YAML)")
-    p.add_argument("--cpus", type=int_at_least(1), help="CPU count that relative values refer to (default: this machine's)")
-    p.add_argument("--hosts", type=int_at_least(1), default=1,
+    p.add_argument("--cpus", type=int_at_least(1, MAX_CPUS), help="CPU count that relative values refer to (default: this machine's)")
+    p.add_argument("--hosts", type=int_at_least(1, MAX_HOSTS), default=1,
                    help="hosts to plan for when the inventory does not have the matrix's group (default 1)")
     p.add_argument("--show", type=int_at_least(-1), default=30, help="trials to list (default 30; 0 for none, -1 for all)")
     p.add_argument("--inventory", default=os.environ.get("RUNNER_INVENTORY"),

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from runner.cli import datasets_default, int_at_least
-from runner.errors import UsageError
+from runner.errors import DatasetError, UsageError
 
 EPILOG = """\
 examples:
@@ -80,7 +80,7 @@ def report(campaign: str | None = None, *, datasets: Path | str = "datasets", ou
            console: Console | None = None) -> Path:
     """Build the report of a campaign (see `runner report --help`); print its cell table; return report.html.
     A metric or axis the campaign does not have is refused (UsageError naming the option and what is allowed)."""
-    from runner.analysis import build_report, summary_table
+    from runner.analysis import build_report, summary_table, totals
     from runner.records.store import find_campaign, read_campaign
     from runner.workloads.base import scaling_metrics
 
@@ -92,6 +92,8 @@ def report(campaign: str | None = None, *, datasets: Path | str = "datasets", ou
         check_choice("--metric", metric, ["all", *present], f"campaign {cdir.name}")
     if axis is not None:
         check_choice("--axis", axis, load_axes(metrics), f"the numeric axes of campaign {cdir.name}")
+    if not totals(metrics)["value"].notna().any():  # checked before --out is made: a refusal leaves nothing behind
+        raise DatasetError(f"{cdir}: the metrics table has no total rows (thread and vm null) to report")
     out_dir = Path(out) if out else Path("reports") / cdir.name
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

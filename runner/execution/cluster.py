@@ -217,11 +217,23 @@ def check_scheduler(scheduler: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     """A tcp:// address (or HOST:PORT) is a Dask scheduler, else one UsageError line: nothing listens there,
     or what listens does not speak Dask's protocol (its first frame is not a Dask handshake), or it is a
     Dask worker, not a scheduler. Asks the scheduler's identity over its own protocol, so a lab scheduler's
-    log stays quiet. Other protocols (tls://, ucx://, ...) are left to Dask."""
-    address = scheduler if "://" in scheduler else f"tcp://{scheduler}"
-    host, sep, port = address.removeprefix("tcp://").rpartition(":")
-    if not address.startswith("tcp://") or not sep or not port.isdigit():
-        return  # another protocol or form: let Dask judge it
+    log stays quiet. An address that is not one (no port, an unknown scheme) is refused before anything
+    connects; other protocols (tls://, inproc://, ...) are left to Dask."""
+    from distributed.comm.registry import backends, get_backend
+
+    allowed = "allowed: tcp://HOST:PORT or HOST:PORT (`dask scheduler` listens on 8786 by default), or another Dask protocol"
+    scheme, sep, rest = scheduler.partition("://")
+    if not sep:
+        scheme, rest = "tcp", scheduler
+    try:
+        get_backend(scheme)
+    except ValueError:
+        raise UsageError(f"--scheduler {scheduler!r}: unknown protocol '{scheme}'; known: {', '.join(sorted(backends))}") from None
+    if scheme != "tcp":
+        return  # another protocol: let Dask judge it
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host.strip("[]") or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise UsageError(f"--scheduler {scheduler!r} is not a scheduler address; {allowed}")
     deadline = time.monotonic() + timeout
     try:
         sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)

@@ -12,12 +12,15 @@ replaces the inventory's for every SSH host: command line > environment > invent
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import getpass
 import ipaddress
+import os
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ from runner.textfile import read_text
 
 DEFAULT_CONNECT_TIMEOUT = 10.0  # Ansible's own default `timeout`
 SSH_CONNECTIONS = frozenset({"ssh", "paramiko", "paramiko_ssh", "smart"})
+_DISPLAY_LOCK = threading.Lock()  # guards the patch of Ansible's Display singleton in _ansible_warnings
 
 # Variable names Ansible's ssh connection plugin reads, lowest precedence first (the last one set wins).
 _ADDRESS = ("ansible_host", "ansible_ssh_host")
@@ -91,18 +95,25 @@ def load_inventory(path: Path | str, known_hosts: Path | str | None = None) -> I
     source = shown.resolve()
     if not source.exists():
         raise UsageError(f"inventory {shown} does not exist")
-    if source.is_file() and source.suffix in (".yml", ".yaml"):
-        try:  # Ansible only warns about a broken file and goes on with an empty inventory
-            yaml.safe_load(read_text(shown, "inventory file"))
-        except yaml.YAMLError as e:
-            raise UsageError(f"{shown}: not valid YAML: {' '.join(str(e).split())}") from None
-        except RecursionError:
-            raise UsageError(f"{shown}: nested too deeply to be an inventory") from None
+    files = inventory_files(shown)
+    if not files:
+        raise UsageError(f"{shown}: no inventory files in this directory; allowed: an INI or YAML inventory, or a directory of them")
+    for file in files:
+        check_inventory_file(file)
     loader = DataLoader()
-    manager = InventoryManager(loader=loader, sources=[str(source)])
+    with _ansible_warnings() as warnings:  # Ansible only warns about a source it cannot parse and goes on without it
+        manager = InventoryManager(loader=loader, sources=[str(source)])
+    for i, (message, _) in enumerate(warnings):
+        if (bad := re.fullmatch(r"Unable to parse (.+) as an inventory source", message, re.DOTALL)) is not None:
+            where = _shown_path(Path(bad[1]), source, shown)
+            reasons = [reason for _, reason in warnings[:i] if reason]
+            why = f" ({reasons[-1]})" if reasons else ""
+            raise UsageError(f"{where}: Ansible cannot parse it as an inventory{why}; allowed: an INI or YAML inventory, "
+                             f"or a directory of them")
     variables = VariableManager(loader=loader, inventory=manager)
     if not manager.hosts:
-        raise UsageError(f"{shown}: no hosts (the file is empty or Ansible could not parse it)")
+        why = f" ({warnings[0][0]})" if warnings else ""
+        raise UsageError(f"{shown}: no hosts{why}")
     hosts: dict[str, HostSpec] = {}
     unsupported: dict[str, str] = {}
     for name, host in manager.hosts.items():
@@ -116,6 +127,74 @@ def load_inventory(path: Path | str, known_hosts: Path | str | None = None) -> I
         hosts[name] = with_known_hosts(host_spec(name, conn_vars, shown), known_hosts)
     groups = {g: tuple(h.name for h in group.get_hosts()) for g, group in manager.groups.items()}
     return Inventory(path=shown, hosts=hosts, groups=groups, unsupported=unsupported)
+
+
+def inventory_files(path: Path) -> list[Path]:
+    """The files Ansible reads as inventory sources from `path`: the file itself, or for a directory its files,
+    subdirectories included, less those Ansible skips (hidden, host_vars/, group_vars/, *.md, *~, ...)."""
+    if not path.is_dir():
+        return [path]
+    from ansible.inventory.manager import IGNORED
+
+    files: list[Path] = []
+    for entry in sorted(path.iterdir()):
+        if not IGNORED.search(os.fsencode(entry.name)):
+            files.extend(inventory_files(entry))
+    return files
+
+
+def check_inventory_file(path: Path) -> None:
+    """One inventory source is UTF-8 text (and a .yml/.yaml one valid YAML), else one UsageError naming it: Ansible
+    would read a binary or non-UTF-8 file with its bytes escaped into host names, and only warn about broken YAML."""
+    text = read_text(path, "inventory file")
+    if path.suffix not in (".yml", ".yaml"):
+        return
+    try:
+        yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise UsageError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    except RecursionError:
+        raise UsageError(f"{path}: nested too deeply to be an inventory") from None
+
+
+@contextlib.contextmanager
+def _ansible_warnings() -> Iterator[list[tuple[str, str]]]:
+    """Collect what Ansible's display would print as warnings (message, the exception's text or "") instead of
+    printing it; deprecation notices are dropped. Display is Ansible's process-wide singleton."""
+    from ansible.utils.display import Display
+
+    display = Display()
+    collected: list[tuple[str, str]] = []
+
+    def warning(msg: str, *args: Any, **kwargs: Any) -> None:
+        collected.append((" ".join(str(msg).split()), ""))
+
+    def error_as_warning(msg: str | None, exception: BaseException, *args: Any, **kwargs: Any) -> None:
+        collected.append((" ".join(str(msg or "").split()), " ".join(str(getattr(exception, "message", exception)).split())))
+
+    def deprecated(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    patched = {"warning": warning, "error_as_warning": error_as_warning, "deprecated": deprecated}
+    with _DISPLAY_LOCK:  # one patch at a time: two threads loading inventories must not restore each other's
+        saved = {name: display.__dict__[name] for name in patched if name in display.__dict__}
+        display.__dict__.update(patched)
+        try:
+            yield collected
+        finally:
+            for name in patched:
+                if name in saved:
+                    display.__dict__[name] = saved[name]
+                else:
+                    display.__dict__.pop(name, None)
+
+
+def _shown_path(path: Path, source: Path, shown: Path) -> Path:
+    """`path` (under the resolved `source`) as the user named it (under `shown`)."""
+    try:
+        return shown / path.relative_to(source) if path != source else shown
+    except ValueError:
+        return path
 
 
 # The host's guest network (bridge name, CIDR) for kvm and xen guests; every host may use the same.
