@@ -16,6 +16,7 @@ Run: .venv/bin/python bench/adaptive_bench.py [--out DIR] [--max 20]
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -23,19 +24,24 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 PROJECT = Path(__file__).resolve().parent.parent
 
 
 def _matrix(directory: Path, name: str, repetitions: object) -> Path:
-    doc = yaml.safe_load((PROJECT / "matrix.yml").read_text())
-    doc["campaign"] = name
-    doc["repetitions"] = repetitions
-    doc["probes"] = ["perf_stat", "schedstat"]
-    doc.pop("hosts", None)  # the built-in default: this machine
+    """The example matrix with another campaign name, repetitions and the probes, edited as text (a YAML
+    round trip would turn its `retry: {on: ...}` key into a boolean)."""
+    lines = []
+    for line in (PROJECT / "matrix.yml").read_text().splitlines():
+        key = line.split(":", 1)[0]
+        if key == "campaign":
+            line = f"campaign: {name}"
+        elif key == "repetitions":
+            line = f"repetitions: {json.dumps(repetitions)}\nprobes: [perf_stat, schedstat]"
+        elif key == "hosts":
+            continue  # the built-in default: this machine
+        lines.append(line)
     path = directory / f"{name}.yml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 
