@@ -90,7 +90,7 @@ def main() -> None:
         report = out / "report"
         res = subprocess.run([sys.executable, "-m", "runner.cli", "report", runs[1][0], "--datasets", str(datasets), "--out", str(report)],
                              cwd=PROJECT, capture_output=True, text=True)
-        html = (report / "index.html").read_text() if (report / "index.html").exists() else ""
+        html = (report / "report.html").read_text() if (report / "report.html").exists() else ""
         shown = "Collapse explained" in html and ("perf_stat" in html or "schedstat" in html)
         print(f"report of the adaptive campaign: exit {res.returncode}; collapse explained with probes: {'yes' if shown else 'no'}"
               + (f" ({report})" if args.out else ""))
