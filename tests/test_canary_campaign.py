@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from runner.cli import main
+from runner.cli.status import campaign_status
 from runner.records.store import read_campaign
 
 pytestmark = pytest.mark.integration
@@ -62,6 +63,8 @@ def test_canary_campaign_resume_and_report(tmp_path: Path, capsys: pytest.Captur
     assert "6 trials planned, 4 already recorded, 2 ok now" in out, out
     _, again, _ = read_campaign("canaried", ds)
     assert sorted(again["trial_id"]) == sorted(trials["trial_id"])
+    st = campaign_status("canaried", ds)  # canary runs are beside the plan: neither done nor pending trials
+    assert (st.planned, st.ok, st.pending, st.failed) == (4, 4, 0, {}), st
     assert main(["launch", str(matrix), "--datasets", str(ds)]) == 0
     assert "6 trials planned, 6 already recorded, 0 ok now" in " ".join(capsys.readouterr().out.split())
     _, final, _ = read_campaign("canaried", ds)

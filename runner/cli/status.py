@@ -51,6 +51,8 @@ def campaign_status(campaign: str | None, datasets: Path) -> Status:
     store = CampaignStore(find_campaign(campaign, datasets))
     meta = store.meta()
     trials = store.read_table("trials").to_pandas()
+    if "role" in trials.columns:  # canary runs are re-runs of one cell beside the plan, not planned trials
+        trials = trials[trials["role"].isna().to_numpy()]
     ok_ids = set(trials.loc[trials["status"] == "ok", "trial_id"])
     failed: dict[str, str] = {}
     if len(trials):
