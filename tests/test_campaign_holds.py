@@ -20,6 +20,7 @@ from runner.cli import main
 from runner.hosts.local import LocalHost
 from runner.lab.reservations import HoldLost, acquire, force_release, hold_hosts, status
 from runner.records.store import read_campaign
+from tests.events import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -52,15 +53,6 @@ def gated_matrix(tmp: Path, inventory: Path, marks: Path, *, xs: int = 4, run: s
         "repetitions: 1\ntimeout: 60\nretry: {attempts: 1, on: [failed]}\n"
     )
     return path
-
-
-def wait_for(check, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_confirm_sees_a_forced_release_at_once(tmp_path: Path) -> None:

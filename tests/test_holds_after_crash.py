@@ -26,6 +26,7 @@ from runner.hosts.process import ProcessId, is_gone, stat_start
 from runner.lab.reservations import HoldInfo, HostBusy, acquire, hold_hosts, is_own_stale, parse_hold, status
 from runner.records.store import AttemptRecord, CampaignStore, lock_text, parse_lock
 from runner.trials import Trial
+from tests.events import wait_for
 
 HERE = socket.gethostname()
 
@@ -170,15 +171,6 @@ class StuckHost(LocalHost):
             self.entered.set()
             self.free.wait(120)
         return super().run(argv, **kwargs)
-
-
-def wait_for(check, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_dropped_host_is_released_at_once(tmp_path: Path) -> None:

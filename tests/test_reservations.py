@@ -19,17 +19,9 @@ from runner.hosts.local import LocalHost
 from runner.lab import reservations
 from runner.lab.reservations import HoldLost, HostBusy, acquire, force_release, hold_hosts, parse_hold, status
 from runner.provision.inventory import connect, load_inventory
+from tests.events import wait_for
 
 PROJECT = Path(__file__).resolve().parents[1]
-
-
-def wait_for(check, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_parse_hold() -> None:

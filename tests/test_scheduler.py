@@ -25,7 +25,7 @@ from runner.matrix.load import Matrix
 from runner.records.store import read_campaign
 from runner.testing.testbed import TestBed
 from runner.trials import plan
-from tests.test_campaign_holds import wait_for
+from tests.events import wait_for
 from tests.test_remote_campaign import bed_matrix, run_campaign
 
 DASK = str(Path(sys.executable).parent / "dask")

@@ -27,7 +27,8 @@ from runner.execution.campaign import Progress, stall_reason
 from runner.execution.worker import lease_name
 from runner.matrix.load import load_matrix
 from runner.records.store import read_campaign
-from tests.test_campaign_holds import gated_matrix, local_inventory, wait_for
+from tests.events import wait_for
+from tests.test_campaign_holds import gated_matrix, local_inventory
 from tests.test_scheduler import DaskProcesses
 
 pytestmark = pytest.mark.integration
