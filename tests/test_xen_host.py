@@ -115,21 +115,23 @@ def test_xen_hvm_guest_runs_a_trial(xen_host: tuple[vmhost.VMHost, Path], tmp_pa
                                     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """A fully virtualised guest: the device model (qemu-system-xen in dom0) loads the kernel and initrd through
     fw_cfg port I/O, every byte a trip from the nested guest to dom0's QEMU: about 60 KB/s here, so the guest
-    takes minutes to reach its init (482 s measured) and the boot timeout is raised."""
+    takes minutes to reach its init (482 s measured) and the boot timeout is raised. Two trials (ticket, ttas)
+    on one boot: the guest is reused within its configuration, as for kvm."""
     vm, inventory = xen_host
     monkeypatch.setenv("RUNNER_GUEST_BOOT_TIMEOUT", "1500")
     name = "pytest-xen-hvm"
     matrix = tmp_path / "m.yml"
     matrix.write_text(
         f"campaign: {name}\nhosts: {{group: vmhosts, inventory: {inventory}}}\n"
-        "workload: {name: lockbench, params: {env: xen-hvm, vcpus: 1, memory: 256, lock: ticket, threads: 1, duration: 1.0}}\n"
-        "repetitions: 1\ntimeout: 2400\nretry: {attempts: 1}\n"
+        "workload: {name: lockbench, params: {env: xen-hvm, vcpus: 1, memory: 256, threads: 1, duration: 1.0}}\n"
+        "axes: {lock: [ticket, ttas]}\nrepetitions: 1\ntimeout: 2400\nretry: {attempts: 1}\n"
     )
     rc = main(["launch", str(matrix), "--datasets", str(tmp_path / "ds")])
     out = capsys.readouterr()
     assert rc == 0, out.out + out.err
     metrics, trials, _ = read_campaign(name, tmp_path / "ds")
-    assert (trials["status"] == "ok").all() and set(trials["accel"]) == {"xen"}, trials[["accel", "error"]]
+    assert len(trials) == 2 and (trials["status"] == "ok").all() and set(trials["accel"]) == {"xen"}, trials[["accel", "error"]]
+    assert trials["boot_id"].nunique() == 1  # booted once, reused for both locks (guests.reuse: configuration)
     [facts] = json.loads(trials["guest_facts_json"].iloc[0])
     assert facts["hypervisor"] == "Xen HVM" and facts["clocksource"] == "xen", facts
     assert not {"xen_pv", "xen_pvh"} & set(facts["pv_features"]), facts  # neither PV nor PVH: full HVM
