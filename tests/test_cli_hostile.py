@@ -6,8 +6,6 @@ corpus of matrices, CSV files, URLs and schedules files is in tests/test_hostile
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import tarfile
 from pathlib import Path
@@ -18,6 +16,7 @@ from runner.cli import main
 from runner.records import share
 from runner.records.store import AttemptRecord, CampaignStore
 from runner.workloads.base import Metric
+from tests import test_dataset_share as share_tests
 from tests.test_campaign_holds import local_inventory
 from tests.test_hostile_input import PROJECT, one_line_error
 
@@ -106,24 +105,8 @@ def test_status_without_trials_planned(tmp_path: Path, capsys: pytest.CaptureFix
 
 # ----- archives whose checksums match but whose contents are damaged or crafted: verify, import, fetch ----------
 def repack(src: Path, dst: Path, edit) -> Path:  # noqa: ANN001 - edit(name, data) -> bytes | None
-    """Copy an archive member by member through `edit` (None drops a member) and sign the manifest again, as
-    a crafted archive would."""
-    members: dict[str, bytes] = {}
-    with tarfile.open(src, "r:gz") as tar:
-        for info in tar:
-            data = edit(info.name, tar.extractfile(info).read())
-            if data is not None:
-                members[info.name] = data
-    top = next(iter(members)).split("/")[0]
-    manifest = "".join(f"{hashlib.sha256(d).hexdigest()}  {n[len(top) + 1:]}\n" for n, d in sorted(members.items())
-                       if not n.endswith(share.MANIFEST))
-    members[f"{top}/{share.MANIFEST}"] = manifest.encode()
-    with tarfile.open(dst, "w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return dst
+    """Copy an archive member by member through `edit` and sign the manifest again, as a crafted archive would."""
+    return share_tests.repack(src, dst, edit, fix_manifest=True)
 
 
 @pytest.fixture(scope="module")
