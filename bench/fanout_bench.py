@@ -14,7 +14,11 @@
    `gap` = from a trial's end to the start of the next trial on the same host (result to the controller,
    record hand-off, next submit, Dask to the worker); `late` = how long after the first trial each host
    started its first (connect, CPU count, work directory); `tail` = the last trial's end on the
-   busiest-ending host minus the median host's last end (uneven shares in pool placement).
+   busiest-ending host minus the median host's last end (uneven shares in pool placement). And the CPU
+   each variant used per trial (the whole campaign, launch included, divided by T): the runner's processes
+   (controller, Dask scheduler and workers), the test-bed hosts' (sshd and everything it ran), and the
+   machine's; the test-bed hosts share this machine's cores with the runner, so on 2 cores short trials
+   find the cores busy (see docs/hosts.md).
 2. Per-trial overhead over SSH, side by side with Ansible: N trials of `true` on one host, run back to
    back by the runner (span / N), against N runs of `ansible tb1 -m ansible.builtin.command -a true`
    with the project's ansible.cfg (pipelining, ControlPersist: Ansible at its fastest). Goal: the
@@ -91,6 +95,45 @@ def fanout(tmp: Path, inventory: Path, t: int) -> None:
         print(f"  {k:>5}  {span:7.2f}s  {ideal_a:6.2f}s  {ideal_a / span:5.3f}  {ideal_b:6.2f}s  {ideal_b / span:5.3f}  {elapsed:12.2f}s  {per_host}")
 
 
+class CpuMeter:
+    """CPU seconds used while a campaign runs, by whom (psutil; a process that ended is counted in its parent's
+    children times once reaped): the runner (this process and its descendants: the Dask scheduler, workers
+    and their forkserver), the test-bed hosts (each host's sshd and what it ran: sessions, shells, the
+    workloads), and the whole machine (/proc/stat: everything, the two above included)."""
+
+    def __init__(self, bed: TestBed) -> None:
+        import psutil
+
+        self.psutil = psutil
+        self.sshd = [h.sshd_pid for h in bed.hosts if h.sshd_pid]
+
+    def _tree(self, pid: int) -> float:
+        try:
+            root = self.psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except self.psutil.NoSuchProcess:
+            return 0.0
+        total = 0.0
+        for proc in procs:
+            try:
+                t = proc.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+            except self.psutil.NoSuchProcess:
+                pass
+        return total
+
+    def sample(self) -> tuple[float, float, float]:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+        machine = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+        return self._tree(os.getpid()), sum(self._tree(pid) for pid in self.sshd), machine
+
+    @staticmethod
+    def per_trial(before: tuple[float, float, float], after: tuple[float, float, float], n: int) -> str:
+        runner, hosts, machine = ((b - a) * 1000 / n for a, b in zip(before, after, strict=True))
+        return f"cpu/trial: runner {runner:.0f} ms, test-bed hosts {hosts:.0f} ms, machine {machine:.0f} ms"
+
+
 def breakdown(trials: object, seconds: float) -> str:
     """Where a trial's time beyond `seconds` goes, medians in ms (see the module doc): exec, worker, gap, late, tail."""
     t = trials.sort_values("started_at")
@@ -143,6 +186,7 @@ def fanout_true(tmp: Path, bed: TestBed, inventory: Path, t: int, hosts: int = 4
     print("  ideal = trials x D / hosts; makespan = first trial start to last trial end; load = 1-min load average before/after")
     print("  D     variant                          makespan   ideal  efficiency  launch->1st trial  campaign wall  load")
     lines = []
+    meter = CpuMeter(bed)
     for seconds in (1.0, 0.2):
         ideal = t * seconds / hosts
         for variant, standby in (("runner", "1"), ("runner, no standby session", "0")):
@@ -151,16 +195,20 @@ def fanout_true(tmp: Path, bed: TestBed, inventory: Path, t: int, hosts: int = 4
             try:
                 name = f"fanout-{seconds:g}-{standby}-{os.getpid()}".replace(".", "p")
                 t0 = time.time()
+                cpu0 = meter.sample()
                 elapsed, trials = run(tmp, name, inventory, f"fan{hosts}", f"sleep {seconds:g}", t)
+                cpu1 = meter.sample()
             finally:
                 os.environ.pop("RUNNER_SSH_STANDBY", None)
             span = (trials["ended_at"].max() - trials["started_at"].min()).total_seconds()
             first = trials["started_at"].min().timestamp() - t0
             print(f"  {seconds:<4g}  {variant:<31}  {span:7.2f}s  {ideal:5.2f}s  {ideal / span:10.3f}  {first:16.2f}s"
                   f"  {elapsed:12.2f}s  {load0:.1f}/{os.getloadavg()[0]:.1f}", flush=True)
-            lines.append(f"  {seconds:<4g}  {variant:<31}  {breakdown(trials, seconds)}")
+            lines.append(f"  {seconds:<4g}  {variant:<31}  {breakdown(trials, seconds)}  {meter.per_trial(cpu0, cpu1, t)}")
         load0 = os.getloadavg()[0]
+        cpu0 = meter.sample()
         span = run_plain(bed, hosts, seconds, t)
+        lines.append(f"  {seconds:<4g}  {'plain SSH loop (paramiko)':<31}  {meter.per_trial(cpu0, meter.sample(), t)}")
         print(f"  {seconds:<4g}  {'plain SSH loop (paramiko)':<31}  {span:7.2f}s  {ideal:5.2f}s  {ideal / span:10.3f}  "
               f"{'-':>16}   {'-':>12}   {load0:.1f}/{os.getloadavg()[0]:.1f}", flush=True)
     print("  per trial beyond D (medians, ms; see the module doc):")

@@ -33,6 +33,15 @@ class DatasetError(RunnerError):
     """The dataset on disk is locked, incompatible or damaged."""
 
 
+class BadDatasetError(DatasetError):
+    """A dataset or archive the user named is missing a file, damaged, empty, of an unreadable version or of the
+    wrong shape: bad input like a malformed matrix (exit 2), and still a DatasetError for callers that catch
+    those. What fails around good data (a held lock, a full disk, a server that does not answer) stays a
+    DatasetError (exit 1)."""
+
+    exit_code = 2
+
+
 class ProvisionError(RunnerError):
     """Provisioning (Ansible, guests, containers) failed."""
 

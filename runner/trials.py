@@ -15,7 +15,7 @@ import dataclasses
 import hashlib
 import json
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,24 +214,46 @@ def canary_trial(template: Trial, host: str, run: int) -> Trial:
     return dataclasses.replace(template, trial_id=canary_id(template.cell_id, host, run), repetition=run, host=host, role=CANARY)
 
 
-def canary_due(since: int | None, every: int) -> bool:
-    """Whether a host's next trial is a canary run: it has run none yet (`since` None), or `every` trials of the
-    matrix since its last one. So the canary runs before a host's 1st, (every+1)th, (2 every+1)th ... trial."""
-    return since is None or since >= every
+def canary_due(since: int | None, every: int | None, elapsed_s: float | None = None, minutes: float | None = None) -> bool:
+    """Whether a host's next trial is a canary run: it has run none yet (`since` None), or, since its last one,
+    `every` trials of the matrix, or at least one trial and `minutes` minutes (`elapsed_s`: seconds since that
+    canary run started), whichever comes first (None: that limit is not set). With `every` alone the canary
+    runs before a host's 1st, (every+1)th, (2 every+1)th ... trial; a trial always comes between two canary
+    runs, also when one canary run takes longer than `minutes`."""
+    if since is None:
+        return True
+    if every is not None and since >= every:
+        return True
+    return minutes is not None and elapsed_s is not None and since >= 1 and elapsed_s >= 60.0 * minutes
 
 
-def place_canaries(trials: Sequence[Trial], template: Trial, host: str, every: int, *, first_run: int = 1,
-                   since: int | None = None) -> list[Trial]:
+def canary_rule(every: int | None, minutes: float | None) -> str:
+    """The canary's rhythm in words, for `runner plan` and the progress display (pure)."""
+    limits = [f"{every} trials" if every is not None else "", f"{minutes:g} minutes" if minutes is not None else ""]
+    both = " (whichever comes first)" if all(limits) else ""
+    return f"before the first trial, after every {' or '.join(x for x in limits if x)}{both} and after the last trial"
+
+
+def place_canaries(trials: Sequence[Trial], template: Trial, host: str, every: int | None, *, first_run: int = 1,
+                   since: int | None = None, minutes: float | None = None, estimate: Callable[[Trial], float] | None = None,
+                   closing: bool = False) -> list[Trial]:
     """The trials one host runs, in order, with the canary runs where the campaign puts them (canary_due):
-    what `runner plan` shows; the controller makes the same decision trial by trial (runner.execution.canary)."""
+    what `runner plan` shows; the controller makes the same decision trial by trial (runner.execution.canary).
+    `minutes` counts only with `estimate` (a trial's rough seconds: the plan's clock); `closing` adds the run
+    after the host's last trial (`Canaries.closing`) when it ran a trial since its last canary run."""
     out: list[Trial] = []
     run = first_run
+    elapsed = 0.0
+    clock = minutes if estimate is not None else None
     for t in trials:
-        if canary_due(since, every):
+        if canary_due(since, every, elapsed, clock):
             out.append(canary_trial(template, host, run))
-            run, since = run + 1, 0
+            run, since, elapsed = run + 1, 0, estimate(template) if estimate is not None else 0.0
         out.append(t)
         since = (since or 0) + 1
+        elapsed += estimate(t) if estimate is not None else 0.0
+    if closing and since:
+        out.append(canary_trial(template, host, run))
     return out
 
 

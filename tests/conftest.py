@@ -19,6 +19,15 @@ def campaigns() -> Iterator[list[str]]:
         shutil.rmtree(Path(WORKDIR_ROOT) / name, ignore_errors=True)
 
 
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """RUNNER_HOME in tmp_path (not made: a refused command must not make it), and no RUNNER_INVENTORY from outside."""
+    path = tmp_path / "home"
+    monkeypatch.setenv("RUNNER_HOME", str(path))
+    monkeypatch.delenv("RUNNER_INVENTORY", raising=False)
+    return path
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked `long` run only when asked for (`-m long`): they need more than CI's time budget."""
     if "long" in (config.getoption("-m") or ""):

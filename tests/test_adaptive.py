@@ -3,6 +3,7 @@ campaign adds (runner.execution.rounds) and the matrix key."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -154,6 +155,47 @@ def test_rounds_add_interleaved_trials_with_the_ids_of_their_repetitions() -> No
     last = rounds.next_round()
     assert sorted(t.repetition for t in last) == [7, 7, 8, 8]  # doubling would be 12: max is 8
     assert rounds.next_round() == [] and "1 cell(s) met +-5% on v, 2 stopped at max 8" in rounds.summary()
+
+
+def _noisy(cell_index: int, rep: int) -> float:
+    """k=1 steady, k=2 a little noisy (small steps), k=3 wild (doubling steps): values by repetition number."""
+    return 1000.0 + [0, 8, 37][cell_index] * ((rep * 7919) % 23)
+
+
+def test_a_relaunch_continues_the_round_count() -> None:
+    matrix = parse_matrix(BASE + "repetitions: {min: 3, max: 30, ci: 0.05}\n")
+    trials = plan(matrix, {"h": 2})
+    index = {c: i for i, c in enumerate(dict.fromkeys(t.cell_id for t in trials))}
+    rounds = Rounds(matrix, trials)
+    ran, history = list(trials), [(1, 0)]  # (round, trials run before it started)
+    for t in trials:
+        rounds.observe(_ok(t, _noisy(index[t.cell_id], t.repetition)))
+    while more := rounds.next_round():
+        history.append((rounds.round, len(ran)))
+        for t in more:
+            rounds.observe(_ok(t, _noisy(index[t.cell_id], t.repetition)))
+        ran += more
+    sizes = [b - a for (_, a), (_, b) in itertools.pairwise([*history[1:], (0, len(ran))])]
+    assert len(history) >= 4 and len(set(sizes)) >= 3, sizes  # several rounds, of different sizes
+
+    def relaunch(n: int) -> Rounds:
+        """A new launch that finds the first n trials recorded (a launch that died after them)."""
+        done = ran[:n]
+        again = Rounds(matrix, trials)
+        again.resumed({t.trial_id: Recorded(1, True) for t in done})
+        again.load(pd.DataFrame({"cell_id": [t.cell_id for t in done], "repetition": [t.repetition for t in done], "metric": "v",
+                                 "higher_is_better": None, "value": [_noisy(index[t.cell_id], t.repetition) for t in done],
+                                 "thread": None, "vm": None, "probe": None}))
+        return again
+
+    for (number, start), (_, end) in zip(history, [*history[1:], (0, len(ran))], strict=True):
+        assert relaunch(end).round == number  # between two rounds: the last one run
+        assert relaunch(start + 1).round == number  # within a round: that round
+    # resumed between rounds 2 and 3: the next round is announced as round 3, not 2
+    again = relaunch(history[2][1])
+    assert again.round == 2 and again.next_round() and again.round == 3
+    assert rounds.summary().startswith(f"repetitions after {history[-1][0]} round(s)")
+    assert relaunch(len(ran)).summary() == rounds.summary()
 
 
 def test_rounds_resume_from_the_dataset() -> None:

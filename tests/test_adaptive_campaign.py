@@ -55,14 +55,19 @@ def test_adaptive_campaign_rounds_resume_and_report(tmp_path: Path, capsys: pyte
             for f in (root / table).glob(f"workload=command/{noisy[rep]}.*"):
                 f.unlink()
     assert main(["launch", str(matrix), "--datasets", str(ds)]) == 0
-    out = " ".join(capsys.readouterr().out.split())
+    captured = capsys.readouterr()
+    out = " ".join((captured.out + captured.err).split())
     assert "9 already recorded" in out and "2 ok now" in out
+    # the round count goes on from the data (rounds 1 and 2 are recorded), it does not restart at 1
+    assert "round 3: 1 cell(s) wider than +-5% on v: 2 more trial(s)" in out and "repetitions after 3 round(s)" in out
     _, again, _ = read_campaign("adaptive", ds)
     assert again[again["noise"] == 1000].set_index("repetition")["trial_id"].to_dict() == noisy
 
     # A third launch has nothing left to do.
     assert main(["launch", str(matrix), "--datasets", str(ds)]) == 0
-    assert "11 already recorded, 0 ok now" in " ".join(capsys.readouterr().out.split())
+    captured = capsys.readouterr()
+    out = " ".join((captured.out + captured.err).split())
+    assert "11 already recorded, 0 ok now" in out and "repetitions after 3 round(s)" in out
 
     assert main(["report", "adaptive", "--datasets", str(ds), "--out", str(tmp_path / "report")]) == 0
     html = (tmp_path / "report" / "report.html").read_text()

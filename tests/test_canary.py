@@ -44,6 +44,12 @@ def test_canary_names_one_cell_as_written() -> None:
                      "canary: {cell: {threads: '100%'}, every: 1, metric: total_ops}\n")
     assert dict(m.canary.cell) == {"lock": "ttas", "threads": "100%"} and m.canary.metric == "total_ops"
     assert parse_matrix(BASE).canary is None
+    # every N trials, every M minutes, or both (whichever comes first)
+    assert (m.canary.every, m.canary.minutes) == (1, None)
+    m = matrix("canary: {cell: {lock: ticket, threads: 2}, minutes: 30}\n")
+    assert (m.canary.every, m.canary.minutes) == (None, 30.0)
+    m = matrix("canary: {cell: {lock: ticket, threads: 2}, every: 10, minutes: 2.5}\n")
+    assert (m.canary.every, m.canary.minutes) == (10, 2.5)
 
 
 @pytest.mark.parametrize(("extra", "message"), [
@@ -56,8 +62,14 @@ def test_canary_names_one_cell_as_written() -> None:
     ("canary: {cell: {lock: ticket, threads: 2}, every: 0}\n", "m.yml: canary.every: 0 is less than the minimum of 1"),
     ("canary: {cell: {lock: ticket, threads: 2}, every: 1.5}\n", "m.yml: canary.every: 1.5 is not an integer"),
     ("canary: {cell: {lock: ticket, threads: 2}, every: true}\n", "m.yml: canary.every: True is not an integer"),
-    ("canary: {cell: {lock: ticket, threads: 2}}\n", "m.yml: canary: 'every' is required but missing"),
-    ("canary: {cell: {lock: ticket, threads: 2}, every: 3, each: 3}\n", "m.yml: canary: unknown key 'each'; allowed: cell, every, metric"),
+    ("canary: {cell: {lock: ticket, threads: 2}}\n", "m.yml: canary: neither 'every' nor 'minutes' is given; give trials between "
+     "two canary runs (every: 10), minutes (minutes: 30) or both (a canary run is due when either is reached)"),
+    ("canary: {every: 3}\n", "m.yml: canary: 'cell' is required but missing"),
+    ("canary: {cell: {lock: ticket, threads: 2}, minutes: 0}\n", "m.yml: canary.minutes: 0 is less than or equal to the minimum of 0"),
+    ("canary: {cell: {lock: ticket, threads: 2}, minutes: -5}\n", "m.yml: canary.minutes: -5 is less than or equal to the minimum of 0"),
+    ("canary: {cell: {lock: ticket, threads: 2}, minutes: half}\n", "m.yml: canary.minutes: 'half' is not a number"),
+    ("canary: {cell: {lock: ticket, threads: 2}, minutes: true}\n", "m.yml: canary.minutes: True is not a number"),
+    ("canary: {cell: {lock: ticket, threads: 2}, every: 3, each: 3}\n", "m.yml: canary: unknown key 'each'; allowed: cell, every, metric, minutes"),
     ("canary: 10\n", "m.yml: canary: 10 is not an object"),
 ])
 def test_bad_canary_is_one_line(extra: str, message: str) -> None:
@@ -96,6 +108,47 @@ def test_canary_runs_before_the_first_and_after_every_n_trials() -> None:
     assert ["C" if t.role else "t" for t in again] == list("tCttt") and again[1].repetition == 5
 
 
+def test_canary_runs_every_m_minutes_on_the_plan_clock_and_after_the_last_trial() -> None:
+    m = matrix("canary: {cell: {lock: ticket, threads: 2}, minutes: 3}\n")
+    trials = plan(m, {"h": 4})
+    template = canary_cells(m, {"h": 4})[None]
+    placed = place_canaries(trials, template, "h", None, minutes=3, estimate=lambda t: 60.0, closing=True)
+    # the canary run's own minute counts: after it, two 1-minute trials reach 3 minutes
+    assert "".join("C" if t.role == CANARY else "t" for t in placed) == "CttCttCttCttCttCttC"
+    assert [t.repetition for t in placed if t.role == CANARY] == [1, 2, 3, 4, 5, 6, 7]
+    # both limits: whichever comes first; without an estimate the minutes are not counted (plan of every N)
+    both = place_canaries(trials, template, "h", 2, minutes=100, estimate=lambda t: 60.0)
+    assert "".join("C" if t.role else "t" for t in both) == "CttCttCttCttCttCtt"
+    assert place_canaries(trials, template, "h", None, minutes=3) == [placed[0], *trials]
+    assert place_canaries([], template, "h", 3, closing=True) == []  # no trial: no canary run at all
+
+
+def test_plan_shows_the_canary_rule() -> None:
+    from runner.cli.plan import canary_line, canary_runs, with_canaries
+
+    assert [canary_runs(n, 3) for n in (0, 1, 3, 4, 12)] == [0, 2, 2, 3, 5] and canary_runs(7, None) == 2
+    m = matrix()
+    trials = plan(m, {"h": 4})
+    line = canary_line(m, trials, ["h"], 4)
+    assert line.startswith("canary lock=ticket threads=2: before the first trial, after every 3 trials and after the last "
+                           "trial on each host: 5 more trials (")
+    assert [t.repetition for t in with_canaries(m, trials, ["h"], 4) if t.role == CANARY] == [1, 2, 3, 4, 5]
+    m = matrix("canary: {cell: {lock: ticket, threads: 2}, every: 4, minutes: 3}\n")
+    line = canary_line(m, trials, ["h"], 4, estimate=lambda t: 60.0)
+    assert ("before the first trial, after every 4 trials or 3 minutes (whichever comes first) and after the last trial "
+            "on each host: about 7 more trials") in line and "minutes counted on the trials' estimates" in line
+    pool = canary_line(m, trials, ["a", "b"], 4, estimate=lambda t: 60.0)
+    assert "about 8 more trials" in pool  # 6 trials each: CttCttCttC, on 2 hosts
+
+
+def test_the_report_says_the_canary_rhythm_from_provenance() -> None:
+    from runner.analysis.drift import canary_rhythm
+
+    assert canary_rhythm({"every": 10, "metric": None}) == "every 10 trials"  # recorded before `minutes`
+    assert canary_rhythm({"every": None, "minutes": 2.5}) == "every 2.5 minutes"
+    assert canary_rhythm({"every": 10, "minutes": 30.0}) == "every 10 trials or 30 minutes (whichever came first)"
+
+
 def test_canary_ids_are_deterministic_and_never_a_repetition() -> None:
     m = matrix()
     template = canary_cells(m, {"h": 4})[None]
@@ -123,6 +176,20 @@ def test_canary_due_rule() -> None:
     assert canary_due(1, 1) and not canary_due(0, 1)
 
 
+def test_canary_due_rule_with_minutes() -> None:
+    # minutes alone: due once M minutes passed since the last canary run started, with a trial in between
+    assert canary_due(None, None, None, 10) and canary_due(None, None, 0.0, 10)  # none yet: always
+    assert not canary_due(3, None, 599.0, 10) and canary_due(3, None, 600.0, 10) and canary_due(1, None, 3600.0, 10)
+    assert not canary_due(0, None, 3600.0, 10)  # a canary run that took longer than M minutes: a trial first
+    assert not canary_due(5, None, None, 10)  # no time known: the minutes never count
+    assert canary_due(1, None, 90.0, 1.5) and not canary_due(1, None, 89.9, 1.5)  # fractions of minutes
+    # both: whichever limit comes first
+    assert canary_due(5, 5, 1.0, 10) and canary_due(2, 5, 600.0, 10) and not canary_due(4, 5, 599.0, 10)
+    assert not canary_due(0, 5, 1e9, 10)
+    # trials alone: the seconds are ignored
+    assert not canary_due(4, 5, 1e9, None)
+
+
 # -- the controller's decision, host by host, and its resume -----------------------------------------------------
 
 def test_canaries_decide_per_host_in_a_pool() -> None:
@@ -138,6 +205,75 @@ def test_canaries_decide_per_host_in_a_pool() -> None:
     assert seq["a"] == ["C1", "t", "t", "t", "C2", "t", "t", "t"]
     assert seq["b"] == ["C1", "t", "t", "t"]
     assert c.started == 3
+
+
+def test_canaries_every_m_minutes_with_a_fake_clock() -> None:
+    m = matrix("canary: {cell: {lock: ticket, threads: 2}, minutes: 10}\n")
+    c = Canaries(m, canary_cells(m, {"a": 4, "b": 4}))
+    c.resume(set(), [], ["a", "b"], now=1000.0, wall=5e5)
+    seq = []
+    for now in (1000.0, 1001.0, 1300.0, 1599.0, 1600.0, 1600.0, 1601.0, 2200.0, 2201.0):
+        got = c.due("a", now=now)
+        seq.append(f"C{got.repetition}" if got else "t")
+    # due before the first trial, then at the first turn 600 s after the last canary run started; never twice
+    # in a row; the next 600 s count from that run's start (1600), not from the first's
+    assert seq == ["C1", "t", "t", "t", "C2", "t", "t", "C3", "t"]
+    assert c.due("b", now=5000.0).repetition == 1  # each host has its own clock
+    assert c.last_at == {"a": 2200.0, "b": 5000.0}
+
+
+def test_canaries_every_n_trials_or_m_minutes_whichever_first() -> None:
+    m = matrix("canary: {cell: {lock: ticket, threads: 2}, every: 3, minutes: 1}\n")
+    c = Canaries(m, canary_cells(m, {"a": 4}))
+    c.resume(set(), [], ["a"], now=0.0, wall=0.0)
+    seq = []
+    for now in (0, 1, 2, 3, 4, 5, 65, 66, 67, 68, 69):  # quick trials: every 3 decides; a slow one: 60 s
+        got = c.due("a", now=float(now))
+        seq.append("C" if got else "t")
+    assert "".join(seq) == "CtttCtCtttC"
+
+
+def test_canaries_resume_the_clock_from_the_last_canary_run() -> None:
+    m = matrix("canary: {cell: {lock: ticket, threads: 2}, minutes: 10}\n")
+    cid = canary_cells(m, {"a": 4})[None].cell_id
+    t0 = pd.Timestamp("2026-01-01", tz="UTC")
+    trials = pd.DataFrame({"host": ["a"] * 3, "role": [CANARY, None, None], "trial_id": [canary_id(cid, "a", 1), "x", "y"],
+                           "started_at": [t0 + pd.Timedelta(seconds=s) for s in (0, 10, 20)]})
+    wall = t0.timestamp() + 400  # the relaunch comes 400 s after the last canary run started
+    c = Canaries.start(m, {"a": 4}, set(trials["trial_id"]), trials, now=50.0, wall=wall)
+    assert c.last_at == {"a": -350.0} and c.since == {"a": 2}
+    assert c.due("a", now=249.0) is None  # 599 s after it
+    assert c.due("a", now=250.0).trial_id == canary_id(cid, "a", 2)
+    # a wall clock behind the record (clock step): no time has passed, never negative
+    c = Canaries.start(m, {"a": 4}, set(trials["trial_id"]), trials, now=50.0, wall=t0.timestamp() - 100)
+    assert c.last_at == {"a": 50.0}
+
+
+def test_closing_canary_after_the_last_trial() -> None:
+    m = matrix()
+    c = Canaries(m, canary_cells(m, {"a": 4, "b": 4, "c": 4}))
+    c.resume(set(), [], ["a", "b", "c"])
+    assert c.closing("a") is None  # no trial yet: nothing to close
+    assert c.due("a").repetition == 1 and c.closing("a") is None  # a canary run, no trial since
+    assert [c.due("a") is None for _ in range(5)] == [True, True, True, False, True]  # trials 1-3, run 2, trial 4
+    last = c.closing("a")
+    assert last is not None and last.role == CANARY and last.host == "a" and last.repetition == 3
+    assert c.closing("a") is None  # at most once per host and launch
+    assert c.due("b").repetition == 1 and c.due("b") is None
+    assert c.closing("b").repetition == 2 and c.closing("c") is None
+    assert c.started == 5
+
+
+def test_closing_canary_after_a_resume() -> None:
+    m = matrix()
+    cells = canary_cells(m, {"a": 4})
+    cid = cells[None].cell_id
+    c = Canaries(m, cells)
+    c.resume({canary_id(cid, "a", 1)}, [("a", CANARY, 10.0), ("a", None, 11.0)], ["a"])
+    assert c.closing("a").trial_id == canary_id(cid, "a", 2)  # the earlier launch's trial is not covered yet
+    done = Canaries(m, cells)  # the closing run is recorded: a relaunch with nothing to do adds none
+    done.resume({canary_id(cid, "a", 1), canary_id(cid, "a", 2)}, [("a", CANARY, 10.0), ("a", None, 11.0), ("a", CANARY, 12.0)], ["a"])
+    assert done.closing("a") is None
 
 
 def test_canaries_resume_where_the_last_launch_left() -> None:

@@ -1,6 +1,8 @@
 """Hostile input to the commands that read datasets and archives, and to cleanup, schedule add and launch: one
-line naming the file or option and what is wrong, exit status 2 for bad input and 1 for a damaged dataset or
-archive (DatasetError), no traceback, nothing written (issue 14). Found by sweeping every subcommand with
+line naming the file or option and what is wrong, no traceback, nothing written (issue 14). Exit status 2 for
+bad input: what the user named (an archive, a URL, a campaign, a datasets directory, an option) that is missing,
+empty, damaged, of an unreadable version or of the wrong shape (UsageError, BadDatasetError); 1 when something
+fails around good data (a held lock, a full disk, a server that does not answer: DatasetError). Found by sweeping every subcommand with
 empty, binary, non-UTF-8 and truncated files, directories for files and the reverse, and unknown names; the
 corpus of matrices, CSV files, URLs and schedules files is in tests/test_hostile_input.py."""
 
@@ -89,7 +91,7 @@ def test_damaged_dataset(command: str, damaged: str, data: bytes, expect: str, t
     argv = {"status": ["status", "c"], "report": ["report", "c", "--out", str(tmp_path / "rep")],
             "compare": ["compare", "base", "c"], "pack": ["dataset", "pack", "c", "-o", str(tmp_path / "c.tar.gz")]}[command]
     before = tree(tmp_path)
-    assert main([*argv, "--datasets", str(ds)] if command != "pack" else ["dataset", "--datasets", str(ds), *argv[1:]]) == 1
+    assert main([*argv, "--datasets", str(ds)] if command != "pack" else ["dataset", "--datasets", str(ds), *argv[1:]]) == 2
     line = one_line_error(capsys)
     assert line.startswith(f"runner: {root}") and expect in line, line
     assert tree(tmp_path) == before
@@ -148,7 +150,7 @@ def test_crafted_archive(action: str, member: str, content: bytes | dict | None,
     bad = repack(archive, tmp_path / "share" / "c.tar.gz", lambda n, d: new if n.startswith(f"c/{member}") else d)
     ds = tmp_path / "ds"
     where = bad.as_uri().removesuffix(".tar.gz") if action == "fetch" else str(bad)
-    assert main(["dataset", "--datasets", str(ds), action, where]) == 1
+    assert main(["dataset", "--datasets", str(ds), action, where]) == 2
     line = one_line_error(capsys)
     assert "c.tar.gz: " in line and expect in line, line
     assert not ds.exists() and not (tmp_path / "evil").exists()
@@ -188,9 +190,102 @@ def test_query_over_a_damaged_file_names_it(tmp_path: Path, capsys: pytest.Captu
     root = make_campaign(tmp_path / "ds")
     bad = _parquet(root, "metrics")
     bad.write_bytes(b"PAR1")
-    assert main(["dataset", "--datasets", str(tmp_path / "ds"), "query", "SELECT count(*) FROM metrics"]) == 1
+    assert main(["dataset", "--datasets", str(tmp_path / "ds"), "query", "SELECT count(*) FROM metrics"]) == 2
     line = one_line_error(capsys)
     assert line.startswith(f"runner: {bad}: damaged metrics data: "), line
+
+
+def test_query_of_campaigns_without_data_or_sql(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A campaign that has no finished trial yet (no Parquet files), and an empty query, are bad input."""
+    ds = tmp_path / "ds"
+    (ds / "c").mkdir(parents=True)
+    (ds / "c" / "dataset.json").write_text(json.dumps(META))
+    before = tree(ds / "c")
+    assert main(["dataset", "--datasets", str(ds), "query", "SELECT 1"]) == 2
+    assert f"no metrics files in any campaign under {ds}/" in one_line_error(capsys)
+    make_campaign(ds, "d")
+    for sql in ("", "  \n"):
+        assert main(["dataset", "--datasets", str(ds), "query", sql]) == 2
+        assert "empty query; give SQL over the views `metrics` and `trials`" in one_line_error(capsys)
+    assert main(["dataset", "--datasets", str(ds), "query", "SET threads = 1"]) == 0  # no rows: nothing to show
+    assert tree(ds / "c") == before
+
+
+# ----- archives that are not archives, and datasets directories that are not directories ---------------------
+NOT_ARCHIVES = [  # (id, make(good archive bytes) -> bytes, what the line says after the archive's name)
+    ("empty", lambda good: b"", "refused: the archive is truncated or damaged (empty file)"),
+    ("text", lambda good: b"hello\n", "refused: the archive is truncated or damaged (not a gzip file)"),
+    ("truncated", lambda good: good[: len(good) // 2], "refused: the archive is truncated or damaged ("),
+    ("no_members", lambda good: _tar_gz({}), "refused: expected one campaign directory, found 0"),
+    ("two_campaigns", lambda good: _tar_gz({"a/x": b"1", "b/y": b"2"}), "refused: expected one campaign directory, found 2"),
+    ("no_manifest", lambda good: _tar_gz({"c/dataset.json": b"{}"}), "refused: no MANIFEST.sha256 (not a runner dataset archive"),
+]
+
+
+def _tar_gz(members: dict[str, bytes]) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("action", ["verify", "import", "fetch"])
+@pytest.mark.parametrize(("make", "expect"), [pytest.param(*c[1:], id=c[0]) for c in NOT_ARCHIVES])
+def test_archive_that_is_not_one(action: str, make, expect: str, archive: Path, tmp_path: Path,  # noqa: ANN001
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "c.tar.gz"
+    bad.write_bytes(make(archive.read_bytes()))
+    ds = tmp_path / "ds"
+    before = tree(tmp_path)
+    assert main(["dataset", "--datasets", str(ds), action, bad.as_uri() if action == "fetch" else str(bad)]) == 2
+    line = one_line_error(capsys)
+    assert line.startswith("runner: c.tar.gz: ") and expect in line, line
+    assert tree(tmp_path) == before and not ds.exists()
+
+
+def test_fetch_refuses_a_checksum_that_does_not_match(archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The archive is good but is not the one published (its NAME.tar.gz.sha256 says otherwise), or the checksum
+    file is not one: bad input, refused before anything is imported."""
+    share_dir = tmp_path / "share"
+    share_dir.mkdir()
+    (share_dir / "c.tar.gz").write_bytes(archive.read_bytes())
+    ds = tmp_path / "ds"
+    for sums, expect in (("0" * 64 + "  c.tar.gz\n", "c.tar.gz: refused: checksum mismatch: the archive's SHA-256 is "),
+                         ("<html>not found</html>\n", "c.tar.gz.sha256: refused: not a SHA-256 checksum line; nothing imported"),
+                         ("", "c.tar.gz.sha256: refused: not a SHA-256 checksum line")):
+        (share_dir / "c.tar.gz.sha256").write_text(sums)
+        assert main(["dataset", "--datasets", str(ds), "fetch", share_dir.as_uri() + "/c"]) == 2
+        assert expect in one_line_error(capsys)
+        assert not ds.exists()
+
+
+@pytest.mark.parametrize("action", ["import", "fetch"])
+def test_import_into_datasets_that_is_not_a_directory(action: str, archive: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Used to end in a NotADirectoryError traceback from the staging directory."""
+    (tmp_path / "afile").write_text("")
+    where = archive.as_uri().removesuffix(".tar.gz") if action == "fetch" else str(archive)
+    for ds, expect in ((tmp_path / "afile", "afile: not a directory; give the datasets directory (--datasets"),
+                       (tmp_path / "afile" / "ds", "afile/ds: cannot make the datasets directory there: Not a directory")):
+        assert main(["dataset", "--datasets", str(ds), action, where]) == 2
+        assert expect in one_line_error(capsys)
+    assert (tmp_path / "afile").read_text() == "" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_import_into_a_campaign_being_run_fails_but_is_not_bad_input(archive: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The archive and the datasets are good; the campaign's lock is held: exit 1, the campaign left as it was."""
+    root = make_campaign(tmp_path / "ds")
+    before = tree(root)
+    with CampaignStore(root):
+        assert main(["dataset", "--datasets", str(tmp_path / "ds"), "import", str(archive)]) == 1
+        assert "campaign 'c' is already being run" in one_line_error(capsys)
+        assert {k: v for k, v in tree(root).items() if k != "lock"} == {k: v for k, v in before.items() if k != "lock"}
 
 
 def test_pack_output_of_the_wrong_kind(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -230,14 +325,6 @@ def test_cleanup_takes_a_name_not_a_path(campaign: str, tmp_path: Path, capsys: 
     assert info.value.code == 2
     assert "argument campaign: " in capsys.readouterr().err
     assert tree(tmp_path) == {}
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "home"
-    monkeypatch.setenv("RUNNER_HOME", str(path))
-    monkeypatch.delenv("RUNNER_INVENTORY", raising=False)
-    return path
 
 
 @pytest.mark.parametrize(("option", "make", "expect"), [
@@ -282,7 +369,7 @@ def test_launch_with_a_scheduler_address_without_a_port(tmp_path: Path, capsys: 
 
 def test_report_of_a_campaign_without_total_rows_makes_no_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = make_campaign(tmp_path / "ds", thread=0)
-    assert main(["report", "c", "--datasets", str(tmp_path / "ds"), "--out", str(tmp_path / "rep")]) == 1
+    assert main(["report", "c", "--datasets", str(tmp_path / "ds"), "--out", str(tmp_path / "rep")]) == 2  # wrong shape
     assert one_line_error(capsys) == f"runner: {root}: the metrics table has no total rows (thread and vm null) to report"
     assert not (tmp_path / "rep").exists()
 
@@ -310,6 +397,14 @@ def _inventory_dir(path: Path, bad: bytes) -> None:
     (path / "host_vars").mkdir()
 
 
+def _inventory_with_vars(path: Path, rel: str, bad: bytes) -> None:
+    """An inventory directory whose host_vars/ or group_vars/ file `rel` (one Ansible reads) holds `bad`."""
+    path.mkdir()
+    (path / "hosts.ini").write_text("[local]\nlocalhost ansible_connection=local\n")
+    (path / rel).parent.mkdir(parents=True, exist_ok=True)
+    (path / rel).write_bytes(bad)
+
+
 INVENTORY_CORPUS = [  # (id, make(path), what the one line says after the runner's prefix)
     ("binary", lambda p: p.write_bytes(b"\x7fELF\x02\x01\x01\x00\x00\x00"), "{p}: a binary file, not an inventory file"),
     ("latin1_ini", lambda p: p.write_bytes(b"[local]\ncaf\xe9 ansible_host=127.0.0.1\n"), "{p}: line 2: not UTF-8 text (byte 0xe9)"),
@@ -323,6 +418,15 @@ INVENTORY_CORPUS = [  # (id, make(path), what the one line says after the runner
     ("empty_dir", lambda p: p.mkdir(), "{p}: no inventory files in this directory; allowed: "),
     ("no_hosts", lambda p: p.with_suffix(".yml").write_text("just: [a, b]\n"),
      "{p}.yml: no hosts (Skipping 'just' as this is not a valid group definition)"),
+    # files of host_vars/ and group_vars/: Ansible escaped their bytes and ended in a traceback (exit 1)
+    ("host_vars_binary", lambda p: _inventory_with_vars(p, "host_vars/localhost.yml", b"\x7fELF\x02\x01\x00"),
+     "{p}/host_vars/localhost.yml: a binary file, not a host_vars file"),
+    ("group_vars_latin1", lambda p: _inventory_with_vars(p, "group_vars/all.yml", b"ntp: caf\xe9\n"),
+     "{p}/group_vars/all.yml: line 1: not UTF-8 text (byte 0xe9); save the group_vars file as UTF-8"),
+    ("group_vars_dir_latin1", lambda p: _inventory_with_vars(p, "group_vars/local/ntp", b"a: 1\nb: \xff\n"),
+     "{p}/group_vars/local/ntp: line 2: not UTF-8 text (byte 0xff)"),
+    ("host_vars_bad_yaml", lambda p: _inventory_with_vars(p, "host_vars/localhost", b"a: [\n"),
+     "{p}/host_vars/localhost: not valid YAML: "),
 ]
 
 

@@ -176,7 +176,8 @@ def test_botocore_endpoint_variable_is_honoured(made: Path, s3: tuple[str, objec
 
 def test_s3_refusals_are_one_line(made: Path, s3: tuple[str, object], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     endpoint, fs = s3
-    assert main(["dataset", "--datasets", str(made), "publish", "shared", "s3://no-such-bucket/lab", "--s3-endpoint", endpoint]) == 1
+    # a bucket the user named that is not there: bad input (publish never makes one)
+    assert main(["dataset", "--datasets", str(made), "publish", "shared", "s3://no-such-bucket/lab", "--s3-endpoint", endpoint]) == 2
     assert "cannot publish: The specified bucket does not exist" in one_line_error(capsys)
     assert main(["dataset", "--datasets", str(tmp_path / "mine"), "fetch", f"s3://{BUCKET}/lab/nothing", "--s3-endpoint", endpoint]) == 2
     assert "no such archive" in one_line_error(capsys)
@@ -239,7 +240,7 @@ def test_wrong_checksum_on_fetch_is_refused(made: Path, http_share: tuple[str, P
     # 1. the archive changed after publishing (a damaged copy, a repack): its SHA-256 is not the published one
     repack(archive, archive, lambda name, data: data)
     assert archive.read_bytes() != good
-    assert main(["dataset", "--datasets", str(tmp_path / "mine"), "fetch", f"{base}/shared"]) == 1
+    assert main(["dataset", "--datasets", str(tmp_path / "mine"), "fetch", f"{base}/shared"]) == 2  # bad input
     line = one_line_error(capsys)
     assert "refused: checksum mismatch" in line and "nothing imported" in line, line
     assert not (tmp_path / "mine").exists()
@@ -248,12 +249,12 @@ def test_wrong_checksum_on_fetch_is_refused(made: Path, http_share: tuple[str, P
     import hashlib
 
     (root / "shared.tar.gz.sha256").write_text(f"{hashlib.sha256(archive.read_bytes()).hexdigest()}  shared.tar.gz\n")
-    assert main(["dataset", "--datasets", str(tmp_path / "mine"), "fetch", f"{base}/shared"]) == 1
+    assert main(["dataset", "--datasets", str(tmp_path / "mine"), "fetch", f"{base}/shared"]) == 2
     assert "checksum mismatch for shared/matrix.yml" in one_line_error(capsys)
     # 3. a checksum file that is not one
     archive.write_bytes(good)
     (root / "shared.tar.gz.sha256").write_text("<html>not found</html>\n")
-    assert main(["dataset", "--datasets", str(tmp_path / "mine"), "fetch", f"{base}/shared"]) == 1
+    assert main(["dataset", "--datasets", str(tmp_path / "mine"), "fetch", f"{base}/shared"]) == 2
     assert "not a SHA-256 checksum line" in one_line_error(capsys)
     assert not (tmp_path / "mine").exists()
 

@@ -248,14 +248,6 @@ def _closed_port() -> int:
 
 
 # ----- schedules -------------------------------------------------------------------------------------------
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "home"
-    monkeypatch.setenv("RUNNER_HOME", str(path))
-    monkeypatch.delenv("RUNNER_INVENTORY", raising=False)
-    return path
-
-
 def test_instance_of_the_project_matrix_is_runnable(home: Path) -> None:
     """YAML 1.1 would write `retry: {on: ...}` back as `true:` and the instance would be refused."""
     slot = datetime(2026, 11, 26, 2, 0).astimezone()

@@ -159,3 +159,60 @@ def test_default_inventory_has_local_group(source):
 def test_directory_inventory_reads_every_file_and_vars(lab):
     inv = load_inventory(lab.parent)
     assert inv.resolve("n2")[0].port == 2222
+
+
+# host_vars/ and group_vars/ beside an inventory file (or inside an inventory directory): Ansible escapes the bytes
+# of a binary or non-UTF-8 file and ends in a traceback; the runner refuses it in one line naming the file.
+BAD_VARS = [  # (id, file under the inventory's directory, its bytes, what the message says after the file's path)
+    ("host_vars_binary", "host_vars/n2.yml", b"\x7fELF\x02\x01\x00", "a binary file, not a host_vars file"),
+    ("group_vars_latin1", "group_vars/lab.yml", b"ansible_user: bench\nntp: caf\xe9\n",
+     "line 2: not UTF-8 text (byte 0xe9); save the group_vars file as UTF-8"),
+    ("group_vars_dir_latin1", "group_vars/numa/ntp", b"\xff", "line 1: not UTF-8 text (byte 0xff)"),
+    ("all_json_binary", "group_vars/all.json", b'{"a": "\x00"}', "a binary file, not a group_vars file"),
+    ("host_vars_no_extension", "host_vars/x1", b"ansible_port: [\n", "not valid YAML: "),
+    ("host_vars_list", "host_vars/n1.yaml", b"- ansible_port: 22\n", "holds a list, not a mapping of variable names to values"),
+    ("deep", "group_vars/all.yml", b"a: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply to be a group_vars file"),
+]
+
+
+@pytest.mark.parametrize("source", ["file", "directory"])
+@pytest.mark.parametrize(("rel", "data", "expect"), [pytest.param(*c[1:], id=c[0]) for c in BAD_VARS])
+def test_bad_vars_file_is_named(source: str, rel: str, data: bytes, expect: str, lab: Path) -> None:
+    (lab.parent / rel).parent.mkdir(parents=True, exist_ok=True)
+    (lab.parent / rel).write_bytes(data)
+    with pytest.raises(UsageError) as err:
+        load_inventory(lab if source == "file" else lab.parent)
+    assert str(err.value).startswith(f"{lab.parent / rel}: {expect}"), err.value
+
+
+def test_vars_files_ansible_does_not_read_are_not_checked(lab: Path) -> None:
+    """Files for hosts or groups the inventory does not have, hidden and backup files, other extensions: Ansible
+    never reads them, so neither does the check; Ansible's tags (!vault, !unsafe) are fine."""
+    for rel in ("host_vars/stranger.yml", "group_vars/.hidden.yml", "group_vars/lab.yml~", "host_vars/n2.txt",
+                "group_vars/numa/notes.md"):
+        (lab.parent / rel).parent.mkdir(parents=True, exist_ok=True)
+        (lab.parent / rel).write_bytes(b"\x00\xff")
+    (lab.parent / "group_vars/numa/secrets.yml").write_text(
+        "ansible_become_password: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  6132\nmotd: !unsafe '{{ not templated }}'\n")
+    assert load_inventory(lab).resolve("n2")[0].port == 2222
+
+
+def test_vars_file_ansible_cannot_read_is_one_line(lab: Path) -> None:
+    """A file encrypted whole with ansible-vault is UTF-8 text; without the vault password Ansible cannot read
+    it: one line naming the inventory and the host, not a traceback."""
+    (lab.parent / "host_vars/n2.yml").write_text("$ANSIBLE_VAULT;1.1;AES256\n61326364\n")
+    with pytest.raises(UsageError, match=r"hosts.yml: host n2: Ansible cannot read its variables: .*vault"):
+        load_inventory(lab)
+
+
+def test_vars_beside_the_real_file_of_a_symlinked_inventory(lab: Path, tmp_path: Path) -> None:
+    """Ansible reads the host_vars/ beside the file a symlinked inventory points to, not beside the link."""
+    link = tmp_path / "elsewhere" / "hosts.yml"
+    link.parent.mkdir()
+    link.symlink_to(lab)
+    (link.parent / "host_vars").mkdir()
+    (link.parent / "host_vars" / "n2.yml").write_bytes(b"\x00")  # beside the link: never read
+    assert load_inventory(link).resolve("n2")[0].port == 2222
+    (lab.parent / "host_vars" / "n2.yml").write_bytes(b"ansible_port: caf\xe9\n")
+    with pytest.raises(UsageError, match=rf"^{lab.parent / 'host_vars' / 'n2.yml'}: line 1: not UTF-8 text"):
+        load_inventory(link)

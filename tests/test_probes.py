@@ -4,6 +4,9 @@ matrix key, and the records' probe and side columns (schema 4, older datasets st
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -98,6 +101,30 @@ def test_cpufreq_summary() -> None:
     assert only1[("cpufreq.mhz_max", None)] == 2900 and only1[("cpufreq.throttle_events", None)] == 0
 
 
+@pytest.mark.parametrize("tools", ["system", "busybox"])
+def test_schedstat_finds_the_workload_by_its_directory(tools: str, tmp_path: Path) -> None:
+    """GNU find (-lname) on hosts; busybox's find, the only one in the minimal guest image, has no -lname."""
+    env = None
+    if tools == "busybox":
+        busybox = shutil.which("busybox")
+        if busybox is None:
+            pytest.skip("no busybox here")
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        for applet in ("sh", "find", "ls", "awk", "sed", "sort", "grep", "cat", "sleep"):
+            (bin_dir / applet).symlink_to(busybox)
+        env = {**os.environ, "PATH": str(bin_dir)}
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    proc = subprocess.Popen(["sleep", "30"], cwd=wd, env=env)
+    try:
+        out = subprocess.run(["sh", "-c", schedstat._FIND, "find", str(wd)], capture_output=True, text=True, env=env, timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert out.stdout.split() == [f"/proc/{proc.pid}"], out.stderr
+
+
 # ----- the window: unavailable, crash, hang ------------------------------------------------------------------
 class _Fake(Probe):
     timeout = 1.0
@@ -167,6 +194,34 @@ def test_window_keeps_going_through_unavailable_crashing_and_hanging_probes(tmp_
         pass
     assert _Missing.calls == ["check"]
     assert not any("test_missing" in n for n in again.notes)
+
+
+def test_the_guests_of_one_configuration_share_one_check(tmp_path: Path, fakes: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guests start their probes at once: the first checks, the others wait for its answer; one note for all."""
+    check = _Missing.check
+    monkeypatch.setattr(_Missing, "check", lambda self, host, ctx: (time.sleep(0.3), check(self, host, ctx))[1])
+    _Missing.calls.clear()
+    where = "kvm guests (kernel default, image minimal) of probe-test-hv"
+    windows: list[ProbeWindow] = []
+
+    def guest(i: int) -> None:
+        ctx = ProbeContext(host=f"g{i}", side="guest", workdir=str(tmp_path / f"g{i}"), scratch=str(tmp_path / f"g{i}" / ".p"), tag="t")
+        with ProbeWindow(LocalHost(f"g{i}"), ["test_ok", "test_missing"], ctx, owner="probe-test-hv", where=where) as probed:
+            pass
+        windows.append(probed)
+
+    threads = [threading.Thread(target=guest, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert _Missing.calls == ["check"] and len(windows) == 4
+    notes = [n for w in windows for n in w.notes]
+    assert notes == [f"probe test_missing not available on {where}: not here; not recorded there"]
+    assert all([(m.probe, m.side) for m in w.metrics] == [("test_ok", "guest")] for w in windows)
+    forget_host("probe-test-hv")  # the hypervisor host failed: its guests' probes are checked again
+    guest(0)
+    assert _Missing.calls == ["check", "check"]
 
 
 def test_probe_on_a_side_it_cannot_read(tmp_path: Path) -> None:

@@ -18,14 +18,15 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from runner.cli import main
 from runner.hosts.base import Host
 from runner.provision import container, libvirt
-from runner.provision.image import SSH_MARKER
 from runner.provision.inventory import connect, load_inventory
 from runner.records.store import read_campaign
 from runner.testing.testbed import TestBed
+from tests.events import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns, pytest.mark.guest]
 PROJECT = Path(__file__).resolve().parents[1]
@@ -51,6 +52,32 @@ def _matrix(tmp: Path, bed: TestBed, name: str, env: str, axes: str, extra: str 
 
 def _left_on(host: Host, campaign: str) -> list[str]:
     return libvirt.list_campaign(host, campaign)
+
+
+# The visible event that a trial is running in a guest: the trial's command first writes TRIAL_MARK on the guest's
+# console, which the hypervisor host logs to a file under libvirt.LOG_DIR (the test bed's host shares this
+# machine's /var/log), then sleeps; so a test acts mid-trial on the event, not after a guessed time.
+TRIAL_MARK = "RUNNER-TEST-TRIAL-RUNNING"
+
+
+def _marking_matrix(tmp: Path, bed: TestBed, name: str, locks: list[str], seconds: int) -> Path:
+    """A kvm campaign of one-vCPU guests whose trials (one per lock) mark the console, then run `seconds`."""
+    run = f'echo "{TRIAL_MARK} $RUNNER_LOCK" > /dev/console; sleep {seconds}; echo \'{{"ops": 1}}\''
+    path = tmp / f"{name}.yml"
+    path.write_text(yaml.safe_dump({
+        "campaign": name, "hosts": {"group": "hypervisors", "inventory": str(bed.inventory_path)},
+        "workload": {"name": "command", "params": {"env": "kvm", "vcpus": 1, "run": run, "metrics": "json"}},
+        "axes": {"lock": locks}, "repetitions": 1, "timeout": 60, "retry": {"attempts": 1},
+    }, sort_keys=False))
+    return path
+
+
+def _consoles(name: str) -> list[Path]:
+    return sorted(Path(libvirt.LOG_DIR).glob(f"rnr-{name}-*.log"))
+
+
+def _trial_running(name: str) -> bool:
+    return any(TRIAL_MARK in log.read_text(errors="replace") for log in _consoles(name))
 
 
 def test_kvm_overcommit_on_a_remote_host_through_ssh(hypervisor_bed: TestBed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -110,30 +137,25 @@ def test_container_campaign_on_a_remote_host(hypervisor_bed: TestBed, tmp_path: 
         host.close()
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.5)
-
-
 def test_sigkilled_controller_leaves_no_guest_and_relaunch_completes(hypervisor_bed: TestBed, tmp_path: Path) -> None:
+    """SIGKILL of the controller while a trial runs in a guest: the host's dead man's switch destroys the guest,
+    and a relaunch runs what was not recorded, each trial once."""
     bed, name = hypervisor_bed, "pytest-remote-sigkill"
-    matrix = _matrix(tmp_path, bed, name, "kvm", "  lock: [ttas, ticket, mutex]\n", duration=4, vcpus=1)
+    matrix = _marking_matrix(tmp_path, bed, name, ["ttas", "ticket", "mutex"], seconds=4)
     argv = [sys.executable, "-m", "runner.cli", "launch", str(matrix), "--datasets", str(tmp_path / "ds"), "--quiet"]
+    for stale in _consoles(name):  # an earlier run's console
+        stale.unlink()
     host = _host(bed)
     try:
         proc = subprocess.Popen(argv, cwd=PROJECT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            _wait_for(lambda: bool(_left_on(host, name)), 240, "a guest of the campaign on tb1")
-            time.sleep(1.0)
+        try:  # mid-trial: the trial's mark is on its guest's console (or the launch ended without one)
+            wait_for(lambda: _trial_running(name) or proc.poll() is not None, timeout=240, poll=0.2)
+            assert proc.poll() is None and _trial_running(name), "no trial ran in a guest on tb1 before the launch ended"
+            assert _left_on(host, name)
         finally:
             os.killpg(proc.pid, signal.SIGKILL)  # the controller and its local Dask workers
             proc.wait()
-        killed_at = time.monotonic()
-        _wait_for(lambda: not _left_on(host, name), 30, "the dead man's switch on tb1")
-        assert time.monotonic() - killed_at <= 30
+        assert wait_for(lambda: not _left_on(host, name), timeout=30, poll=0.5), "the dead man's switch on tb1 left a guest"
         done = subprocess.run(argv, cwd=PROJECT, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout + done.stderr
         _, trials, _ = read_campaign(name, tmp_path / "ds")
@@ -149,22 +171,17 @@ def test_hypervisor_sshd_killed_mid_trial(hypervisor_bed: TestBed, tmp_path: Pat
     """The host's sshd dies while a guest trial runs: the trial fails with a reason naming the host, the
     campaign finishes (the host is dropped), and the guests go with the connection."""
     bed, name = hypervisor_bed, "pytest-remote-sshd"
-    matrix = _matrix(tmp_path, bed, name, "kvm", "  lock: [ttas, ticket]\n", duration=20, vcpus=1)
+    matrix = _marking_matrix(tmp_path, bed, name, ["ttas", "ticket"], seconds=20)
     host = _host(bed)
     try:
-        def ssh_ready() -> bool:  # the guest's console (the host's log directory is this machine's)
-            logs = Path(libvirt.LOG_DIR).glob(f"rnr-{name}-*.log")
-            return any(SSH_MARKER in log.read_text(errors="replace") for log in logs)
-
         killed: list[float] = []
 
         def killer() -> None:
-            _wait_for(ssh_ready, 240, "a guest of the campaign answering SSH on tb1")
-            time.sleep(6.0)  # facts, prepare, barrier: the 20 s workload is running
-            bed.kill_sshd("tb1")
-            killed.append(time.monotonic())
+            if wait_for(lambda: _trial_running(name), timeout=240, poll=0.2):  # the first trial's 20 s run has begun
+                bed.kill_sshd("tb1")
+                killed.append(time.monotonic())
 
-        for stale in Path(libvirt.LOG_DIR).glob(f"rnr-{name}-*.log"):  # an earlier run's console
+        for stale in _consoles(name):  # an earlier run's console
             stale.unlink()
         started = time.monotonic()
 
@@ -173,11 +190,11 @@ def test_hypervisor_sshd_killed_mid_trial(hypervisor_bed: TestBed, tmp_path: Pat
         rc = main(["launch", str(matrix), "--datasets", str(tmp_path / "ds")])
         t.join(timeout=5)
         out = capsys.readouterr().out
-        assert killed, "the guest never answered SSH"
+        assert killed, "no trial of the campaign ran in a guest on tb1 (no mark on a guest's console)"
         assert rc == 1, f"sshd killed {killed[0] - started:.1f} s after the launch; {out}"
         _, trials, _ = read_campaign(name, tmp_path / "ds")
-        # The trial the kill struck fails naming tb1 and what happened; tb1 is dropped, so a trial after it
-        # is recorded as not run. (Under load the kill may land after the first trial has finished.)
+        # The trial the kill struck (it had marked its guest's console and was in its 20 s run) fails naming tb1
+        # and what happened; tb1 is dropped, so the trial after it is recorded as not run.
         assert len(trials) == 2
         failed = trials[trials["status"] == "failed"].sort_values("started_at")["error"].tolist()
         assert failed and "tb1" in failed[0] and ("connection lost" in failed[0] or "cannot connect" in failed[0]), failed
@@ -187,7 +204,7 @@ def test_hypervisor_sshd_killed_mid_trial(hypervisor_bed: TestBed, tmp_path: Pat
         bed.start_sshd("tb1")
     host = _host(bed)
     try:
-        _wait_for(lambda: not _left_on(host, name), 30, "the guests to go with the connection")
+        assert wait_for(lambda: not _left_on(host, name), timeout=30, poll=0.5), "the guests did not go with the connection"
     finally:
         host.close()
 

@@ -18,6 +18,7 @@ from runner.analysis.report import _ci, _peak
 from runner.analysis.synthetic import Law, synthetic_metrics, synthetic_provenance, synthetic_trials
 from runner.analysis.usl import fit_usl
 from runner.cli import main
+from runner.errors import DatasetError, UsageError
 from runner.workloads import base
 from tests.test_analysis_report import write_campaign
 from tests.test_hostile_input import one_line_error
@@ -60,8 +61,51 @@ def test_report_where_there_is_no_campaign(where: str, tmp_path: Path, capsys: p
 
 def test_report_out_that_cannot_be_made(datasets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "file").write_text("")
-    assert main(["report", "base", "--datasets", str(datasets), "--out", str(tmp_path / "file" / "rep")]) == 2
-    assert "--out" in one_line_error(capsys)
+    for out in (tmp_path / "file" / "rep", tmp_path / "file"):
+        assert main(["report", "base", "--datasets", str(datasets), "--out", str(out)]) == 2
+        assert one_line_error(capsys) == f"runner: --out {out}: cannot make the report directory: {tmp_path / 'file'} is not a directory"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"] and (tmp_path / "file").read_text() == ""
+
+
+# ----- a refused report leaves nothing behind, also through the notebook API (runner.analysis.build_report) ------
+def _tree(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def _small_metrics() -> pd.DataFrame:
+    return synthetic_metrics(axes={"lock": ["ticket"], "threads": [1, 2, 4]}, law=lambda p: Law(0.05, 0.001, 1e6),
+                             per_thread=False, reps=2)
+
+
+REFUSALS = [  # (id, build_report's arguments beside the metrics, the metrics, the error, what its line says)
+    ("unknown_axis", {"axis": "nosuch"}, _small_metrics, UsageError, "no axis 'nosuch' in the data; axes: "),
+    ("unknown_metric", {"metric_names": ["nosuch"]}, _small_metrics, UsageError, "no metric 'nosuch' in the data; known: throughput"),
+    ("no_total_rows", {}, lambda: _small_metrics().assign(thread=0), DatasetError, "the metrics table has no total rows"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "make", "error", "expect"), [pytest.param(*r[1:], id=r[0]) for r in REFUSALS])
+def test_refused_report_leaves_nothing_behind(kwargs: dict, make, error: type, expect: str, tmp_path: Path) -> None:  # noqa: ANN001
+    """build_report used to make the directory (and remove an earlier report's figures) before its checks."""
+    out = tmp_path / "new" / "rep"
+    with pytest.raises(error, match=re.escape(expect)):
+        build_report(make(), None, None, out, bootstrap=0, **kwargs)
+    assert not (tmp_path / "new").exists()
+    earlier = tmp_path / "earlier"  # an earlier report there stays whole: figures, page, table
+    build_report(_small_metrics(), None, None, earlier, bootstrap=0)
+    before = _tree(earlier)
+    assert any(name.startswith("img/") for name in before) and "report.html" in before
+    with pytest.raises(error, match=re.escape(expect)):
+        build_report(make(), None, None, earlier, bootstrap=0, **kwargs)
+    assert _tree(earlier) == before
+
+
+def test_report_directory_that_cannot_be_made(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    for out in (tmp_path / "file", tmp_path / "file" / "rep"):
+        with pytest.raises(UsageError, match=f"^{re.escape(str(out))}: cannot make the report directory: "):
+            build_report(_small_metrics(), None, None, out, bootstrap=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"] and (tmp_path / "file").read_text() == ""
 
 
 @pytest.mark.parametrize("argv", [["--bootstrap", "-1"], ["--bootstrap", "x"], ["--bootstrap", "10000000"]])

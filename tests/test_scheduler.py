@@ -252,3 +252,40 @@ def test_scheduler_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFix
         assert err.splitlines()[-1].startswith("runner: every Dask worker left the scheduler (1 trials were running); start workers again")
     finally:
         dask.stop()
+
+
+@pytest.mark.integration
+def test_workers_of_another_runner_version_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A scheduler whose worker imports another runner version: one line naming the worker and both versions,
+    exit 2, before any trial (nothing recorded). The worker is a real `dask worker` whose preload gives the
+    runner it imports another version string, as a worker started from an older checkout would have."""
+    from tests.test_campaign_holds import local_inventory
+
+    inventory, _ = local_inventory(tmp_path)
+    preload = tmp_path / "other_runner_version.py"
+    preload.write_text(
+        "import runner\nimport runner.execution.worker as worker\n"
+        "runner.__version__ = worker.__version__ = '0.0.0+other'\n"
+    )
+    matrix = tmp_path / "m.yml"
+    matrix.write_text(
+        "campaign: otherversion\n"
+        f"hosts: {{group: local, inventory: {inventory}}}\n"
+        "workload: {name: command, params: {run: 'echo \"{\\\"n\\\": 1}\"'}}\n"
+        "axes:\n  i: [1, 2]\nrepetitions: 1\ntimeout: 30\n"
+    )
+    dask = DaskProcesses(tmp_path)
+    try:
+        dask.scheduler()
+        dask.workers(1, "--preload", str(preload))
+        dask.wait_for_workers(1)
+        rc = main(["launch", str(matrix), "--datasets", str(tmp_path / "ds"), "--scheduler", dask.address, "--quiet"])
+        err = capsys.readouterr().err
+        assert rc == 2, err
+        assert err.count("\n") == 1, err
+        from runner import __version__
+
+        assert err.startswith("runner: Dask worker tcp://127.0.0.1:") and f"runs runner 0.0.0+other, this controller {__version__}" in err
+        assert not list((tmp_path / "ds").glob("otherversion/**/*.parquet"))  # no trial ran
+    finally:
+        dask.stop()

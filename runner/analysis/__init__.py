@@ -17,11 +17,12 @@ See docs/analysis.md.
 import importlib
 from typing import Any
 
-from runner.analysis.compare import compare, compare_variants  # eager: `compare` is also the submodule's name
-
-# The other names are imported on first use (PEP 562), so `import runner.analysis.adaptive` from the campaign
-# loop does not pull in matplotlib (the report, the plots): that cost a launch seconds before its first trial.
+# Every name is imported on first use (PEP 562), so `import runner.analysis.adaptive` from the campaign loop
+# does not pull in scipy.stats and matplotlib (comparisons, the report, the plots): that cost every command
+# seconds before it started (`runner launch` to its first trial). The comparisons live in `comparison`, not
+# `compare`: importing a submodule sets the package attribute of its name, which would hide the function.
 _WHERE = {
+    "compare": "comparison", "compare_variants": "comparison",
     "Collapse": "collapse", "collapse_table": "collapse", "detect_collapse": "collapse",
     "overcommit_table": "overcommit",
     "build_report": "report", "summary_table": "report", "write_compare_html": "report",

@@ -2,7 +2,7 @@
 differences between the trials that are compared. Pure functions over the campaign's tables.
 
 The canary (matrix key `canary`, runner.execution.canary) is one cell re-run on each host before its first
-trial and then after every N trials; its runs have role `canary`. A host **drifts** when, in time order, the
+trial, then after every N trials and/or M minutes and after its last trial; its runs have role `canary`. A host **drifts** when, in time order, the
 last `LAST` (3) canary runs on it all lie outside the range [min, max] of its first `REFERENCE` (5) runs, on
 the same side, and their median differs from the reference median by more than `MIN_SHIFT` (2%). The range of
 the first runs is the canary's own spread; the rule needs no distribution: if the host does not change, the
@@ -84,6 +84,16 @@ def false_alarm_rate(reference: int = REFERENCE, last: int = LAST) -> float:
 
 
 # -- the canary's series --------------------------------------------------------------------------------------
+
+def canary_rhythm(spec: Mapping[str, Any]) -> str:
+    """How often the canary ran, from the campaign's provenance `canary` (every, minutes; a campaign recorded
+    before `minutes` has only every), for the report: 'every 10 trials or 30 minutes (whichever came first)'."""
+    every, minutes = spec.get("every"), spec.get("minutes")
+    limits = [f"{every} trials" if every is not None else "", f"{number(float(minutes))} minutes" if minutes is not None else ""]
+    if not any(limits):
+        return "every ? trials"
+    return "every " + " or ".join(x for x in limits if x) + (" (whichever came first)" if all(limits) else "")
+
 
 def canary_metric(metrics: pd.DataFrame, chosen: str | None = None) -> str | None:
     """The metric the canary is watched on: `chosen` (the matrix's canary.metric), else throughput, else the

@@ -53,7 +53,7 @@ from runner.analysis.stats import (
     totals,
 )
 from runner.analysis.usl import UslFit, fit_usl
-from runner.errors import DatasetError, UsageError
+from runner.errors import BadDatasetError, UsageError
 
 LINES_PER_FIGURE = 8
 HTML_ROWS = 2000  # cells shown in the HTML summary table; summary.csv has all
@@ -516,6 +516,18 @@ def _explain_section(rep: _Report, metrics: pd.DataFrame, axis: str) -> str:
     return "\n".join(parts)
 
 
+def _report_dir(out: Path) -> Path:
+    """Make the report directory (or keep an earlier report's) and remove the earlier report's figures; a path
+    that cannot be a directory (a file in the way, no permission) is refused with one line naming it."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for old in (out / "img").glob("*.png"):
+            old.unlink()
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot make the report directory: {exc.strerror or exc}") from None
+    return out
+
+
 def build_report(metrics: Any, trials: Any, provenance: dict[str, Any] | None, out_dir: Path | str, *,
                  axis: str | None = None, metric_names: Sequence[str] | None = None, bootstrap: int = 200,
                  seed: int = 0, d: float = DEFAULT_DROP, target: float = DEFAULT_TARGET,
@@ -528,27 +540,27 @@ def build_report(metrics: Any, trials: Any, provenance: dict[str, Any] | None, o
     metric scales like a throughput. `scaling_metrics` maps a workload name to its metrics that scale
     (runner.workloads.base.scaling_metrics(), which `runner report` passes); for a workload it does not name,
     every higher-is-better metric counts as scaling. Over-commit efficiency is shown for scaling metrics only.
+
+    Everything that refuses the data (an unknown axis or metric, no total rows) is checked before `out_dir` is
+    made or touched: a refused report leaves nothing behind, and an earlier report there as it was.
     """
     t0 = time.perf_counter()
     metrics = as_pandas(metrics)
     check_metrics(metrics)
     trials_df = as_pandas(trials) if trials is not None else None
     provenance = provenance or {}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for old in (out / "img").glob("*.png"):
-        old.unlink()
     if axis is not None and axis not in metrics.columns:
         raise UsageError(f"no axis {axis!r} in the data; axes: {', '.join(param_columns(metrics))}")
     axis = axis or scaling_axis(metrics)
     tot = totals(metrics)
     tot = tot[tot["value"].notna().to_numpy()]
     if tot.empty:
-        raise DatasetError("the metrics table has no total rows (thread and vm null) to report")
+        raise BadDatasetError("the metrics table has no total rows (thread and vm null) to report")
     scaling = dict(scaling_metrics or {})
     names = _plot_metrics(tot, metric_names, scaling)
     stats = cell_stats(metrics, target=target)
     summary = summary_table(metrics, target=target)
+    out = _report_dir(Path(out_dir))
     summary.to_csv(out / "summary.csv", index=False)
 
     rep = _Report(out, max_figures)

@@ -33,7 +33,9 @@ RUNNER_S3_ENDPOINT (S3-compatible server for `runner dataset publish/fetch s3://
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with `only` one subcommand's parser: its module alone is imported (some
+    import Dask, pandas or scipy at module level; a command should not pay for the others)."""
     parser = argparse.ArgumentParser(
         prog="runner",
         description="Run OS scalability campaigns on bare hosts, containers and VMs, and analyse them.",
@@ -43,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"runner {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug output")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
+    for name in SUBCOMMANDS if only is None else [only]:
         try:
             module = importlib.import_module(f"runner.cli.{name}")
         except ModuleNotFoundError as exc:
@@ -54,8 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subcommand(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line (the first word that is not an option), if it is one."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return word if word in SUBCOMMANDS else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(_subcommand(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()

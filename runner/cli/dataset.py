@@ -29,6 +29,10 @@ Share datasets with collaborators and query them.
   fetch URL/NAME                          copy from a shared location (the same, or http(s)://), check
                                           the published checksum, verify and import
 
+exit status: 2 (one line, nothing written) for bad input: an archive, URL, campaign, datasets directory or
+query that is missing, empty, damaged, of an unreadable version or of the wrong shape; 1 when something
+fails around good data (a held lock, a full disk, a server that does not answer).
+
 examples:
   runner dataset pack lockbench-scaling --anonymize -o /tmp/locks.tar.gz
   runner dataset verify /tmp/locks.tar.gz

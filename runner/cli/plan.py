@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from runner.execution.campaign import check_guests, inventory_path, resolve_host
 from runner.hosts.ssh import check_known_hosts_file
 from runner.matrix.expand import is_relative
 from runner.matrix.load import Matrix, load_matrix
-from runner.trials import CANARY, Trial, boots_needed, canary_cells, place_canaries, plan, trial_guest_key
+from runner.trials import CANARY, Trial, boots_needed, canary_cells, canary_rule, place_canaries, plan, trial_guest_key
 from runner.workloads import base
 
 HELP = """\
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(bounds, highlight=False)
     if matrix.probes:
         console.print(f"probes around every trial: {', '.join(matrix.probes)} (see docs/probes.md for their cost)", highlight=False)
-    if (line := canary_line(matrix, trials, planned.hosts)) is not None:
+    if (line := canary_line(matrix, trials, planned.hosts, args.cpus or len(os.sched_getaffinity(0)))) is not None:
         console.print(line, highlight=False)
         trials = with_canaries(matrix, trials, planned.hosts, args.cpus or len(os.sched_getaffinity(0)))
     if info["boots"]:
@@ -196,36 +196,68 @@ def repetition_bounds(matrix: Matrix, planned: int) -> str | None:
             f"of the median of {metric} is wider than +-{100 * rules.ci:g}%: {planned} to {most} trials; the estimate is for {planned}")
 
 
-def canary_runs(trials: int, every: int) -> int:
-    """Canary runs on a host that runs `trials` trials of the matrix: before its 1st, (every+1)th, ... (pure)."""
-    return -(-trials // every) if trials else 0
+def canary_runs(trials: int, every: int | None) -> int:
+    """Canary runs on a host that runs `trials` trials of the matrix, by the trial count alone: before its 1st,
+    (every+1)th, ... trial and once after its last (pure)."""
+    if not trials:
+        return 0
+    return (-(-trials // every) if every is not None else 1) + 1
 
 
-def canary_line(matrix: Matrix, trials: list[Trial], hosts: list[str]) -> str | None:
-    """The canary: which cell, how often, how many runs it adds (pure); None without a canary."""
-    if matrix.canary is None:
+def trial_estimate(matrix: Matrix) -> Callable[[Trial], float]:
+    """A trial's rough seconds, the plan's clock for the canary's `minutes` (the workload's own estimate)."""
+    plugin = base.get(matrix.workload)
+    return lambda t: plugin.estimate_seconds(t.param_dict)
+
+
+def canary_line(matrix: Matrix, trials: list[Trial], hosts: list[str], cpus: int = 1,
+                estimate: Callable[[Trial], float] | None = None) -> str | None:
+    """The canary: which cell, how often, how many runs it adds (pure but for the workload's estimate, which
+    `estimate` replaces); None without a canary. With `minutes` the runs are counted on the trials' estimates."""
+    canary = matrix.canary
+    if canary is None:
         return None
-    every = matrix.canary.every
+    every, minutes = canary.every, canary.minutes
+    if minutes is not None and estimate is None:
+        estimate = trial_estimate(matrix)
+
+    def count(host_trials: list[Trial], template: Trial, host: str) -> int:
+        if minutes is None:
+            return canary_runs(len(host_trials), every)
+        placed = place_canaries(host_trials, template, host, every, minutes=minutes, estimate=estimate, closing=True)
+        return sum(1 for t in placed if t.role == CANARY)
+
+    names = hosts or placeholder_hosts(1)
     if matrix.placement == "each":
-        runs = sum(canary_runs(n, every) for n in per_host(trials).values())
+        templates = canary_cells(matrix, dict.fromkeys(names, cpus))
+        runs = sum(count([t for t in trials if t.host == h], templates[h], h) for h in per_host(trials))
     else:  # the pool shares the trials: about an equal share each
-        share = -(-len(trials) // max(1, len(hosts)))
-        runs = canary_runs(share, every) * max(1, len(hosts))
-    cell = " ".join(f"{k}={v}" for k, v in matrix.canary.cell.items())
-    about = "" if matrix.placement == "each" or len(hosts) == 1 else "about "
-    return (f"canary {cell}: before the first and after every {every} trials on each host: {about}{runs} more trials "
-            f"(not repetitions of the cell; each reads the host's state; docs/analysis.md)")
+        share = -(-len(trials) // max(1, len(names)))
+        runs = count(trials[:share], canary_cells(matrix, {names[0]: cpus})[None], names[0]) * len(names)
+    cell = " ".join(f"{k}={v}" for k, v in canary.cell.items())
+    about = "about " if minutes is not None or (matrix.placement != "each" and len(names) > 1) else ""
+    clock = ", minutes counted on the trials' estimates" if minutes is not None else ""
+    return (f"canary {cell}: {canary_rule(every, minutes)} on each host: {about}{runs} more trials "
+            f"(not repetitions of the cell; each reads the host's state{clock}; docs/analysis.md)")
 
 
-def with_canaries(matrix: Matrix, trials: list[Trial], hosts: list[str], cpus: int) -> list[Trial]:
+def with_canaries(matrix: Matrix, trials: list[Trial], hosts: list[str], cpus: int,
+                  estimate: Callable[[Trial], float] | None = None) -> list[Trial]:
     """The trials with the canary runs where they will run, when the order per host is known (placement each,
-    or one host); else the trials as they are (pure)."""
-    if matrix.canary is None or (matrix.placement != "each" and len(hosts) != 1):
+    or one host); else the trials as they are (pure but for the workload's estimate, as canary_line)."""
+    canary = matrix.canary
+    if canary is None or (matrix.placement != "each" and len(hosts) != 1):
         return trials
+    if canary.minutes is not None and estimate is None:
+        estimate = trial_estimate(matrix)
     templates = canary_cells(matrix, dict.fromkeys(hosts, cpus))
+
+    def place(host_trials: list[Trial], template: Trial, host: str) -> list[Trial]:
+        return place_canaries(host_trials, template, host, canary.every, minutes=canary.minutes, estimate=estimate, closing=True)
+
     if matrix.placement != "each":
-        return place_canaries(trials, templates[None], hosts[0], matrix.canary.every)
-    return [t for h in hosts for t in place_canaries([t for t in trials if t.host == h], templates[h], h, matrix.canary.every)]
+        return place(trials, templates[None], hosts[0])
+    return [t for h in hosts for t in place([t for t in trials if t.host == h], templates[h], h)]
 
 
 def _fmt(seconds: float) -> str:

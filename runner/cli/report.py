@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import webbrowser
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from runner.cli import datasets_default, int_at_least
-from runner.errors import DatasetError, UsageError
+from runner.errors import BadDatasetError, UsageError
 
 EPILOG = """\
 examples:
@@ -75,6 +76,18 @@ def load_axes(metrics: pd.DataFrame) -> list[str]:
     return [c for c in axis_columns(metrics) if pd.api.types.is_numeric_dtype(metrics[c])]
 
 
+def check_out_dir(out_dir: Path) -> None:
+    """--out is a directory or can be made one, checked without making anything: the nearest existing path is a
+    directory this process may write in; else one UsageError naming the option and the path in the way."""
+    there = out_dir
+    while not there.exists() and there != there.parent:
+        there = there.parent
+    if not there.is_dir():
+        raise UsageError(f"--out {out_dir}: cannot make the report directory: {there} is not a directory")
+    if not os.access(there, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out_dir}: cannot make the report directory: {there}: permission denied")
+
+
 def report(campaign: str | None = None, *, datasets: Path | str = "datasets", out: Path | str | None = None,
            axis: str | None = None, bootstrap: int = 200, metric: str | None = None,
            console: Console | None = None) -> Path:
@@ -93,12 +106,9 @@ def report(campaign: str | None = None, *, datasets: Path | str = "datasets", ou
     if axis is not None:
         check_choice("--axis", axis, load_axes(metrics), f"the numeric axes of campaign {cdir.name}")
     if not totals(metrics)["value"].notna().any():  # checked before --out is made: a refusal leaves nothing behind
-        raise DatasetError(f"{cdir}: the metrics table has no total rows (thread and vm null) to report")
+        raise BadDatasetError(f"{cdir}: the metrics table has no total rows (thread and vm null) to report")
     out_dir = Path(out) if out else Path("reports") / cdir.name
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"--out {out_dir}: cannot make the report directory: {exc.strerror or exc}") from None
+    check_out_dir(out_dir)  # made by build_report, after its own checks: a refused report leaves nothing behind
     path = build_report(metrics, trials, provenance, out_dir, axis=axis, bootstrap=bootstrap,
                         scaling_metrics=scaling_metrics())
     cols = ["metric", "n", "median", "rel_iqr", "reps_needed"]

@@ -8,6 +8,7 @@ controller loses at most the attempts that were running; `launch` on the same ma
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import signal
 import socket
@@ -215,8 +216,12 @@ def _launch_locked(
 ) -> Summary:
     from runner.lab.reservations import hold_hosts, hold_paths
 
-    # Facts first (read-only): they find the hosts that are down, and the CPU counts that resolve "50%".
-    facts, dead = collect_all(specs)
+    # Facts first (read-only): they find the hosts that are down, and the CPU counts that resolve "50%". The
+    # hold paths (Ansible reads the inventory again: 0.4 s of CPU) meanwhile: facts mostly wait on the hosts.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="runner-hold-paths") as pool:
+        paths = pool.submit(hold_paths, inventory) if inventory.exists() else None
+        facts, dead = collect_all(specs)
+        hold_path_of = paths.result() if paths is not None else {}
     live = [s for s in specs if s.name not in dead]
     notes: list[str] = []
     with hold_hosts(
@@ -225,7 +230,7 @@ def _launch_locked(
         matrix.campaign,
         wait=matrix.busy != "skip",
         timeout=matrix.busy_timeout,
-        paths=hold_paths(inventory) if inventory.exists() else {},
+        paths=hold_path_of,
         on_wait=lambda why: _notify_note(on_progress, why),
         on_lost=notes.append,
     ) as holds:
@@ -489,6 +494,8 @@ class _Dispatch:
         self.canaries: Canaries | None = None  # the matrix's canary: a canary run goes first when one is due
         self._writer: ThreadPoolExecutor | None = None  # writes attempt records off the loop (_write)
         self._writes: collections.deque = collections.deque()  # their futures, oldest first
+        self._launch = f"{os.getpid()}-{time.monotonic_ns()}"  # this launch, for the order of a host's trials (AttemptSpec.turn)
+        self._sent_to: dict[str, int] = {}  # host -> trials sent there by this launch
 
     def run(self, todo: Sequence[tuple[Trial, int]], scheduler: str | None) -> None:
         if self.matrix.placement == "each":
@@ -550,6 +557,12 @@ class _Dispatch:
     def _loop(self, client: Any, queues: dict[Any, collections.deque], *, shared: bool) -> None:
         """Submit, wait, record, until the queues are empty. `shared`: an external scheduler.
 
+        Two trials in flight per host (a local cluster, trials on the host itself, see _depth): the next one
+        waits in the host's worker, behind the host's turn lock (worker._turn), and starts the moment the
+        previous one ends, while that one's result travels back here and is written: no round trip between two
+        trials of a host. Placement pool sends a second only while there is work for every host, so the end of
+        the campaign stays even.
+
         A trial confirms the campaign's hold on its host in its own first command (AttemptSpec.hold): a lost
         hold stops that trial before anything of it runs, and no new trial goes there. Worker churn: a trial
         names a preferred worker (others allowed). Dask moves it by itself when that worker leaves while
@@ -567,7 +580,7 @@ class _Dispatch:
 
         inflight: dict[Any, tuple[Trial, int, str]] = {}
         sent: dict[Any, tuple[AttemptSpec, str | None]] = {}  # future -> what it runs, the worker it named
-        busy: set[str] = set()
+        per_host: dict[str, collections.deque] = collections.defaultdict(collections.deque)  # host -> its futures, oldest first
         workers = worker_addresses(client)
         preferred = _preferred(sorted(self.specs), workers)
         if shared:
@@ -581,31 +594,45 @@ class _Dispatch:
         no_workers_since: float | None = None
         suspects: set[Any] = set()  # futures named to a worker that left, not running anywhere at the last look
         self.notify(self.progress)
+
+        def send(name: str, trial: Trial, attempt: int, keep: bool) -> None:
+            nonlocal quiet_since
+            self._sent_to[name] = self._sent_to.get(name, 0) + 1
+            spec = AttemptSpec(
+                trial, attempt, self.specs[name], self.matrix.timeout, workdir_for(self.matrix, self.specs[name]),
+                host_lease=shared, keep_guests=keep, probes=probes_for(trial, self.matrix.probes),
+                hold=self.hold_guard(name) if self.hold_guard is not None else None,
+                turn=None if shared else (self._launch, self._sent_to[name]),
+            )
+            future = self._submit(client, spec, preferred.get(name))
+            inflight[future] = (trial, attempt, name)
+            sent[future] = (spec, preferred.get(name))
+            per_host[name].append(future)
+            self.progress.running.setdefault(name, trial.label())
+            quiet_since = time.monotonic()
+
         while True:
-            ready = [n for n in sorted(self.specs) if n not in busy and n not in self.dead and n not in self.lost and queues.get(self._queue_key(n))]
-            for name in ready:
-                queue = queues.get(self._queue_key(name))
-                if not queue:
-                    continue
-                canary = self.canaries.due(name) if self.canaries is not None else None
-                if canary is not None:
-                    self.progress.total += 1
-                trial, attempt = (canary, 1) if canary is not None else queue.popleft()
-                key = trial_guest_key(trial)
-                keep = self.matrix.reuse == "configuration" and key is not None and bool(queue) and trial_guest_key(queue[0][0]) == key
-                spec = AttemptSpec(
-                    trial, attempt, self.specs[name], self.matrix.timeout, workdir_for(self.matrix, self.specs[name]),
-                    host_lease=shared, keep_guests=keep, probes=probes_for(trial, self.matrix.probes),
-                    hold=self.hold_guard(name) if self.hold_guard is not None else None,
-                )
-                future = self._submit(client, spec, preferred.get(name))
-                inflight[future] = (trial, attempt, name)
-                sent[future] = (spec, preferred.get(name))
-                busy.add(name)
-                self.progress.running[name] = trial.label()
-                quiet_since = time.monotonic()
+            for _pass in range(2):  # every host its next trial first, then a second where one may wait (_depth)
+                ready = [n for n in sorted(self.specs) if n not in self.dead and n not in self.lost and queues.get(self._queue_key(n))]
+                for name in ready:
+                    queue = queues.get(self._queue_key(name))
+                    if not queue or len(per_host[name]) >= self._depth(name, queue, per_host, inflight, shared):
+                        continue
+                    canary = self.canaries.due(name) if self.canaries is not None else None
+                    if canary is not None:
+                        self.progress.total += 1
+                    trial, attempt = (canary, 1) if canary is not None else queue.popleft()
+                    key = trial_guest_key(trial)
+                    keep = self.matrix.reuse == "configuration" and key is not None and bool(queue) and trial_guest_key(queue[0][0]) == key
+                    send(name, trial, attempt, keep)
             if not inflight:
                 if self._next_round(queues):
+                    continue
+                closing = self._closing_canaries()
+                for name, trial in closing:  # the canary once more after each host's last trial: drift to the end
+                    self.progress.total += 1
+                    send(name, trial, 1, False)
+                if closing:
                     continue
                 break
             self.notify(self.progress)
@@ -619,15 +646,23 @@ class _Dispatch:
                 trial, attempt, name = inflight.pop(future)
                 sent.pop(future, None)
                 suspects.discard(future)
-                busy.discard(name)
-                self.progress.running.pop(name, None)
+                with contextlib.suppress(ValueError):
+                    per_host[name].remove(future)
+                if per_host[name]:  # the next trial of the host started as this one ended
+                    self.progress.running[name] = inflight[per_host[name][0]][0].label()
+                else:
+                    self.progress.running.pop(name, None)
                 try:
                     rec = future.result()
                 except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker: the trial's worker died repeatedly
                     rec = _failure(trial, attempt, name, f"{name}: Dask could not run the trial: {type(exc).__name__}: {_one_line(exc)}", "failed")
                 if rec.failure_kind == "hold":  # the trial found our hold gone before it ran: not an attempt
-                    self._lose(name, (self.check_hold(name) if self.check_hold else None) or rec.error or "hold lost")
+                    if name not in self.lost:
+                        self._lose(name, (self.check_hold(name) if self.check_hold else None) or rec.error or "hold lost")
                     queues[self._queue_key(name)].appendleft((trial, attempt))
+                    continue
+                if rec.failure_kind == "host" and name in self.dead:  # it waited behind the trial that found the
+                    queues[self._queue_key(name)].appendleft((trial, attempt))  # host gone: not an attempt, goes elsewhere
                     continue
                 self._handle(rec, trial, attempt, name, queues)
             if done:
@@ -660,7 +695,7 @@ class _Dispatch:
                 if no_workers_since is not None:
                     no_workers_since = None
                     self.progress.messages.append(f"Dask workers are back ({len(workers)}); the waiting trials go to them")
-                suspects = self._rebind(client, inflight, sent, suspects, set(workers), preferred)
+                suspects = self._rebind(client, inflight, sent, suspects, set(workers), preferred, per_host)
                 if checked - quiet_since >= stall_s:
                     if why := self._why_stalled(client, inflight):
                         self.progress.messages.append(f"no progress for {checked - quiet_since:.0f} s with {self.progress.remaining} trials pending: {why}")
@@ -674,6 +709,28 @@ class _Dispatch:
                 trial, attempt = queue.popleft()
                 host = key or "pool"
                 self._record_unrun(trial, attempt, host, self._unrun_reason(host))
+
+    def _depth(self, name: str, queue: collections.deque, per_host: Mapping[str, collections.deque], inflight: Mapping[Any, tuple[Trial, int, str]], shared: bool) -> int:
+        """How many trials `name` may have in flight: 2 (the next one waits on the host's worker) for trials on
+        the host itself with a local cluster, where the turn lock and one worker per host keep them in order;
+        1 with a shared scheduler (a waiting trial would hold a worker thread other campaigns could use), for
+        guest trials (a kept guest lives in one worker process), and in placement pool once fewer trials
+        are left than hosts can take (a trial queued behind another would end a trial length after the rest)."""
+        if shared or not _on_host(queue[0][0]) or any(not _on_host(inflight[f][0]) for f in per_host[name]):
+            return 1
+        if self.matrix.placement != "each":
+            live = len(set(self.specs) - self.dead - set(self.lost))
+            if len(queue) < live:
+                return 1
+        return 2
+
+    def _closing_canaries(self) -> list[tuple[str, Trial]]:
+        """The matrix's canary: one closing run on each live host that ran trials since its last canary run
+        (runner.execution.canary.Canaries.closing); after the last round, so nothing comes after it."""
+        if self.canaries is None:
+            return []
+        hosts = [n for n in sorted(self.specs) if n not in self.dead and n not in self.lost]
+        return [(n, trial) for n in hosts if (trial := self.canaries.closing(n)) is not None]
 
     def _queue_key(self, name: str) -> str | None:
         return name if self.matrix.placement == "each" else None
@@ -705,7 +762,7 @@ class _Dispatch:
 
     def _rebind(
         self, client: Any, inflight: dict[Any, tuple[Trial, int, str]], sent: dict[Any, tuple[AttemptSpec, str | None]],
-        suspects: set[Any], workers: set[str], preferred: Mapping[str, str],
+        suspects: set[Any], workers: set[str], preferred: Mapping[str, str], per_host: Mapping[str, collections.deque],
     ) -> set[Any]:
         """Send again the trials named to a worker that left and running nowhere at two looks in a row (the
         first look may come before the scheduler placed a trial just sent); returns the new suspects."""
@@ -722,6 +779,8 @@ class _Dispatch:
             old.cancel()  # it never started; if it just did, the host lease (shared scheduler) keeps them apart
             new = self._submit(client, spec, preferred.get(name))
             inflight[new], sent[new] = entry, (spec, preferred.get(name))
+            queue = per_host[name]
+            queue[queue.index(old)] = new  # same place: the host's trials keep their order
             labels.append(f"{name}: {trial.label()}")
         if moved:
             self.progress.messages.append(
@@ -799,7 +858,7 @@ class _Dispatch:
             self.progress.done += 1
             self.notify(self.progress)
             return
-        if rec.failure_kind == "host":
+        if rec.failure_kind == "host" and name not in self.dead:  # (the trial that waited behind it fails too)
             self.dead.add(name)
             self.dead_reasons[name] = rec.error or "unreachable"
             self.progress.messages.append(f"host {name} dropped for the rest of the campaign: {rec.error}")
@@ -823,6 +882,11 @@ class _Dispatch:
         self.progress.failed += 1
         self.failures.append(f"{trial.trial_id} ({trial.label()}): {rec.error}")
         self.notify(self.progress)
+
+
+def _on_host(trial: Trial) -> bool:
+    """A trial that runs on its host itself (no guest or container)."""
+    return str(trial.param_dict.get("env", defaults.ENV)) == "host"
 
 
 def _failure(trial: Trial, attempt: int, host: str, error: str, kind: str) -> AttemptRecord:

@@ -80,6 +80,9 @@ LOCAL_DASK_CONFIG = {
     "distributed.admin.tick.interval": "500ms",  # event-loop stall detection (20 ms)
     "distributed.admin.system-monitor.interval": "2s",  # CPU/memory samples for the dashboard (500 ms)
     "distributed.worker.memory.monitor-interval": "1s",  # the nanny's memory check (100 ms)
+    # Every trial names its host's worker; the next trial of a host waits there (campaign._Dispatch._depth).
+    # Stealing would move it to an idle worker, to wait there for the host's turn on a new connection.
+    "distributed.scheduler.work-stealing": False,
 }
 WORKER_PRELOAD = ("distributed", "runner.execution.worker", "runner.provision.inventory", "runner.workloads.base")
 
@@ -151,10 +154,7 @@ def client_for(scheduler: str | None, *, n_hosts: int) -> Iterator[Any]:
         finally:
             client.close()
         return
-    # One single-threaded worker process per host (at most 8; beyond that, threads share them): trials
-    # mostly wait on their hosts, and separate processes keep a crashed trial from taking the rest along.
-    n_workers = max(1, min(n_hosts, 8))
-    threads = -(-max(1, n_hosts) // n_workers)
+    n_workers, threads = local_shape(n_hosts)
     started = _warm.pop(threading.get_ident(), None)
     cluster = started.result() if started is not None else _local_cluster(n_workers, threads)
     client = Client(cluster)
@@ -168,6 +168,16 @@ def client_for(scheduler: str | None, *, n_hosts: int) -> Iterator[Any]:
 
 
 _warm: dict[int, Future] = {}  # thread -> the local cluster warming() started for that thread's client_for
+
+
+def local_shape(n_hosts: int) -> tuple[int, int]:
+    """(worker processes, threads per worker) of the local cluster for `n_hosts` hosts (pure). One worker
+    process per host, at most 8 (beyond that, hosts share them): trials mostly wait on their hosts, and
+    separate processes keep a crashed trial from taking the rest along. Two threads per host: a host's next
+    trial waits in its worker, behind the host's turn (campaign._Dispatch._depth), and must never keep
+    another host's trial from a thread."""
+    n_workers = max(1, min(n_hosts, 8))
+    return n_workers, 2 * -(-max(1, n_hosts) // n_workers)
 
 
 def _worker_version() -> str:
@@ -199,10 +209,9 @@ def warming(scheduler: str | None, *, n_hosts: int) -> Iterator[None]:
     if scheduler:
         yield
         return
-    n_workers = max(1, min(n_hosts, 8))
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runner-cluster-start")
     me = threading.get_ident()
-    _warm[me] = pool.submit(_started_cluster, n_workers, -(-max(1, n_hosts) // n_workers))
+    _warm[me] = pool.submit(_started_cluster, *local_shape(n_hosts))
     pool.shutdown(wait=False)
     try:
         yield
@@ -291,7 +300,8 @@ def _read_exactly(sock: socket.socket, n: int, deadline: float) -> bytes:
 
 
 def _check_workers(client: Any, scheduler: str, wait_s: float) -> None:
-    """At least one worker, and every worker imports this runner version."""
+    """At least one worker (RunnerError after `wait_s`: workers may be starting), and every worker imports this
+    runner version (UsageError: `--scheduler` names a scheduler this runner cannot use, exit 2)."""
     from runner.execution.worker import worker_version
 
     try:
@@ -305,14 +315,14 @@ def _check_workers(client: Any, scheduler: str, wait_s: float) -> None:
     try:
         versions = client.run(worker_version)
     except Exception as exc:  # noqa: BLE001 - e.g. ModuleNotFoundError unpickling on a worker without runner
-        raise RunnerError(
+        raise UsageError(
             f"the Dask workers of {scheduler} cannot run the runner ({type(exc).__name__}: {_one_line(exc)}); "
             "start `dask worker` from the environment where runner is installed"
         ) from None
     wrong = {addr: v for addr, v in versions.items() if v != __version__}
     if wrong:
         addr, version = sorted(wrong.items())[0]
-        raise RunnerError(
+        raise UsageError(
             f"Dask worker {addr} of {scheduler} runs runner {version}, this controller {__version__}; "
             "restart the workers from this runner's environment"
         )

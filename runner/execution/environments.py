@@ -19,6 +19,7 @@ from typing import Any
 from runner import defaults
 from runner.errors import HostError, UnknownNameError
 from runner.hosts.base import Host
+from runner.probes import base as probe_base
 from runner.probes import session as probe_session
 from runner.probes.base import ProbeContext
 from runner.trials import Trial, trial_guest_key
@@ -119,20 +120,29 @@ def run_on_host(host: Host, plugin: Workload, params: Mapping[str, Any], ctx: Wo
     return with_probes(finish(plugin, params, host.name, result, timeout), probed)
 
 
-def probe_window(host: Host, ctx: WorkloadContext, side: str = "host", processes: Sequence[str] = ()) -> probe_session.ProbeWindow:
+def probe_window(host: Host, ctx: WorkloadContext, side: str = "host", processes: Sequence[str] = (), *,
+                 vm: int | None = None, owner: str | None = None, where: str | None = None) -> probe_session.ProbeWindow:
     """The matrix's probes (ctx.extra["probes"]) around a workload command on `host`: `side` host (the
-    trial's host, or a guest's hypervisor host, whose `processes` are the guests' names) or guest."""
+    trial's host, or a guest's hypervisor host, whose `processes` are the guests' names) or guest (`host` is
+    guest `vm`; `owner` its hypervisor host and `where` its configuration, checked once for all its guests:
+    ProbeWindow). A probe that reads only on the host side (kvm_exits, host_state) is left out inside a
+    guest without a note: it runs on the hypervisor host."""
     names = tuple(ctx.extra.get("probes") or ())
+    if side != "host":
+        names = tuple(n for n in names if side in probe_base.get(n).sides)
+    part = side if vm is None else f"{side}{vm}"
     pctx = ProbeContext(host=host.name, side=side, workdir=ctx.workdir, scratch=probe_session.scratch_dir(ctx.workdir),
-                        tag=f"{ctx.extra.get('trial_id', 'trial')}.{ctx.extra.get('attempt', 1)}.{side}", processes=tuple(processes))
-    return probe_session.ProbeWindow(host, names, pctx)
+                        tag=f"{ctx.extra.get('trial_id', 'trial')}.{ctx.extra.get('attempt', 1)}.{part}", processes=tuple(processes))
+    return probe_session.ProbeWindow(host, names, pctx, owner=owner, where=where)
 
 
-def with_probes(outcome: Outcome, probed: probe_session.ProbeWindow) -> Outcome:
-    """The outcome with the probes' rows and notes added (the workload's own result is kept as it is)."""
+def with_probes(outcome: Outcome, probed: probe_session.ProbeWindow, vm: int | None = None) -> Outcome:
+    """The outcome with the probes' rows and notes added (the workload's own result is kept as it is); `vm`:
+    the rows were read inside that guest (their `vm` column, like the guest's own per-VM rows)."""
     if not probed.metrics and not probed.notes:
         return outcome
-    return dataclasses.replace(outcome, metrics=outcome.metrics + probed.metrics, notes=outcome.notes + probed.notes)
+    rows = probed.metrics if vm is None else tuple(dataclasses.replace(m, vm=vm) for m in probed.metrics)
+    return dataclasses.replace(outcome, metrics=outcome.metrics + rows, notes=outcome.notes + probed.notes)
 
 
 def forget_host(name: str) -> None:

@@ -53,6 +53,7 @@ from runner.fairness import jain
 from runner.hosts.base import CommandResult, Host, Spawned
 from runner.hosts.container import ContainerHost
 from runner.hosts.ssh import HostSpec, SSHHost
+from runner.probes.session import ProbeWindow
 from runner.provision import container, image, libvirt, rootfs, xen
 from runner.provision.guest import GuestSpec, campaign_slug, describe_guest
 from runner.provision.topology import TOPOLOGY_SCRIPT, Topology, parse_topology_dump
@@ -764,7 +765,8 @@ def _run_in_guests(env: str, host: Host, plugin: Workload, params: Mapping[str, 
     try:
         _prepare(boot, plugin, ctx)
         # The matrix's probes read the hypervisor host (side host; schedstat watches the guests' vCPU
-        # threads by their names) around the guests' run; inside the guests they are not run yet.
+        # threads by their names) around the guests' run, and inside every guest (side guest, its rows with
+        # the guest's vm) around its own run: _run_workload.
         with probe_window(host, ctx, "host", [spec.name for spec in boot.specs]) as probed:
             outcome = _run_workload(boot, plugin, params, ctx, timeout)
         outcome = with_probes(outcome, probed)
@@ -812,6 +814,8 @@ def _run_workload(boot: Boot, plugin: Workload, params: Mapping[str, Any], ctx: 
     window = window_plan(plugin, params, len(specs), timeout)
     run_params = params if window is None else window[1]
     run_id = uuid.uuid4().hex[:12]  # names this run to its stop command (a stale stop never reaches a later run)
+    probed: dict[int, ProbeWindow] = {}  # vm -> the probes read inside that guest
+    scope = _probe_scope(boot)
 
     def job(spec: GuestSpec, guest: Host) -> Callable[[threading.Barrier], tuple[CommandResult, str, str, float, float]]:
         gctx = WorkloadContext(host=guest.name, workdir=GUEST_WORKDIR, cpus=spec.vcpus,
@@ -820,13 +824,16 @@ def _run_workload(boot: Boot, plugin: Workload, params: Mapping[str, Any], ctx: 
 
         def run(barrier: threading.Barrier) -> tuple[CommandResult, str, str, float, float]:
             try:
-                stat0 = guest.run(["cat", "/proc/stat"], timeout=60).stdout
-                barrier.wait()
-                t0 = time.time()
-                result = guest.run(argv, timeout=timeout, cwd=GUEST_WORKDIR)
-                t1 = time.time()
-                finished()
-                stat1 = guest.run(["cat", "/proc/stat"], timeout=60).stdout
+                # The probes inside the guest start before the barrier (the start is outside every
+                # guest's measurement) and stop after the guest's run; they never fail the trial.
+                with probe_window(guest, gctx, "guest", vm=spec.index, owner=host.name, where=scope) as probed[spec.index]:
+                    stat0 = guest.run(["cat", "/proc/stat"], timeout=60).stdout
+                    barrier.wait()
+                    t0 = time.time()
+                    result = guest.run(argv, timeout=timeout, cwd=GUEST_WORKDIR)
+                    t1 = time.time()
+                    finished()
+                    stat1 = guest.run(["cat", "/proc/stat"], timeout=60).stdout
             except HostError as exc:
                 _guest_lost(host, spec, exc)
             return result, stat0, stat1, t0, t1
@@ -882,7 +889,19 @@ def _run_workload(boot: Boot, plugin: Workload, params: Mapping[str, Any], ctx: 
             "vcpu_run_delay_s": run_delay_s(b, a) if b is not None and a is not None else None,
             "window_overlap": overlap if len(specs) > 1 else None,
         })
-    return merge_outcomes(outcomes, telemetry, **fields)
+    outcome = merge_outcomes(outcomes, telemetry, **fields)
+    for spec in specs:  # the rows read inside each guest, with its vm (side guest)
+        if spec.index in probed:
+            outcome = with_probes(outcome, probed[spec.index], vm=spec.index)
+    return outcome
+
+
+def _probe_scope(boot: Boot) -> str:
+    """How probe notes name the guests of a boot; also the scope of one availability check inside them (the
+    guests of one environment, guest kernel and image on one hypervisor host answer alike)."""
+    kernel = boot.specs[0].guest_kernel if boot.specs else ""
+    what = ", ".join(x for x in (f"kernel {kernel}" if kernel else "", f"image {boot.image[0]}") if x)
+    return f"{boot.env} guests ({what}) of {boot.hypervisor.name}"
 
 
 def _has_steal_clock(boot: Boot, index: int) -> bool:

@@ -8,7 +8,8 @@ grouped by guest configuration like the plan when guests are reused.
 
 Resume-safe: a relaunch finds the extra repetitions already in the dataset (`resumed`: those not yet
 successful are run again, like any planned trial), reads the values recorded so far, and continues with
-the round the data calls for.
+the round the data calls for. Its round number, too, comes from the data (`recorded_round`), so the progress
+display and the messages go on counting where the last launch stopped instead of starting at 1 again.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from runner.analysis.adaptive import AT_MAX, TIGHT, CellState, deciding_metric, next_round, status
+from runner.analysis.adaptive import AT_MAX, TIGHT, CellState, deciding_metric, next_round, status, step
 from runner.matrix.load import AdaptiveRepetitions, Matrix
 from runner.records.store import AttemptRecord, Recorded
 from runner.trials import Trial, group_by_guests, more_repetitions, order_trials, trial_id
@@ -32,6 +33,7 @@ class Rounds:
             self.first.setdefault(t.cell_id, t)
         self.tried = {cell: self.policy.min for cell in self.first}
         self.values: dict[str, dict[str, list[float]]] = {cell: {} for cell in self.first}
+        self.by_rep: dict[str, dict[str, dict[int, float]]] = {cell: {} for cell in self.first}  # read back: metric -> rep -> value
         self.better: dict[str, bool | None] = {}
         self.round = 1
 
@@ -47,17 +49,41 @@ class Rounds:
         return out
 
     def load(self, metrics: Any) -> None:
-        """The workload's total values recorded so far (a metrics table as pandas)."""
+        """The workload's total values recorded so far (a metrics table as pandas), and the round they reach
+        (after `resumed`, which finds the highest repetition of each cell)."""
         if metrics is None or len(metrics) == 0:
             return
         m = metrics
         for col in ("thread", "vm", "probe", "role"):  # role: canary runs are not repetitions of their cell
             if col in m.columns:
                 m = m[m[col].isna()]
-        for cell, name, value, hib in zip(m["cell_id"], m["metric"], m["value"], m["higher_is_better"], strict=True):
+        reps = m["repetition"] if "repetition" in m.columns else [None] * len(m)
+        for cell, name, value, hib, rep in zip(m["cell_id"], m["metric"], m["value"], m["higher_is_better"], reps, strict=True):
             if cell in self.values:
                 self.values[cell].setdefault(str(name), []).append(float(value))
                 self.better.setdefault(str(name), _direction(hib))
+                if rep is not None and rep == rep:
+                    self.by_rep[cell].setdefault(str(name), {})[int(rep)] = float(value)
+        self.round = self.recorded_round()
+
+    def recorded_round(self) -> int:
+        """The round the recorded repetitions reach (1: none beyond `min`). A cell gets repetitions in one round
+        after another from round 2 until it is done (tight or at max: no new value reopens it), so the cell that
+        took part in the most rounds names the round. Those are counted by replaying the rule
+        (runner.analysis.adaptive.step) on the cell's values by repetition number, up to its highest recorded
+        repetition; where the replay finds no step (a repetition that failed then and succeeded on a later
+        launch), the rest counts as doubling rounds, the fewest the rule allows."""
+        metric = self.metric
+        most = 0
+        for cell, top in self.tried.items():
+            values = self.by_rep[cell].get(metric, {}) if metric else {}
+            tried, rounds = self.policy.min, 0
+            while tried < top:
+                state = CellState(tuple(v for r, v in sorted(values.items()) if r <= tried), tried)
+                k = step(state, self.policy.ci, self.policy.max)
+                tried, rounds = min(top, tried + (k if k > 0 else tried)), rounds + 1
+            most = max(most, rounds)
+        return 1 + most
 
     def observe(self, rec: AttemptRecord) -> None:
         """A successful attempt's totals count toward its cell."""

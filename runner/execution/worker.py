@@ -51,6 +51,9 @@ class AttemptSpec:
     # The campaign's hold on the host (runner.lab.reservations.HoldGuard), confirmed on the host by the trial's
     # first command: a hold lost meanwhile stops the trial before anything of it runs (record kind "hold").
     hold: HoldGuard | None = None
+    # (launch token, n): the n-th trial this launch sent to the host. A host's next trial may wait in its worker
+    # while the previous one runs (campaign._Dispatch._depth): they take the host in this order (_turn).
+    turn: tuple[str, int] | None = None
 
 
 _lock = threading.Lock()
@@ -120,9 +123,51 @@ def _leased(spec: AttemptSpec) -> Iterator[None]:
         lease.release()
 
 
+TURN_GRACE_S = 2.0  # how long a trial waits for its predecessor to start in this process before going on
+_turns = threading.Condition()
+_started_turn: dict[str, tuple[str, int]] = {}  # host lease name -> the (launch, n) that took the host last
+
+
+@contextlib.contextmanager
+def _turn(spec: AttemptSpec) -> Iterator[None]:
+    """The host, for one trial at a time and in the order the controller sent them (spec.turn): the next
+    trial of a host waits in its worker while the previous one runs. In this process, trial n waits until
+    trial n-1 of the same launch has the host (or TURN_GRACE_S, if n-1 never came here: sent again elsewhere
+    after worker churn); then it takes a lock file per host (flock: per open file, so threads and processes
+    alike; released if the process dies), which it gets when n-1 ends. No turn (a shared scheduler's
+    trials): nothing; the scheduler-wide host lease (_leased) keeps campaigns apart there."""
+    if spec.turn is None:
+        yield
+        return
+    import fcntl
+    import hashlib
+    import tempfile
+
+    launch, n = spec.turn
+    name = lease_name(spec.host)
+
+    def predecessor_has_it() -> bool:
+        last = _started_turn.get(name)
+        return n <= 1 or (last is not None and last[0] == launch and last[1] >= n - 1)
+
+    with _turns:
+        _turns.wait_for(predecessor_has_it, timeout=TURN_GRACE_S)
+    folder = os.path.join(tempfile.gettempdir(), f"runner-turns-{os.getuid()}")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(folder, hashlib.sha256(name.encode()).hexdigest()[:24] + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with _turns:
+            _started_turn[name] = (launch, n)
+            _turns.notify_all()
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def execute(spec: AttemptSpec) -> AttemptRecord:
     """Run one attempt of one trial on its host and return its record (never raises for a failed trial)."""
-    with _leased(spec):
+    with _leased(spec), _turn(spec):
         return _execute(spec)
 
 

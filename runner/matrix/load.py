@@ -71,13 +71,15 @@ class AdaptiveRepetitions:
 
 @dataclass(frozen=True)
 class Canary:
-    """`canary: {cell: {...}, every: N}`: one cell of the matrix, re-run on each host before its first trial
-    and then after every `every` trials, to watch the host drift (runner.execution.canary). `cell` holds a
-    value of every axis, as written (the matrix file may leave out axes with one value)."""
+    """`canary: {cell: {...}, every: N, minutes: M}`: one cell of the matrix, re-run on each host before its
+    first trial, then after every `every` trials or `minutes` minutes, whichever comes first (at least one of
+    them is given), and once after the host's last trial, to watch the host drift (runner.execution.canary).
+    `cell` holds a value of every axis, as written (the matrix file may leave out axes with one value)."""
 
     cell: Mapping[str, Any]
-    every: int
+    every: int | None  # None: only the minutes count
     metric: str | None = None  # what the report watches; None: throughput, else the first higher-is-better metric
+    minutes: float | None = None  # None: only the trials count
 
 
 @dataclass(frozen=True)
@@ -317,7 +319,12 @@ def _canary(
         open_axes = [a for a in axes if a not in wanted]
         raise MatrixError(f"{name}: canary.cell: {_flow(wanted)} names {len(found)} cells of the matrix; "
                           f"give a value of every axis that varies (also {', '.join(open_axes)})")
-    return Canary(cell=dict(found[0]), every=int(value["every"]), metric=value.get("metric"))
+    every, minutes = value.get("every"), value.get("minutes")
+    if every is None and minutes is None:
+        raise MatrixError(f"{name}: canary: neither 'every' nor 'minutes' is given; give trials between two canary runs "
+                          "(every: 10), minutes (minutes: 30) or both (a canary run is due when either is reached)")
+    return Canary(cell=dict(found[0]), every=None if every is None else int(every), metric=value.get("metric"),
+                  minutes=None if minutes is None else float(minutes))
 
 
 def _same(a: Any, b: Any) -> bool:

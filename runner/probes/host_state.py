@@ -47,6 +47,7 @@ exit 0
 @register("host_state")
 class HostState(Probe):
     description = "governor, turbo, NUMA balancing, irqbalance, other processes' load and throttle counts before the trial"
+    sides = ("host",)  # the state of the machine: for a guest trial, its hypervisor host's
     timeout = 15.0
 
     def start(self, host: Host, ctx: ProbeContext) -> Any:

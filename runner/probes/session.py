@@ -6,7 +6,9 @@
     probed.notes    # one-line reports: a probe unavailable on the host (once), one that failed or hung
 
 Never raises for a probe's failure: each check, start and stop runs in a thread bounded by the probe's
-timeout; what fails is left out and reported. Availability is checked once per host, side and process.
+timeout; what fails is left out and reported. Availability is checked once per host, side and process; the
+guests of one configuration on a hypervisor host share one check (`owner`, `where`: the first guest checks,
+the others wait for its answer), so a probe missing in a guest image is reported once, not once per guest.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from runner.probes.base import Probe, ProbeContext, get
 from runner.workloads.base import Metric
 
 _lock = threading.Lock()
-_checked: dict[tuple[str, str, str], str | None] = {}  # (host, side, probe) -> None (usable) or the reason
+_checked: dict[tuple[str, str, str, str], str | None] = {}  # (owner, side, where, probe) -> None (usable) or the reason
+_checking: dict[tuple[str, str, str, str], threading.Event] = {}  # checks under way (set when _checked has them)
 
 
 class _Hung(Exception):
@@ -50,7 +53,7 @@ def bounded(fn: Callable[[], Any], timeout: float, name: str) -> Any:
 
 
 def forget_host(name: str) -> None:
-    """Check the probes again on this host next time (after a host failure: it may have changed)."""
+    """Check the probes again on this host (and its guests) next time (after a host failure: it may have changed)."""
     with _lock:
         for key in [k for k in _checked if k[0] == name]:
             del _checked[key]
@@ -61,11 +64,16 @@ def scratch_dir(workdir: str) -> str:
 
 
 class ProbeWindow:
-    """Start the probes on enter, stop them on exit; see the module docstring."""
+    """Start the probes on enter, stop them on exit; see the module docstring. `owner`: the host whose checks
+    these are (default ctx.host; a guest's hypervisor host, so forget_host(owner) forgets them too); `where`:
+    what the notes call the place (default ctx.host), also the scope of one availability check (e.g. "kvm guests
+    (kernel default, image minimal) of h1": all guests of that configuration)."""
 
-    def __init__(self, host: Host, names: Sequence[str], ctx: ProbeContext) -> None:
+    def __init__(self, host: Host, names: Sequence[str], ctx: ProbeContext, *, owner: str | None = None, where: str | None = None) -> None:
         self.host = host
         self.ctx = ctx
+        self.owner = ctx.host if owner is None else owner
+        self.where = where
         self.names = list(names)
         self.metrics: tuple[Metric, ...] = ()
         self.notes: tuple[str, ...] = ()
@@ -73,24 +81,35 @@ class ProbeWindow:
         self._notes: list[str] = []
 
     def _where(self) -> str:
+        if self.where is not None:
+            return self.where
         return f"{self.ctx.host} ({self.ctx.side})" if self.ctx.side != "host" else self.ctx.host
 
     def _usable(self, probe: Probe) -> bool:
-        key = (self.ctx.host, self.ctx.side, probe.name)
+        key = (self.owner, self.ctx.side, self.where or self.ctx.host, probe.name)
         with _lock:
-            known = key in _checked
-            reason = _checked.get(key)
+            known, reason, pending = key in _checked, _checked.get(key), _checking.get(key)
+            if not known and pending is None:
+                _checking[key] = threading.Event()
         if known:
             return reason is None
-        if self.ctx.side not in probe.sides:
-            reason = f"reads only on the {' or '.join(probe.sides)} side"
-        else:
-            try:
-                reason = bounded(lambda: probe.check(self.host, self.ctx), probe.timeout, probe.name)
-            except Exception as exc:  # noqa: BLE001 - a failing check means unusable, said once
-                reason = f"check failed: {_one_line(exc)}"
-        with _lock:
-            _checked[key] = reason
+        if pending is not None:  # another guest of the configuration checks it: its answer holds here too
+            pending.wait(probe.timeout + 5.0)
+            with _lock:
+                return key in _checked and _checked[key] is None
+        try:
+            if self.ctx.side not in probe.sides:
+                reason = f"reads only on the {' or '.join(probe.sides)} side"
+            else:
+                try:
+                    reason = bounded(lambda: probe.check(self.host, self.ctx), probe.timeout, probe.name)
+                except Exception as exc:  # noqa: BLE001 - a failing check means unusable, said once
+                    reason = f"check failed: {_one_line(exc)}"
+            with _lock:
+                _checked[key] = reason
+        finally:  # also on Ctrl-C: nobody waits for a check that ended
+            with _lock:
+                _checking.pop(key).set()
         if reason is not None:
             self._notes.append(f"probe {probe.name} not available on {self._where()}: {reason}; not recorded there")
         return reason is None

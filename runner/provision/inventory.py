@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import getpass
 import ipaddress
+import json
 import os
 import re
 import shlex
@@ -86,6 +87,7 @@ def load_inventory(path: Path | str, known_hosts: Path | str | None = None) -> I
     if known_hosts is not None:
         known_hosts = Path(known_hosts).expanduser()
         check_known_hosts_file(known_hosts)
+    from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
     from ansible.template import Templar
@@ -114,10 +116,17 @@ def load_inventory(path: Path | str, known_hosts: Path | str | None = None) -> I
     if not manager.hosts:
         why = f" ({warnings[0][0]})" if warnings else ""
         raise UsageError(f"{shown}: no hosts{why}")
+    shown_base, base = (shown, source) if source.is_dir() else (shown.parent, source.parent)
+    same_dir = shown_base.resolve() == base  # not so for an inventory file that is a symlink to another directory's
+    for file, kind in vars_files(loader, manager, base):
+        check_vars_file(shown_base / file.relative_to(base) if same_dir else file, kind)
     hosts: dict[str, HostSpec] = {}
     unsupported: dict[str, str] = {}
     for name, host in manager.hosts.items():
-        hostvars = variables.get_vars(host=host, include_hostvars=False)
+        try:
+            hostvars = variables.get_vars(host=host, include_hostvars=False)
+        except AnsibleError as e:  # what check_vars_file cannot see (a file encrypted whole, without the vault password)
+            raise UsageError(f"{shown}: host {name}: Ansible cannot read its variables: {' '.join(str(e).split())}") from None
         templar = Templar(loader=loader, variables=hostvars)
         conn_vars = {k: _template(templar, hostvars[k], shown, name, k) for k in _CONNECTION_VARS if k in hostvars}
         connection = conn_vars.get("ansible_connection")
@@ -155,6 +164,50 @@ def check_inventory_file(path: Path) -> None:
         raise UsageError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
     except RecursionError:
         raise UsageError(f"{path}: nested too deeply to be an inventory") from None
+
+
+def vars_files(loader: Any, manager: Any, base: Path) -> list[tuple[Path, str]]:
+    """(file, "group_vars" or "host_vars") of every variables file Ansible reads beside the inventory (`base`: its
+    directory, or the directory given) for its groups and hosts: `<name>`, `<name>.yml/.yaml/.json`, or the
+    files of a directory `<name>/` (Ansible's host_group_vars plugin and its own DataLoader.find_vars_files)."""
+    found: list[tuple[Path, str]] = []
+    for kind, names in (("group_vars", manager.groups), ("host_vars", manager.hosts)):
+        where = base / kind
+        if where.is_dir():
+            for name in sorted(names):
+                if not name.startswith(os.sep):  # Ansible skips such 'chroot' names too
+                    found.extend((Path(f), kind) for f in loader.find_vars_files(str(where), name))
+    return found
+
+
+class _VarsLoader(yaml.SafeLoader):
+    """YAML as Ansible reads a variables file, for checking only: its tags (!vault, !unsafe) read as null."""
+
+
+_VarsLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def check_vars_file(path: Path, kind: str) -> None:
+    """A host_vars/ or group_vars/ file is UTF-8 text holding a mapping of variables (YAML or JSON), else one
+    UsageError naming it: Ansible escapes a binary or non-UTF-8 file's bytes and fails with a traceback."""
+    what = f"{kind} file"
+    text = read_text(path, what)
+    if text.startswith("$ANSIBLE_VAULT;"):  # encrypted whole (ansible-vault encrypt): Ansible decrypts it
+        return
+    try:
+        doc = json.loads(text) if path.suffix == ".json" else None
+    except ValueError:
+        doc = None  # Ansible reads a .json file that is not JSON as YAML
+    try:
+        if doc is None:
+            doc = yaml.load(text, Loader=_VarsLoader)  # noqa: S506 - a SafeLoader
+    except yaml.YAMLError as e:
+        raise UsageError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    except RecursionError:
+        raise UsageError(f"{path}: nested too deeply to be a {what}") from None
+    if doc is not None and not isinstance(doc, dict):
+        raise UsageError(f"{path}: holds a {type(doc).__name__}, not a mapping of variable names to values; allowed in {kind}/: "
+                         "a mapping such as `ansible_user: admin`")
 
 
 @contextlib.contextmanager

@@ -8,7 +8,10 @@ runner.records.schema lays it out, plus:
     DATA-CARD.md      for people: what was measured, how, on what, how to read and cite it
     MANIFEST.sha256   SHA-256 of every other file (`sha256sum -c` format)
 `verify` reads the whole archive: a truncated or tampered one is refused with one line naming what is
-wrong. `--anonymize` replaces host names and addresses by stable pseudonyms (HMAC-SHA256 with a key kept
+wrong. An archive, a campaign or a datasets directory the user named that is missing, empty, damaged, of an
+unreadable version or of the wrong shape is bad input (BadDatasetError, UsageError: exit 2); what fails around
+good data (a held lock, a full disk, a server that does not answer) is a DatasetError (exit 1).
+`--anonymize` replaces host names and addresses by stable pseudonyms (HMAC-SHA256 with a key kept
 in RUNNER_HOME/anonymize.key, so the same host gets the same pseudonym in every archive of this lab and
 nobody outside can recompute them) in Parquet columns, JSON files, the matrix and file names.
 """
@@ -37,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from runner.errors import DatasetError, UsageError
+from runner.errors import BadDatasetError, DatasetError, UsageError
 from runner.records.schema import DICTIONARY, METRIC_FIELDS, READABLE_SCHEMAS, SCHEMA_VERSION, TRIAL_FIELDS
 from runner.records.store import (
     CAMPAIGN_NAME,
@@ -319,12 +322,12 @@ def _read(item: bytes | Path) -> str:
 
 
 def _text(path: Path) -> str:
-    """A text file of a dataset (to anonymize): UTF-8, else DatasetError naming it."""
+    """A text file of a dataset (to anonymize): UTF-8, else BadDatasetError naming it."""
     try:
         return path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise DatasetError(f"{path}: cannot anonymize: {why}") from None
+        raise BadDatasetError(f"{path}: cannot anonymize: {why}") from None
 
 
 def _json_member(data: bytes, name: str, where: str) -> dict[str, Any]:
@@ -334,7 +337,7 @@ def _json_member(data: bytes, name: str, where: str) -> dict[str, Any]:
     except (UnicodeDecodeError, ValueError, RecursionError):
         doc = None
     if not isinstance(doc, dict):
-        raise DatasetError(f"{where}: refused: {name} is not a JSON object (a damaged or foreign archive)")
+        raise BadDatasetError(f"{where}: refused: {name} is not a JSON object (a damaged or foreign archive)")
     return doc
 
 
@@ -354,24 +357,24 @@ class Verified:
 
 
 def _read_members(archive: Path, sink: Callable[[str, bytes], None]) -> None:
-    """Read every member; a truncated, damaged or unsafe archive raises DatasetError."""
+    """Read every member; a missing, truncated, damaged or unsafe archive raises BadDatasetError."""
     where = archive.name
     try:
         with tarfile.open(archive, "r:gz") as tar:
             for info in tar:
                 path = PurePosixPath(info.name)
                 if path.is_absolute() or ".." in path.parts:
-                    raise DatasetError(f"{where}: refused: member {info.name!r} points outside the archive")
+                    raise BadDatasetError(f"{where}: refused: member {info.name!r} points outside the archive")
                 if info.isdir():
                     continue
                 if not info.isfile():
-                    raise DatasetError(f"{where}: refused: member {info.name!r} is not a regular file")
+                    raise BadDatasetError(f"{where}: refused: member {info.name!r} is not a regular file")
                 fh = tar.extractfile(info)
                 sink(info.name, fh.read() if fh else b"")
     except FileNotFoundError:
-        raise DatasetError(f"{archive}: no such archive") from None
+        raise BadDatasetError(f"{archive}: no such archive") from None
     except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as exc:
-        raise DatasetError(f"{where}: refused: the archive is truncated or damaged ({' '.join(str(exc).split()) or type(exc).__name__})") from None
+        raise BadDatasetError(f"{where}: refused: the archive is truncated or damaged ({' '.join(str(exc).split()) or type(exc).__name__})") from None
 
 
 def verify(archive: Path, *, keep: dict[str, bytes] | None = None) -> Verified:
@@ -389,37 +392,37 @@ def verify(archive: Path, *, keep: dict[str, bytes] | None = None) -> Verified:
     _read_members(archive, sink)
     tops = {PurePosixPath(n).parts[0] for n in digests}
     if len(tops) != 1:
-        raise DatasetError(f"{where}: refused: expected one campaign directory, found {len(tops)}")
+        raise BadDatasetError(f"{where}: refused: expected one campaign directory, found {len(tops)}")
     top = tops.pop()
     manifest_name = f"{top}/{MANIFEST}"
     if manifest_name not in blobs:
-        raise DatasetError(f"{where}: refused: no {MANIFEST} (not a runner dataset archive, or truncated)")
+        raise BadDatasetError(f"{where}: refused: no {MANIFEST} (not a runner dataset archive, or truncated)")
     listed: dict[str, str] = {}
     for line in blobs[manifest_name].decode(errors="replace").splitlines():
         digest, _, rel = line.partition("  ")
         listed[f"{top}/{rel}"] = digest
     present = set(digests) - {manifest_name}
     for name in sorted(set(listed) - present):
-        raise DatasetError(f"{where}: refused: {name} is listed in {MANIFEST} but missing (truncated?)")
+        raise BadDatasetError(f"{where}: refused: {name} is listed in {MANIFEST} but missing (truncated?)")
     for name in sorted(present - set(listed)):
-        raise DatasetError(f"{where}: refused: {name} is not listed in {MANIFEST} (added after packing)")
+        raise BadDatasetError(f"{where}: refused: {name} is not listed in {MANIFEST} (added after packing)")
     for name in sorted(listed):
         if digests[name] != listed[name]:
-            raise DatasetError(f"{where}: refused: checksum mismatch for {name} (the file was changed after packing)")
+            raise BadDatasetError(f"{where}: refused: checksum mismatch for {name} (the file was changed after packing)")
     if f"{top}/archive.json" not in blobs:
-        raise DatasetError(f"{where}: refused: no archive.json (not a runner dataset archive)")
+        raise BadDatasetError(f"{where}: refused: no archive.json (not a runner dataset archive)")
     info = _json_member(blobs[f"{top}/archive.json"], "archive.json", where)
     if info.get("archive_version") != ARCHIVE_VERSION:
-        raise DatasetError(f"{where}: archive format {info.get('archive_version')!r} is not readable; this runner reads format {ARCHIVE_VERSION}")
+        raise BadDatasetError(f"{where}: archive format {info.get('archive_version')!r} is not readable; this runner reads format {ARCHIVE_VERSION}")
     version = info.get("schema_version")
     if type(version) is not int or version not in READABLE_SCHEMAS:  # not a bool, not a list (unhashable)
         newer = isinstance(version, int) and version > SCHEMA_VERSION
         hint = "upgrade the runner" if newer else "repack it with a runner of that time"
-        raise DatasetError(f"{where}: dataset schema version {version} is not readable (this runner reads {sorted(READABLE_SCHEMAS)}); {hint}")
+        raise BadDatasetError(f"{where}: dataset schema version {version} is not readable (this runner reads {sorted(READABLE_SCHEMAS)}); {hint}")
     campaign = info.get("campaign")
     if not isinstance(campaign, str) or not CAMPAIGN_NAME.fullmatch(campaign):
-        raise DatasetError(f"{where}: refused: archive.json: campaign {campaign!r} is not a campaign name "
-                           "(letters, digits, . _ - and no leading dot)")
+        raise BadDatasetError(f"{where}: refused: archive.json: campaign {campaign!r} is not a campaign name "
+                              "(letters, digits, . _ - and no leading dot)")
     if keep is not None:
         keep.update({n[len(top) + 1:]: b for n, b in blobs.items() if n != manifest_name})
     return Verified(archive, info["campaign"], version, bool(info.get("anonymized")), len(listed), _sha256(blobs[manifest_name]), info.get("fingerprints", {}), info.get("matrix_sha256", ""))
@@ -453,12 +456,12 @@ def comparable(theirs: Mapping[str, Any], ours: Mapping[str, Any], their_prints:
 def import_archive(archive: Path, datasets: Path) -> Imported:
     """Verify `archive` and add it under `datasets`: as a new campaign, merged into the existing campaign of
     that name (trials already there are skipped), or kept apart as `<campaign>--<id>` when incomparable."""
+    datasets = datasets_dir(datasets)
     files: dict[str, bytes] = {}
     checked = verify(Path(archive), keep=files)
-    datasets = Path(datasets)
     target = datasets / checked.campaign
     if "dataset.json" not in files:
-        raise DatasetError(f"{checked.archive.name}: refused: no dataset.json (not a runner dataset archive)")
+        raise BadDatasetError(f"{checked.archive.name}: refused: no dataset.json (not a runner dataset archive)")
     theirs = _json_member(files["dataset.json"], "dataset.json", checked.archive.name)
     for rel, data in files.items():  # checksums matched, but a crafted archive or damaged data packed so is refused here
         if rel.endswith(".json") and rel not in GENERATED:
@@ -467,7 +470,7 @@ def import_archive(archive: Path, datasets: Path) -> Imported:
             try:
                 pq.read_metadata(pa.BufferReader(data))
             except (pa.ArrowException, OSError):
-                raise DatasetError(f"{checked.archive.name}: refused: {rel} is not a readable Parquet file") from None
+                raise BadDatasetError(f"{checked.archive.name}: refused: {rel} is not a readable Parquet file") from None
     reason = None
     if (target / "dataset.json").exists():
         our_store = CampaignStore(target)
@@ -479,7 +482,13 @@ def import_archive(archive: Path, datasets: Path) -> Imported:
         target = datasets / f"{checked.campaign}--{checked.manifest_sha256[:8]}"
         if (target / "dataset.json").exists():
             return _merge(checked, files, CampaignStore(target), reason)
-    staging = Path(tempfile.mkdtemp(prefix=f".import-{checked.campaign}.", dir=datasets if datasets.exists() else None))
+    try:  # staged beside the target (same filesystem), made only now that the archive is known good
+        datasets.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".import-{checked.campaign}.", dir=datasets))
+    except (FileExistsError, NotADirectoryError) as exc:  # a file in the way: the path given is bad input
+        raise UsageError(f"{exc.filename or datasets}: cannot make the datasets directory there: {exc.strerror}") from None
+    except OSError as exc:
+        raise DatasetError(f"{datasets}: cannot import into it: {exc.strerror or exc}") from None
     try:
         for rel, data in files.items():
             if rel not in GENERATED:
@@ -487,12 +496,22 @@ def import_archive(archive: Path, datasets: Path) -> Imported:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_bytes(data)
         _note_import(staging, checked, reason)
-        datasets.mkdir(parents=True, exist_ok=True)
         os.replace(staging, target)
+    except OSError as exc:  # a full disk, a read-only directory: nothing is imported
+        raise DatasetError(f"{target}: cannot import: {exc.strerror or exc}; nothing imported") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     trials = {PurePosixPath(r).name.split(".")[0] for r in files if r.startswith("trials/")}
     return Imported(target.name, target, len(trials), 0, reason)
+
+
+def datasets_dir(datasets: Path | str) -> Path:
+    """The datasets directory to import into, checked before anything is read or fetched: it need not exist yet
+    (it is made when something is imported), but a path that is not a directory is bad input."""
+    datasets = Path(datasets)
+    if datasets.exists() and not datasets.is_dir():
+        raise UsageError(f"{datasets}: not a directory; give the datasets directory (--datasets, env RUNNER_DATASETS)")
+    return datasets
 
 
 def _note_import(root: Path, checked: Verified, reason: str | None) -> None:
@@ -511,18 +530,21 @@ def _merge(checked: Verified, files: Mapping[str, bytes], store: CampaignStore, 
         have = set(store.recorded())
         incoming = {PurePosixPath(r).name.split(".")[0] for r in files if r.startswith("trials/")}
         new = incoming - have
-        for rel, data in sorted(files.items()):
-            first = PurePosixPath(rel).parts[0]
-            keep = (first in ("trials", "metrics") and PurePosixPath(rel).name.split(".")[0] in new) or (
-                first == "hosts" and not (store.root / rel).exists()
-            )
-            if keep:
-                dest = store.root / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                tmp = dest.parent / f".{dest.name}.{os.getpid()}.tmp"
-                tmp.write_bytes(data)
-                os.replace(tmp, dest)
-        _note_import(store.root, checked, reason)
+        try:
+            for rel, data in sorted(files.items()):
+                first = PurePosixPath(rel).parts[0]
+                keep = (first in ("trials", "metrics") and PurePosixPath(rel).name.split(".")[0] in new) or (
+                    first == "hosts" and not (store.root / rel).exists()
+                )
+                if keep:
+                    dest = store.root / rel
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = dest.parent / f".{dest.name}.{os.getpid()}.tmp"
+                    tmp.write_bytes(data)
+                    os.replace(tmp, dest)
+            _note_import(store.root, checked, reason)
+        except OSError as exc:  # a full disk, a read-only directory (trial files are each whole or absent)
+            raise DatasetError(f"{store.root}: cannot import: {exc.strerror or exc}") from None
     return Imported(store.root.name, store.root, len(new), len(incoming & have), reason)
 
 
@@ -546,7 +568,7 @@ def connect_views(datasets: Path) -> Any:
         files = [str(p) for root in roots for p in (root / table).glob("workload=*/*.parquet")]
         if not files:
             con.close()
-            raise DatasetError(f"no {table} files in any campaign under {datasets}/")
+            raise BadDatasetError(f"no {table} files in any campaign under {datasets}/ (no trial has finished yet?)")
         listing = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
         try:  # reads every file's footer (union_by_name): a damaged file is found here
             con.execute(
@@ -559,7 +581,7 @@ def connect_views(datasets: Path) -> Any:
             why = " ".join(str(exc).split("\n")[0].split())
             m = re.search(r"'([^']+\.parquet)'", why)
             why = why.split(": ", 1)[-1].replace(f" '{m[1]}'", "") if m else why
-            raise DatasetError(f"{m[1] if m else datasets}: damaged {table} data: {why}") from None
+            raise BadDatasetError(f"{m[1] if m else datasets}: damaged {table} data: {why}") from None
     return con
 
 
@@ -567,9 +589,13 @@ def query(sql: str, datasets: Path) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run `sql` over the views; returns (column names, rows)."""
     import duckdb
 
+    if not sql.strip():
+        raise UsageError("empty query; give SQL over the views `metrics` and `trials`, e.g. \"SELECT count(*) FROM metrics\"")
     con = connect_views(datasets)
     try:
         cur = con.execute(sql)
+        if cur.description is None:  # a statement without a result (SET, CREATE ...)
+            return [], []
         return [d[0] for d in cur.description], cur.fetchall()
     except duckdb.Error as exc:
         raise UsageError(f"query failed: {' '.join(str(exc).split())}") from None
@@ -699,8 +725,9 @@ def publish(campaign: str, url: str, *, datasets: Path, anonymize: bool = False,
                     fs.rm_file(path)
                 except errors:
                     pass
-            not_a_directory = isinstance(exc, (FileExistsError, NotADirectoryError))  # the URL names a file: bad input
-            raise (UsageError if not_a_directory else DatasetError)(f"{url}: cannot publish: {_why(exc)}") from None
+            # the URL names a file, or a bucket that is not there (never made by publish): bad input
+            bad_url = isinstance(exc, (FileExistsError, NotADirectoryError, FileNotFoundError))
+            raise (UsageError if bad_url else DatasetError)(f"{url}: cannot publish: {_why(exc)}") from None
     return f"{url.rstrip('/')}/{name}"
 
 
@@ -710,6 +737,7 @@ def fetch(url: str, datasets: Path, *, s3_endpoint: str | None = None) -> Import
     refused before anything is imported."""
     if url.strip() and not url.endswith((".tar.gz", "://")):  # "sftp://" alone is refused as having no host
         url += ".tar.gz"
+    datasets = datasets_dir(datasets)
     fs, path = share_filesystem(url, write=False, s3_endpoint=s3_endpoint)
     errors = _transfer_errors()
     with tempfile.TemporaryDirectory() as tmp:
@@ -731,10 +759,10 @@ def fetch(url: str, datasets: Path, *, s3_endpoint: str | None = None) -> Import
         if expected is not None:
             want = expected.decode(errors="replace").split(maxsplit=1)[0].lower() if expected.strip() else ""
             if not re.fullmatch(r"[0-9a-f]{64}", want):
-                raise DatasetError(f"{url}{CHECKSUM_SUFFIX}: refused: not a SHA-256 checksum line; nothing imported")
+                raise BadDatasetError(f"{url}{CHECKSUM_SUFFIX}: refused: not a SHA-256 checksum line; nothing imported")
             got = _sha256_file(local)
             if got != want:
-                raise DatasetError(f"{url}: refused: checksum mismatch: the archive's SHA-256 is {got[:16]}..., "
+                raise BadDatasetError(f"{url}: refused: checksum mismatch: the archive's SHA-256 is {got[:16]}..., "
                                    f"{PurePosixPath(path).name}{CHECKSUM_SUFFIX} says {want[:16]}... "
                                    "(changed or damaged since it was published); nothing imported")
         return import_archive(local, datasets)

@@ -27,7 +27,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from runner import defaults
-from runner.errors import DatasetError, UnknownNameError, UsageError
+from runner.errors import BadDatasetError, DatasetError, UnknownNameError, UsageError
 from runner.hosts import process
 from runner.hosts.process import ProcessId
 from runner.records.schema import (
@@ -192,27 +192,27 @@ class CampaignStore:
         return self.root / "dataset.json"
 
     def meta(self) -> dict[str, Any]:
-        """dataset.json, checked: a damaged or incompatible one raises DatasetError naming the file."""
+        """dataset.json, checked: a missing, damaged or incompatible one raises BadDatasetError naming the file."""
         try:
             meta = read_json(self.meta_path, "dataset description")
         except FileNotFoundError:
-            raise DatasetError(f"{self.root}: not a campaign dataset (no dataset.json)") from None
+            raise BadDatasetError(f"{self.root}: not a campaign dataset (no dataset.json)") from None
         if not isinstance(meta, dict):
-            raise DatasetError(f"{self.meta_path}: damaged dataset description: a JSON {type(meta).__name__}, not an object")
+            raise BadDatasetError(f"{self.meta_path}: damaged dataset description: a JSON {type(meta).__name__}, not an object")
         version = meta.get("schema_version")
         if type(version) is not int or version not in READABLE_SCHEMAS:  # not a bool, not a list (unhashable)
-            raise DatasetError(
+            raise BadDatasetError(
                 f"{self.root}: dataset schema version {version!r} is not readable by this runner (reads version {SCHEMA_VERSION})"
             )
         for key, (kind, required) in META_TYPES.items():
             value = meta.get(key)
             if (key in meta or required) and (not isinstance(value, kind) or isinstance(value, bool)):
                 what = "missing" if key not in meta else f"{value!r} is not {META_KINDS[kind]}"
-                raise DatasetError(f"{self.meta_path}: damaged dataset description: {key}: {what}")
+                raise BadDatasetError(f"{self.meta_path}: damaged dataset description: {key}: {what}")
         for axis, kind in meta["axis_types"].items():
             if not isinstance(kind, str) or kind not in AXIS_TYPES:
-                raise DatasetError(f"{self.meta_path}: damaged dataset description: axis_types.{axis}: {kind!r} "
-                                   f"is not one of {', '.join(AXIS_TYPES)}")
+                raise BadDatasetError(f"{self.meta_path}: damaged dataset description: axis_types.{axis}: {kind!r} "
+                                      f"is not one of {', '.join(AXIS_TYPES)}")
         return meta
 
     def initialise(
@@ -274,17 +274,17 @@ class CampaignStore:
         except FileNotFoundError:
             return {}
         if not isinstance(doc, dict):
-            raise DatasetError(f"{path}: damaged provenance: a JSON {type(doc).__name__}, not an object")
+            raise BadDatasetError(f"{path}: damaged provenance: a JSON {type(doc).__name__}, not an object")
         return doc
 
     def matrix_text(self) -> str:
-        """The campaign's matrix.yml as launched; a missing or damaged one raises DatasetError naming it."""
+        """The campaign's matrix.yml as launched; a missing or damaged one raises BadDatasetError naming it."""
         path = self.root / "matrix.yml"
         try:
             return path.read_bytes().decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise DatasetError(f"{path}: damaged dataset: cannot read the campaign's matrix: {why}") from None
+            raise BadDatasetError(f"{path}: damaged dataset: cannot read the campaign's matrix: {why}") from None
 
     # -- the lock -------------------------------------------------------------------------------------
     def acquire(self) -> None:
@@ -426,7 +426,7 @@ class CampaignStore:
             if taken == when:
                 out[host] = read_json(path, "host facts")
                 if not isinstance(out[host], dict):
-                    raise DatasetError(f"{path}: damaged host facts: a JSON {type(out[host]).__name__}, not an object")
+                    raise BadDatasetError(f"{path}: damaged host facts: a JSON {type(out[host]).__name__}, not an object")
         return out
 
     @staticmethod
@@ -476,7 +476,7 @@ class CampaignStore:
             why = " ".join(str(exc).split())
             m = re.match(r"Could not open Parquet input source '([^']+)': (.*)", why)
             where, why = (m[1], m[2]) if m else (str(self.root / table), why)
-            raise DatasetError(f"{where}: damaged {table} data: {why}") from None
+            raise BadDatasetError(f"{where}: damaged {table} data: {why}") from None
 
 
 HOST_FACT_TIMES = ("after",)  # hosts/<host>.<when>.json beside hosts/<host>.json (taken before)
@@ -562,13 +562,13 @@ def _guest_columns(guest: Mapping[str, Any]) -> dict[str, Any]:
 
 def read_json(path: Path, what: str) -> Any:
     """A JSON file of a dataset. A missing file raises FileNotFoundError (the caller knows what that means);
-    an unreadable or damaged one (empty, binary, not UTF-8, not JSON) raises DatasetError naming it."""
+    an unreadable or damaged one (empty, binary, not UTF-8, not JSON) raises BadDatasetError naming it."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise
     except OSError as exc:
-        raise DatasetError(f"{path}: cannot read the {what}: {exc.strerror}") from None
+        raise BadDatasetError(f"{path}: cannot read the {what}: {exc.strerror}") from None
     try:
         return json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
@@ -577,7 +577,7 @@ def read_json(path: Path, what: str) -> Any:
         why = "the file is empty" if not data.strip() else f"not valid JSON ({exc.msg}, line {exc.lineno})"
     except RecursionError:
         why = "nested too deeply"
-    raise DatasetError(f"{path}: damaged {what}: {why}")
+    raise BadDatasetError(f"{path}: damaged {what}: {why}")
 
 
 # dataset.json keys readers rely on: key -> (type, required); schema_version is checked on its own.

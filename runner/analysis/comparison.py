@@ -20,7 +20,7 @@ import pandas as pd
 from scipy.stats import false_discovery_control, mannwhitneyu
 
 from runner.analysis.stats import as_pandas, bootstrap_ci, check_metrics, param_columns, totals
-from runner.errors import DatasetError
+from runner.errors import BadDatasetError
 
 VERDICT_ORDER = {"regression": 0, "improvement": 1, "changed": 2, "same": 3, "untested": 4}
 
@@ -45,7 +45,7 @@ def compare(a: Any, b: Any, *, metric: str | None = None, q: float = 0.05, n_boo
     ta = ta[ta["value"].notna().to_numpy()]
     tb = tb[tb["value"].notna().to_numpy()]
     if ta.empty or tb.empty:
-        raise DatasetError(f"nothing to compare: {'A' if ta.empty else 'B'} has no total rows" + (f" of metric {metric!r}" if metric else ""))
+        raise BadDatasetError(f"nothing to compare: {'A' if ta.empty else 'B'} has no total rows" + (f" of metric {metric!r}" if metric else ""))
     ga, gb = _groups(ta, keys), _groups(tb, keys)
     hib = {}
     if "higher_is_better" in ta.columns:
@@ -65,7 +65,7 @@ def compare(a: Any, b: Any, *, metric: str | None = None, q: float = 0.05, n_boo
         rows.append({**dict(zip(keys, key)), "n_a": xa.size, "n_b": xb.size, "median_a": ma, "median_b": mb,
                      "change": change, "change_low": float(lo), "change_high": float(hi), "p": p})
     if not rows:
-        raise DatasetError(f"no cell of B matches a cell of A on {', '.join(keys)}")
+        raise BadDatasetError(f"no cell of B matches a cell of A on {', '.join(keys)}")
     out = pd.DataFrame(rows)
     out["higher_is_better"] = out["metric"].map(hib) if hib else None
     tested = out["p"].notna().to_numpy()
@@ -106,10 +106,10 @@ def compare_variants(metrics: Any, axis: str, a: Any, b: Any, **kwargs: Any) -> 
     """Compare variant `b` of `axis` against variant `a` within one data set (e.g. lock=oticket vs lock=ticket)."""
     metrics = as_pandas(metrics)
     if axis not in metrics.columns:
-        raise DatasetError(f"no axis {axis!r} in the metrics table; axes: {', '.join(param_columns(metrics))}")
+        raise BadDatasetError(f"no axis {axis!r} in the metrics table; axes: {', '.join(param_columns(metrics))}")
     known = sorted(map(str, metrics[axis].dropna().unique()))
     for v in (a, b):
         if not (metrics[axis] == v).any():
-            raise DatasetError(f"no rows with {axis}={v!r}; known: {', '.join(known)}")
+            raise BadDatasetError(f"no rows with {axis}={v!r}; known: {', '.join(known)}")
     ignore = tuple(kwargs.pop("ignore", ())) + (axis,)
     return compare(metrics[(metrics[axis] == a).to_numpy()], metrics[(metrics[axis] == b).to_numpy()], ignore=ignore, **kwargs)
