@@ -16,9 +16,9 @@
    started its first (connect, CPU count, work directory); `tail` = the last trial's end on the
    busiest-ending host minus the median host's last end (uneven shares in pool placement). And the CPU
    each variant used per trial (the whole campaign, launch included, divided by T): the runner's processes
-   (controller, Dask scheduler and workers), the test-bed hosts' (sshd and everything it ran), and the
-   machine's; the test-bed hosts share this machine's cores with the runner, so on 2 cores short trials
-   find the cores busy (see docs/hosts.md).
+   (controller, Dask scheduler and workers), the test-bed hosts' (sshd and everything it ran), and how many
+   of the machine's cores were busy during the makespan: the test-bed hosts share this machine's cores with
+   the runner, so on 2 cores short trials find the cores busy (see docs/hosts.md).
 2. Per-trial overhead over SSH, side by side with Ansible: N trials of `true` on one host, run back to
    back by the runner (span / N), against N runs of `ansible tb1 -m ansible.builtin.command -a true`
    with the project's ansible.cfg (pipelining, ControlPersist: Ansible at its fastest). Goal: the
@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -96,42 +97,62 @@ def fanout(tmp: Path, inventory: Path, t: int) -> None:
 
 
 class CpuMeter:
-    """CPU seconds used while a campaign runs, by whom (psutil; a process that ended is counted in its parent's
-    children times once reaped): the runner (this process and its descendants: the Dask scheduler, workers
-    and their forkserver), the test-bed hosts (each host's sshd and what it ran: sessions, shells, the
-    workloads), and the whole machine (/proc/stat: everything, the two above included)."""
+    """CPU used while a campaign runs. Per trial (the whole campaign, launch and facts included, over T; psutil,
+    a process that ended counted in its parent's children times once reaped): the runner (this process and its
+    descendants: Dask scheduler, workers, their forkserver; not the test bed) and the test-bed hosts (each
+    host's sshd and what it ran: sessions, shells, workloads). And the machine's cores busy during the makespan
+    only (/proc/stat sampled every 50 ms by a thread; everything on the machine), which shows whether short
+    trials found the cores busy."""
 
     def __init__(self, bed: TestBed) -> None:
         import psutil
 
         self.psutil = psutil
-        self.sshd = [h.sshd_pid for h in bed.hosts if h.sshd_pid]
-
-    def _tree(self, pid: int) -> float:
-        try:
-            root = self.psutil.Process(pid)
-            procs = [root, *root.children(recursive=True)]
-        except self.psutil.NoSuchProcess:
-            return 0.0
-        total = 0.0
-        for proc in procs:
-            try:
-                t = proc.cpu_times()
-                total += t.user + t.system + t.children_user + t.children_system
-            except self.psutil.NoSuchProcess:
-                pass
-        return total
-
-    def sample(self) -> tuple[float, float, float]:
-        with open("/proc/stat") as f:
-            ticks = [int(x) for x in f.readline().split()[1:]]
-        machine = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
-        return self._tree(os.getpid()), sum(self._tree(pid) for pid in self.sshd), machine
+        self.sshd = {h.sshd_pid for h in bed.hosts if h.sshd_pid}
+        self.samples: list[tuple[float, float]] = []  # (time.time(), busy CPU seconds of the machine so far)
+        self._stop = threading.Event()
+        threading.Thread(target=self._sample, daemon=True, name="cpu-sampler").start()
 
     @staticmethod
-    def per_trial(before: tuple[float, float, float], after: tuple[float, float, float], n: int) -> str:
-        runner, hosts, machine = ((b - a) * 1000 / n for a, b in zip(before, after, strict=True))
-        return f"cpu/trial: runner {runner:.0f} ms, test-bed hosts {hosts:.0f} ms, machine {machine:.0f} ms"
+    def _busy() -> float:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+        return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self.samples.append((time.time(), self._busy()))
+
+    def _cpu(self, proc: object) -> float:
+        t = proc.cpu_times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def _trees(self) -> tuple[float, float]:
+        runner = hosts = 0.0
+        root = self.psutil.Process(os.getpid())
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                if proc.pid in self.sshd:
+                    hosts += self._cpu(proc) + sum(self._cpu(c) for c in proc.children(recursive=True))
+                elif not any(p.pid in self.sshd for p in proc.parents()):
+                    runner += self._cpu(proc)
+            except self.psutil.NoSuchProcess:
+                pass
+        return runner, hosts
+
+    def sample(self) -> tuple[float, float]:
+        return self._trees()
+
+    def per_trial(self, before: tuple[float, float], after: tuple[float, float], n: int) -> str:
+        runner, hosts = ((b - a) * 1000 / n for a, b in zip(before, after, strict=True))
+        return f"cpu/trial: runner {runner:.0f} ms, test-bed hosts {hosts:.0f} ms"
+
+    def cores_busy(self, start: float, end: float) -> float:
+        """Mean cores busy on the machine between two time.time() instants (interpolated between samples)."""
+        import numpy as np
+
+        ts, busy = np.array([t for t, _ in self.samples]), np.array([b for _, b in self.samples])
+        return float((np.interp(end, ts, busy) - np.interp(start, ts, busy)) / (end - start))
 
 
 def breakdown(trials: object, seconds: float) -> str:
@@ -204,11 +225,14 @@ def fanout_true(tmp: Path, bed: TestBed, inventory: Path, t: int, hosts: int = 4
             first = trials["started_at"].min().timestamp() - t0
             print(f"  {seconds:<4g}  {variant:<31}  {span:7.2f}s  {ideal:5.2f}s  {ideal / span:10.3f}  {first:16.2f}s"
                   f"  {elapsed:12.2f}s  {load0:.1f}/{os.getloadavg()[0]:.1f}", flush=True)
-            lines.append(f"  {seconds:<4g}  {variant:<31}  {breakdown(trials, seconds)}  {meter.per_trial(cpu0, cpu1, t)}")
+            busy = meter.cores_busy(trials["started_at"].min().timestamp(), trials["ended_at"].max().timestamp())
+            lines.append(f"  {seconds:<4g}  {variant:<31}  {breakdown(trials, seconds)}  {meter.per_trial(cpu0, cpu1, t)}; "
+                         f"cores busy in the makespan {busy:.2f} of {os.cpu_count()}")
         load0 = os.getloadavg()[0]
         cpu0 = meter.sample()
         span = run_plain(bed, hosts, seconds, t)
-        lines.append(f"  {seconds:<4g}  {'plain SSH loop (paramiko)':<31}  {meter.per_trial(cpu0, meter.sample(), t)}")
+        lines.append(f"  {seconds:<4g}  {'plain SSH loop (paramiko)':<31}  {meter.per_trial(cpu0, meter.sample(), t)}; "
+                     f"cores busy in the makespan {meter.cores_busy(time.time() - span, time.time()):.2f} of {os.cpu_count()}")
         print(f"  {seconds:<4g}  {'plain SSH loop (paramiko)':<31}  {span:7.2f}s  {ideal:5.2f}s  {ideal / span:10.3f}  "
               f"{'-':>16}   {'-':>12}   {load0:.1f}/{os.getloadavg()[0]:.1f}", flush=True)
     print("  per trial beyond D (medians, ms; see the module doc):")

@@ -26,6 +26,7 @@ from runner.analysis.drift import (
     LAST,
     STATE_SAMPLE_S,
     canary_metric,
+    canary_rhythm,
     canary_series,
     drift_table,
     drift_warnings,
@@ -409,7 +410,7 @@ def _drift_section(rep: _Report, metrics: pd.DataFrame, trials: pd.DataFrame | N
     cell = " ".join(f"{k}={v}" for k, v in (spec.get("cell") or {}).items()) or "the canary cell"
     t0 = _first_start(trials)
     if spec and series.empty:
-        parts.append(f"<p>The matrix names a canary ({html.escape(cell)}, every {spec.get('every')} trials) but no canary run "
+        parts.append(f"<p>The matrix names a canary ({html.escape(cell)}, {html.escape(canary_rhythm(spec))}) but no canary run "
                      "has a result yet.</p>")
     if not series.empty:
         drift = drift_table(series)
@@ -428,8 +429,8 @@ def _drift_section(rep: _Report, metrics: pd.DataFrame, trials: pd.DataFrame | N
                                             float(d["ref_low"]), float(d["ref_high"]), LAST, d["drifted"]))
         timed = series["started_at"].notna().all() and t0 is not None
         parts.append(
-            f"<p>The canary, {html.escape(cell)}, re-run on each host before its first trial and then after every "
-            f"{html.escape(str(spec.get('every', '?')))} trials (its runs are not repetitions of the cell and stay out of its "
+            f"<p>The canary, {html.escape(cell)}, re-run on each host before its first trial, then "
+            f"{html.escape(canary_rhythm(spec))} and once after its last trial (its runs are not repetitions of the cell and stay out of its "
             f"statistics). Shaded: the range of a host's first runs (squares); ringed: its last {LAST} runs. A host drifts when "
             f"those all lie outside that range on one side and their median moved by more than 2% (chance on a steady host: "
             f"{100 * false_alarm_rate():.1f}%; docs/analysis.md).</p>")

@@ -27,7 +27,7 @@ from runner.execution import environments
 from runner.execution.canary import Canaries, probes_for
 from runner.execution.guests import prepare_images
 from runner.execution.rounds import Rounds
-from runner.execution.worker import AttemptSpec, execute, host_cpus, kill_running, release_guests
+from runner.execution.worker import AttemptSpec, execute, host_cpus, kill_running, release_guests, warm
 from runner.matrix.load import Matrix
 from runner.provision import xen
 from runner.provision.guest import HOST_TOOLS, check_guest_params
@@ -37,6 +37,9 @@ from runner.workloads import base
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CHURN_CHECK_S = 2.0  # with nothing finishing, look at the scheduler's workers this often
+
+
+WARM_TIMEOUT_S = 5.0  # the longest the first trials wait for the workers' connections to every host (_loop)
 
 
 @dataclass
@@ -589,6 +592,12 @@ class _Dispatch:
                 self.progress.messages.append(
                     f"the scheduler has {threads} worker threads for {len(self.specs)} hosts: at most {threads} hosts measure at once"
                 )
+        if not shared:  # each worker connects to its hosts now: all hosts start their first trial together
+            warming = [client.submit(warm, self.specs[n], key=f"warm-{self.matrix.campaign}-{n}-{os.getpid()}-{time.monotonic_ns()}",
+                                     workers=[preferred[n]], allow_other_workers=True, pure=False)
+                       for n in sorted(self.specs) if n in preferred]
+            with contextlib.suppress(TimeoutError):  # a host that does not answer in time: its first trial says why
+                wait(warming, timeout=WARM_TIMEOUT_S)
         stall_s, wait_s = stall_after_s(), worker_wait_s()
         checked = quiet_since = time.monotonic()  # the last look at the workers; the last trial sent or finished
         no_workers_since: float | None = None
