@@ -56,6 +56,7 @@ def main(n: int) -> None:
         assert summary.success, summary.failures
         _, trials, _ = read_campaign(summary.dataset)
         cli_first, cli_load = launch_by_command(path, Path(tmp) / "ds-cli")
+        relaunch_first, relaunch_load = relaunch_after_sigkill(Path(tmp), inventory)
     in_worker = statistics.median(trials["wall_s"] - trials["workload_wall_s"])
     workload = statistics.median(trials["workload_wall_s"])
     span = (trials["ended_at"].max() - trials["started_at"].min()).total_seconds()
@@ -69,6 +70,8 @@ def main(n: int) -> None:
     print(f"  launch -> first trial               : {first:7.2f} s  (goal < 3 s)")
     print(f"  load average (1 min) before/after   : {load0:.1f} / {os.getloadavg()[0]:.1f}")
     print(f"  `runner launch` -> first trial      : {cli_first:7.2f} s  (a new process; load before/after {cli_load})")
+    print(f"  relaunch after SIGKILL -> 1st trial : {relaunch_first:7.2f} s  (`runner launch` again after the controller was "
+          f"SIGKILLed mid-campaign; goal < 5 s; load {relaunch_load})")
 
 
 def launch_by_command(matrix: Path, datasets: Path) -> tuple[float, str]:
@@ -81,6 +84,39 @@ def launch_by_command(matrix: Path, datasets: Path) -> tuple[float, str]:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     _, trials, _ = read_campaign(datasets / "overhead-bench")
     return trials["started_at"].min().timestamp() - t0, f"{load0:.1f} / {os.getloadavg()[0]:.1f}"
+
+
+def relaunch_after_sigkill(tmp: Path, inventory: Path) -> tuple[float, str]:
+    """`runner launch` of 8 trials of `sleep 1`, SIGKILLed (the controller process only, as a crash or the OOM
+    killer would) once two trials are recorded; then `runner launch` again: seconds from its start to the
+    start of its first trial (one the first launch did not record). Its hold on the host is the killed
+    controller's: the relaunch must take it over at once, not wait for the hold to expire."""
+    runner = Path(sys.executable).with_name("runner")
+    argv = [str(runner)] if runner.exists() else [sys.executable, "-m", "runner.cli"]
+    path = tmp / "relaunch.yml"
+    path.write_text(
+        "campaign: relaunch-bench\n"
+        f"hosts: {{group: local, inventory: {inventory}}}\n"
+        "workload:\n  name: command\n  params:\n    run: 'sleep 1; echo \"{\\\"n\\\": 1}\"'\n"
+        f"axes:\n  i: {list(range(8))}\nrepetitions: 1\ntimeout: 30\n"
+    )
+    datasets = tmp / "ds-relaunch"
+    command = [*argv, "launch", str(path), "--datasets", str(datasets), "--quiet"]
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trials_dir = datasets / "relaunch-bench" / "trials"
+    deadline = time.monotonic() + 120
+    while len(list(trials_dir.glob("**/*.parquet"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.kill()
+    first.wait()
+    _, before, _ = read_campaign(datasets / "relaunch-bench")
+    load0 = os.getloadavg()[0]
+    t0 = time.time()
+    proc = subprocess.run(command, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _, after, _ = read_campaign(datasets / "relaunch-bench")
+    new = after[~after["trial_id"].isin(set(before.loc[before["status"] == "ok", "trial_id"]))]
+    return new["started_at"].min().timestamp() - t0, f"{load0:.1f} / {os.getloadavg()[0]:.1f}"
 
 
 if __name__ == "__main__":
