@@ -98,43 +98,6 @@ def test_window_plan_starts_long_and_stops_together() -> None:
     assert command.stop_argv(ctx) is None
 
 
-def _fake_boot(hypervisor: str, k: int) -> guests.Boot:
-    """A boot whose k "guests" are this machine under other names (no VM: the guest path of _run_workload)."""
-    specs = [GuestSpec(env="container", name=f"g{i}", campaign="c", index=i, vcpus=1, memory_mib=256, vcpu_pins=((0,),),
-                       emulator_pins=(), numa_cells=(), kernel="", initrd="", cmdline="", accel="none", guest_kernel="", vms=k)
-             for i in range(k)]
-    return guests.Boot("container", "key", "boot", LocalHost(hypervisor), specs, [LocalHost(f"{hypervisor}-g{i}") for i in range(k)],
-                       [0.1] * k, "none", None, None)  # type: ignore[arg-type] - no guard, no network: nothing is started
-
-
-def test_probes_read_inside_each_guest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The matrix's probes also run inside every guest (side guest, the guest's vm); host-only probes are left
-    out there silently, one that cannot read inside the guests is reported once for all of them."""
-    monkeypatch.setattr(guests, "GUEST_WORKDIR", str(tmp_path))  # the "guests" are this machine
-    hv = f"hv-{tmp_path.name}"  # a hypervisor name of its own: nothing checked before
-    names = ["schedstat", "cpufreq", "kvm_exits", "host_state", "lock_stat"]
-    ctx = WorkloadContext(host=hv, workdir=str(tmp_path), cpus=2, extra={"probes": names, "trial_id": "t", "attempt": 1})
-    params = {"run": 'sleep 0.6; echo "{\\"v\\": 1}"'}
-    out = guests._run_workload(_fake_boot(hv, 2), base.get("command"), params, ctx, timeout=60)
-    assert out.status == "ok", out.error
-    probed = [m for m in out.metrics if m.probe is not None]
-    assert {m.side for m in probed} == {"guest"} and {m.vm for m in probed} == {0, 1}
-    assert {m.probe for m in probed} >= {"schedstat", "cpufreq"}
-    assert not {m.probe for m in probed} & {"kvm_exits", "host_state"}  # read on the hypervisor host only
-    for vm in (0, 1):
-        assert {"schedstat.run_delay_s", "cpufreq.mhz_mean"} <= {m.name for m in probed if m.vm == vm}
-    assert sorted(m.vm for m in out.metrics if m.name == "v") == [0, 1]  # the guests' own rows, as before
-    assert not list((tmp_path / ".probes").iterdir())  # the probes' files in the guests are gone
-    notes = [n for n in out.notes if "lock_stat" in n]
-    if not Path("/proc/lock_stat").exists():
-        assert notes == [f"probe lock_stat not available on container guests (image minimal) of {hv}: no /proc/lock_stat "
-                         "(kernel without CONFIG_LOCK_STAT); not recorded there"], out.notes
-    assert not any("kvm_exits" in n or "host_state" in n for n in out.notes)
-    ctx = WorkloadContext(host=hv, workdir=str(tmp_path), cpus=2, extra={**ctx.extra, "attempt": 2})
-    again = guests._run_workload(_fake_boot(hv, 2), base.get("command"), params, ctx, timeout=60)
-    assert again.status == "ok" and not again.notes  # checked once: the next trial says nothing again
-
-
 def test_guest_facts_parser() -> None:
     text = ("kernel_release 6.1.0-57-amd64\ncmdline console=ttyS0 panic=-1 quiet runner.ip=10.214.0.10/24\n"
             "online_cpus 0-1\nclocksource kvm-clock\nhypervisor  KVM\npv steal_time\npv kvm_clock\n")
@@ -178,7 +141,7 @@ def _nothing_left(campaign: str) -> None:
 @pytest.mark.guest
 def test_kvm_overcommit_campaign(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     name = "pytest-guest-overcommit"
-    matrix = _matrix(tmp_path, name, "kvm", "  vcpus: [2]\n  vms: [1, 2]\n")
+    matrix = _matrix(tmp_path, name, "kvm", "  vcpus: [2]\n  vms: [1, 2]\n", "repetitions: 1\nprobes: [schedstat, cpufreq, kvm_exits]\n")
     rc = main(["launch", str(matrix), "--datasets", str(tmp_path / "ds")])
     out = capsys.readouterr().out
     assert rc == 0, out
@@ -220,6 +183,18 @@ def test_kvm_overcommit_campaign(tmp_path: Path, capsys: pytest.CaptureFixture[s
     # the joins after the stop slower.
     stopped = metrics[(metrics["metric"] == "stopped_early") & metrics["vm"].notna()]
     assert sorted(zip(stopped["vms"], stopped["value"])) == [(1, 0.0), (2, 1.0), (2, 1.0)], stopped
+    # The probes ran on the hypervisor host (schedstat: the guests' vCPU threads) and inside every guest (side
+    # guest, its vm); kvm_exits reads the hypervisor host only, never inside a guest.
+    probed = metrics[metrics["probe"].notna()]
+    inside = probed[probed["side"] == "guest"]
+    assert set(probed["side"]) == {"host", "guest"}
+    assert "kvm_exits" not in set(inside["probe"])
+    for vms in (1, 2):
+        rows = inside[inside["vms"] == vms]
+        assert sorted(rows["vm"].dropna().astype(int).unique()) == list(range(vms)), vms
+        for vm in range(vms):
+            assert {"schedstat", "cpufreq"} <= set(rows.loc[rows["vm"] == vm, "probe"]), (vms, vm)
+    assert "schedstat" in set(probed.loc[probed["side"] == "host", "probe"])
     cells, per_vm = overcommit_table(metrics)
     k2 = cells[cells["k"] == 2].iloc[0]
     assert k2["vms_seen"] == 2 and k2["efficiency"] > 0 and k2["ideal_per_vm"] == 0.5
