@@ -57,6 +57,7 @@ from runner.analysis.usl import UslFit, fit_usl
 from runner.errors import BadDatasetError, UsageError
 
 LINES_PER_FIGURE = 8
+INLINE_FIGURES = 1  # figures drawn in the report's own process; the rest in up to 2 forked worker processes (_Report)
 HTML_ROWS = 2000  # cells shown in the HTML summary table; summary.csv has all
 NO_ACCEL = {"none", "", None}
 
@@ -133,15 +134,47 @@ class _Report:
         self.warnings: list[str] = []
         self.sections: list[str] = []
         self.collapses: list[tuple[dict[str, Any], Collapse, str]] = []  # (slice parameters, its collapse, label)
+        self._painters: Any = None  # the processes that draw figures beyond the first INLINE_FIGURES
+        self._drawing: list[Any] = []  # their futures
 
-    def figure(self, name: str, draw: Any) -> str:
-        """Draw a figure into img/<name>.png if the budget allows; returns the <img> tag or ''."""
+    def figure(self, name: str, draw: Any, **kwargs: Any) -> str:
+        """Draw `draw(img/<name>.png, **kwargs)` (a function of runner.analysis.plots, plain data) if the budget
+        allows; returns the <img> tag or ''. The first INLINE_FIGURES are drawn here; the rest in worker
+        processes while the report goes on (matplotlib draws a figure of many curves in ~0.6 s, all of it
+        CPU): `close` waits for them."""
         if self.figures >= self.max_figures:
             self.omitted += 1
             return ""
         self.figures += 1
-        path = draw(self.img / f"{name}.png")
+        path = self.img / f"{name}.png"
+        if self.figures <= INLINE_FIGURES:
+            draw(path, **kwargs)
+        else:
+            self._drawing.append(self._pool().submit(draw, path, **kwargs))
         return f'<p><img src="img/{html.escape(path.name)}" alt="{html.escape(name)}"></p>'
+
+    def _pool(self) -> Any:
+        if self._painters is None:
+            import multiprocessing
+            import os
+            from concurrent.futures import ProcessPoolExecutor
+
+            # fork (Python 3.11's default here): the workers have matplotlib and the data already, and a script
+            # that builds a report at module level works (spawn and forkserver import the caller's main module again)
+            self._painters = ProcessPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1)),
+                                                 mp_context=multiprocessing.get_context("fork"))
+        return self._painters
+
+    def close(self) -> None:
+        """Wait for the figures drawn in worker processes; the first failure is raised."""
+        try:
+            for future in self._drawing:
+                future.result()
+        finally:
+            self._drawing.clear()
+            if self._painters is not None:
+                self._painters.shutdown(cancel_futures=True)
+                self._painters = None
 
 
 def _scales(workload: Any, metric: str, hib: Any, scaling: Mapping[str, Collection[str]]) -> bool:
@@ -240,9 +273,9 @@ def _scaling_sections(rep: _Report, tot: pd.DataFrame, metric_names: Sequence[st
             suffix = f" ({part // LINES_PER_FIGURE + 1})" if len(series) > LINES_PER_FIGURE else ""
             if any("accel=tcg" in s.label for s in chunk):  # never let an emulated curve pass for KVM
                 suffix += "\naccel=tcg: QEMU software emulation, not KVM"
-            rep.sections.append(rep.figure(f"scaling_{gi}_{part}", lambda p, c=chunk, s=suffix: plots.scaling(
-                p, c, axis=axis, ylabel=f"{gparams['metric']} ({unit})" if unit else str(gparams["metric"]),
-                title=title + s, speedup=scales)))
+            rep.sections.append(rep.figure(
+                f"scaling_{gi}_{part}", plots.scaling, series=chunk, axis=axis,
+                ylabel=f"{gparams['metric']} ({unit})" if unit else str(gparams["metric"]), title=title + suffix, speedup=scales))
         if not scales:
             rep.sections.append(_table(["variant", "loads", "hosts", "median at the smallest load",
                                         "median at the largest load", "medians (min..max)"], rows))
@@ -295,7 +328,7 @@ def _overcommit_sections(rep: _Report, metrics: pd.DataFrame, metric_names: Sequ
                     slice_label(dict(zip(var_cols, vkey))) or title, vdf["k"].to_numpy(), vdf["efficiency"].to_numpy(),
                     vdf["efficiency_q1"].to_numpy(), vdf["efficiency_q3"].to_numpy(), vdf["jain"].to_numpy()))
             rep.sections.append(f"<h3>{html.escape(title)}</h3>")
-            rep.sections.append(rep.figure(f"overcommit_{mi}_{gi}", lambda p, s=series, t=title: plots.overcommit(p, s, title=t)))
+            rep.sections.append(rep.figure(f"overcommit_{mi}_{gi}", plots.overcommit, series=series, title=title))
             rows = [[slice_label({c: r[c] for c in var_cols}), r["k"], r["n"], r["t1"], r["efficiency"],
                      f"{_fmt(r['efficiency_q1'])}..{_fmt(r['efficiency_q3'])}", r["jain"], r["jain_min"],
                      f"{_fmt(r['norm_min'])}..{_fmt(r['norm_max'])}", r["ideal_per_vm"],
@@ -434,9 +467,9 @@ def _drift_section(rep: _Report, metrics: pd.DataFrame, trials: pd.DataFrame | N
             f"statistics). Shaded: the range of a host's first runs (squares); ringed: its last {LAST} runs. A host drifts when "
             f"those all lie outside that range on one side and their median moved by more than 2% (chance on a steady host: "
             f"{100 * false_alarm_rate():.1f}%; docs/analysis.md).</p>")
-        parts.append(rep.figure("canary", lambda path: plots.canary(
-            path, lines, ylabel=f"{metric} ({unit})" if unit else str(metric), title=f"canary {cell}: {metric}",
-            xlabel="minutes since the first trial" if timed else "canary run")))
+        parts.append(rep.figure(
+            "canary", plots.canary, series=lines, ylabel=f"{metric} ({unit})" if unit else str(metric), title=f"canary {cell}: {metric}",
+            xlabel="minutes since the first trial" if timed else "canary run"))
         rows = []
         for r in drift.itertuples():
             verdict = ("too few runs to judge (fewer than 7)" if r.drifted is None
@@ -565,6 +598,17 @@ def build_report(metrics: Any, trials: Any, provenance: dict[str, Any] | None, o
     summary.to_csv(out / "summary.csv", index=False)
 
     rep = _Report(out, max_figures)
+    try:
+        return _build(rep, out, metrics, trials_df, provenance, axis, tot, names, stats, summary, scaling, bootstrap, seed, d,
+                      target, max_figures, t0)
+    finally:
+        rep.close()
+
+
+def _build(rep: _Report, out: Path, metrics: pd.DataFrame, trials_df: pd.DataFrame | None, provenance: Mapping[str, Any],
+           axis: str | None, tot: pd.DataFrame, names: Sequence[str], stats: pd.DataFrame, summary: pd.DataFrame,
+           scaling: Mapping[str, Collection[str]], bootstrap: int, seed: int, d: float, target: float, max_figures: int,
+           t0: float) -> Path:
     facts = {str(h): f for h, f in (provenance.get("hosts") or {}).items()}
     if "accel" in tot.columns:
         emulated = tot[(tot["accel"] == "tcg").to_numpy()]
