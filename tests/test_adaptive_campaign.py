@@ -15,8 +15,11 @@ from runner.records.store import read_campaign
 pytestmark = pytest.mark.integration
 
 PROJECT = Path(__file__).resolve().parents[1]
-# `noise` 0: always 1000; `noise` 1000: uniform in 1000..2000 (far wider than +-5% at 8 repetitions).
-NOISY = ('v=$(od -An -N2 -tu2 /dev/urandom | tr -d " "); echo "{\\"v\\": $((1000 + v % (RUNNER_NOISE + 1)))}"')
+# `noise` 0: always 1000; `noise` 1000: 1000 and 2000 in turn (a count per cell in the host's work directory),
+# far wider than +-5% at any number of repetitions. Random values could, by chance, agree within 5 % in the first
+# three repetitions (a few percent of runs), and the cell would stop there.
+NOISY = ('f=".noise-$RUNNER_NOISE"; n=$(cat "$f" 2>/dev/null || echo 0); echo $((n + 1)) > "$f"; '
+         'echo "{\\"v\\": $((1000 + n % 2 * RUNNER_NOISE))}"')
 
 
 def adaptive_matrix(tmp: Path, name: str) -> Path:

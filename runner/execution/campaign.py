@@ -461,7 +461,8 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 class _Dispatch:
-    """Keeps one attempt in flight per live host; retries per policy; records every attempt."""
+    """Keeps a live host busy (two attempts in flight where the next may wait in the worker, else one: _depth);
+    retries per policy; records every attempt."""
 
     def __init__(
         self,
