@@ -95,6 +95,7 @@ STANDBY_END = f"runner-end-{secrets.token_hex(8)}"
 STANDBY_BOOT = "exec sh -c " + shlex.quote(
     f'c=""; while :; do IFS= read -r l || exit 0; [ "$l" = {STANDBY_END} ] && break; c="$c$l\n"; done; eval "$c"'
 )
+EXEC_RETRY_S = 0.2  # pause before starting a command again on a new session when the host refused it (_started)
 STANDBY_ENV = "RUNNER_SSH_STANDBY"  # 0: no standby session (a new session per command, to measure the difference)
 
 
@@ -324,13 +325,23 @@ class SSHHost(Host):
                 return chan
             except (SSHException, OSError, EOFError):
                 chan.close()  # the connection went away while idle: a new session reconnects once
-        chan = self._session()
-        try:
-            chan.exec_command(command)  # stdin stays open: its end tells the remote side we are gone
-        except BaseException:
-            chan.close()
-            raise
-        return chan
+        for attempt in (1, 2):
+            chan = self._session()
+            try:
+                chan.exec_command(command)  # stdin stays open: its end tells the remote side we are gone
+                return chan
+            except SSHException:
+                chan.close()
+                transport = chan.get_transport()
+                if attempt == 2 or transport is None or not transport.is_active():
+                    raise
+                # The host closed the session instead of starting the command (seen with a busy emulated
+                # guest's dropbear): nothing of it ran; once more on a new session, the connection being up.
+                time.sleep(EXEC_RETRY_S)
+            except BaseException:
+                chan.close()
+                raise
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         with self._lock:
