@@ -26,6 +26,7 @@ from runner.errors import HostError, RunnerError, UsageError
 from runner.execution import environments
 from runner.execution.canary import Canaries, probes_for
 from runner.execution.guests import prepare_images
+from runner.provision import kernelbuild
 from runner.execution.rounds import Rounds
 from runner.execution.worker import AttemptSpec, execute, host_cpus, kill_running, release_guests, warm
 from runner.matrix.load import Matrix
@@ -323,6 +324,7 @@ def _launch_held(
     trials = plan(matrix, cpus)
     check_guests(matrix, trials)
     check_host_tools(live, {str(t.param_dict.get("env", defaults.ENV)) for t in trials})
+    kernelbuild.prepare_kernels([t.param_dict for t in trials], store.root, lambda line: print(f"runner: {line}", file=sys.stderr, flush=True))
     # Disk and container images are built here, once, before any trial (a minute or two the first time).
     images = prepare_images(base.get(matrix.workload), [t.param_dict for t in trials],
                             progress=lambda line: print(f"runner: {line}", file=sys.stderr, flush=True))

@@ -54,7 +54,7 @@ from runner.hosts.base import CommandResult, Host, Spawned
 from runner.hosts.container import ContainerHost
 from runner.hosts.ssh import HostSpec, SSHHost
 from runner.probes.session import ProbeWindow
-from runner.provision import container, image, libvirt, rootfs, xen
+from runner.provision import container, image, kernelbuild, libvirt, rootfs, xen
 from runner.provision.guest import GuestSpec, campaign_slug, describe_guest
 from runner.provision.topology import TOPOLOGY_SCRIPT, Topology, parse_topology_dump
 from runner.trials import guest_config_key
@@ -85,7 +85,7 @@ FACTS_SCRIPT = (
     # Linux detects "Xen PV" (PVH and HVM guests detect "Xen HVM")
     't=$(cat /sys/hypervisor/guest_type 2>/dev/null); '
     '{ [ "$t" = PV ] || { [ -z "$t" ] && dmesg 2>/dev/null | grep -q "Hypervisor detected: Xen PV"; }; } && echo "pv xen_pv"; '
-    '[ "$t" = PVH ] && echo "pv xen_pvh"; exit 0'
+    '[ "$t" = PVH ] && echo "pv xen_pvh"; ' + kernelbuild.FACTS_LINES + 'exit 0'
 )
 
 
@@ -247,7 +247,7 @@ def _guest_image(cache: Path, files: Mapping[str, Path], env: str, params: Mappi
     nets = image.NET_MODULES if env == "kvm" else image.NET_MODULES + image.XEN_NET_MODULES
     key = image.campaign_keypair(cache / "keys")
     spec = (params or {}).get("guest_kernel_spec") or {}
-    kernel = Path(spec["kernel"]) if spec.get("kernel") else None
+    kernel = kernelbuild.kernel_of(params or {}, cache)
     if kernel is not None and not kernel.is_file():
         raise ProvisionError(f"guest kernel {params['guest_kernel']!r}: {kernel} does not exist on this machine")
     return _memoized(("image", str(cache), tuple(sorted(files.items())), nets, str(kernel)),
@@ -283,12 +283,11 @@ def ship_image(host: Host, img: image.GuestImage) -> image.GuestImage:
 def _kernel_of(params: Mapping[str, Any]) -> tuple[Path, Path | None]:
     """The guest kernel of a disk-image trial and its initrd (/boot/initrd.img-<release> if there is one:
     Debian's has virtio_blk and ext4; a kernel without one must have them built in)."""
-    spec = params.get("guest_kernel_spec") or {}
-    kernel = Path(spec["kernel"]) if spec.get("kernel") else image.newest_kernel()
+    kernel = kernelbuild.kernel_of(params, _cache_dir()) or image.newest_kernel()
     if not kernel.is_file():
         raise ProvisionError(f"guest kernel {params.get('guest_kernel')!r}: {kernel} does not exist on this machine")
     initrd = kernel.parent / kernel.name.replace("vmlinuz", "initrd.img", 1)
-    return kernel, initrd if initrd.is_file() else None
+    return kernel, initrd if initrd.is_file() and initrd != kernel else None
 
 
 def _rootfs(cache: Path, entry: Mapping[str, Any] | None, progress: rootfs.Progress | None = None) -> rootfs.RootFS:
@@ -795,6 +794,7 @@ def _trial_fields(boot: Boot) -> dict[str, Any]:
             "guest_pins": json.dumps([list(p) for p in spec.vcpu_pins]),
             "guest_cmdline": spec.cmdline or None,
             "guest_facts_json": json.dumps(boot.facts, sort_keys=True, separators=(",", ":")),
+            **kernelbuild.trial_columns(boot.facts[0] if boot.facts else {}, spec.guest_kernel),
         },
     }
 
