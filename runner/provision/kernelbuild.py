@@ -197,18 +197,15 @@ def _build(recipe: kr.Recipe, rd: str, staging: Path, root: Path, say: Progress,
         def run(argv: list[str], cwd: Path, what: str, watch: Callable[[str], None] | None = None) -> None:
             log.write(f"$ {' '.join(argv)}\n")
             log.flush()
-            proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    errors="replace")
-            assert proc.stdout is not None
-            try:
+            with subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  errors="replace") as proc:
+                assert proc.stdout is not None
                 for line in proc.stdout:
                     log.write(line)
                     log.flush()  # the log is the build's live progress too (tail -f)
                     if watch is not None:
                         watch(line)
-            finally:
-                rc = proc.wait()
-                log.flush()
+            rc = proc.returncode
             if rc:
                 raise fail(f"{what} failed (exit {rc})")
 
@@ -280,9 +277,9 @@ def _unpack(recipe: kr.Recipe, dest: Path, run: Callable[..., None]) -> None:
     if recipe.source_kind != "tree":
         run(["tar", "-x", "-f", str(src), "-C", str(dest), "--strip-components=1"], dest, f"unpacking {src}")
     elif (src / ".git").exists():
-        archive = subprocess.Popen(["git", "-C", str(src), "archive", "--format=tar", recipe.ref or "HEAD"], stdout=subprocess.PIPE)
-        rc = subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout).returncode
-        if archive.wait() or rc:
+        with subprocess.Popen(["git", "-C", str(src), "archive", "--format=tar", recipe.ref or "HEAD"], stdout=subprocess.PIPE) as archive:
+            rc = subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout).returncode
+        if archive.returncode or rc:
             raise KernelBuildError(f"guest kernel {recipe.name!r}: git archive of {src} at {recipe.ref or 'HEAD'} failed")
         if recipe.ref is None and _git(src, "diff", "HEAD"):  # the tree as it is, uncommitted changes included
             diff = subprocess.run(["git", "-C", str(src), "diff", "HEAD", "--binary"], capture_output=True).stdout

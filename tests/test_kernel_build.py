@@ -1,0 +1,160 @@
+"""Guest kernels built from source (issue 22): the build machinery on a stand-in tree (its Makefile plays
+make's targets, so the cache, the lock, the staging directory and a kill mid-build are tested in seconds), and
+one real build of a small config of Debian's linux-source (minutes), booted under TCG when the machine can."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from runner.provision import kernel as kr
+from runner.provision import kernelbuild as kb
+from tests.events import wait_for
+
+# A stand-in kernel tree: the targets and the merge script the build calls, nothing compiled. bzImage waits
+# for the file named by $GATE when it is set (a build in progress for as long as a test needs).
+MAKEFILE = """\
+tinyconfig defconfig:
+\tprintf 'CONFIG_TINY=y\\n' > .config
+olddefconfig:
+\t@true
+bzImage:
+\t@echo '  CC      kernel/fake.o'
+\t@if [ -n "$$GATE" ]; then touch building; while [ ! -e "$$GATE" ]; do sleep 0.05; done; fi
+\tmkdir -p arch/x86/boot && printf 'kernel' > arch/x86/boot/bzImage
+kernelrelease:
+\t@echo 6.1.0-fake
+"""
+MERGE = """#!/bin/sh
+# merge_config.sh -m BASE FRAGMENT...: appends the fragments (later wins as in the real script)
+shift; base=$1; shift
+cat "$@" >> "$base"
+"""
+
+
+def fake_tree(tmp_path: Path) -> Path:
+    tree = tmp_path / "linux"
+    (tree / "scripts/kconfig").mkdir(parents=True)
+    (tree / "kernel/configs").mkdir(parents=True)
+    (tree / "Makefile").write_text(MAKEFILE)
+    (tree / "scripts/kconfig/merge_config.sh").write_text(MERGE)
+    (tree / "kernel/configs/kvm_guest.config").write_text("CONFIG_KVM_GUEST=y\n")
+    (tree / "kernel/locking").mkdir(parents=True)
+    (tree / "kernel/locking/spinlock.c").write_text("int a;\nint b;\nint c;\n")
+    return tree
+
+
+def test_a_build_lands_whole_in_the_cache_with_its_log_and_a_warm_cache_builds_nothing(tmp_path: Path) -> None:
+    recipe = kr.Recipe("pv", str(fake_tree(tmp_path)), config="tinyconfig", fragments=("kvm_guest.config",), set=(("NR_CPUS", "8"),))
+    lines: list[str] = []
+    built = kb.ensure_built(recipe, tmp_path / "cache", progress=lines.append)
+    assert built.bzimage.read_bytes() == b"kernel" and built.release == "6.1.0-fake"
+    assert kr.parse_config(built.config.read_text())["NR_CPUS"] == "8"
+    assert "### kernel pv: make -j" in built.log.read_text()
+    meta = json.loads((built.dir / "kernel.json").read_text())
+    assert meta["digest"] == built.digest == built.dir.name and meta["recipe"]["name"] == "pv" and meta["added"]["XEN_PV"] == "y"
+    assert [line.split(":")[1].split()[0] for line in lines] == ["unpacking", "config", "make", "built"]
+    assert not list((tmp_path / "cache/kernels").glob(".staging-*"))
+    again: list[str] = []
+    assert kb.ensure_built(recipe, tmp_path / "cache", progress=again.append) == built and again == []
+
+
+def test_a_patch_that_does_not_apply_names_the_patch_and_the_file(tmp_path: Path) -> None:
+    tree = fake_tree(tmp_path)
+    good = tmp_path / "good.patch"
+    good.write_text("--- a/kernel/locking/spinlock.c\n+++ b/kernel/locking/spinlock.c\n@@ -1,3 +1,3 @@\n int a;\n-int b;\n+int oticket;\n int c;\n")
+    bad = tmp_path / "bad.patch"
+    bad.write_text("--- a/kernel/locking/spinlock.c\n+++ b/kernel/locking/spinlock.c\n@@ -1,3 +1,3 @@\n int x;\n-int y;\n+int z;\n int w;\n")
+    recipe = kr.Recipe("oticket", str(tree), patches=(str(good), str(bad)), config="tinyconfig")
+    with pytest.raises(kb.KernelBuildError) as caught:
+        kb.ensure_built(recipe, tmp_path / "cache")
+    message = str(caught.value)
+    assert message.startswith(f"guest kernel 'oticket': patch {bad} does not apply: kernel/locking/spinlock.c (1 out of 1 hunk FAILED)")
+    assert "--- last lines of the build log ---" in message and caught.value.log_tail
+    assert kb.lookup(recipe, tmp_path / "cache") is None and not list((tmp_path / "cache/kernels").glob(".staging-*"))
+    assert (tree / "kernel/locking/spinlock.c").read_text() == "int a;\nint b;\nint c;\n"  # the source tree is untouched
+
+
+def test_a_symbol_the_config_does_not_have_is_an_error_naming_it(tmp_path: Path) -> None:
+    tree = fake_tree(tmp_path)
+    # This tree's "olddefconfig" drops everything but what tinyconfig set: every asked symbol is dropped.
+    (tree / "Makefile").write_text(MAKEFILE.replace("olddefconfig:\n\t@true", "olddefconfig:\n\tprintf 'CONFIG_TINY=y\\n' > .config"))
+    recipe = kr.Recipe("nopv", str(tree), config="tinyconfig", set=(("PARAVIRT_SPINLOCKS", "n"), ("NR_CPUS", "8")))
+    with pytest.raises(kb.KernelBuildError, match=r"guest kernel 'nopv': the final \.config does not have what was asked: .*"
+                                                   r"CONFIG_NR_CPUS: asked 8 \(set\), is not set"):
+        kb.ensure_built(recipe, tmp_path / "cache")
+
+
+def test_two_campaigns_needing_the_same_build_build_it_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = fake_tree(tmp_path)
+    gate = tmp_path / "gate"
+    monkeypatch.setenv("GATE", str(gate))
+    recipe = kr.Recipe("pv", str(tree), config="tinyconfig")
+    lines: list[list[str]] = [[], []]
+    results: list[kb.Built | None] = [None, None]
+
+    def build(i: int) -> None:
+        results[i] = kb.ensure_built(recipe, tmp_path / "cache", progress=lines[i].append)
+
+    first = threading.Thread(target=build, args=(0,))
+    first.start()
+    assert wait_for(lambda: any((tmp_path / "cache/kernels").glob(".staging-*/src/building")))
+    second = threading.Thread(target=build, args=(1,))
+    second.start()
+    assert wait_for(lambda: any("another campaign is building it" in line for line in lines[1]))
+    gate.touch()
+    first.join()
+    second.join()
+    assert results[0] == results[1] is not None
+    assert sum("unpacking" in line for line in lines[0] + lines[1]) == 1
+
+
+def test_a_build_killed_midway_leaves_no_kernel_and_the_next_launch_builds_again(tmp_path: Path) -> None:
+    tree = fake_tree(tmp_path)
+    gate = tmp_path / "gate"
+    cache = tmp_path / "cache"
+    script = ("import sys; from pathlib import Path; from runner.provision import kernel as kr, kernelbuild as kb; "
+              f"kb.ensure_built(kr.Recipe('pv', {str(tree)!r}, config='tinyconfig'), Path({str(cache)!r}))")
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "GATE": str(gate)}, start_new_session=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert wait_for(lambda: any((cache / "kernels").glob(".staging-*/src/building")))
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    recipe = kr.Recipe("pv", str(tree), config="tinyconfig")
+    assert kb.lookup(recipe, cache) is None
+    assert not [p for p in (cache / "kernels").iterdir() if not p.name.startswith(".")]  # no kernel, no recipe index
+    gate.touch()
+    built = kb.ensure_built(recipe, cache)
+    assert built.bzimage.is_file() and not list((cache / "kernels").glob(".staging-*"))
+
+
+# ------------------------------------------------------------------------------------------ a real build
+
+REAL = kr.Recipe("tiny-pv", kr.LINUX_SOURCE, config="tinyconfig")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@pytest.mark.skipif(not kr.LINUX_SOURCE_TARBALL.is_file(), reason="needs Debian's linux-source-6.1 (scripts/setup.sh --test)")
+def test_a_real_small_kernel_builds_with_every_guest_driver_built_in(tmp_path_factory: pytest.TempPathFactory) -> None:
+    cache = Path(os.environ.get("RUNNER_TEST_KERNEL_CACHE") or tmp_path_factory.mktemp("kcache"))
+    lines: list[str] = []
+    built = kb.ensure_built(REAL, cache, progress=lines.append)
+    final = kr.parse_config(built.config.read_text())
+    for sym in ("VIRTIO_BLK", "VIRTIO_NET", "VIRTIO_PCI", "XEN_PV", "XEN_PVH", "XEN_BLKDEV_FRONTEND", "XEN_NETDEV_FRONTEND", "HVC_XEN",
+                "PARAVIRT_SPINLOCKS", "KVM_GUEST", "SERIAL_8250_CONSOLE", "BLK_DEV_INITRD", "DEVTMPFS"):
+        assert final[sym] == "y", sym
+    assert "MODULES" not in final or final["MODULES"] == "n"
+    assert built.release.startswith("6.1") and built.bzimage.stat().st_size > 100_000
+    cold = len(lines)
+    assert kb.ensure_built(REAL, cache, progress=lines.append) == built and lines[cold:] == []  # warm: nothing built
