@@ -92,6 +92,19 @@ def test_a_symbol_the_config_does_not_have_is_an_error_naming_it(tmp_path: Path)
         kb.ensure_built(recipe, tmp_path / "cache")
 
 
+def test_a_symbol_of_the_trees_own_fragment_this_kernel_does_not_take_is_a_note(tmp_path: Path) -> None:
+    tree = fake_tree(tmp_path)
+    (tree / "arch/x86/configs").mkdir(parents=True)
+    (tree / "kernel/configs/xen.config").write_text("CONFIG_XEN=y\n")
+    (tree / "arch/x86/configs/xen.config").write_text("CONFIG_HIGHMEM64G=y\n")  # both are merged, as `make xen.config` does
+    (tree / "Makefile").write_text(MAKEFILE.replace("olddefconfig:\n\t@true", "olddefconfig:\n\tgrep -v HIGHMEM64G .config > c; mv c .config"))
+    lines: list[str] = []
+    built = kb.ensure_built(kr.Recipe("pv", str(tree), config="tinyconfig", fragments=("xen.config",)), tmp_path / "cache", lines.append)
+    notes = json.loads((built.dir / "kernel.json").read_text())["fragment_notes"]
+    assert notes == ["CONFIG_HIGHMEM64G: asked y (the tree's fragment xen.config), is not set (an unmet dependency, or a symbol this kernel does not have)"]
+    assert any("1 symbol(s) of the tree's fragments not taken" in line for line in lines)
+
+
 def test_two_campaigns_needing_the_same_build_build_it_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tree = fake_tree(tmp_path)
     gate = tmp_path / "gate"

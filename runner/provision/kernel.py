@@ -230,7 +230,7 @@ def wanted(recipe: Recipe, fragment_texts: Mapping[str, str]) -> dict[str, tuple
     out: dict[str, tuple[str, str]] = {}
     for name, text in fragment_texts.items():
         for sym, value in parse_config(text).items():
-            out[sym] = (value, f"fragment {name}")
+            out[sym] = (value, f"fragment {name}" if name.startswith("/") else f"{TREE_FRAGMENT} {name}")
     for sym, value in additions(recipe).items():
         out[sym] = (value, "added by the runner")
     for sym, value in recipe.set:
@@ -260,6 +260,17 @@ def parse_config(text: str) -> dict[str, str]:
         elif m := re.fullmatch(r"CONFIG_([A-Za-z0-9_]+)=(.*)", line):
             out[m[1]] = m[2]
     return out
+
+
+TREE_FRAGMENT = "the tree's fragment"
+
+
+def split_mismatches(lines: list[str]) -> tuple[list[str], list[str]]:
+    """(errors, notes): a symbol of the tree's own fragments that this kernel does not take is a note (those
+    fragments serve every architecture: kvm_guest.config asks for S390_GUEST, xen.config for HIGHMEM64G);
+    anything the recipe asked for itself (set:, its fragment files) or the runner added is an error."""
+    notes = [line for line in lines if f"({TREE_FRAGMENT} " in line]
+    return [line for line in lines if line not in notes], notes
 
 
 def config_mismatches(asked: Mapping[str, tuple[str, str]], final: Mapping[str, str]) -> list[str]:

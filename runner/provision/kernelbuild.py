@@ -224,17 +224,22 @@ def _build(recipe: kr.Recipe, rd: str, staging: Path, root: Path, say: Progress,
         frags: dict[str, str] = {}
         paths: list[str] = []
         for f in recipe.fragments:
-            p = Path(f) if f.startswith("/") else next((src / d / f for d in FRAGMENT_DIRS if (src / d / f).is_file()), None)
-            if p is None:
+            # The tree's own: kernel/configs/<f> and arch/x86/configs/<f>, both when both exist (as `make f` does).
+            found = [Path(f)] if f.startswith("/") else [src / d / f for d in FRAGMENT_DIRS if (src / d / f).is_file()]
+            if not found:
                 raise fail(f"fragment {f} is not one of this tree's ({', '.join(FRAGMENT_DIRS)})")
-            frags[f] = p.read_text()
-            paths.append(str(p))
+            frags[f] = "".join(p.read_text() for p in found)
+            paths += [str(p) for p in found]
         own = staging / "runner.config"
         own.write_text(kr.fragment_text(recipe))
         run(["sh", "scripts/kconfig/merge_config.sh", "-m", ".config", *paths, str(own)], src, "merge_config.sh")
         run(["make", "olddefconfig"], src, "make olddefconfig")
         final = (src / ".config").read_text()
-        wrong = kr.config_mismatches(kr.wanted(recipe, frags), kr.parse_config(final))
+        wrong, notes = kr.split_mismatches(kr.config_mismatches(kr.wanted(recipe, frags), kr.parse_config(final)))
+        for line in notes:
+            log.write(f"runner: note: {line}\n")
+        if notes:
+            say(f"kernel {recipe.name}: {len(notes)} symbol(s) of the tree's fragments not taken by this kernel (kernel.json: fragment_notes)")
         if wrong:
             for line in wrong:
                 log.write(f"runner: {line}\n")
@@ -257,7 +262,7 @@ def _build(recipe: kr.Recipe, rd: str, staging: Path, root: Path, say: Progress,
         phase(f"built {release} in {seconds:.0f} s")
     meta = {"digest": digest, "recipe_digest": rd, "release": release, "config_digest": kr.config_digest(final),
             "recipe": recipe.to_json(), "source_digest": source_digest(recipe), "build_s": seconds, "jobs": jobs,
-            "added": kr.additions(recipe), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "added": kr.additions(recipe), "fragment_notes": notes, "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (out / "kernel.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     final_dir = root / digest
     if not (final_dir / "kernel.json").exists():
