@@ -221,3 +221,23 @@ def test_a_campaign_boots_the_recipe_kernel_and_records_what_it_booted(tmp_path:
         assert "PV spinlocks enabled" in row["guest_pvspin"]
     else:  # TCG shows no hypervisor, so the kernel prints no PV spinlock line
         assert row["accel"] == "tcg" and row["guest_pvspin"] is None
+
+
+def test_the_guest_image_of_a_built_kernel_loads_no_module_and_names_its_build(tmp_path: Path) -> None:
+    from runner.provision import image
+
+    d = tmp_path / "kernels" / ("b" * 16)
+    d.mkdir(parents=True)
+    (d / "bzImage").write_bytes(b"kernel")
+    (d / "kernel.json").write_text(json.dumps({"digest": "b" * 16, "release": "6.1.0-tiny", "config_digest": "c" * 16,
+                                               "recipe": {"name": "pv"}}))
+    key = image.campaign_keypair(tmp_path / "keys")
+    img = image.build_image(tmp_path / "images", key_path=key, kernel=d / "bzImage", net_modules=image.NET_MODULES + image.XEN_NET_MODULES)
+    assert img.kernel_release == "6.1.0-tiny" and img.kernel.read_bytes() == b"kernel"
+    listing = subprocess.run(f"gzip -dc {img.initrd} | cpio -t --quiet", shell=True, capture_output=True, text=True, check=True).stdout.split()
+    assert not [p for p in listing if p.endswith(".ko")]  # virtio and the Xen front ends are built in
+    extract = tmp_path / "x"
+    extract.mkdir()
+    subprocess.run(f"gzip -dc {img.initrd} | cpio -id --quiet etc/runner-kernel etc/runner-modules", shell=True, cwd=extract, check=True)
+    assert (extract / "etc/runner-kernel").read_text() == f"pv {'b' * 16} 6.1.0-tiny {'c' * 16}\n"
+    assert (extract / "etc/runner-modules").read_text().strip() == ""  # /init's loop loads nothing

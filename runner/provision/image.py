@@ -169,7 +169,7 @@ def build_image(
     net_modules: network drivers loaded by /init (NET_MODULES for KVM, XEN_NET_MODULES for Xen).
     """
     kernel = Path(kernel) if kernel else newest_kernel()
-    built = _built_kernel(kernel)
+    built = built_kernel(kernel)
     release = built["release"] if built else kernel.name.removeprefix("vmlinuz-")
     moddir = Path("/lib/modules") / release
     try:  # a kernel the runner built (issue 22) has its drivers built in: /init loads no module
@@ -192,7 +192,7 @@ def build_image(
         files[guest_path] = Path(host_path)
 
     if built:  # the guest says which build it booted (runner.provision.kernelbuild.FACTS_LINES)
-        files["/etc/runner-kernel"] = _kernel_note(out_dir, built)
+        files["/etc/runner-kernel"] = kernel_note(out_dir, built)
     digest = _digest(kernel, files, authorized, [_module_name(m) for m in modules])
     final = Path(out_dir) / digest
     if not (final / "image.json").exists():
@@ -212,7 +212,7 @@ def build_image(
     return GuestImage(final / "vmlinuz", final / "initrd.img", Path(key_path), meta["host_key"], release, digest)
 
 
-def _built_kernel(kernel: Path) -> dict[str, Any] | None:
+def built_kernel(kernel: Path) -> dict[str, Any] | None:
     """The kernel.json beside a kernel the runner built (runner.provision.kernelbuild), else None."""
     try:
         return json.loads((kernel.parent / "kernel.json").read_text())
@@ -220,7 +220,7 @@ def _built_kernel(kernel: Path) -> dict[str, Any] | None:
         return None
 
 
-def _kernel_note(out_dir: Path, built: Mapping[str, Any]) -> Path:
+def kernel_note(out_dir: Path, built: Mapping[str, Any]) -> Path:
     """A file for the initramfs's /etc/runner-kernel: recipe, build digest, release, .config digest."""
     note = Path(out_dir) / "kernel-notes" / f"{built['digest']}.txt"
     if not note.exists():
