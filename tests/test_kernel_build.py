@@ -241,3 +241,59 @@ def test_the_guest_image_of_a_built_kernel_loads_no_module_and_names_its_build(t
     subprocess.run(f"gzip -dc {img.initrd} | cpio -id --quiet etc/runner-kernel etc/runner-modules", shell=True, cwd=extract, check=True)
     assert (extract / "etc/runner-kernel").read_text() == f"pv {'b' * 16} 6.1.0-tiny {'c' * 16}\n"
     assert (extract / "etc/runner-modules").read_text().strip() == ""  # /init's loop loads nothing
+
+
+# ------------------------------------------------------------------------------------------ the boot matrix (long)
+
+HOST_VM_MATRIX = """\
+campaign: {campaign}
+hosts: {{group: vmhosts, inventory: {inventory}}}
+guest_kernels:
+  tiny-pv: {{build: {{source: linux-source, config: tinyconfig}}}}
+  tiny-nopvspin: {{build: {{source: linux-source, config: tinyconfig}}, cmdline: nopvspin}}
+workload: {{name: lockbench, params: {{vcpus: 2, lock: ticket, threads: 1, duration: 1.0}}}}
+axes: {{env: {envs}, guest_kernel: [tiny-pv, tiny-nopvspin]}}
+repetitions: 1
+timeout: 600
+retry: {{attempts: 1}}
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.guest
+@pytest.mark.long
+@pytest.mark.timeout(5400)
+@pytest.mark.parametrize(("kind", "envs", "enabled", "disabled"), [
+    ("kvm", ["kvm"], "PV spinlocks enabled", "PV spinlocks disabled, forced by \"nopvspin\" parameter"),
+    ("xen", ["xen-pv", "xen-pvh"], "xen: PV spinlocks enabled", "xen: PV spinlocks disabled"),
+])
+def test_the_recipe_kernel_boots_on_the_host_vms_and_the_guest_says_its_pv_spinlocks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, envs: list[str], enabled: str, disabled: str) -> None:
+    """The built kernel (shipped like the guest images) boots as kvm guests with accel=kvm on the KVM host VM,
+    and as xen-pv and xen-pvh guests on the Xen host VM, with 2 vCPUs; the guest's own boot line says PV
+    spinlocks are enabled, and disabled with nopvspin (the same build: the command line differs)."""
+    from runner.cli import main
+    from runner.execution import guests
+    from runner.records.store import read_campaign
+    from runner.testing import vmhost
+
+    monkeypatch.setenv("RUNNER_PROBE_TIMEOUT", "240")
+    kb.ensure_built(REAL)
+    start = vmhost.start_kvm_host if kind == "kvm" else vmhost.start_xen_host
+    vm = start(tmp_path / "vm", guests.CONTROLLER_CACHE)
+    try:
+        matrix = tmp_path / "m.yml"
+        campaign = f"pytest-kernel-{kind}"
+        matrix.write_text(HOST_VM_MATRIX.format(campaign=campaign, inventory=vmhost.write_inventory([vm], tmp_path / "vm"),
+                                                envs=json.dumps(envs)))
+        assert main(["launch", str(matrix), "--datasets", str(tmp_path / "ds")]) == 0
+    finally:
+        vmhost.stop(vm)
+    _, trials, _ = read_campaign(tmp_path / "ds" / campaign)
+    built = kb.lookup(REAL)
+    assert built is not None and (trials["status"] == "ok").all(), trials[["env", "guest_kernel", "error"]]
+    assert set(trials["kernel_build"]) == {built.digest} and set(trials["guest_uname"]) == {built.release}
+    assert set(trials["accel"]) == {"kvm" if kind == "kvm" else "xen"}
+    lines = dict(zip(trials["env"] + "/" + trials["guest_kernel"], trials["guest_pvspin"]))
+    for env in envs:
+        assert enabled in lines[f"{env}/tiny-pv"] and disabled in lines[f"{env}/tiny-nopvspin"], lines
