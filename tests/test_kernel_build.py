@@ -297,3 +297,26 @@ def test_the_recipe_kernel_boots_on_the_host_vms_and_the_guest_says_its_pv_spinl
     lines = dict(zip(trials["env"] + "/" + trials["guest_kernel"], trials["guest_pvspin"]))
     for env in envs:
         assert enabled in lines[f"{env}/tiny-pv"] and disabled in lines[f"{env}/tiny-nopvspin"], lines
+
+
+@pytest.mark.integration
+@pytest.mark.netns
+def test_a_recipe_with_a_build_host_is_built_there_and_fetched_back(testbed, tmp_path: Path) -> None:  # noqa: ANN001
+    """build_host: the tree goes to an inventory host over its SSH connection, the build runs there (the
+    stand-in tree's make), and the kernel, its .config and the log land in this machine's cache."""
+    tree = fake_tree(tmp_path)
+    patch = tmp_path / "p.patch"
+    patch.write_text("--- a/kernel/locking/spinlock.c\n+++ b/kernel/locking/spinlock.c\n@@ -1,3 +1,3 @@\n int a;\n-int b;\n+int oticket;\n int c;\n")
+    host = testbed.hosts[0].name
+    spec = {"build": {"source": str(tree), "patches": [str(patch)], "config": "tinyconfig", "fragments": ["kvm_guest.config"],
+                      "build_host": host}}
+    lines: list[str] = []
+    out = kb.prepare_kernels([{"guest_kernel": "pv", "guest_kernel_spec": spec}], tmp_path / "ds", lines.append,
+                             cache=tmp_path / "cache", inventory=testbed.inventory_path)
+    built = kb.lookup(kb.recipe_from_spec("pv", spec), tmp_path / "cache")
+    assert built is not None and out["pv"]["build"] == built.digest and built.release == "6.1.0-fake"
+    assert built.bzimage.read_bytes() == b"kernel"
+    assert json.loads((built.dir / "kernel.json").read_text())["built_on"] == host
+    assert any(line.endswith(f"on {host}") and "unpacking" in line for line in lines), lines
+    assert "patching file kernel/locking/spinlock.c" in built.log.read_text()
+    assert kr.parse_config(built.config.read_text())["KVM_GUEST"] == "y"

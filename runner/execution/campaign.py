@@ -324,7 +324,8 @@ def _launch_held(
     trials = plan(matrix, cpus)
     check_guests(matrix, trials)
     check_host_tools(live, {str(t.param_dict.get("env", defaults.ENV)) for t in trials})
-    kernelbuild.prepare_kernels([t.param_dict for t in trials], store.root, lambda line: print(f"runner: {line}", file=sys.stderr, flush=True))
+    kernelbuild.prepare_kernels([t.param_dict for t in trials], store.root, lambda line: print(f"runner: {line}", file=sys.stderr, flush=True),
+                                inventory=inventory, known_hosts=known_hosts)
     # Disk and container images are built here, once, before any trial (a minute or two the first time).
     images = prepare_images(base.get(matrix.workload), [t.param_dict for t in trials],
                             progress=lambda line: print(f"runner: {line}", file=sys.stderr, flush=True))

@@ -185,16 +185,15 @@ def parse_recipe(key: str, entry: Mapping[str, Any], base: Path, where: str) -> 
 
 
 def check_files(recipe: Recipe, where: str) -> None:
-    """Plan-time: the source, patches, config file and fragment files exist here (a recipe built on a
-    build_host checks only its local files: patches, config and fragment files). MatrixError if not."""
+    """Plan-time: the source, patches, config file and fragment files exist on this machine (a build_host
+    gets copies). MatrixError if not."""
     path = f"{where}: guest_kernels.{recipe.name}.build"
-    if recipe.build_host is None:
-        src = recipe.source_path
-        if recipe.source_kind == "tree" and not src.is_dir():
-            raise MatrixError(f"{path}.source: {recipe.source} is not a source tree (no such folder)")
-        if recipe.source_kind != "tree" and not src.is_file():
-            hint = " (install Debian's linux-source-6.1)" if recipe.source == LINUX_SOURCE else ""
-            raise MatrixError(f"{path}.source: {src} does not exist{hint}")
+    src = recipe.source_path  # on this machine also with a build_host: its digest names the build; copied there
+    if recipe.source_kind == "tree" and not src.is_dir():
+        raise MatrixError(f"{path}.source: {recipe.source} is not a source tree (no such folder)")
+    if recipe.source_kind != "tree" and not src.is_file():
+        hint = " (install Debian's linux-source-6.1)" if recipe.source == LINUX_SOURCE else ""
+        raise MatrixError(f"{path}.source: {src} does not exist{hint}")
     for i, p in enumerate(recipe.patches):
         if not Path(p).is_file():
             raise MatrixError(f"{path}.patches[{i}]: {p} does not exist")

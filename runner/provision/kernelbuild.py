@@ -17,22 +17,26 @@ every asked symbol against the final .config, then `make -j<nproc> bzImage`.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runner.errors import ProvisionError
+from runner.hosts.base import Host
 from runner.provision import kernel as kr
 
 Progress = Callable[[str], None]
@@ -148,9 +152,10 @@ def _load(d: Path) -> Built:
 
 
 def ensure_built(recipe: kr.Recipe, cache: Path | None = None, progress: Progress | None = None,
-                 jobs: int | None = None) -> Built:
+                 jobs: int | None = None, host: Host | None = None) -> Built:
     """The recipe's kernel, built now unless the cache has it. Two processes asking at once: one builds,
-    the other waits for the lock and finds it built."""
+    the other waits for the lock and finds it built. `host`: the recipe's build host (None: this machine);
+    the kernel lands in this machine's cache either way."""
     say = progress or (lambda line: None)
     root = cache_root(cache)
     root.mkdir(parents=True, exist_ok=True)
@@ -169,34 +174,27 @@ def ensure_built(recipe: kr.Recipe, cache: Path | None = None, progress: Progres
             shutil.rmtree(stale, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=f".staging-{rd}.", dir=root))
         try:
-            built = _build(recipe, rd, staging, root, say, jobs or os.cpu_count() or 1)
+            built = _build(recipe, rd, staging, root, say, jobs or os.cpu_count() or 1, host)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return built
 
 
-def _build(recipe: kr.Recipe, rd: str, staging: Path, root: Path, say: Progress, jobs: int) -> Built:
-    out = staging / "out"
-    out.mkdir()
-    log_path = out / "build.log"
-    t0 = time.monotonic()
-    with open(log_path, "w") as log:
-        def phase(what: str) -> None:
-            line = f"kernel {recipe.name}: {what}"
-            say(line)
-            log.write(f"### {line}\n")
-            log.flush()
+class _Place:
+    """Where a build runs: this machine (staging inside the cache) or a build host (a staging directory on it,
+    reached through its Host; the files are copied there and the results fetched back)."""
 
-        def fail(message: str) -> KernelBuildError:
-            log.flush()
-            kept = root / "failed" / recipe.name
-            kept.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(log_path, kept / "build.log")
-            return KernelBuildError(f"guest kernel {recipe.name!r}: {message} (log: {kept / 'build.log'})", _tail(log_path))
+    def __init__(self, base: str, host: Host | None = None) -> None:
+        self.base = base
+        self.host = host
 
-        def run(argv: list[str], cwd: Path, what: str, watch: Callable[[str], None] | None = None) -> None:
-            log.write(f"$ {' '.join(argv)}\n")
-            log.flush()
+    def path(self, *parts: str) -> str:
+        return "/".join([self.base, *parts])
+
+    def run(self, argv: list[str], cwd: str, log: Any, watch: Callable[[str], None] | None = None) -> int:
+        log.write(f"$ {' '.join(argv)}\n")
+        log.flush()
+        if self.host is None:
             with subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                   errors="replace") as proc:
                 assert proc.stdout is not None
@@ -205,63 +203,83 @@ def _build(recipe: kr.Recipe, rd: str, staging: Path, root: Path, say: Progress,
                     log.flush()  # the log is the build's live progress too (tail -f)
                     if watch is not None:
                         watch(line)
-            rc = proc.returncode
-            if rc:
-                raise fail(f"{what} failed (exit {rc})")
+            return proc.returncode
+        step = self.path("step.log")
+        cmd = f"cd {shlex.quote(cwd)} && {shlex.join(argv)} > {shlex.quote(step)} 2>&1"
+        res = self.host.run(["sh", "-c", cmd], timeout=REMOTE_STEP_TIMEOUT_S)
+        out = self.host.run(["cat", step], timeout=120).stdout
+        for line in out.splitlines(keepends=True):
+            log.write(line)
+            if watch is not None:
+                watch(line)
+        log.flush()
+        return 124 if res.timed_out else res.rc
 
-        src = staging / "src"
-        phase(f"unpacking {recipe.source}" + (f" at {recipe.ref}" if recipe.ref else ""))
-        _unpack(recipe, src, run)
-        for patch in recipe.patches:
-            phase(f"applying {patch}")
-            _apply(recipe, patch, src, log, fail)
-        phase(f"config {recipe.config}" + (f" + {', '.join(recipe.fragments)}" if recipe.fragments else ""))
-        if recipe.config_is_file:
-            shutil.copyfile(recipe.config, src / ".config")
-            run(["make", "olddefconfig"], src, "make olddefconfig")
+    def read(self, path: str) -> str:
+        if self.host is None:
+            return Path(path).read_text()
+        res = self.host.run(["cat", path], timeout=120)
+        if not res.ok:
+            raise ProvisionError(f"{self.host.name}: cannot read {path}: {res.tail()}")
+        return res.stdout
+
+    def exists(self, path: str) -> bool:
+        return Path(path).is_file() if self.host is None else self.host.run(["test", "-f", path], timeout=60).ok
+
+    def put(self, local: Path, path: str) -> None:
+        if self.host is None:
+            shutil.copyfile(local, path)
         else:
-            run(["make", recipe.config], src, f"make {recipe.config}")
-        frags: dict[str, str] = {}
-        paths: list[str] = []
-        for f in recipe.fragments:
-            # The tree's own: kernel/configs/<f> and arch/x86/configs/<f>, both when both exist (as `make f` does).
-            found = [Path(f)] if f.startswith("/") else [src / d / f for d in FRAGMENT_DIRS if (src / d / f).is_file()]
-            if not found:
-                raise fail(f"fragment {f} is not one of this tree's ({', '.join(FRAGMENT_DIRS)})")
-            frags[f] = "".join(p.read_text() for p in found)
-            paths += [str(p) for p in found]
-        own = staging / "runner.config"
-        own.write_text(kr.fragment_text(recipe))
-        run(["sh", "scripts/kconfig/merge_config.sh", "-m", ".config", *paths, str(own)], src, "merge_config.sh")
-        run(["make", "olddefconfig"], src, "make olddefconfig")
-        final = (src / ".config").read_text()
-        wrong, notes = kr.split_mismatches(kr.config_mismatches(kr.wanted(recipe, frags), kr.parse_config(final)))
-        for line in notes:
-            log.write(f"runner: note: {line}\n")
-        if notes:
-            say(f"kernel {recipe.name}: {len(notes)} symbol(s) of the tree's fragments not taken by this kernel (kernel.json: fragment_notes)")
-        if wrong:
-            for line in wrong:
-                log.write(f"runner: {line}\n")
-            raise fail("the final .config does not have what was asked: " + "; ".join(wrong))
-        digest = kr.build_digest(source_digest(recipe), [file_digest(Path(p)) for p in recipe.patches], final)
-        phase(f"make -j{jobs} bzImage (build {digest})")
-        count = [0]
+            self.host.put(local, path)
 
-        def watch(line: str) -> None:
-            if line.startswith("  CC ") or line.startswith("  AS "):
-                count[0] += 1
-                if count[0] % 250 == 0:
-                    say(f"kernel {recipe.name}: {count[0]} files compiled")
+    def write(self, path: str, text: str, scratch: Path) -> None:
+        if self.host is None:
+            Path(path).write_text(text)
+            return
+        tmp = scratch / Path(path).name
+        tmp.write_text(text)
+        self.put(tmp, path)
 
-        run(["make", f"-j{jobs}", "bzImage"], src, "make bzImage", watch)
-        release = subprocess.run(["make", "-s", "kernelrelease"], cwd=src, capture_output=True, text=True).stdout.strip()
-        shutil.copyfile(src / "arch/x86/boot/bzImage", out / "bzImage")
-        (out / "config").write_text(final)
-        seconds = round(time.monotonic() - t0, 1)
-        phase(f"built {release} in {seconds:.0f} s")
+    def fetch(self, path: str, local: Path) -> None:
+        """Copy a file of the place to this machine (a build host's, as base64 over its connection)."""
+        if self.host is None:
+            shutil.copyfile(path, local)
+            return
+        res = self.host.run(["base64", "-w0", path], timeout=600)
+        if not res.ok:
+            raise ProvisionError(f"{self.host.name}: cannot fetch {path}: {res.tail()}")
+        local.write_bytes(base64.b64decode(res.stdout))
+
+
+REMOTE_STEP_TIMEOUT_S = 6 * 3600.0  # one step on a build host (make bzImage of a big config on a slow host)
+REMOTE_STAGING = "/var/tmp/runner-kernels"  # on a build host: .staging-<recipe digest>.<id>/
+
+
+def _build(recipe: kr.Recipe, rd: str, staging: Path, root: Path, say: Progress, jobs: int, host: Host | None = None) -> Built:
+    out = staging / "out"
+    out.mkdir()
+    log_path = out / "build.log"
+    t0 = time.monotonic()
+    if host is None:
+        place = _Place(str(staging))
+    else:
+        base = f"{REMOTE_STAGING}/.staging-{rd}.{uuid.uuid4().hex[:8]}"
+        host.run(["sh", "-c", f"rm -rf {REMOTE_STAGING}/.staging-{rd}.*; mkdir -p {shlex.quote(base)}"], timeout=600)
+        place = _Place(base, host)
+    try:
+        with open(log_path, "w") as log:
+            digest, release, final, notes = _steps(recipe, place, staging, root, log, log_path, say, jobs, host)
+            seconds = round(time.monotonic() - t0, 1)
+            line = f"kernel {recipe.name}: built {release} in {seconds:.0f} s" + (f" on {host.name}" if host else "")
+            say(line)
+            log.write(f"### {line}\n")
+    finally:
+        if host is not None:
+            with contextlib.suppress(Exception):
+                host.run(["rm", "-rf", place.base], timeout=600)
     meta = {"digest": digest, "recipe_digest": rd, "release": release, "config_digest": kr.config_digest(final),
             "recipe": recipe.to_json(), "source_digest": source_digest(recipe), "build_s": seconds, "jobs": jobs,
+            "built_on": host.name if host else "controller",
             "added": kr.additions(recipe), "fragment_notes": notes, "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (out / "kernel.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     final_dir = root / digest
@@ -276,28 +294,144 @@ def _build(recipe: kr.Recipe, rd: str, staging: Path, root: Path, say: Progress,
     return _load(final_dir)
 
 
-def _unpack(recipe: kr.Recipe, dest: Path, run: Callable[..., None]) -> None:
+def _steps(recipe: kr.Recipe, place: _Place, staging: Path, root: Path, log: Any, log_path: Path, say: Progress, jobs: int,
+           host: Host | None) -> tuple[str, str, str, list[str]]:
+    """Unpack, patch, configure, check, make bzImage at `place`; the kernel, its .config and the log land in
+    staging/out. Returns (build digest, release, final .config, fragment notes)."""
+    where = f" on {host.name}" if host else ""
+
+    def phase(what: str) -> None:
+        line = f"kernel {recipe.name}: {what}"
+        say(line)
+        log.write(f"### {line}\n")
+        log.flush()
+
+    def fail(message: str) -> KernelBuildError:
+        log.flush()
+        kept = root / "failed" / recipe.name
+        kept.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(log_path, kept / "build.log")
+        return KernelBuildError(f"guest kernel {recipe.name!r}: {message}{where} (log: {kept / 'build.log'})", _tail(log_path))
+
+    def run(argv: list[str], cwd: str, what: str, watch: Callable[[str], None] | None = None) -> None:
+        rc = place.run(argv, cwd, log, watch)
+        if rc:
+            raise fail(f"{what} failed (exit {rc})")
+
+    src = place.path("src")
+    phase(f"unpacking {recipe.source}" + (f" at {recipe.ref}" if recipe.ref else "") + where)
+    _unpack(recipe, place, staging, run)
+    for i, patch in enumerate(recipe.patches):
+        phase(f"applying {patch}")
+        there = place.path(f"patch-{i}.patch")
+        place.put(Path(patch), there)
+        log.flush()
+        marker = log_path.stat().st_size
+        rc = place.run(["patch", "-p1", "--forward", "--batch", "-i", there], src, log)
+        if rc:
+            log.flush()
+            output = log_path.read_bytes()[marker:].decode(errors="replace")
+            raise fail(f"patch {patch} does not apply: {failed_files(output) or 'see the log'}")
+    phase(f"config {recipe.config}" + (f" + {', '.join(recipe.fragments)}" if recipe.fragments else ""))
+    if recipe.config_is_file:
+        place.put(Path(recipe.config), f"{src}/.config")
+        run(["make", "olddefconfig"], src, "make olddefconfig")
+    else:
+        run(["make", recipe.config], src, f"make {recipe.config}")
+    frags: dict[str, str] = {}
+    paths: list[str] = []
+    for i, f in enumerate(recipe.fragments):
+        if f.startswith("/"):
+            there = place.path(f"fragment-{i}.config")
+            place.put(Path(f), there)
+            found = [there]
+        else:  # the tree's own: kernel/configs/<f> and arch/x86/configs/<f>, both when both exist (as `make f` does)
+            found = [f"{src}/{d}/{f}" for d in FRAGMENT_DIRS if place.exists(f"{src}/{d}/{f}")]
+        if not found:
+            raise fail(f"fragment {f} is not one of this tree's ({', '.join(FRAGMENT_DIRS)})")
+        frags[f] = "".join(place.read(p) for p in found)
+        paths += found
+    own = place.path("runner.config")
+    place.write(own, kr.fragment_text(recipe), staging)
+    run(["sh", "scripts/kconfig/merge_config.sh", "-m", ".config", *paths, own], src, "merge_config.sh")
+    run(["make", "olddefconfig"], src, "make olddefconfig")
+    final = place.read(f"{src}/.config")
+    wrong, notes = kr.split_mismatches(kr.config_mismatches(kr.wanted(recipe, frags), kr.parse_config(final)))
+    for line in notes:
+        log.write(f"runner: note: {line}\n")
+    if notes:
+        say(f"kernel {recipe.name}: {len(notes)} symbol(s) of the tree's fragments not taken by this kernel (kernel.json: fragment_notes)")
+    if wrong:
+        for line in wrong:
+            log.write(f"runner: {line}\n")
+        raise fail("the final .config does not have what was asked: " + "; ".join(wrong))
+    digest = kr.build_digest(source_digest(recipe), [file_digest(Path(p)) for p in recipe.patches], final)
+    if host is not None:
+        res = host.run(["nproc"], timeout=60)
+        jobs = int(res.stdout.strip()) if res.ok and res.stdout.strip().isdigit() else jobs
+    phase(f"make -j{jobs} bzImage (build {digest}){where}")
+    count = [0]
+
+    def watch(line: str) -> None:
+        if line.startswith(("  CC ", "  AS ")):
+            count[0] += 1
+            if count[0] % 250 == 0:
+                say(f"kernel {recipe.name}: {count[0]} files compiled")
+
+    run(["make", f"-j{jobs}", "bzImage"], src, "make bzImage", watch)
+    captured = _Capture()
+    rel = place.run(["make", "-s", "kernelrelease"], src, captured)
+    release = captured.text.strip().splitlines()[-1] if rel == 0 and captured.text.strip() else ""
+    place.fetch(f"{src}/arch/x86/boot/bzImage", staging / "out" / "bzImage")
+    (staging / "out" / "config").write_text(final)
+    return digest, release, final, notes
+
+
+class _Capture:
+    """A log that keeps what a command printed (make kernelrelease)."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, text: str) -> None:
+        if not text.startswith("$ "):
+            self.text += text
+
+    def flush(self) -> None:
+        pass
+
+
+def _unpack(recipe: kr.Recipe, place: _Place, staging: Path, run: Callable[..., None]) -> None:
+    """The source into place/src: a tarball unpacked there (a build host uses its own copy when it has the
+    same file, else gets this machine's); a git tree exported at its ref, another tree copied."""
     src = recipe.source_path
-    dest.mkdir()
+    dest = place.path("src")
+    run(["mkdir", "-p", dest], place.base, "mkdir")
     if recipe.source_kind != "tree":
-        run(["tar", "-x", "-f", str(src), "-C", str(dest), "--strip-components=1"], dest, f"unpacking {src}")
-    elif (src / ".git").exists():
+        tarball = str(src)
+        if place.host is not None:
+            same = place.host.run(["sha256sum", tarball], timeout=600)
+            if not (same.ok and same.stdout.split()[0] == file_digest(src)):
+                tarball = place.path("source" + "".join(src.suffixes[-2:]))
+                place.put(src, tarball)
+        run(["tar", "-x", "-f", tarball, "-C", dest, "--strip-components=1"], place.base, f"unpacking {src}")
+        return
+    local = staging / "src" if place.host is not None else Path(dest)
+    local.mkdir(exist_ok=True)
+    if (src / ".git").exists():
         with subprocess.Popen(["git", "-C", str(src), "archive", "--format=tar", recipe.ref or "HEAD"], stdout=subprocess.PIPE) as archive:
-            rc = subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout).returncode
+            rc = subprocess.run(["tar", "-x", "-C", str(local)], stdin=archive.stdout).returncode
         if archive.returncode or rc:
             raise KernelBuildError(f"guest kernel {recipe.name!r}: git archive of {src} at {recipe.ref or 'HEAD'} failed")
         if recipe.ref is None and _git(src, "diff", "HEAD"):  # the tree as it is, uncommitted changes included
             diff = subprocess.run(["git", "-C", str(src), "diff", "HEAD", "--binary"], capture_output=True).stdout
-            subprocess.run(["git", "apply", "--whitespace=nowarn"], cwd=dest, input=diff, check=True)
+            subprocess.run(["git", "apply", "--whitespace=nowarn"], cwd=local, input=diff, check=True)
     else:
-        run(["cp", "-a", f"{src}/.", str(dest)], dest, f"copying {src}")
-
-
-def _apply(recipe: kr.Recipe, patch: str, src: Path, log: Any, fail: Callable[[str], KernelBuildError]) -> None:
-    proc = subprocess.run(["patch", "-p1", "--forward", "--batch", "-i", patch], cwd=src, capture_output=True, text=True)
-    log.write(proc.stdout + proc.stderr)
-    if proc.returncode:
-        raise fail(f"patch {patch} does not apply: {failed_files(proc.stdout + proc.stderr) or 'see the log'}")
+        subprocess.run(["cp", "-a", f"{src}/.", str(local)], check=True)
+    if place.host is not None:  # the tree, as one tarball, to the build host
+        subprocess.run(["tar", "-c", "-f", str(staging / "src.tar"), "-C", str(local), "."], check=True)
+        place.put(staging / "src.tar", place.path("src.tar"))
+        run(["tar", "-x", "-f", place.path("src.tar"), "-C", dest], place.base, "unpacking the tree")
 
 
 def failed_files(output: str) -> str:
@@ -352,15 +486,22 @@ def recipe_from_spec(name: str, spec: Mapping[str, Any]) -> kr.Recipe:
 
 
 def prepare_kernels(trials_params: Iterable[Mapping[str, Any]], dataset: Path | None = None,
-                    progress: Progress | None = None, cache: Path | None = None) -> dict[str, dict[str, Any]]:
+                    progress: Progress | None = None, cache: Path | None = None,
+                    inventory: Path | None = None, known_hosts: Path | None = None) -> dict[str, dict[str, Any]]:
     """Build (or find in the cache) every recipe kernel the trials boot, before any trial; store each
     final .config once in the dataset (kernels/<build digest>.config). Returns, by recipe name, what the
-    provenance records: build digest, release, .config digest. A failed build raises KernelBuildError."""
+    provenance records: build digest, release, .config digest. A failed build raises KernelBuildError.
+    inventory (and known_hosts): where a recipe's build_host is found."""
     out: dict[str, dict[str, Any]] = {}
     for name, recipe in recipes_of(trials_params).items():
-        if recipe.build_host is not None:
-            raise ProvisionError(f"guest kernel {name!r}: build_host is not supported yet; build on the controller (remove build_host)")
-        built = ensure_built(recipe, cache, progress)
+        host = None
+        if recipe.build_host is not None and lookup(recipe, cache) is None:
+            host = build_host(name, recipe.build_host, inventory, known_hosts)
+        try:
+            built = ensure_built(recipe, cache, progress, host=host)
+        finally:
+            if host is not None:
+                host.close()
         if dataset is not None:
             kdir = Path(dataset) / "kernels"
             kdir.mkdir(parents=True, exist_ok=True)
@@ -369,6 +510,18 @@ def prepare_kernels(trials_params: Iterable[Mapping[str, Any]], dataset: Path | 
                 os.replace(kdir / f".{built.digest}.config.tmp", kdir / f"{built.digest}.config")
         out[name] = {"build": built.digest, "release": built.release, "config_digest": built.config_digest}
     return out
+
+
+def build_host(recipe: str, name: str, inventory: Path | None, known_hosts: Path | None = None) -> Host:
+    """The Host of a recipe's build_host, from the campaign's inventory."""
+    from runner.provision.inventory import connect, load_inventory
+
+    if inventory is None:
+        raise ProvisionError(f"guest kernel {recipe!r}: build_host {name!r} needs an inventory")
+    found = load_inventory(inventory, known_hosts).resolve(name)
+    if len(found) != 1:
+        raise ProvisionError(f"guest kernel {recipe!r}: build_host {name!r} is not one host of {inventory}")
+    return connect(found[0])
 
 
 def kernel_of(params: Mapping[str, Any], cache: Path | None = None) -> Path | None:
