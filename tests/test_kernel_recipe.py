@@ -253,3 +253,18 @@ def test_the_facts_script_reads_the_pv_spinlock_line_from_dmesg(tmp_path: Path) 
     out = subprocess.run(["sh", "-c", kb.FACTS_LINES], capture_output=True, text=True,
                          env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}).stdout
     assert parse_guest_facts(out)["pvspin_line"] == "xen: PV spinlocks disabled"
+
+
+def test_plan_says_which_kernels_will_be_built_and_what_the_runner_adds(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNNER_CACHE", str(tmp_path / "cache"))  # an empty cache: both are to build
+    monkeypatch.setenv("COLUMNS", "1000")  # rich wraps at the terminal width
+    tarball = tmp_path / "linux.tar.xz"
+    tarball.write_bytes(b"source")
+    path = matrix(tmp_path, f"guest_kernels:\n  pv: {{build: {{source: {tarball}, config: tinyconfig}}}}\n"
+                            f"  nopv: {{build: {{source: {tarball}, config: defconfig, set: {{PARAVIRT_SPINLOCKS: n}}}}}}\n",
+                  "axes: {guest_kernel: [pv, nopv]}\n")
+    assert main(["plan", str(path), "--show", "0"]) == 0
+    out = capsys.readouterr().out.replace("\n", " ")
+    assert f"kernel pv: {tarball} tinyconfig: to build, about" in out and f"kernel nopv: {tarball} defconfig: to build, about" in out
+    assert "added for kvm/xen guests (=y):" in out and "XEN_PVH" in out
