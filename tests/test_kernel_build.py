@@ -12,6 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from runner.provision import kernel as kr
@@ -220,7 +221,7 @@ def test_a_campaign_boots_the_recipe_kernel_and_records_what_it_booted(tmp_path:
     if row["accel"] == "kvm":  # a KVM signature: Linux says whether PV spinlocks are on (docs/kernels.md)
         assert "PV spinlocks enabled" in row["guest_pvspin"]
     else:  # TCG shows no hypervisor, so the kernel prints no PV spinlock line
-        assert row["accel"] == "tcg" and row["guest_pvspin"] is None
+        assert row["accel"] == "tcg" and pd.isna(row["guest_pvspin"])
 
 
 def test_the_guest_image_of_a_built_kernel_loads_no_module_and_names_its_build(tmp_path: Path) -> None:
