@@ -291,6 +291,7 @@ def test_the_recipe_kernel_boots_on_the_host_vms_and_the_guest_says_its_pv_spinl
     finally:
         vmhost.stop(vm)
     _, trials, _ = read_campaign(tmp_path / "ds" / campaign)
+    print(trials[["env", "guest_kernel", "accel", "status", "boot_s", "guest_uname", "guest_pvspin", "error"]].to_string())  # -s: the figures
     built = kb.lookup(REAL)
     assert built is not None and (trials["status"] == "ok").all(), trials[["env", "guest_kernel", "error"]]
     assert set(trials["kernel_build"]) == {built.digest} and set(trials["guest_uname"]) == {built.release}
@@ -321,3 +322,24 @@ def test_a_recipe_with_a_build_host_is_built_there_and_fetched_back(testbed, tmp
     assert any(line.endswith(f"on {host}") and "unpacking" in line for line in lines), lines
     assert "patching file kernel/locking/spinlock.c" in built.log.read_text()
     assert kr.parse_config(built.config.read_text())["KVM_GUEST"] == "y"
+
+
+@pytest.mark.integration
+def test_a_failed_build_stops_the_launch_before_any_trial_with_the_recipe_and_the_log_tail(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from runner.cli import main
+
+    monkeypatch.setenv("RUNNER_CACHE", str(tmp_path / "cache"))
+    tree = fake_tree(tmp_path)
+    bad = tmp_path / "oticket.patch"
+    bad.write_text("--- a/kernel/locking/qspinlock.c\n+++ b/kernel/locking/qspinlock.c\n@@ -1,1 +1,1 @@\n-int x;\n+int y;\n")
+    matrix = tmp_path / "m.yml"
+    matrix.write_text(
+        f"campaign: badkernel\nhosts: {{group: local, inventory: {Path(__file__).resolve().parents[1] / 'inventory'}}}\n"
+        f"guest_kernels:\n  oticket: {{build: {{source: {tree}, patches: [{bad.name}], config: tinyconfig}}}}\n"
+        "workload: {name: command, params: {env: kvm, vcpus: 1, run: 'echo {}'}}\naxes: {guest_kernel: [oticket]}\nrepetitions: 1\n")
+    assert main(["launch", str(matrix), "--datasets", str(tmp_path / "ds")]) != 0
+    err = capsys.readouterr().err
+    assert f"guest kernel 'oticket': patch {bad} does not apply: kernel/locking/qspinlock.c (not in the tree)" in err
+    assert "--- last lines of the build log ---" in err and "can't find file to patch" in err
+    assert not list((tmp_path / "ds").rglob("*.parquet"))  # no trial ran

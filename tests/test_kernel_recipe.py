@@ -138,8 +138,12 @@ def test_failed_patch_output_names_the_files() -> None:
     out = ("patching file kernel/locking/qspinlock.c\nHunk #1 FAILED at 10.\n1 out of 2 hunks FAILED -- saving rejects to file "
            "kernel/locking/qspinlock.c.rej\npatching file include/x.h\n")
     assert kb.failed_files(out) == "kernel/locking/qspinlock.c (1 out of 2 hunks FAILED)"
-    assert "already applied" in kb.failed_files("patching file a.c\nReversed (or previously applied) patch detected!  Skipping patch.\n")
-    assert "not in the tree" in kb.failed_files("can't find file to patch at input line 3\nNo file to patch.  Skipping patch.\n")
+    assert kb.failed_files("patching file a.c\nReversed (or previously applied) patch detected!  Skipping patch.\n"
+                           "1 out of 1 hunk ignored -- saving rejects to file a.c.rej\n") == "a.c (already applied)"
+    missing = ("can't find file to patch at input line 3\nPerhaps you used the wrong -p or --strip option?\nThe text leading up to this was:\n"
+               "--------------------------\n|--- a/kernel/locking/qspinlock.c\n|+++ b/kernel/locking/qspinlock.c\n--------------------------\n"
+               "No file to patch.  Skipping patch.\n1 out of 1 hunk ignored\n")  # GNU patch 2.7's words
+    assert kb.failed_files(missing) == "kernel/locking/qspinlock.c (not in the tree)"
 
 
 # ------------------------------------------------------------------------------------------ bad recipes

@@ -435,17 +435,24 @@ def _unpack(recipe: kr.Recipe, place: _Place, staging: Path, run: Callable[..., 
 
 
 def failed_files(output: str) -> str:
-    """The files `patch` could not patch, from its output: 'FILE (2 of 3 hunks FAILED)', or a missing file."""
-    out, current = [], ""
+    """The files `patch` could not patch, from its output: 'FILE (2 of 3 hunks FAILED)', a file not in the
+    tree, or a patch already applied."""
+    out: list[str] = []
+    current, missing = "", False  # missing: the file is not in the tree, or "applied" (already applied)
     for line in output.splitlines():
-        if m := re.match(r"patching file '?([^']+)'?", line):
+        if m := re.match(r"patching file '?([^']+)'?$", line):
+            current, missing = m[1], False
+        elif m := re.match(r"\|?\+\+\+ (?:b/)?(\S+)", line):  # the header patch quotes before "No file to patch"
             current = m[1]
+        elif re.search(r"can't find file to patch|No file to patch", line):
+            missing = True
         elif m := re.search(r"(\d+ out of \d+ hunks? (FAILED|ignored))", line):
-            out.append(f"{current} ({m[1]})")
-        elif m := re.search(r"can't find file to patch|No file to patch", line):
-            out.append(f"{current or 'a file'} (not in the tree)")
+            if missing != "applied":
+                out.append(f"{current or 'a file'} (not in the tree)" if missing else f"{current} ({m[1]})")
+            missing = False
         elif "Reversed (or previously applied) patch detected" in line:
             out.append(f"{current} (already applied)")
+            missing = "applied"
     return ", ".join(dict.fromkeys(out))
 
 
