@@ -112,6 +112,7 @@ def report(campaign: str | None = None, *, datasets: Path | str = "datasets", ou
     path = build_report(metrics, trials, provenance, out_dir, axis=axis, bootstrap=bootstrap,
                         scaling_metrics=scaling_metrics())
     cols = ["metric", "n", "median", "rel_iqr", "reps_needed"]
+    cols += [f"stat_{c}" for c in cols]  # a statistic beside an axis of its name (runner.analysis.axes)
     table = summary_table(metrics, trials=trials)  # every axis, guest_kernel too, under its own name
     metric = metric or ("throughput" if "throughput" in present else "all")
     if metric != "all":
