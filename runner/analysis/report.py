@@ -62,6 +62,7 @@ from runner.analysis.stats import (
 )
 from runner.analysis.usl import UslFit, fit_usl
 from runner.errors import BadDatasetError, UsageError
+from runner.records.schema import ordinary_role
 
 LINES_PER_FIGURE = 8
 INLINE_FIGURES = 1  # figures drawn in the report's own process; the rest in up to 2 forked worker processes (_Report)
@@ -493,7 +494,7 @@ def _trial_section(rep: _Report, trials: pd.DataFrame | None) -> str:
     final = trials
     if {"trial_id", "attempt"} <= set(trials.columns):
         final = trials.sort_values("attempt").drop_duplicates("trial_id", keep="last")
-    canary = final["role"].notna().to_numpy() if "role" in final.columns else np.zeros(len(final), dtype=bool)
+    canary = ~ordinary_role(final["role"]) if "role" in final.columns else np.zeros(len(final), dtype=bool)
     canaries, final = final[canary], final[~canary]
     bad = final[final["status"] != "ok"]
     if not bad.empty:
