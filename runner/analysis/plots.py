@@ -22,7 +22,7 @@ from matplotlib.ticker import MaxNLocator
 from runner.analysis.collapse import Collapse
 from runner.analysis.usl import UslFit
 
-DPI = 80  # CSS pixels per inch of a figure as the report shows it
+DPI = 100  # CSS pixels per inch of a figure as the report shows it (8 pt: 11 px)
 SCALE = 2  # PNGs are drawn at SCALE x DPI
 LEGEND_COLUMNS = 4  # legends sit below the axes, out of the data, in rows of up to this many entries
 LEGEND_FONT = 8  # points

@@ -45,7 +45,7 @@ from runner.analysis.drift import (
     trial_states,
 )
 from runner.analysis.explain import explain_collapse, explained_rows
-from runner.analysis.findings import cpu_count, findings_section, nested_hosts
+from runner.analysis.findings import cpu_count, findings_section, host_cpus, is_virtual, nested_hosts
 from runner.analysis.fmt import fitted, number
 from runner.analysis.overcommit import VMS_AXIS, overcommit_table
 from runner.analysis.stats import (
@@ -72,7 +72,7 @@ NO_ACCEL = {"none", "", None}
 _CSS = """body{font-family:sans-serif;max-width:1200px;margin:1em auto;padding:0 1em;color:#222;line-height:1.4}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right;
 vertical-align:top;overflow-wrap:anywhere}th{background:#eee}td:first-child,th:first-child{text-align:left}
-.tbl{max-width:100%;overflow-x:auto}.facts td{text-align:left;max-width:40em}.facts tr.differ td{background:#fff3cd}
+.tbl{max-width:100%;overflow-x:auto}.facts td,.facts th{text-align:left;max-width:40em}.facts tr.differ td{background:#fff3cd}
 .warn{background:#fff3cd;border-left:4px solid #e0a800;padding:4px 8px;margin:4px 0}.hint{color:#555;font-style:italic}
 .poor{color:#a00}.tcg{color:#a00;font-weight:bold}img{max-width:100%;height:auto}
 pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px;white-space:pre-wrap}h2{border-bottom:1px solid #ccc}
@@ -292,12 +292,12 @@ def _scaling_sections(rep: _Report, tot: pd.DataFrame, metric_names: Sequence[st
             fit: UslFit | None = None
             coll: Collapse | None = None
             split: CpuSplit | None = None
-            if lv.shape[0] >= 2 and scales:
+            if lv.shape[0] >= 2 and scales and np.isfinite(x).sum() >= 3:  # a USL fit has 3 parameters
                 fit = fit_usl(n, x, bootstrap=bootstrap, seed=seed)
                 coll = detect_collapse(n, x, d=d)
                 if cpus is not None:
                     split = split_at_cpus(n, x, cpus[0], d=d)
-                    coll = split.main() or coll
+                    coll = split.main() or split.past or split.contention or coll  # no x when neither side collapsed
                 if coll.collapsed:
                     rep.collapses.append((dict(params), coll, f"{title} {label}" if label != title else title))
             series.append(plots.Series(label, lv["n"].to_numpy(), lv["median"].to_numpy(), lv["q1"].to_numpy(),
@@ -339,7 +339,8 @@ def _fit_row(label: str, lv: pd.DataFrame, fit: UslFit | None, coll: Collapse | 
              split: CpuSplit | None = None, cpus: tuple[float, str] | None = None) -> list[Any]:
     loads = f"{_fmt(lv['n'].iloc[0])}..{_fmt(lv['n'].iloc[-1])} ({lv.shape[0]})"
     if fit is None:
-        return [label, loads, ", ".join(hosts)] + [""] * 6 + ["", "one load only: nothing to fit"]
+        why = "one load only: nothing to fit" if lv.shape[0] < 2 else "fewer than 3 points: nothing to fit"
+        return [label, loads, ", ".join(hosts)] + [""] * 6 + ["", why]
     collapse = (f"at {_fmt(coll.collapse_n)}: -{100 * coll.drop:.0f}% of peak at {_fmt(coll.peak_n)}"
                 if coll and coll.collapsed else f"none (peak at {_fmt(coll.peak_n)})" if coll else "")
     if split is not None and cpus is not None:
@@ -360,7 +361,7 @@ def _split_text(split: CpuSplit, cpus: tuple[float, str]) -> str:
     if p is not None and p.collapsed:
         parts.append(f"collapse past the {where} at {_fmt(p.collapse_n)}: -{100 * p.drop:.0f}% of peak at {_fmt(p.peak_n)}")
     elif p is not None:
-        parts.append(f"no collapse past the {where} (last load: {100 * p.last_ratio:.0f}% of {_fmt(p.peak_n)}'s)")
+        parts.append(f"no collapse past the {where} (at the largest load {100 * p.last_ratio:.0f}% of the throughput at {_fmt(p.peak_n)})")
     else:
         parts.append(f"no load past the {where}")
     return "; ".join(parts)
@@ -390,6 +391,9 @@ def _overcommit_sections(rep: _Report, metrics: pd.DataFrame, metric_names: Sequ
         for gi, (gkey, gdf) in enumerate(groups):
             gkey = gkey if isinstance(gkey, tuple) else (gkey,)
             title = _label({**dict(zip(group_cols, gkey)), "metric": name})
+            if var_cols:  # variants measured with one VM only (a scaling cell beside the over-commit ones) show nothing here
+                most = gdf.groupby(var_cols, dropna=False, observed=True)["k"].transform("max")
+                gdf = gdf[(most >= 2).to_numpy()]
             series = []
             for vkey, vdf in (gdf.groupby(var_cols, sort=True, dropna=False, observed=True) if var_cols else [((), gdf)]):
                 vkey = vkey if isinstance(vkey, tuple) else (vkey,)
@@ -456,7 +460,8 @@ def _hosts_table(hosts: Mapping[str, Mapping[str, Any]]) -> str:
     (runner.analysis.drift.FACT_KEYS) come first, those that differ between hosts first of all and marked; the
     collector's full facts follow, folded (differences first again)."""
     names = sorted(hosts)
-    summary = {h: host_summary(hosts[h]) for h in names}
+    summary = {h: {**host_summary(hosts[h]), "cpus": host_cpus(hosts[h]), "hypervisor": hosts[h].get("hypervisor"),
+                   "virtual machine (its guests nested)": is_virtual(hosts[h])} for h in names}
     flat = {h: _flat(hosts[h]) for h in names}
 
     def differs(values: Sequence[Any]) -> bool:
@@ -474,7 +479,8 @@ def _hosts_table(hosts: Mapping[str, Mapping[str, Any]]) -> str:
         return out, sum(differs(v) for _, v in keyed)
 
     head = "<tr><th>fact</th>" + "".join(f"<th>{html.escape(h)}</th>" for h in names) + "</tr>"
-    present = [k for k in FACT_KEYS if any(summary[h].get(k) is not None for h in names)]
+    present = [k for k in (*FACT_KEYS, "cpus", "hypervisor", "virtual machine (its guests nested)")
+               if any(summary[h].get(k) is not None for h in names)]
     main, ndiff = rows(summary, present)
     keys = list(dict.fromkeys(k for h in names for k in flat[h]))
     full, fdiff = rows(flat, keys)
