@@ -6,10 +6,12 @@ the study and on a real lockbench campaign on this machine."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -55,8 +57,6 @@ def test_counts_are_cells_not_cell_metric_pairs(tmp_path: Path) -> None:
     m = synthetic_metrics(axes={"lock": ["a", "b", "c", "d"], "threads": [1, 2, 4, 8, 16, 32]}, law=lambda p: Law(0.02, 0.0, 1e6),
                           per_thread=False)
     extra = [m.assign(metric=name) for name in ("latency", "fairness", "ops", "cycles")]
-    import pandas as pd
-
     doc = build_report(pd.concat([m, *extra], ignore_index=True), None, None, tmp_path, bootstrap=0).read_text()
     assert "24 cells, 5 metrics, 600 metric rows" in doc and "120 cells" not in doc
 
@@ -79,8 +79,6 @@ def test_tables_say_yes_no_and_blank_for_unknown(tmp_path: Path) -> None:
     m = synthetic_metrics(axes={"lock": ["a"], "threads": [1, 2]}, law=lambda p: Law(0.02, 0.0, 1e6), reps=1, per_thread=False)
     m2 = synthetic_metrics(axes={"lock": ["b"], "threads": [1, 2]}, law=lambda p: Law(0.02, 0.0, 1e6), reps=3, noise=0.5, seed=3,
                            per_thread=False)
-    import pandas as pd
-
     both = pd.concat([m, m2.assign(cell_id="x" + m2["cell_id"], trial_id="x" + m2["trial_id"])], ignore_index=True)
     doc = build_report(both, None, None, tmp_path, bootstrap=0).read_text()
     cells = _section(doc, "<h2>Cells</h2>")
@@ -161,8 +159,6 @@ def test_contention_is_told_from_the_collapse_past_the_cpus() -> None:
 
 
 def test_cpu_counts_of_hosts_and_guests() -> None:
-    import pandas as pd
-
     rows = pd.DataFrame({"host": ["h"], "trial_id": ["t"]})
     facts = {"h": host_facts()}
     assert host_cpus(facts["h"]) == HOST_CPUS and host_cpus({"cpus": 2}) == 2 and host_cpus({}) is None
@@ -192,8 +188,6 @@ def test_a_real_lockbench_campaign(tmp_path: Path, capsys: pytest.CaptureFixture
     doc = (out / "report.html").read_text()
     assert "6 cells," in doc
     scaling = _text(_section(doc, "<h2>Scaling along threads</h2>"))
-    import os
-
     cpus = os.cpu_count()
     assert f"the {cpus} host CPUs" in scaling  # every lock's row says what happened at and past the CPU count
     assert scaling.count(f"{cpus} host CPUs") >= 2

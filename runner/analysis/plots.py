@@ -228,6 +228,11 @@ def canary(path: Path, series: Sequence[CanarySeries], *, ylabel: str, title: st
     handles, labels = ax.get_legend_handles_labels()
     bottom = _legend_below(fig, handles, labels, height, 0.55)
     fig.subplots_adjust(left=0.12, right=0.97, bottom=bottom, top=0.9)
+    return _finish(fig, ax, path, xlabel=xlabel, ylabel=ylabel, title=title)
+
+
+def _finish(fig: Figure, ax, path: Path, *, xlabel: str, ylabel: str, title: str) -> Path:
+    """Label one set of axes, grid it, start its y axis at 0 and save the figure."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -266,12 +271,7 @@ def normalised(path: Path, lines: Sequence[Line], *, axis: str, ylabel: str, tit
     fig.subplots_adjust(left=0.1, right=0.97, bottom=bottom, top=0.9)
     _integer_ticks(ax, [line.levels for line in lines])
     _mark_cpus(ax, cpus)
-    ax.set_xlabel(axis)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.set_ylim(bottom=0)
-    return _save(fig, path)
+    return _finish(fig, ax, path, xlabel=axis, ylabel=ylabel, title=title)
 
 
 @dataclass(frozen=True)
