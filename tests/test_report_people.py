@@ -194,3 +194,14 @@ def test_a_real_lockbench_campaign(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "True" not in _text(_section(doc, "<h2>Cells</h2>"))
     assert all((out / src).is_file() and plots.shown_width(out / src) > 0 for src in re.findall(r'<img src="([^"]+)"', doc))
     assert (tmp_path / "ds" / "people" / "schema.json").is_file() and (tmp_path / "ds" / "people" / "DATA-CARD.md").is_file()
+
+
+def test_findings_never_pool_campaigns(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    kept: list[list[str]] = []
+    real = plots.normalised
+    monkeypatch.setattr(plots, "normalised", lambda path, **kw: kept.append([line.label for line in kw["lines"]]) or real(path, **kw))
+    monkeypatch.setattr("runner.analysis.report.INLINE_FIGURES", 100)
+    parts = [synthetic_metrics(axes={"lock": ["ticket"], "threads": [1, 2, 4]}, law=lambda p: Law(0.02, 0.0, 1e6), per_thread=False,
+                               campaign=name, seed=i) for i, name in enumerate(("before", "after"))]
+    build_report(pd.concat(parts, ignore_index=True), None, None, tmp_path, bootstrap=0)
+    assert kept == [["campaign=after", "campaign=before"]]

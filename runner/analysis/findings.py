@@ -105,7 +105,7 @@ def _varying(frame: pd.DataFrame, cols: Sequence[str]) -> list[str]:
 
 def _lines(tot: pd.DataFrame, axis: str, lead: str, nested: set[str]) -> list[plots.Line]:
     """One normalised line per combination of the parameters that vary, `lead` first in its label."""
-    params = [c for c in param_columns(tot) if c not in (axis, "campaign", "workload")]
+    params = [c for c in param_columns(tot) if c != axis]  # campaigns never pooled: one that varies is in the key
     keys = _varying(tot, params)
     keys = [lead, *[k for k in keys if k != lead]] if lead in keys else keys
     out = []
@@ -121,7 +121,7 @@ def _lines(tot: pd.DataFrame, axis: str, lead: str, nested: set[str]) -> list[pl
         hosts = sorted(map(str, rows["host"].dropna().unique())) if "host" in rows.columns else []
         out.append(plots.Line(line_label(p, keys, nested, hosts), lv["n"].to_numpy(), lv["median"].to_numpy() / base,
                               lv["q1"].to_numpy() / base, lv["q3"].to_numpy() / base))
-    return out[:MAX_LINES]
+    return out
 
 
 def _cpu_marks(tot: pd.DataFrame, axis: str, trials: pd.DataFrame | None,
@@ -134,6 +134,14 @@ def _cpu_marks(tot: pd.DataFrame, axis: str, trials: pd.DataFrame | None,
         if mark is not None:
             marks.add(mark)
     return sorted(marks)
+
+
+def _more(count: int, hint: Any) -> str:
+    """A line saying how many variants a finding's figure leaves out (MAX_LINES), or nothing."""
+    if count <= MAX_LINES:
+        return ""
+    return hint(f"The figure shows the first {MAX_LINES} of {count} variants; the scaling and over-commit sections below "
+                "have them all.")
 
 
 def findings_section(rep: Any, tot: pd.DataFrame, metrics: pd.DataFrame, axis: str | None, metric: str | None,
@@ -150,7 +158,8 @@ def findings_section(rep: Any, tot: pd.DataFrame, metrics: pd.DataFrame, axis: s
         return "\n".join(parts)
     rows = tot[(tot["metric"] == metric).to_numpy()]
     if VMS_AXIS in rows.columns and rows[VMS_AXIS].notna().any():
-        rows = rows[(rows[VMS_AXIS] == rows[VMS_AXIS].min()).to_numpy()]  # scaling: one VM at a time
+        fewest = rows[VMS_AXIS].isna() | (rows[VMS_AXIS] == rows[VMS_AXIS].min())  # scaling: one VM at a time
+        rows = rows[fewest.to_numpy()]
     unit = str(rows["unit"].dropna().iloc[0]) if "unit" in rows.columns and rows["unit"].notna().any() else ""
     what = f"{metric} / {metric} at the smallest {shown(axis)}" if axis else metric
     # 1. environments
@@ -161,9 +170,10 @@ def findings_section(rep: Any, tot: pd.DataFrame, metrics: pd.DataFrame, axis: s
     else:
         lines = _lines(rows, axis, "env", nested)
         marks = _cpu_marks(rows, axis, trials, facts)
-        parts.append(rep.figure("finding_env", plots.normalised, lines=lines, axis=shown(axis), ylabel=what,
+        parts.append(rep.figure("finding_env", plots.normalised, lines=lines[:MAX_LINES], axis=shown(axis), ylabel=what,
                                 title=f"{metric} ({unit}) normalised, one line per environment" if unit else
                                 f"{metric} normalised, one line per environment", cpus=marks))
+        parts.append(_more(len(lines), hint))
         if envs < 2:
             parts.append(hint("One environment only: add <code>env: [host, container, kvm]</code> to the axes to compare "
                               "the bare host, containers and guests."))
@@ -173,9 +183,10 @@ def findings_section(rep: Any, tot: pd.DataFrame, metrics: pd.DataFrame, axis: s
     guests = rows[~rows["env"].isin(HOST_ENVS).to_numpy()] if "env" in rows.columns else rows.iloc[:0]
     if axis is not None and kernels > 1 and guests[axis].nunique() >= 2:
         lines = _lines(guests, axis, "guest_kernel", nested)
-        parts.append(rep.figure("finding_kernel", plots.normalised, lines=lines, axis=shown(axis), ylabel=what,
+        parts.append(rep.figure("finding_kernel", plots.normalised, lines=lines[:MAX_LINES], axis=shown(axis), ylabel=what,
                                 title=f"{metric} normalised, one line per guest kernel",
                                 cpus=_cpu_marks(guests, axis, trials, facts)))
+        parts.append(_more(len(lines), hint))
     else:
         parts.append(hint("Needs guests with 2+ guest kernels along a load axis: add <code>guest_kernel: [pv, nopv]</code> "
                           "to the axes of a kvm or xen campaign."))
@@ -188,7 +199,7 @@ def findings_section(rep: Any, tot: pd.DataFrame, metrics: pd.DataFrame, axis: s
         parts.append(hint("Needs 2+ guests sharing the cores, per-VM results and a single-VM reference: add "
                           "<code>vms: [1, 2]</code> to the axes."))
         return "\n".join(parts)
-    keys = _varying(cells, [c for c in param_columns(metrics) if c not in (VMS_AXIS, "campaign", "workload")])
+    keys = _varying(cells, [c for c in param_columns(metrics) if c != VMS_AXIS])
     keys = ["guest_kernel", *[k for k in keys if k != "guest_kernel"]] if "guest_kernel" in keys else keys
     bars = []
     for key, vdf in (cells.groupby(keys, sort=True, dropna=False, observed=True) if keys else [((), cells)]):
@@ -204,6 +215,7 @@ def findings_section(rep: Any, tot: pd.DataFrame, metrics: pd.DataFrame, axis: s
                                vdf["jain"].to_numpy()))
     parts.append(rep.figure("finding_overcommit", plots.overcommit_bars, bars=bars[:MAX_LINES],
                             title=f"over-commit of {metric}: efficiency and Jain's index per k"))
+    parts.append(_more(len(bars), hint))
     if "guest_kernel" not in keys:
         parts.append(hint("One guest kernel only: add <code>guest_kernel: [pv, nopv]</code> to the axes to see over-commit "
                           "per guest kernel."))

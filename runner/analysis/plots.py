@@ -261,7 +261,7 @@ def normalised(path: Path, lines: Sequence[Line], *, axis: str, ylabel: str, tit
     ax = fig.add_subplot()
     for i, line in enumerate(lines):
         color = f"C{i % 10}"
-        ax.plot(line.levels, line.ratio, "o-", color=color, ms=4, lw=1.4, label=line.label)
+        ax.plot(line.levels, line.ratio, "o-" if i < 10 else "s--", color=color, ms=4, lw=1.4, label=line.label)
         ax.fill_between(line.levels, line.low, line.high, color=color, alpha=0.15, lw=0)
     if lines:
         lv = np.unique(np.concatenate([line.levels for line in lines]).astype(float))
