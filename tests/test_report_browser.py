@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from playwright import sync_api  # the test extra; chromium comes from scripts/setup.sh --test: neither is ever skipped
 
 from runner.analysis import build_report
 from runner.provision.fingerprint import collect_local
@@ -19,9 +20,6 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--no-first-run"]
 WINDOW = {"width": 1280, "height": 800}
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="the test extra installs playwright (pip install -e .[test])")
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: scripts/setup.sh --test")
-
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -31,6 +29,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_report_in_chromium(report: Path) -> None:
+    assert Path(CHROMIUM).exists(), f"no {CHROMIUM}: scripts/setup.sh --test installs Debian's chromium"
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
