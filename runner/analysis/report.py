@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
-import re
 import math
+import re
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -103,15 +103,11 @@ def _summary(metrics: pd.DataFrame, *, metric: str | None = None, target: float 
     return out
 
 
-def _people(v: Any) -> str:
+def _fmt(v: Any) -> str:
     """A table cell for people: yes/no for booleans, blank for unknown, numbers as runner.analysis.fmt."""
     if isinstance(v, (bool, np.bool_)):
         return "yes" if v else "no"
     return number(v)
-
-
-def _fmt(v: Any) -> str:
-    return _people(v)
 
 
 def _ci(v: float, ci: tuple[float, float]) -> str:
@@ -146,7 +142,6 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], raw: Sequence[b
 def _hint(text: str) -> str:
     """One line saying what the matrix needs for a section the campaign has no data for (HTML allowed)."""
     return f'<p class="hint">{text}</p>'
-
 
 
 def _warn(text: str) -> str:
