@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from runner.cli import add_known_hosts_option, int_at_least
+from runner.cli import add_inventory_option, add_json_option, add_known_hosts_option, exit_status, int_at_least
 from runner.errors import UnknownNameError
 from runner.execution import environments
 from runner.execution.campaign import check_guests, inventory_path, resolve_hosts
@@ -47,14 +47,15 @@ MAX_HOSTS = 100000  # a plan for more placeholder hosts than any lab has is a ty
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("plan", help="show the trials a matrix expands to", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser("plan", help="show the trials a matrix expands to", description=HELP, epilog=exit_status(),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("matrix", type=Path, help="matrix file (YAML)")
     p.add_argument("--cpus", type=int_at_least(1, MAX_CPUS), help="CPU count that relative values refer to (default: this machine's)")
     p.add_argument("--hosts", type=int_at_least(1, MAX_HOSTS), default=1,
                    help="hosts to plan for when the inventory does not have the matrix's group (default 1)")
     p.add_argument("--show", type=int_at_least(-1), default=30, help="trials to list (default 30; 0 for none, -1 for all)")
-    p.add_argument("--inventory", default=os.environ.get("RUNNER_INVENTORY"),
-                   help="Ansible inventory with the matrix's host group (env RUNNER_INVENTORY; default: as launch)")
+    add_inventory_option(p, "as launch: the matrix's, else inventory/ beside it, else the project's")
+    add_json_option(p, "the plan (counts, estimate, every trial)")
     add_known_hosts_option(p)
     p.set_defaults(func=run)
 
