@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -129,6 +130,10 @@ def run(args: argparse.Namespace) -> int:
     matrix, trials = planned.matrix, planned.trials
     hosts = len(planned.hosts)
     info = summarize(trials, matrix.workload, hosts, matrix.reuse)
+    if args.json:
+        cpus = args.cpus or len(os.sched_getaffinity(0))
+        print(json.dumps(plan_json(planned, info, with_canaries(matrix, trials, planned.hosts, cpus)), indent=2, default=str))
+        return 0
     console = Console()
     reps = matrix.repetitions
     counts = per_host(trials) if matrix.placement == "each" else {}
@@ -184,6 +189,17 @@ def run(args: argparse.Namespace) -> int:
         if show < len(trials):
             console.print(f"... {len(trials) - show} more (--show -1 lists all)")
     return 0
+
+
+def plan_json(planned: Plan, info: Mapping[str, float], trials: list[Trial]) -> dict[str, object]:
+    """What `runner plan --json` prints: the counts, the estimate and every trial in the order it runs (pure)."""
+    matrix = planned.matrix
+    return {
+        "campaign": matrix.campaign, "workload": matrix.workload, "hosts": planned.hosts, "placement": matrix.placement,
+        "note": planned.note, "order": matrix.order, "repetitions": matrix.repetitions, **info,
+        "trials_list": [{"trial_id": t.trial_id, "cell_id": t.cell_id, "host": t.host, "repetition": t.repetition,
+                         "role": t.role, "params": t.param_dict} for t in trials],
+    }
 
 
 def repetition_bounds(matrix: Matrix, planned: int) -> str | None:
