@@ -175,8 +175,10 @@ def parameter_warnings(a: pd.DataFrame, b: pd.DataFrame, label_a: str, label_b: 
 
 
 def version_warnings(pa: Mapping[str, Any], pb: Mapping[str, Any], label_a: str, label_b: str) -> list[str]:
-    """Provenance that differs between the sides: the runner's version and commit, the workload and its version,
-    the matrix's fixed workload parameters (pure; `pa`, `pb` as runner.records.store.read_campaign returns)."""
+    """Provenance that differs between the sides: the runner's version and commit (which carry the built-in
+    workloads' sources, e.g. lockbench.c), the workload and its version when a dataset records one, the matrix's
+    fixed workload parameters (a command's `run`, gmake's `source`) (pure; `pa`, `pb` as
+    runner.records.store.read_campaign returns)."""
     out = []
     for key in ("workload", "workload_version", "runner_version", "git_commit"):
         va, vb = pa.get(key), pb.get(key)

@@ -30,6 +30,7 @@ examples:
   runner hosts
   runner hosts lab --inventory /etc/runner/inventory
   runner hosts release numa80 --force
+  runner hosts lab --json | jq -r '.[] | select(.state == "free") | .host'
 """
 
 

@@ -95,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
 
     def progress(ev: TaskEvent) -> None:
+        if args.quiet:
+            return
         if ev.host is None:
             console.print(f"[dim]{ev.playbook}: {ev.task}[/]")
         elif ev.status in ("changed", "failed", "unreachable"):

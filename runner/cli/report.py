@@ -20,6 +20,7 @@ examples:
   runner report locks-2026               # datasets/locks-2026, report in reports/locks-2026/
   runner report /data/old/locks --out /tmp/r --open
   runner report locks-2026 --axis vcpus --bootstrap 1000
+  runner report locks-2026 --json > summary.json   # the same report; stdout: every cell's median and spread
 
 The report (report.html, PNG figures in img/, summary.csv) shows each metric against the load axis with
 its spread; for the metrics that scale like a throughput (the workload says which: lockbench's throughput,
