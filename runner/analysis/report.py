@@ -818,26 +818,3 @@ def _build(rep: _Report, out: Path, metrics: pd.DataFrame, trials_df: pd.DataFra
     path = out / "report.html"
     path.write_text(doc, encoding="utf-8")
     return path
-
-
-def write_compare_html(result: pd.DataFrame, path: Path | str, *, title: str, q: float = 0.05,
-                       warnings: Sequence[str] = ()) -> Path:
-    """Write the table returned by runner.analysis.compare as a small HTML page, after the `warnings`
-    (runner.analysis.drift.comparability_warnings: host facts or host state that differ)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    counts = result["verdict"].value_counts()
-    summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in ("regression", "improvement", "changed", "same", "untested"))
-    rows = result.copy()
-    for c in ("change", "change_low", "change_high"):
-        rows[c] = rows[c].map(lambda v: f"{100 * v:+.1f}%" if pd.notna(v) else "")
-    doc = "\n".join([
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{html.escape(title)}</title>",
-        f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
-        f"<p>{html.escape(summary)}. Mann-Whitney U per cell, Benjamini-Hochberg q-values, significant at q &le; {q}; "
-        "change is median(B)/median(A) - 1 with a 95% bootstrap interval.</p>",
-        "".join(_warn(w) for w in warnings),
-        _table(list(rows.columns), rows.itertuples(index=False)), "</body></html>",
-    ])
-    path.write_text(doc, encoding="utf-8")
-    return path

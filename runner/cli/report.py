@@ -11,7 +11,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from runner.cli import datasets_default, int_at_least
+from runner.cli import add_datasets_option, add_json_option, int_at_least
 from runner.errors import BadDatasetError, UsageError
 
 EPILOG = """\
@@ -20,6 +20,7 @@ examples:
   runner report locks-2026               # datasets/locks-2026, report in reports/locks-2026/
   runner report /data/old/locks --out /tmp/r --open
   runner report locks-2026 --axis vcpus --bootstrap 1000
+  runner report locks-2026 --json > summary.json   # the same report; stdout: every cell's median and spread
 
 The report (report.html, PNG figures in img/, summary.csv) shows each metric against the load axis with
 its spread; for the metrics that scale like a throughput (the workload says which: lockbench's throughput,
@@ -36,8 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Analyse a campaign's dataset and write an HTML report; print the median of every cell.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("campaign", nargs="?", help="campaign name under --datasets, or a path (default: most recent)")
-    p.add_argument("--datasets", default=datasets_default(),
-                   help="directory holding campaigns (env RUNNER_DATASETS; default: %(default)s)")
+    add_datasets_option(p)
     p.add_argument("--out", help="report directory (default: reports/<campaign>)")
     p.add_argument("--axis", help="load axis (default: the first of threads, cores, vcpus with 2+ values)")
     p.add_argument("--metric",
@@ -45,6 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--bootstrap", type=int_at_least(0, 100_000), default=200,
                    help="bootstrap replicates per fit (default: %(default)s)")
     p.add_argument("--open", action="store_true", help="open the report in a web browser")
+    add_json_option(p, "the summary (every cell's median and spread, and the report's path) instead of the table")
     p.set_defaults(func=run)
     return p
 
@@ -124,7 +125,30 @@ def report(campaign: str | None = None, *, datasets: Path | str = "datasets", ou
     return path
 
 
+def print_json(args: argparse.Namespace) -> int:
+    """--json: the report is built as without it; stdout gets one JSON document (the summary and its path)."""
+    import io
+    import json
+
+    from runner.analysis import summary_table
+    from runner.records.store import find_campaign, read_campaign
+
+    path = report(args.campaign, datasets=args.datasets, out=args.out, axis=args.axis, bootstrap=args.bootstrap,
+                  metric=args.metric, console=Console(file=io.StringIO()))
+    cdir = find_campaign(args.campaign, Path(args.datasets))
+    table = summary_table(read_campaign(cdir)[0])
+    if args.metric not in (None, "all"):
+        table = table[table["metric"] == args.metric]
+    doc = {"campaign": cdir.name, "report": str(path), "cells": json.loads(table.to_json(orient="records"))}
+    print(json.dumps(doc, indent=2))
+    if args.open:
+        webbrowser.open(path.resolve().as_uri())
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.json:
+        return print_json(args)
     path = report(args.campaign, datasets=args.datasets, out=args.out, axis=args.axis, bootstrap=args.bootstrap,
                   metric=args.metric)
     if args.open:

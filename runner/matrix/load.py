@@ -126,7 +126,11 @@ class Matrix:
 
 @cache
 def matrix_schema() -> dict[str, Any]:
-    return json.loads(resources.files("runner.matrix").joinpath("schema.json").read_text())
+    """schema.json without its editors' part (`allOf`: workload names and parameters, runner.matrix.editor_schema),
+    which parse_matrix checks itself, parameter by parameter, naming the allowed values."""
+    schema = json.loads(resources.files("runner.matrix").joinpath("schema.json").read_text())
+    schema.pop("allOf", None)
+    return schema
 
 
 def load_matrix(path: str | Path) -> Matrix:
