@@ -156,3 +156,7 @@ def test_a_command_campaign_with_statistic_named_axes_reports(tmp_path: Path, ca
     assert "<h2>Scaling along n</h2>" in doc and "median=high" in doc and not re.search(r"axis:\w", doc)
     assert all((out / src).is_file() for src in re.findall(r'<img src="([^"]+)"', doc))
     assert np.isfinite(float(rows[0]["stat_median"]))
+    assert main(["report", "stat-axes", "--datasets", str(ds), "--out", str(out), "--bootstrap", "0", "--json"]) == 0
+    cells = json.loads(capsys.readouterr().out)["cells"]
+    assert {(c["n"], c["median"]) for c in cells} == {(n, m) for n in (1, 2, 4) for m in ("low", "high")}
+    assert all(c["stat_n"] == 2 and c["stat_median"] == 100 * c["n"] for c in cells)

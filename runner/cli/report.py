@@ -136,7 +136,8 @@ def print_json(args: argparse.Namespace) -> int:
     path = report(args.campaign, datasets=args.datasets, out=args.out, axis=args.axis, bootstrap=args.bootstrap,
                   metric=args.metric, console=Console(file=io.StringIO()))
     cdir = find_campaign(args.campaign, Path(args.datasets))
-    table = summary_table(read_campaign(cdir)[0])
+    metrics, trials, _ = read_campaign(cdir)
+    table = summary_table(metrics, trials=trials)  # every axis, guest_kernel too, under its own name
     if args.metric not in (None, "all"):
         table = table[table["metric"] == args.metric]
     doc = {"campaign": cdir.name, "report": str(path), "cells": json.loads(table.to_json(orient="records"))}
