@@ -205,3 +205,11 @@ def test_findings_never_pool_campaigns(monkeypatch: pytest.MonkeyPatch, tmp_path
                                campaign=name, seed=i) for i, name in enumerate(("before", "after"))]
     build_report(pd.concat(parts, ignore_index=True), None, None, tmp_path, bootstrap=0)
     assert kept == [["campaign=after", "campaign=before"]]
+
+
+def test_findings_skip_cells_the_load_axis_does_not_apply_to(tmp_path: Path) -> None:
+    m = synthetic_metrics(axes={"lock": ["ticket", "mcs"], "threads": [1, 2, 4]}, law=lambda p: Law(0.02, 0.0, 1e6), per_thread=False)
+    m["threads"] = m["threads"].astype("float64")
+    m.loc[(m["lock"] == "mcs").to_numpy(), "threads"] = np.nan  # an axis that does not apply to these cells
+    doc = build_report(m, None, None, tmp_path, bootstrap=0).read_text()
+    assert '<img src="img/finding_env.png"' in doc

@@ -112,8 +112,11 @@ def _lines(tot: pd.DataFrame, axis: str, lead: str, nested: set[str]) -> list[pl
     groups = tot.groupby(keys, sort=True, dropna=False, observed=True) if keys else [((), tot)]
     for key, rows in groups:
         key = key if isinstance(key, tuple) else (key,)
+        rows = rows[rows[axis].notna().to_numpy()]  # a cell the load axis does not apply to has no line
+        if rows[axis].nunique() < 2:
+            continue
         lv = spread_by_level(rows[axis].to_numpy(dtype=float), rows["value"].to_numpy(dtype=float))
-        if len(lv) < 2 or not lv["median"].iloc[0]:
+        if len(lv) < 2 or not lv["median"].iloc[0]:  # one load, or nothing to normalise by
             continue
         base = float(lv["median"].iloc[0])
         first = rows.iloc[0]
