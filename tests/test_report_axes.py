@@ -160,3 +160,50 @@ def test_a_command_campaign_with_statistic_named_axes_reports(tmp_path: Path, ca
     cells = json.loads(capsys.readouterr().out)["cells"]
     assert {(c["n"], c["median"]) for c in cells} == {(n, m) for n in (1, 2, 4) for m in ("low", "high")}
     assert all(c["stat_n"] == 2 and c["stat_median"] == 100 * c["n"] for c in cells)
+
+
+def test_runner_report_on_a_stored_overcommit_campaign_keeps_the_guest_kernel(tmp_path: Path,
+                                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """As examples/overcommit.yml stores it: guest_kernel is an axis of the matrix but a fixed column of the trials
+    table (the metrics table has none); `runner report` printed two rows per (lock, vms) without it."""
+    import hashlib
+
+    from runner.records.store import AttemptRecord, CampaignStore
+    from runner.workloads.base import Metric
+
+    axis_types = {"lock": "str", "vms": "int"}  # guest_kernel: reserved, not an axis column (runner.trials.axis_types)
+    store = CampaignStore(tmp_path / "ds" / "oc")
+    with store:
+        store.initialise(campaign="oc", workload="lockbench", matrix_text="campaign: oc\n", matrix_sha256="0" * 64,
+                         axis_types=axis_types, trial_count=24, seed=0, provenance={})
+        for lock in ("ttas", "ticket"):
+            for vms in (1, 2):
+                for kernel, speed in (("default", 1.0), ("nopvspin", 0.5)):
+                    cell = hashlib.sha256(f"{lock}{vms}{kernel}".encode()).hexdigest()[:16]
+                    for rep in (1, 2, 3):
+                        per_vm = [1e5 * speed / vms * (1 + 0.01 * rep)] * vms
+                        mets = [Metric("throughput", v, "ops/s", True, vm=i) for i, v in enumerate(per_vm)]
+                        mets.append(Metric("throughput", sum(per_vm), "ops/s", True))  # the total, as guests.combine adds it
+                        mets.append(Metric("aggregate_throughput", sum(per_vm), "ops/s", True))
+                        store.write_attempt("oc", "lockbench", axis_types, AttemptRecord(
+                            trial_id=f"{cell}{rep}", cell_id=cell, repetition=rep, attempt=1, host="h", status="ok", error=None,
+                            started_at=1.7e9, ended_at=1.7e9 + 1, wall_s=1.0, workload_wall_s=1.0, env="kvm", accel="kvm",
+                            params={"lock": lock, "vms": vms, "guest_kernel": kernel, "env": "kvm", "threads": 2},
+                            guest={"guest_kernel": kernel}, metrics=tuple(mets)))
+    out = tmp_path / "rep"
+    assert main(["report", "oc", "--datasets", str(tmp_path / "ds"), "--out", str(out), "--bootstrap", "0",
+                 "--metric", "aggregate_throughput"]) == 0
+    printed = capsys.readouterr().out
+    assert "oc: median of aggregate_throughput in every cell" in " ".join(printed.split())
+    header = next(line for line in printed.splitlines() if "lock" in line and "median" in line)
+    assert re.findall(r"\w+", header) == ["lock", "vms", "guest_kernel", "n", "median", "rel_iqr", "reps_needed"]
+    body = [line for line in printed.splitlines() if "ttas" in line or "ticket" in line]
+    assert len(body) == 8 and sum("nopvspin" in line for line in body) == 4 and all(len(line) <= 80 for line in body)
+    rows = _csv(out / "summary.csv")
+    assert len({(r["lock"], r["vms"], r["guest_kernel"], r["metric"]) for r in rows}) == len(rows) == 16
+    assert {r["guest_kernel"] for r in rows} == {"default", "nopvspin"}
+    doc = (out / "report.html").read_text()
+    over = doc[doc.index("<h2>Over-commit</h2>"):]
+    over = over[:over.index("<h2>", 5)]
+    assert over.count("<img ") == 1  # throughput per VM; not a figure of aggregate_throughput with one point at k = 1
+    assert "lock=ticket guest_kernel=nopvspin accel=kvm" in over
