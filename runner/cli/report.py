@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import webbrowser
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -50,13 +51,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def print_frame(console: Console, df: pd.DataFrame, *, title: str, max_rows: int = 40) -> None:
-    """Print a DataFrame as a rich table (first max_rows rows; numbers for people: runner.analysis.fmt)."""
+def print_frame(console: Console, df: pd.DataFrame, *, title: str, max_rows: int = 40, whole: Sequence[str] = ()) -> None:
+    """Print a DataFrame as a rich table (first max_rows rows; numbers for people: runner.analysis.fmt); the
+    columns in `whole` (a cell's key: its axes) keep their whole header and values, never cut with an ellipsis."""
     from runner.analysis.fmt import number
 
     table = Table(title=title, show_lines=False)
     for c in df.columns:
-        table.add_column(str(c), justify="right" if pd.api.types.is_numeric_dtype(df[c]) else "left")
+        wide = max([len(str(c)), *(len(number(v)) for v in df[c].head(max_rows))]) if c in whole else None
+        table.add_column(str(c), justify="right" if pd.api.types.is_numeric_dtype(df[c]) else "left", min_width=wide)
     for row in df.head(max_rows).itertuples(index=False):
         table.add_row(*(number(v) for v in row))
     console.print(table)
@@ -112,14 +115,17 @@ def report(campaign: str | None = None, *, datasets: Path | str = "datasets", ou
     check_out_dir(out_dir)  # made by build_report, after its own checks: a refused report leaves nothing behind
     path = build_report(metrics, trials, provenance, out_dir, axis=axis, bootstrap=bootstrap,
                         scaling_metrics=scaling_metrics())
-    cols = ["metric", "n", "median", "rel_iqr", "reps_needed"]
-    table = summary_table(metrics)
+    stats = ["n", "median", "rel_iqr", "reps_needed"]
+    stats += [f"stat_{c}" for c in stats]  # a statistic beside an axis of its name (runner.analysis.axes)
+    table = summary_table(metrics, trials=trials)  # every axis, guest_kernel too, under its own name
     metric = metric or ("throughput" if "throughput" in present else "all")
-    if metric != "all":
-        table = table[table["metric"] == metric]
+    if metric != "all":  # one metric: named in the title, its column left out (room for the axes at 80 columns)
+        table = table[table["metric"] == metric].drop(columns=["metric"])
     keep = [c for c in table.columns if c not in ("campaign", "unit", "q1", "q3", "iqr", "ci_rel", "wide")
-            and table[c].nunique(dropna=False) > 1 or c in cols]
-    print_frame(console, table[keep], title=f"{cdir.name}: median of every cell (rel_iqr = IQR / median; reps_needed for a 5% interval)")
+            and table[c].nunique(dropna=False) > 1 or c in [*stats, "metric"]]
+    what = "every cell" if metric == "all" else f"{metric} in every cell"
+    print_frame(console, table[keep], title=f"{cdir.name}: median of {what} (rel_iqr = IQR / median; reps_needed for a 5% interval)",
+                whole=[c for c in keep if c not in stats and c != "metric"])
     console.print(f"report: {path}")
     return path
 
@@ -135,7 +141,8 @@ def print_json(args: argparse.Namespace) -> int:
     path = report(args.campaign, datasets=args.datasets, out=args.out, axis=args.axis, bootstrap=args.bootstrap,
                   metric=args.metric, console=Console(file=io.StringIO()))
     cdir = find_campaign(args.campaign, Path(args.datasets))
-    table = summary_table(read_campaign(cdir)[0])
+    metrics, trials, _ = read_campaign(cdir)
+    table = summary_table(metrics, trials=trials)  # every axis, guest_kernel too, under its own name
     if args.metric not in (None, "all"):
         table = table[table["metric"] == args.metric]
     doc = {"campaign": cdir.name, "report": str(path), "cells": json.loads(table.to_json(orient="records"))}

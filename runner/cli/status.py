@@ -16,6 +16,7 @@ from runner.cli import add_datasets_option, add_json_option, datasets_hint, exit
 from runner.hosts import process
 from runner.hosts.process import ProcessId
 from runner.records.store import CampaignStore, LockHolder, find_campaign
+from runner.records.schema import ordinary_role
 
 HELP = """\
 Show a campaign's trials: done, failed (with the reason of the last attempt) and pending (planned but
@@ -59,7 +60,7 @@ def campaign_status(campaign: str | None, datasets: Path) -> Status:
     meta = store.meta()
     trials = store.read_table("trials").to_pandas()
     if "role" in trials.columns:  # canary runs are re-runs of one cell beside the plan, not planned trials
-        trials = trials[trials["role"].isna().to_numpy()]
+        trials = trials[ordinary_role(trials["role"])]
     ok_ids = set(trials.loc[trials["status"] == "ok", "trial_id"])
     failed: dict[str, str] = {}
     if len(trials):

@@ -35,8 +35,12 @@ from runner.records.schema import (
     GUEST_FIELDS,
     READABLE_SCHEMAS,
     SCHEMA_VERSION,
+    TRIAL_ROLE,
+    data_card_columns,
+    data_dictionary,
     metrics_schema,
     trials_schema,
+    upgrade,
 )
 from runner.workloads.base import Metric
 
@@ -69,7 +73,7 @@ class AttemptRecord:
     failure_kind: str | None = None  # failed | timeout | host; decides retries, not stored
     metrics: tuple[Metric, ...] = field(default=())
     notes: tuple[str, ...] = ()  # one-line reports for the progress display (e.g. a probe unavailable); not stored
-    role: str | None = None  # None: a repetition of the cell; "canary": a re-run of the canary cell (Trial.role)
+    role: str | None = None  # None: a repetition of the cell (stored as `trial`); "canary": a re-run of the canary cell (Trial.role)
 
     @classmethod
     def build(
@@ -246,6 +250,7 @@ class CampaignStore:
         self.root.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(self.root / "matrix.yml", matrix_text.encode())
         self._write_provenance({**provenance, "launches": [_launch_entry()]})
+        self._write_dictionary(campaign, workload, axis_types)
         write_json_atomic(
             self.meta_path,
             {
@@ -260,6 +265,24 @@ class CampaignStore:
             },
         )
         return False
+
+    def _write_dictionary(self, campaign: str, workload: str, axis_types: Mapping[str, str]) -> None:
+        """schema.json and DATA-CARD.md: the data dictionary of the dataset, beside its tables (schema version 6)."""
+        dictionary = data_dictionary(axis_types)
+        write_json_atomic(self.root / "schema.json", dictionary)
+        card = "\n".join([
+            f"# Data dictionary: {campaign}", "",
+            f"Campaign `{campaign}`, workload `{workload}`, dataset schema version {SCHEMA_VERSION}"
+            f" (runner.records.schema). Axes: {', '.join(f'`{a}`' for a in sorted(axis_types)) or 'none'}.", "",
+            "Two tables as Parquet, partitioned by workload (`metrics/workload=<w>/*.parquet`, `trials/...`): one row per "
+            "attempt of a trial in `trials`, its results in `metrics` (a total row has `thread` and `vm` null; per-thread "
+            "and per-VM rows break it down). Every Parquet file carries these descriptions too (field metadata "
+            "`description`; key-value metadata `description:<column>`).", "",
+            "```", "duckdb -c \"SELECT lock, threads, median(value) FROM read_parquet('metrics/**/*.parquet', "
+            "hive_partitioning=true) WHERE metric = 'throughput' AND thread IS NULL AND vm IS NULL AND role = 'trial' "
+            "GROUP BY ALL\"", "```", "",
+            data_card_columns(dictionary)])
+        write_bytes_atomic(self.root / "DATA-CARD.md", card.encode())
 
     def _write_provenance(self, doc: Mapping[str, Any]) -> None:
         write_json_atomic(self.root / "provenance.json", dict(doc))
@@ -378,7 +401,7 @@ class CampaignStore:
             "host": rec.host,
             "env": rec.env,
             "accel": rec.accel,
-            "role": rec.role,
+            "role": rec.role or TRIAL_ROLE,
         }
         axes = {axis: _coerce(rec.params.get(axis), kind) for axis, kind in axis_types.items()}
         if rec.metrics:
@@ -471,7 +494,7 @@ class CampaignStore:
         part = pads.partitioning(pa.schema([("workload", pa.string())]), flavor="hive")
         try:
             dataset = pads.dataset(files, schema=schema, format="parquet", partitioning=part, partition_base_dir=str(self.root / table))
-            return dataset.to_table()
+            return upgrade(dataset.to_table())  # older versions read as the current one (schema.upgrade)
         except (pa.ArrowException, OSError) as exc:  # a truncated, foreign or unreadable file
             why = " ".join(str(exc).split())
             m = re.match(r"Could not open Parquet input source '([^']+)': (.*)", why)
