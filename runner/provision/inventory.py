@@ -26,13 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from runner.errors import UnknownNameError, UsageError
 from runner.hosts.base import LOCAL_NAMES, Host
 from runner.hosts.local import LocalHost
 from runner.hosts.ssh import HostSpec, SSHHost, check_known_hosts_file
-from runner.textfile import read_text
+from runner.textfile import StrictLoader, load_yaml, read_text
 
 DEFAULT_CONNECT_TIMEOUT = 10.0  # Ansible's own default `timeout`
 SSH_CONNECTIONS = frozenset({"ssh", "paramiko", "paramiko_ssh", "smart"})
@@ -155,15 +154,10 @@ def inventory_files(path: Path) -> list[Path]:
 def check_inventory_file(path: Path) -> None:
     """One inventory source is UTF-8 text (and a .yml/.yaml one valid YAML), else one UsageError naming it: Ansible
     would read a binary or non-UTF-8 file with its bytes escaped into host names, and only warn about broken YAML."""
-    text = read_text(path, "inventory file")
+    text = read_text(path, "inventory file")  # a FIFO, a device or an oversized file is refused here, before Ansible
     if path.suffix not in (".yml", ".yaml"):
         return
-    try:
-        yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise UsageError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
-    except RecursionError:
-        raise UsageError(f"{path}: nested too deeply to be an inventory") from None
+    load_yaml(text, path, "inventory", loader=_InventoryLoader)  # duplicate keys, alias bombs: one line naming it
 
 
 def vars_files(loader: Any, manager: Any, base: Path) -> list[tuple[Path, str]]:
@@ -180,11 +174,12 @@ def vars_files(loader: Any, manager: Any, base: Path) -> list[tuple[Path, str]]:
     return found
 
 
-class _VarsLoader(yaml.SafeLoader):
-    """YAML as Ansible reads a variables file, for checking only: its tags (!vault, !unsafe) read as null."""
+class _InventoryLoader(StrictLoader):
+    """YAML as Ansible reads an inventory or variables file, for checking only: its tags (!vault, !unsafe) read
+    as null; duplicate keys, alias bombs and NaN refused (textfile.StrictLoader)."""
 
 
-_VarsLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+_InventoryLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
 
 
 def check_vars_file(path: Path, kind: str) -> None:
@@ -198,13 +193,8 @@ def check_vars_file(path: Path, kind: str) -> None:
         doc = json.loads(text) if path.suffix == ".json" else None
     except ValueError:
         doc = None  # Ansible reads a .json file that is not JSON as YAML
-    try:
-        if doc is None:
-            doc = yaml.load(text, Loader=_VarsLoader)  # noqa: S506 - a SafeLoader
-    except yaml.YAMLError as e:
-        raise UsageError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
-    except RecursionError:
-        raise UsageError(f"{path}: nested too deeply to be a {what}") from None
+    if doc is None:
+        doc = load_yaml(text, path, what, loader=_InventoryLoader)
     if doc is not None and not isinstance(doc, dict):
         raise UsageError(f"{path}: holds a {type(doc).__name__}, not a mapping of variable names to values; allowed in {kind}/: "
                          "a mapping such as `ansible_user: admin`")

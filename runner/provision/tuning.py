@@ -20,10 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from runner.errors import UsageError
-from runner.textfile import read_text
+from runner.textfile import load_yaml, read_text
 
 STATE_VERSION = 1
 PREFIX = "host_tuning_"
@@ -140,7 +139,7 @@ def knobs_from_vars(values: Mapping[str, Any], source: str = "tuning") -> Tuning
         if key not in KNOWN_KNOBS:
             raise UsageError(f"{source}: unknown knob {key!r}; known: {', '.join(KNOWN_KNOBS)}")
     governor = raw.get("governor")
-    if governor is not None and not (isinstance(governor, str) and _GOVERNOR.match(governor)):
+    if governor is not None and not (isinstance(governor, str) and _GOVERNOR.fullmatch(governor)):
         raise UsageError(f"{source}: governor: {governor!r} is not a cpufreq governor name (e.g. performance)")
     turbo = _bool(source, "turbo", raw.get("turbo"), nullable=True)
     kvm_params = raw.get("kvm_params") or {}
@@ -153,11 +152,11 @@ def knobs_from_vars(values: Mapping[str, Any], source: str = "tuning") -> Tuning
         if not isinstance(params, Mapping):
             raise UsageError(f"{source}: kvm_params.{module}: expected a mapping of parameter: value")
         for name, value in params.items():
-            if not isinstance(value, (str, int, bool)) or not re.match(r"^\w+$", str(name)):
+            if not isinstance(value, (str, int, bool)) or not re.fullmatch(r"\w+", str(name)):
                 raise UsageError(f"{source}: kvm_params.{module}.{name}: {value!r} is not a scalar value")
         norm_params[str(module)] = {str(k): _param_value(v) for k, v in params.items()}
     cmdline = raw.get("cmdline_add") or []
-    if isinstance(cmdline, str) or not all(isinstance(a, str) and _CMDLINE_ARG.match(a) for a in cmdline):
+    if isinstance(cmdline, str) or not all(isinstance(a, str) and _CMDLINE_ARG.fullmatch(a) for a in cmdline):
         raise UsageError(f"{source}: cmdline_add: {cmdline!r} must be a list of kernel arguments like nosmt")
     return TuningKnobs(
         governor=governor,
@@ -287,13 +286,9 @@ def merge_state(existing: Mapping[str, Any] | None, new: Mapping[str, Any]) -> d
 
 def load_tune_file(path: Path) -> dict[str, Any]:
     """Read and validate a --tune file; errors name the file."""
-    text = read_text(Path(path), "tuning file")  # missing, directory, binary, not UTF-8: one line naming it
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: cannot read tuning knobs: {' '.join(str(exc).split())}") from None
-    except RecursionError:
-        raise UsageError(f"{path}: nested too deeply to be a file of tuning knobs") from None
+    text = read_text(Path(path), "tuning file")  # missing, directory, special, oversized, binary, not UTF-8: one line
+    # bad or hostile YAML (duplicate keys, alias bombs, NaN): one line naming the file
+    data = load_yaml(text, path, "file of tuning knobs", syntax="cannot read tuning knobs") or {}
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a mapping of knob: value")
     knobs_from_vars(data, str(path))

@@ -339,7 +339,7 @@ class CampaignStore:
         """trial id -> attempts recorded so far and whether one succeeded."""
         found: dict[str, list[tuple[int, str]]] = {}
         for path in self._files("trials"):
-            m = FILE_RE.match(path.name)
+            m = FILE_RE.fullmatch(path.name)
             if m:
                 found.setdefault(m["trial"], []).append((int(m["attempt"]), m["status"]))
         out = {}

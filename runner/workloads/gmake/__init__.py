@@ -129,10 +129,10 @@ class Gmake(Workload):
         if source != "linux-source" and not str(source).startswith("/"):
             raise UsageError(f"workload.params.source: {source!r} is not 'linux-source' or an absolute path")
         config = str(params.get("config", DEFAULTS["config"]))
-        if not (config.startswith("/") or _CONFIG.match(config)):
+        if not (config.startswith("/") or _CONFIG.fullmatch(config)):
             raise UsageError(f"workload.params.config: {config!r} is not a make *config target (e.g. tinyconfig) or an absolute path")
         target = str(params.get("target", DEFAULTS["target"]))
-        if not _TARGET.match(target):
+        if not _TARGET.fullmatch(target):
             raise UsageError(f"workload.params.target: {target!r} is not a make target (letters, digits, _ . / + -; no leading -)")
         tmpdir = str(params.get("tmpdir", DEFAULTS["tmpdir"]))
         if not tmpdir.startswith("/"):
