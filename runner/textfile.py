@@ -234,3 +234,18 @@ def load_yaml(text: str, name: str | Path, what: str = "file", *, loader: type[S
 def read_yaml_file(path: Path, what: str, *, loader: type[StrictLoader] = StrictLoader, error: type[UsageError] = UsageError) -> Any:
     """read_text then load_yaml: a user's YAML file, every refusal one line naming it."""
     return load_yaml(read_text(path, what), path, what, loader=loader, error=error)
+
+
+# ----- names that become file names -------------------------------------------------------------------------
+
+def check_file_name(name: Any, what: str, pattern: re.Pattern[str] | None = None, allowed: str = "") -> str:
+    """`name` (a host, schedule or campaign name from a file or the command line) if it is safe as one file
+    name: a non-empty string with no `/`, no NUL or control character, not `.`/`..`, not hidden (`.x`), at
+    most 200 characters, and matching all of `pattern` when given. Anything else is one UsageError: a name such
+    as `../x` or `/etc/x` would make the file it names land outside its directory."""
+    ok = (isinstance(name, str) and 0 < len(name) <= 200 and "/" not in name and not name.startswith(".")
+          and name.isprintable() and (pattern is None or pattern.fullmatch(name) is not None))
+    if not ok:
+        rule = allowed or "a name without /, not starting with a dot, printable, at most 200 characters"
+        raise UsageError(f"{what} {name!r} is not allowed as a file name; allowed: {rule}")
+    return name

@@ -357,6 +357,7 @@ def _launch_held(
         seed=matrix.seed,
         provenance=provenance,
     )
+    notes += store.notes  # damaged records moved aside, measured again
     notes += [f"host {name} unreachable at start: {why}" for name, why in sorted(dead.items())]
     changes: dict[str, list[str]] = {}
     for name, f in sorted(facts.items()):

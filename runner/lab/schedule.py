@@ -36,14 +36,15 @@ from croniter import CroniterBadDateError, croniter
 from runner.errors import RunnerError, UnknownNameError, UsageError
 from runner.matrix.load import load_matrix, read_yaml
 from runner.paths import runner_home
-from runner.records.store import write_bytes_atomic, write_json_atomic
-from runner.textfile import read_text, read_yaml_file
+from runner.records.store import CAMPAIGN_NAME, write_bytes_atomic, write_json_atomic
+from runner.textfile import check_file_name, read_text, read_yaml_file
 
 # What runs a schedule's instance: runner.cli.launch.launch_matrix(path, datasets=, inventory=, quiet=) -> Summary.
 Launcher = Callable[..., Any]
 
 SCHEDULES_VERSION = 1  # 1: name, matrix, cron, datasets, inventory, mode, created
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")  # always fullmatch: a schedule's name names its files
+NAME_ALLOWED = "letters, digits, _ and -, at most 40"
 SLOT_FORMAT = "%Y%m%dT%H%M"
 CAMPAIGN_MAX = 64  # runner/matrix/schema.json: campaign names are at most 64 characters
 DOW_NAMES = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat")
@@ -140,6 +141,7 @@ def instance_matrix(text: str, campaign: str, slot: datetime, source: str) -> tu
         doc = None
     if not isinstance(doc, dict) or not isinstance(doc.get("campaign"), str):
         raise UsageError(f"{source}: not a matrix file (no campaign name)")
+    check_file_name(doc["campaign"], f"{source}: campaign", CAMPAIGN_NAME, "letters, digits, . _ -")  # names instances/<name>.yml
     name = instance_name(doc["campaign"], slot)
     doc["campaign"] = name
     header = f"# instance {name} of schedule {campaign}, slot {slot.isoformat()}, made from {source}\n"
@@ -206,7 +208,7 @@ def parse_entry(entry: Any, where: str) -> Schedule:
         if not isinstance(entry[key], str) and not (key == "inventory" and entry[key] is None):
             raise UsageError(f"{where}: {key}: {entry[key]!r} is not a string")
     if not NAME_RE.fullmatch(entry["name"]):
-        raise UsageError(f"{where}: name: {entry['name']!r} is not allowed; allowed: letters, digits, _ and -, at most 40")
+        raise UsageError(f"{where}: name: {entry['name']!r} is not allowed; allowed: {NAME_ALLOWED}")
     if entry["mode"] not in ("systemd", "serve"):
         raise UsageError(f"{where}: mode: {entry['mode']!r} is not allowed; allowed: systemd, serve")
     try:
@@ -315,7 +317,7 @@ def add_schedule(
     """Record a schedule; with systemd, also install and start its timer. Returns the schedule."""
     home = home or runner_home()
     if not NAME_RE.fullmatch(name):
-        raise UsageError(f"schedule name {name!r} is not allowed; allowed: letters, digits, _ and -, at most 40")
+        raise UsageError(f"schedule name {name!r} is not allowed; allowed: {NAME_ALLOWED}")
     check_cron(cron)
     if Path(datasets).exists() and not Path(datasets).is_dir():
         raise UsageError(f"--datasets {datasets}: not a directory; give the directory the instances' datasets go to")
@@ -359,6 +361,7 @@ def _install_units(sched: Schedule, home: Path) -> None:
 def remove_schedule(name: str, home: Path | None = None) -> str:
     """Remove a schedule (and its timer), a bad entry of that name too; returns its datasets directory."""
     home = home or runner_home()
+    check_file_name(name, "schedule name", NAME_RE, NAME_ALLOWED)  # names the unit files it removes
     entries = _read_entries(_schedules_file(home))
     mine = [e for e in entries if _entry_name(e) == name]
     if not mine:
@@ -374,7 +377,7 @@ def remove_schedule(name: str, home: Path | None = None) -> str:
 
 
 def last_run(name: str, home: Path | None = None) -> datetime | None:
-    path = (home or runner_home()) / "state" / f"{name}.json"
+    path = (home or runner_home()) / "state" / f"{check_file_name(name, 'schedule name', NAME_RE, NAME_ALLOWED)}.json"
     if not path.exists():
         return None
     try:

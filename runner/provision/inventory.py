@@ -31,7 +31,7 @@ from runner.errors import UnknownNameError, UsageError
 from runner.hosts.base import LOCAL_NAMES, Host
 from runner.hosts.local import LocalHost
 from runner.hosts.ssh import HostSpec, SSHHost, check_known_hosts_file
-from runner.textfile import StrictLoader, load_yaml, read_text
+from runner.textfile import StrictLoader, check_file_name, load_yaml, read_text
 
 DEFAULT_CONNECT_TIMEOUT = 10.0  # Ansible's own default `timeout`
 SSH_CONNECTIONS = frozenset({"ssh", "paramiko", "paramiko_ssh", "smart"})
@@ -122,6 +122,8 @@ def load_inventory(path: Path | str, known_hosts: Path | str | None = None) -> I
     hosts: dict[str, HostSpec] = {}
     unsupported: dict[str, str] = {}
     for name, host in manager.hosts.items():
+        # A host's name names its facts file (hosts/<name>.json) and its work directory: never a path.
+        check_file_name(name, f"{shown}: host", allowed="a host name without /, not starting with a dot, printable")
         try:
             hostvars = variables.get_vars(host=host, include_hostvars=False)
         except AnsibleError as e:  # what check_vars_file cannot see (a file encrypted whole, without the vault password)

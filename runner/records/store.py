@@ -38,6 +38,7 @@ from runner.records.schema import (
     metrics_schema,
     trials_schema,
 )
+from runner.textfile import check_file_name
 from runner.workloads.base import Metric
 
 FILE_RE = re.compile(r"^(?P<trial>[0-9a-f]+)\.a(?P<attempt>\d+)\.(?P<status>ok|failed|timeout)\.parquet$")
@@ -185,6 +186,7 @@ class CampaignStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._lock_fh: Any = None
+        self.notes: list[str] = []  # one line per damaged record a launch moved aside (set_aside_damaged)
 
     # -- opening ------------------------------------------------------------------------------------
     @property
@@ -240,6 +242,7 @@ class CampaignStore:
                     "give the changed matrix a new campaign name, or remove the old dataset"
                 )
             self._remove_leftovers()
+            self.set_aside_damaged()
             launches = self.read_provenance().get("launches", [])
             self._write_provenance({**provenance, "launches": [*launches, _launch_entry()]})
             return True
@@ -414,6 +417,9 @@ class CampaignStore:
         self._write_table(self.root / "trials" / f"workload={workload}" / name, [trial_row], trials_schema(axis_types))
 
     def write_host_facts(self, host: str, facts: Mapping[str, Any], *, when: str = "before") -> Path:
+        check_file_name(host, "host name")  # hosts/<host>.json stays in hosts/, whatever the inventory says
+        if split_host_file(f"{host}.json") != (host, "before"):
+            raise UsageError(f"host name {host!r} is not allowed: it ends like a file of facts taken {split_host_file(host + '.json')[1]}")
         path = self.root / "hosts" / (f"{host}.json" if when == "before" else f"{host}.{when}.json")
         write_json_atomic(path, dict(facts))
         return path
@@ -421,7 +427,9 @@ class CampaignStore:
     def host_facts(self, when: str = "before") -> dict[str, dict[str, Any]]:
         """Facts of every host taken at `when` (before or after the campaign), by host name."""
         out = {}
-        for path in sorted((self.root / "hosts").glob("*.json")):
+        for path in _listdir(self.root / "hosts", missing_ok=True):
+            if path.suffix != ".json" or path.name.startswith("."):
+                continue
             host, taken = split_host_file(path.name)
             if taken == when:
                 out[host] = read_json(path, "host facts")
@@ -442,11 +450,45 @@ class CampaignStore:
             os.close(fd)
         os.replace(tmp, path)
 
-    def _files(self, table: str) -> Iterable[Path]:
-        base = self.root / table
-        if not base.exists():
-            return []
-        return base.glob("workload=*/*.parquet")
+    def _files(self, table: str) -> list[Path]:
+        """The table's committed files (workload=*/<name>.parquet). A directory that cannot be read raises
+        DatasetError naming it: taken for empty, it would make a relaunch measure (and overwrite) again."""
+        out: list[Path] = []
+        for part in _listdir(self.root / table, missing_ok=True):
+            if part.name.startswith("workload=") and part.is_dir():
+                out.extend(f for f in _listdir(part) if f.suffix == ".parquet" and not f.name.startswith("."))
+        return sorted(out)
+
+    def damaged(self) -> list[tuple[Path, str]]:
+        """(file, why) of every recorded Parquet file that cannot be read whole, is of the wrong schema or is not
+        the record its name says: such a trial is not recorded, for launch, status and report alike."""
+        meta = self.meta()
+        out = []
+        for table in ("trials", "metrics"):
+            schema = (metrics_schema if table == "metrics" else trials_schema)(meta["axis_types"])
+            for path in self._files(table):
+                if (why := damaged_file(path, table, schema)) is not None:
+                    out.append((path, why))
+        return out
+
+    def set_aside_damaged(self) -> list[Path]:
+        """Move every damaged record (and the other table's file of the same attempt) into damaged/ of the
+        dataset, so its trial is measured again; one line per file in `notes`. Called with the lock held."""
+        moved = []
+        for path, why in self.damaged():
+            for table in ("trials", "metrics"):
+                src = self.root / table / path.parent.name / path.name
+                if not src.exists():
+                    continue
+                dst = self.root / "damaged" / table / path.parent.name / path.name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                n = 1
+                while dst.exists():  # damaged twice across launches: keep both
+                    dst, n = dst.with_name(f"{path.name}.{n}"), n + 1
+                os.replace(src, dst)
+                moved.append(dst)
+            self.notes.append(f"warning: {path}: damaged ({why}); moved into {self.root / 'damaged'}/ and measured again")
+        return moved
 
     def _remove_leftovers(self) -> None:
         """Staging files and metrics without a trial record are what a killed controller leaves."""
@@ -468,6 +510,9 @@ class CampaignStore:
         files = [str(p) for p in self._files(table)]
         if not files:
             return schema.empty_table()
+        for path, why in self.damaged():  # named by file, before pyarrow casts or fills in what is wrong
+            raise BadDatasetError(f"{path}: damaged {_table_of(path)} data: {why}; `runner launch` of the campaign moves it "
+                                  "into damaged/ and measures the trial again")
         part = pads.partitioning(pa.schema([("workload", pa.string())]), flavor="hive")
         try:
             dataset = pads.dataset(files, schema=schema, format="parquet", partitioning=part, partition_base_dir=str(self.root / table))
@@ -477,6 +522,52 @@ class CampaignStore:
             m = re.match(r"Could not open Parquet input source '([^']+)': (.*)", why)
             where, why = (m[1], m[2]) if m else (str(self.root / table), why)
             raise BadDatasetError(f"{where}: damaged {table} data: {why}") from None
+
+
+def _listdir(path: Path, missing_ok: bool = False) -> list[Path]:
+    """The entries of a dataset directory, sorted; one that cannot be read raises DatasetError (exit 1) naming it."""
+    try:
+        return sorted(path.iterdir())
+    except FileNotFoundError:
+        if missing_ok:
+            return []
+        raise DatasetError(f"{path}: cannot read the directory: it vanished while read") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read the directory: {exc.strerror}; what it holds is unknown, so nothing "
+                           "is taken as recorded or measured again") from None
+
+
+def _table_of(path: Path) -> str:
+    return path.parent.parent.name
+
+
+# Columns every record of a table has had in every readable schema version: a file without one is of the wrong schema.
+CORE_COLUMNS = {"trials": ("trial_id", "attempt", "status"), "metrics": ("trial_id", "metric", "value")}
+
+
+def damaged_file(path: Path, table: str, schema: pa.Schema) -> str | None:
+    """Why one recorded file is damaged (None when it is sound): it cannot be read whole (truncated, garbled,
+    unreadable), lacks a core column or has a column of another type than `schema` says, or is not the record
+    of the trial its name says (pure but for reading the file)."""
+    try:
+        got = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        why = " ".join(str(exc).split())
+        return (exc.strerror if isinstance(exc, OSError) and exc.strerror else why)[:200]
+    missing = [c for c in CORE_COLUMNS[table] if c not in got.column_names]
+    if missing:
+        return f"wrong schema: no column {', '.join(missing)}"
+    for f in got.schema:
+        want = schema.field(f.name).type if f.name in schema.names else None
+        if want is not None and f.type != want and not pa.types.is_null(f.type):
+            return f"wrong schema: column {f.name} is {f.type}, not {want}"
+    m = FILE_RE.fullmatch(path.name)
+    ids = set(got.column("trial_id").to_pylist())
+    if table == "trials" and got.num_rows != 1:
+        return f"{got.num_rows} rows, not the one row of an attempt"
+    if m is not None and ids - {m["trial"]}:
+        return f"holds trial {sorted(ids - {m['trial']})[0]}, not {m['trial']}"
+    return None
 
 
 HOST_FACT_TIMES = ("after",)  # hosts/<host>.<when>.json beside hosts/<host>.json (taken before)
