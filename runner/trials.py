@@ -111,6 +111,22 @@ def _cell_params(matrix: Matrix, cell: Mapping[str, Any], cpus: int, relative: f
     return normal_numbers(dict(sorted(resolve_in_environment(merged, cpus, relative).items())))  # 1.0 is 1: one cell
 
 
+def _check_resolved(matrix: Matrix, cell: Mapping[str, Any], params: Mapping[str, Any], cpus: int, relative: frozenset[str]) -> None:
+    """A relative value ("1000000%") resolved past the parameter's own bounds is refused at plan time, naming
+    the value as written, what it resolves to on these CPUs and the bound (not found by the workload at run time)."""
+    schema = matrix.param_schema
+    for key in relative:
+        value = params.get(key)
+        if not isinstance(value, int) or isinstance(value, bool):
+            continue
+        written = cell.get(key, matrix.params.get(key))
+        where = f"axes.{key}" if key in cell else f"workload.params.{key}"
+        high = schema.get(key, {}).get("maximum")
+        if high is not None and value > high:
+            raise MatrixError(f"{matrix.path}: {where}: {written!r} is {value} on {cpus} CPUs, more than the maximum {high} "
+                              f"of {key!r}; allowed: a count or percentage that comes to at most {high}")
+
+
 def plan(matrix: Matrix, cpus_by_host: Mapping[str, int]) -> list[Trial]:
     """Expand `matrix` for the given hosts (name -> online CPUs) into trials, in the matrix's order."""
     cells = expand_cells(matrix.axes, matrix.zip, matrix.exclude, matrix.include)
@@ -120,6 +136,7 @@ def plan(matrix: Matrix, cpus_by_host: Mapping[str, int]) -> list[Trial]:
         seen: set[str] = set()
         for cell in cells:
             params = _cell_params(matrix, cell, cpus, relative)
+            _check_resolved(matrix, cell, params, cpus, relative)
             cid = cell_id(matrix.workload, params, host)
             if cid in seen:  # e.g. "50%" and 1 on a 2-CPU host: one cell, written first wins
                 continue

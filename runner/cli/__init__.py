@@ -81,6 +81,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as exc:  # the machine's own fault (a full disk, no permission): one line naming the path, exit 1
+        if args.verbose:
+            traceback.print_exc()
+        print(f"runner: {os_error_line(exc)}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("runner: out of memory", file=sys.stderr)
+        return 1
+
+
+def os_error_line(exc: OSError) -> str:
+    """`PATH: the system's words` for an OSError (both paths of a rename), also when a library wraps the errno."""
+    import errno as errnos
+    import re
+
+    code = exc.errno
+    if code is None and (m := re.search(r"\[errno (\d+)\]", str(exc), re.IGNORECASE)):
+        code = int(m.group(1))
+    why = os.strerror(code) if code else " ".join(str(exc).split())
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    hint = "; make room and run it again" if code in (errnos.ENOSPC, errnos.EDQUOT) else ""
+    return f"{' -> '.join(paths)}: {why}{hint}" if paths else f"{why}{hint}"
 
 
 def datasets_default() -> str:

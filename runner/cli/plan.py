@@ -34,6 +34,9 @@ table shows each trial's host), and the estimate is for that many hosts. When no
 the default one lacks the group, --hosts placeholder hosts stand in (said in the output). Guest trials show
 how many guest boots the plan needs (see guests.reuse).
 
+An executable inventory file (an Ansible dynamic inventory script) is run only when you name the inventory
+with --inventory or RUNNER_INVENTORY; one found by default or named in the matrix file is refused, unrun.
+
 examples:
   runner plan matrix.yml
   runner plan matrix.yml --cpus 80 --show 20     as it would expand on an 80-core host
@@ -54,7 +57,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="hosts to plan for when the inventory does not have the matrix's group (default 1)")
     p.add_argument("--show", type=int_at_least(-1), default=30, help="trials to list (default 30; 0 for none, -1 for all)")
     p.add_argument("--inventory", default=os.environ.get("RUNNER_INVENTORY"),
-                   help="Ansible inventory with the matrix's host group (env RUNNER_INVENTORY; default: as launch)")
+                   help="Ansible inventory with the matrix's host group (env RUNNER_INVENTORY; default: as launch); "
+                        "only an inventory named here may be an executable (dynamic inventory) script, which plan then runs")
     add_known_hosts_option(p)
     p.set_defaults(func=run)
 

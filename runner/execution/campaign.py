@@ -98,7 +98,8 @@ def resolve_hosts(matrix: Matrix, inventory: str | Path | None = None, known_hos
     hosts use is checked here, before anything connects (UsageError naming it)."""
     from runner.provision.inventory import check_known_hosts, load_inventory
 
-    specs = load_inventory(inventory_path(matrix, inventory), known_hosts).resolve(matrix.hosts)
+    # An inventory script runs only when the user named the inventory (not the matrix's, not one found by default).
+    specs = load_inventory(inventory_path(matrix, inventory), known_hosts, scripts=inventory is not None).resolve(matrix.hosts)
     check_known_hosts(specs)
     return specs
 

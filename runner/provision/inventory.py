@@ -79,10 +79,15 @@ class Inventory:
         return groups + sorted({*self.hosts, *self.unsupported})
 
 
-def load_inventory(path: Path | str, known_hosts: Path | str | None = None) -> Inventory:
+def load_inventory(path: Path | str, known_hosts: Path | str | None = None, *, scripts: bool = False) -> Inventory:
     """Load an Ansible inventory (file or directory) with Ansible's own loader. `known_hosts` (a command's
     --known-hosts or RUNNER_KNOWN_HOSTS) replaces the inventory's known_hosts file for every SSH host; it is
-    checked first (UsageError naming it if it is missing or not a known_hosts file)."""
+    checked first (UsageError naming it if it is missing or not a known_hosts file).
+
+    Ansible runs every executable inventory file as a dynamic inventory script. `scripts` says the user named
+    this inventory (--inventory, RUNNER_INVENTORY): only then may it hold one. An inventory found by default or
+    named by a matrix file (which may come from anyone) with an executable file is refused before Ansible runs
+    anything."""
     if known_hosts is not None:
         known_hosts = Path(known_hosts).expanduser()
         check_known_hosts_file(known_hosts)
@@ -101,6 +106,10 @@ def load_inventory(path: Path | str, known_hosts: Path | str | None = None) -> I
         raise UsageError(f"{shown}: no inventory files in this directory; allowed: an INI or YAML inventory, or a directory of them")
     for file in files:
         check_inventory_file(file)
+        if not scripts and os.access(file, os.X_OK):
+            raise UsageError(f"{file}: an executable file, which Ansible would run as a dynamic inventory script; the runner "
+                             "runs one only when you name the inventory (--inventory or RUNNER_INVENTORY); otherwise "
+                             f"`chmod -x {file}`")
     loader = DataLoader()
     with _ansible_warnings() as warnings:  # Ansible only warns about a source it cannot parse and goes on without it
         manager = InventoryManager(loader=loader, sources=[str(source)])
