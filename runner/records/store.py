@@ -552,7 +552,7 @@ def damaged_file(path: Path, table: str, schema: pa.Schema) -> str | None:
     try:
         got = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
-        why = " ".join(str(exc).split())
+        why = re.sub(r"^Could not open Parquet input source '[^']*': ", "", " ".join(str(exc).split()))
         return (exc.strerror if isinstance(exc, OSError) and exc.strerror else why)[:200]
     missing = [c for c in CORE_COLUMNS[table] if c not in got.column_names]
     if missing:
