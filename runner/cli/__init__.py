@@ -63,8 +63,12 @@ def _subcommand(argv: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser(_subcommand(sys.argv[1:] if argv is None else argv))
-    args = parser.parse_args(argv)
+    try:  # importing a subcommand's module takes a while: Ctrl-C then is one line too
+        parser = build_parser(_subcommand(sys.argv[1:] if argv is None else argv))
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("runner: interrupted", file=sys.stderr)
+        return 130
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
