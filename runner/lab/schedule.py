@@ -21,8 +21,10 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -423,7 +425,10 @@ def serve_once(launch: Launcher, home: Path | None = None, now: datetime | None 
                 continue
             if on_run:
                 on_run(f"schedule {sched.name}: running slot {slot.isoformat()}")
-            ran.append(run_slot(sched, slot, launch, home=home).campaign)
+            summary = run_slot(sched, slot, launch, home=home)
+            ran.append(summary.campaign)
+            if getattr(summary, "interrupted", False):  # SIGTERM or Ctrl-C stopped the slot's campaign (its measured
+                raise KeyboardInterrupt                  # trials kept): serving stops too, as a supervisor expects
         except RunnerError as exc:
             problems.append(f"schedule {sched.name}: {exc}")
             if slot is not None:
@@ -465,8 +470,18 @@ def serve(launch: Launcher, home: Path | None = None, *, once: bool = False, on_
             problem(str(exc))
             return []
 
-    ran = one_pass()
-    while not once:
-        time.sleep(seconds_to_next(home))
-        ran += one_pass()
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop) if main else None  # SIGTERM ends serve, mid-campaign too
+    try:
+        ran = one_pass()
+        while not once:
+            time.sleep(seconds_to_next(home))
+            ran += one_pass()
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
     return ran
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
