@@ -9,9 +9,16 @@ import subprocess
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
+
+from runner import defaults
+from runner.cli import main
+from runner.execution import environments
 from runner.lab import schedule as sch
 from runner.records.store import read_campaign
+from runner.workloads import base
 from tests.events import wait_for
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -48,3 +55,31 @@ def test_serve_exits_on_sigterm_mid_campaign_and_keeps_what_was_measured(tmp_pat
     ok = trials[trials["status"] == "ok"]
     assert len(ok) >= 1 and ok["trial_id"].is_unique and set(ok["n"]) == {1}
     assert sch.last_run("slow", home) is None  # the slot was interrupted: it runs again (resumes) next time
+
+
+# ----- a workload killed for memory says so ----------------------------------------------------------------
+def _result(rc: int, stderr: str = "") -> SimpleNamespace:
+    return SimpleNamespace(timed_out=False, rc=rc, stderr=stderr, stdout="", wall_s=1.0)
+
+
+@pytest.mark.parametrize(("params", "rc", "expect"), [
+    ({"env": "container", "memory": 1024}, 137, "h: workload killed (SIGKILL, status 137): out of memory (limit 1024 MiB)"),
+    ({"env": "kvm"}, -9, f"h: workload killed (SIGKILL, status -9): out of memory (limit {defaults.GUEST_MEMORY_MIB} MiB)"),
+    ({"env": "host"}, 137, "h: workload killed (SIGKILL, status 137); the kernel's OOM killer or another process ended it"),
+    ({"env": "container"}, 137, "h: workload killed (SIGKILL, status 137); the kernel's OOM killer"),
+    ({"env": "container", "memory": 1024}, 1, "h: workload exited with status 1: no output"),
+])
+def test_a_workload_killed_for_memory_says_so(params: dict, rc: int, expect: str) -> None:
+    outcome = environments.finish(None, params, "h", _result(rc), 10.0)  # type: ignore[arg-type]
+    assert outcome.status == "failed" and outcome.error.startswith(expect), outcome.error
+
+
+def test_plan_warns_when_gmake_cannot_fit_its_tmpfs(tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if (why := base.get("gmake").missing()) is not None:
+        pytest.skip(why)
+    m = tmp_path / "gm.yml"
+    m.write_text("campaign: gm\nworkload: {name: gmake}\naxes:\n  env: [container]\n  memory: [1024, 4096]\n")
+    assert main(["plan", str(m)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.count("warning: gmake in container with memory 1024 MiB: its /dev/shm holds 1024 MiB") == 1, out
+    assert "memory 4096" not in out

@@ -147,6 +147,9 @@ def run(args: argparse.Namespace) -> int:
                   f"{matrix.retry.attempts} attempts on {', '.join(sorted(matrix.retry.on))}")
     if planned.note:
         console.print(f"[yellow]{planned.note}[/]", highlight=False)
+    plugin = base.get(matrix.workload)
+    for warning in dict.fromkeys(w for t in trials for w in plugin.plan_warnings(t.param_dict)):
+        console.print(f"[yellow]warning: {warning}[/]", highlight=False)
     if counts:
         console.print("trials per host: " + ", ".join(f"{h} {n}" for h, n in counts.items()), highlight=False)
     else:
