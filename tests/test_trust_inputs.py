@@ -234,3 +234,41 @@ def test_plan_help_says_when_it_runs_an_inventory_script(capsys: pytest.CaptureF
         main(["plan", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "executable inventory file (an Ansible dynamic inventory script) is run only when you name the inventory" in out
+
+
+# ----- sizes: a fit of a large CSV ------------------------------------------------------------------------
+def test_the_bootstrap_of_a_large_fit_is_chunked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fit never resamples replicates x rows at once: chunks of at most BOOTSTRAP_CELLS values."""
+    import numpy as np
+
+    from runner.analysis import usl
+
+    sizes: list[int] = []
+    real = usl._batch_lm
+
+    def spy(n, xb, p, fix_kappa):  # noqa: ANN001, ANN202 - a wrapper
+        sizes.append(xb.size)
+        return real(n, xb, p, fix_kappa)
+
+    monkeypatch.setattr(usl, "_batch_lm", spy)
+    monkeypatch.setattr(usl, "BOOTSTRAP_CELLS", 1000)
+    n = np.repeat([1.0, 2.0, 4.0, 8.0], 50)
+    x = 100 * n / (1 + 0.05 * (n - 1)) + np.tile(np.linspace(-1, 1, 50), 4)
+    fit = usl.fit_usl(n, x, bootstrap=100, seed=1)
+    assert max(sizes) <= 1000 and sum(sizes) == 100 * n.size
+    assert fit.bootstrap > 0 and fit.sigma_ci[0] <= fit.sigma <= fit.sigma_ci[1]
+
+
+# ----- clearer messages: a group that includes itself -------------------------------------------------------
+@pytest.mark.parametrize(("groups", "loop"), [
+    ("    g:\n      hosts:\n        localhost:\n          ansible_connection: local\n      children:\n        g:\n", "g -> g"),
+    ("    a:\n      children:\n        b:\n          children:\n            a:\n", "a -> b -> a"),
+])
+def test_a_self_including_inventory_group_says_so(groups: str, loop: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inv = tmp_path / "hosts.yml"
+    inv.write_text("all:\n  children:\n" + groups)
+    m = tmp_path / "m.yml"
+    m.write_text(MATRIX)
+    assert main(["plan", str(m), "--inventory", str(inv)]) == 2
+    line = one_line_error(capsys)
+    assert line.startswith(f"runner: {inv}: group '{loop[0]}' includes itself through its children ({loop})"), line

@@ -168,7 +168,45 @@ def check_inventory_file(path: Path) -> None:
     text = read_text(path, "inventory file")  # a FIFO, a device or an oversized file is refused here, before Ansible
     if path.suffix not in (".yml", ".yaml"):
         return
-    load_yaml(text, path, "inventory", loader=_InventoryLoader)  # duplicate keys, alias bombs: one line naming it
+    doc = load_yaml(text, path, "inventory", loader=_InventoryLoader)  # duplicate keys, alias bombs: one line naming it
+    if (loop := group_loop(doc)) is not None:
+        raise UsageError(f"{path}: group {loop[0]!r} includes itself through its children ({' -> '.join(loop)}); "
+                         "a group may not be its own child, directly or through others")
+
+
+def group_loop(doc: Any) -> list[str] | None:
+    """The first loop of groups in a YAML inventory's `children` (['a', 'b', 'a']), or None (pure): Ansible only
+    says "can't add group to itself", without the group's name, or loops."""
+    if not isinstance(doc, dict):
+        return None
+    edges: dict[str, set[str]] = {}
+
+    def walk(groups: Any) -> None:
+        if not isinstance(groups, dict):
+            return
+        for name, body in groups.items():
+            children = body.get("children") if isinstance(body, dict) else None
+            if isinstance(children, dict):
+                edges.setdefault(str(name), set()).update(map(str, children))
+                walk(children)
+
+    walk(doc)
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for child in sorted(edges.get(node, ())):
+            if state.get(child) == 1:
+                return [*path[path.index(child):], child] if child in path else [node, child]
+            if state.get(child) is None and (found := visit(child, [*path, child])) is not None:
+                return found
+        state[node] = 2
+        return None
+
+    for start in sorted(edges):
+        if state.get(start) is None and (found := visit(start, [start])) is not None:
+            return found
+    return None
 
 
 def vars_files(loader: Any, manager: Any, base: Path) -> list[tuple[Path, str]]:
