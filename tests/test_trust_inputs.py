@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from runner.cli import main
 from runner.errors import MatrixError, UsageError
@@ -272,3 +274,40 @@ def test_a_self_including_inventory_group_says_so(groups: str, loop: str, tmp_pa
     assert main(["plan", str(m), "--inventory", str(inv)]) == 2
     line = one_line_error(capsys)
     assert line.startswith(f"runner: {inv}: group '{loop[0]}' includes itself through its children ({loop})"), line
+
+
+# ----- properties -----------------------------------------------------------------------------------------
+@given(st.integers(min_value=-(10**12), max_value=10**12), st.booleans())
+def test_an_integral_float_and_its_int_are_one_cell(value: int, nested: bool) -> None:
+    from runner.trials import cell_id
+
+    as_float = [float(value)] if nested else float(value)
+    as_int = [value] if nested else value
+    assert cell_id("w", {"x": as_float}, None) == cell_id("w", {"x": as_int}, None)
+    assert cell_id("w", {"x": True}, None) != cell_id("w", {"x": 1}, None)  # a boolean stays a boolean
+
+
+@given(st.text(min_size=1, max_size=30))
+def test_a_checked_file_name_never_leaves_its_directory(name: str) -> None:
+    from runner.textfile import check_file_name
+
+    try:
+        checked = check_file_name(name, "host")
+    except UsageError:
+        return
+    assert (Path("/d") / f"{checked}.json").resolve().parent == Path("/d")
+
+
+# ----- a file that cannot be read (CAP_DAC_OVERRIDE dropped: root reads mode 000 otherwise) -----------------
+def test_an_unreadable_matrix_is_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    project = Path(__file__).resolve().parents[1]
+    m = tmp_path / "m.yml"
+    m.write_text(MATRIX)
+    m.chmod(0)
+    done = subprocess.run(["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search",
+                           sys.executable, "-m", "runner.cli", "plan", str(m)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(project)})
+    assert done.returncode == 2 and done.stderr == f"runner: {m}: cannot read: Permission denied\n", done.stderr
