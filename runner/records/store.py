@@ -187,6 +187,7 @@ class CampaignStore:
         self.root = Path(root)
         self._lock_fh: Any = None
         self.notes: list[str] = []  # one line per damaged record a launch moved aside (set_aside_damaged)
+        self._checked: dict[tuple[str, int, int, bool], str | None] = {}  # damaged_file's answers, by file state
 
     # -- opening ------------------------------------------------------------------------------------
     @property
@@ -459,15 +460,24 @@ class CampaignStore:
                 out.extend(f for f in _listdir(part) if f.suffix == ".parquet" and not f.name.startswith("."))
         return sorted(out)
 
-    def damaged(self) -> list[tuple[Path, str]]:
-        """(file, why) of every recorded Parquet file that cannot be read whole, is of the wrong schema or is not
-        the record its name says: such a trial is not recorded, for launch, status and report alike."""
+    def damaged(self, *, whole: bool = True) -> list[tuple[Path, str]]:
+        """(file, why) of every recorded Parquet file that cannot be read, is of the wrong schema or is not the
+        record its name says: such a trial is not recorded, for launch, status and report alike. `whole`: read
+        every page (damaged_file); else the footers only, each file once per store while it is unchanged."""
         meta = self.meta()
         out = []
         for table in ("trials", "metrics"):
             schema = (metrics_schema if table == "metrics" else trials_schema)(meta["axis_types"])
             for path in self._files(table):
-                if (why := damaged_file(path, table, schema)) is not None:
+                try:
+                    st = path.stat()
+                except OSError as exc:
+                    out.append((path, exc.strerror or str(exc)))
+                    continue
+                key = (str(path), st.st_mtime_ns, st.st_size, whole)
+                if key not in self._checked:
+                    self._checked[key] = damaged_file(path, table, schema, whole=whole)
+                if (why := self._checked[key]) is not None:
                     out.append((path, why))
         return out
 
@@ -510,14 +520,15 @@ class CampaignStore:
         files = [str(p) for p in self._files(table)]
         if not files:
             return schema.empty_table()
-        for path, why in self.damaged():  # named by file, before pyarrow casts or fills in what is wrong
-            raise BadDatasetError(f"{path}: damaged {_table_of(path)} data: {why}; `runner launch` of the campaign moves it "
-                                  "into damaged/ and measures the trial again")
+        for path, why in self.damaged(whole=False):  # named by file, before pyarrow casts or fills in what is wrong
+            raise _damaged_error(path, why)
         part = pads.partitioning(pa.schema([("workload", pa.string())]), flavor="hive")
         try:
             dataset = pads.dataset(files, schema=schema, format="parquet", partitioning=part, partition_base_dir=str(self.root / table))
             return dataset.to_table()
-        except (pa.ArrowException, OSError) as exc:  # a truncated, foreign or unreadable file
+        except (pa.ArrowException, OSError) as exc:  # a damaged page behind a sound footer, a file changed meanwhile
+            for path, why in self.damaged():
+                raise _damaged_error(path, why) from None
             why = " ".join(str(exc).split())
             m = re.match(r"Could not open Parquet input source '([^']+)': (.*)", why)
             where, why = (m[1], m[2]) if m else (str(self.root / table), why)
@@ -537,37 +548,58 @@ def _listdir(path: Path, missing_ok: bool = False) -> list[Path]:
                            "is taken as recorded or measured again") from None
 
 
-def _table_of(path: Path) -> str:
-    return path.parent.parent.name
+def _damaged_error(path: Path, why: str) -> BadDatasetError:
+    return BadDatasetError(f"{path}: damaged {path.parent.parent.name} data: {why}; `runner launch` of the campaign moves it "
+                           "into damaged/ and measures the trial again")
 
 
 # Columns every record of a table has had in every readable schema version: a file without one is of the wrong schema.
 CORE_COLUMNS = {"trials": ("trial_id", "attempt", "status"), "metrics": ("trial_id", "metric", "value")}
 
 
-def damaged_file(path: Path, table: str, schema: pa.Schema) -> str | None:
-    """Why one recorded file is damaged (None when it is sound): it cannot be read whole (truncated, garbled,
+def damaged_file(path: Path, table: str, schema: pa.Schema, *, whole: bool = True) -> str | None:
+    """Why one recorded file is damaged (None when it is sound): it cannot be read (truncated, garbled,
     unreadable), lacks a core column or has a column of another type than `schema` says, or is not the record
-    of the trial its name says (pure but for reading the file)."""
+    of the trial its name says. `whole`: every page is read (what a relaunch does before it trusts a record);
+    else only the footer (schema, row count, the trial_id column's statistics: what status and report check
+    before reading the table, whose reading then finds damaged pages)."""
     try:
-        got = pq.read_table(path)
+        if whole:
+            got = pq.read_table(path)
+            fields, rows, ids = got.schema, got.num_rows, set(got.column("trial_id").to_pylist()) if "trial_id" in got.column_names else set()
+        else:
+            pf = pq.ParquetFile(path)
+            fields, rows, ids = pf.schema_arrow, pf.metadata.num_rows, _stat_values(pf, "trial_id")
     except (pa.ArrowException, OSError) as exc:
         why = re.sub(r"^Could not open Parquet input source '[^']*': ", "", " ".join(str(exc).split()))
         return (exc.strerror if isinstance(exc, OSError) and exc.strerror else why)[:200]
-    missing = [c for c in CORE_COLUMNS[table] if c not in got.column_names]
+    missing = [c for c in CORE_COLUMNS[table] if c not in fields.names]
     if missing:
         return f"wrong schema: no column {', '.join(missing)}"
-    for f in got.schema:
+    for f in fields:
         want = schema.field(f.name).type if f.name in schema.names else None
         if want is not None and f.type != want and not pa.types.is_null(f.type):
             return f"wrong schema: column {f.name} is {f.type}, not {want}"
     m = FILE_RE.fullmatch(path.name)
-    ids = set(got.column("trial_id").to_pylist())
-    if table == "trials" and got.num_rows != 1:
-        return f"{got.num_rows} rows, not the one row of an attempt"
+    if table == "trials" and rows != 1:
+        return f"{rows} rows, not the one row of an attempt"
     if m is not None and ids - {m["trial"]}:
         return f"holds trial {sorted(ids - {m['trial']})[0]}, not {m['trial']}"
     return None
+
+
+def _stat_values(pf: pq.ParquetFile, column: str) -> set[str]:
+    """The min and max of a string column in every row group's statistics (empty where none are written)."""
+    try:
+        i = pf.schema_arrow.get_field_index(column)
+        out: set[str] = set()
+        for g in range(pf.metadata.num_row_groups):
+            stats = pf.metadata.row_group(g).column(i).statistics
+            if stats is not None and stats.has_min_max:
+                out |= {v.decode() if isinstance(v, bytes) else str(v) for v in (stats.min, stats.max)}
+        return out
+    except (pa.ArrowException, IndexError, KeyError, UnicodeDecodeError):
+        return set()
 
 
 HOST_FACT_TIMES = ("after",)  # hosts/<host>.<when>.json beside hosts/<host>.json (taken before)
