@@ -258,3 +258,28 @@ def test_store_lists_with_errors(tmp_path: Path) -> None:
     part = next((root / "trials").glob("workload=*"))
     (part / ".x.parquet.1.tmp").write_bytes(b"")
     assert [p.name for p in CampaignStore(root)._files("trials")] == sorted(p.name for p in part.glob("*.parquet"))
+
+
+# ----- no permission (CAP_DAC_OVERRIDE dropped) -------------------------------------------------------------
+def test_no_permission_is_one_line_and_leaves_nothing(dataset: tuple[Path, Path], tmp_path: Path) -> None:
+    matrix, root = dataset
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    archive = tmp_path / "t.tar.gz"
+    assert main(["dataset", "--datasets", str(root.parent), "pack", "trust", "-o", str(archive)]) == 0
+    ro.chmod(0o555)
+    rows = rows_per_trial(root)
+    try:
+        for argv, expect in [
+            (["dataset", "--datasets", str(root.parent), "pack", "trust", "-o", str(ro / "t.tar.gz")], f"runner: {ro / 't.tar.gz'}: "),
+            (["dataset", "--datasets", str(ro), "import", str(archive)], f"runner: {ro}: "),
+            (["launch", str(matrix), "--datasets", str(ro)], f"runner: {ro / 'trust'}: "),
+        ]:
+            done = subprocess.run([*NO_DAC, *RUNNER, *argv], cwd=tmp_path, capture_output=True, text=True, timeout=900, env=ENV)
+            lines = [line for line in done.stderr.splitlines() if line.startswith("runner: ")]
+            assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+            assert len(lines) == 1 and lines[0].startswith(expect) and "Permission denied" in lines[0], done.stderr
+            assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o755)
+    assert rows_per_trial(root) == rows
