@@ -145,6 +145,8 @@ def test_yaml_12_numbers() -> None:
     (MATRIX + "timeout: .nan\n", "'.nan' is not a finite number"),
     (MATRIX + "repetitions: 2.5\n", "repetitions"),
     (MATRIX + "timeout: .inf\n", "not a finite number"),
+    (MATRIX + "timeout: 1e308\n", "timeout: 1e+308 is greater than the maximum of 604800"),
+    (MATRIX + "hosts: {group: local, busy_timeout: 1e12}\n", "is greater than the maximum of 31536000"),
 ])
 def test_bad_matrix_values(text: str, expect: str) -> None:
     with pytest.raises(MatrixError) as err:

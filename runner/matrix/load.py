@@ -144,7 +144,7 @@ def read_yaml(text: str) -> Any:
 def normal_numbers(value: Any) -> Any:
     """`value` with every integral float made an int (2.0 -> 2), inside lists and mappings: equal numbers are one
     value, so `1`, `1.0` and `1e0` make one cell, one trial id, and `repetitions: 2.0` is 2. Booleans stay."""
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:  # larger: kept a float (int64 columns)
         return int(value)
     if isinstance(value, list | tuple):
         return type(value)(normal_numbers(v) for v in value)
