@@ -26,7 +26,9 @@ def staged_output(out: Path, replaced: tuple[str, ...] = ("img",)) -> Iterator[P
     with cleaned_on_error(out):
         out.mkdir(parents=True, exist_ok=True)
         stage = out / f"{STAGING_PREFIX}{os.getpid()}"
-        shutil.rmtree(stage, ignore_errors=True)
+        for old in out.glob(f"{STAGING_PREFIX}*"):  # what a killed earlier run left (its process is gone)
+            if old == stage or not _alive(old.name.removeprefix(STAGING_PREFIX)):
+                shutil.rmtree(old, ignore_errors=True)
         try:
             stage.mkdir()
             yield stage
@@ -58,6 +60,16 @@ def cleaned_on_error(out: Path) -> Iterator[None]:
         for path in made:  # deepest first
             shutil.rmtree(path, ignore_errors=True) if path == out else _rmdir(path)
         raise
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _rmdir(path: Path) -> None:
