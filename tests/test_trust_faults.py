@@ -83,3 +83,37 @@ def test_plan_warns_when_gmake_cannot_fit_its_tmpfs(tmp_path: Path, home: Path, 
     out = " ".join(capsys.readouterr().out.split())
     assert out.count("warning: gmake in container with memory 1024 MiB: its /dev/shm holds 1024 MiB") == 1, out
     assert "memory 4096" not in out
+
+
+# ----- Ctrl-C while the local cluster starts ----------------------------------------------------------------
+def _children_with(pid: int, word: str) -> list[int]:
+    """Processes whose parent is `pid` and whose command line holds `word`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and word in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_ctrl_c_while_the_fork_server_starts_is_one_line(tmp_path: Path) -> None:
+    """SIGINT to the process group while the workers' fork server imports: it printed its own traceback."""
+    matrix = tmp_path / "c.yml"
+    matrix.write_text(f"campaign: cc\nhosts: {{group: local, inventory: {PROJECT / 'inventory'}}}\n"
+                      "workload: {name: command, params: {run: 'echo {\\\"v\\\": $RUNNER_N}'}}\naxes: {n: [1, 2]}\n")
+    proc = subprocess.Popen([*RUNNER, "launch", str(matrix), "--datasets", str(tmp_path / "ds")], env=ENV, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert wait_for(lambda: _children_with(proc.pid, "forkserver"), timeout=900)
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+        _, err = proc.communicate(timeout=900)  # a bound against a hang
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert [line for line in err.splitlines() if line.startswith("runner: ")][-1].startswith("runner: interrupted"), err
