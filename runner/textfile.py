@@ -100,11 +100,6 @@ def read_text(path: Path, what: str, limit: int = MAX_TEXT_BYTES) -> str:
         raise UsageError(f"{path}: line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the {what} as UTF-8") from None
 
 
-def check_regular(path: Path, what: str, limit: int = MAX_TEXT_BYTES) -> None:
-    """Refuse what `read_bytes` refuses without keeping the bytes: for a file another program reads (Ansible)."""
-    read_bytes(path, what, limit)
-
-
 # ----- YAML -------------------------------------------------------------------------------------------------
 
 class YamlRefused(yaml.YAMLError):
