@@ -283,3 +283,33 @@ def test_no_permission_is_one_line_and_leaves_nothing(dataset: tuple[Path, Path]
     finally:
         ro.chmod(0o755)
     assert rows_per_trial(root) == rows
+
+
+# ----- trial ids made before equal numbers were one value ----------------------------------------------------
+def _initialise(store: CampaignStore, text: str) -> bool:
+    return store.initialise(campaign="c", workload="command", matrix_text=text, matrix_sha256="0" * 64,
+                            axis_types={"x": "int"}, trial_count=1, seed=1, provenance={})
+
+
+def test_a_dataset_whose_trial_ids_changed_is_refused_not_measured_twice(tmp_path: Path) -> None:
+    """A dataset launched when `2.0` and `2` were two cells: relaunched, its trials would get new ids and be
+    measured again beside their records. One line instead; datasets without such floats resume as before."""
+    import json
+
+    from runner.errors import DatasetError
+
+    old = "campaign: c\nworkload: {name: command, params: {run: 'true'}}\naxes: {x: [1, 2.0]}\ntimeout: 5.0\n"
+    for text, refused in ((old, True), (old.replace("2.0", "2"), False)):
+        store = CampaignStore(tmp_path / f"ds{int(refused)}" / "c")
+        with store:
+            assert _initialise(store, text) is False
+        meta = json.loads(store.meta_path.read_text())
+        assert meta["numbers"] == "normal"
+        del meta["numbers"]  # as a runner before this change wrote it
+        store.meta_path.write_text(json.dumps(meta))
+        with store:
+            if refused:
+                with pytest.raises(DatasetError, match=r"launched by a runner that told 2.0 from 2: .* a new campaign name"):
+                    _initialise(store, text)
+            else:
+                assert _initialise(store, text) is True

@@ -242,6 +242,12 @@ class CampaignStore:
                     f"(sha256 {meta['matrix_sha256'][:12]}, now {matrix_sha256[:12]}); "
                     "give the changed matrix a new campaign name, or remove the old dataset"
                 )
+            if meta.get("numbers") != NUMBERS and (example := integral_float(matrix_text)) is not None:
+                raise DatasetError(
+                    f"{self.root}: launched by a runner that told {example} from {int(float(example))}: this runner makes "
+                    "them one value, so the trial ids of its cells changed, and a relaunch would measure them again beside "
+                    "their records; launch the matrix under a new campaign name, or finish this one with the runner that began it"
+                )
             self._remove_leftovers()
             self.set_aside_damaged()
             launches = self.read_provenance().get("launches", [])
@@ -259,6 +265,7 @@ class CampaignStore:
                 "matrix_sha256": matrix_sha256,
                 "axis_types": dict(axis_types),
                 "trials_planned": trial_count,
+                "numbers": NUMBERS,
                 "seed": seed,
                 "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             },
@@ -600,6 +607,45 @@ def _stat_values(pf: pq.ParquetFile, column: str) -> set[str]:
         return out
     except (pa.ArrowException, IndexError, KeyError, UnicodeDecodeError):
         return set()
+
+
+# How numbers make trial ids: "normal" since 1.0 and 1 are one value (runner.matrix.load.normal_numbers). A dataset
+# without it was launched before; its trial ids differ only where its matrix writes integral floats.
+NUMBERS = "normal"
+
+
+ID_KEYS = ("workload", "axes", "include", "exclude", "canary", "guest_kernels", "guest_images")  # what makes trial ids
+
+
+def integral_float(matrix_text: str) -> str | None:
+    """The first integral float (`2.0`, `1e3`) written where a matrix's values make trial ids (ID_KEYS), as written;
+    None if there is none (or the text does not read: it was checked when launched)."""
+    import yaml
+
+    from runner.textfile import StrictLoader
+
+    try:
+        root = yaml.compose(matrix_text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except (yaml.YAMLError, RecursionError):
+        return None
+    if not isinstance(root, yaml.MappingNode):
+        return None
+    stack = [v for k, v in root.value if isinstance(k, yaml.ScalarNode) and k.value in ID_KEYS]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag == "tag:yaml.org,2002:float":
+                try:
+                    value = float(node.value.replace("_", ""))
+                except ValueError:
+                    continue
+                if value.is_integer():
+                    return node.value
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(v for _, v in node.value)
+    return None
 
 
 HOST_FACT_TIMES = ("after",)  # hosts/<host>.<when>.json beside hosts/<host>.json (taken before)
