@@ -313,3 +313,17 @@ def test_an_unreadable_matrix_is_one_line(tmp_path: Path) -> None:
                            sys.executable, "-m", "runner.cli", "plan", str(m)], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(project)})
     assert done.returncode == 2 and done.stderr == f"runner: {m}: cannot read: Permission denied\n", done.stderr
+
+
+def test_schedule_add_does_not_record_an_unnamed_inventory_script(tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A schedule's inventory is named to every launch it makes: one found beside the matrix may hold no script."""
+    inv = tmp_path / "inventory"
+    inv.mkdir()
+    script = inv / "dynamic.sh"
+    script.write_text("#!/bin/sh\necho '{}'\n")
+    script.chmod(0o755)
+    m = tmp_path / "m.yml"
+    m.write_text(MATRIX)
+    assert main(["schedule", "add", "nightly", str(m), "--cron", "0 2 * * *", "--datasets", str(tmp_path / "ds")]) == 2
+    assert f"{script}: an executable file, which Ansible would run" in one_line_error(capsys)
+    assert not (home / "schedules.yml").exists()

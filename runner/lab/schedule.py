@@ -294,15 +294,20 @@ def systemd_available() -> bool:
 
 def _resolve_inventory(matrix: Any, given: str | None) -> str | None:
     """The inventory a launch of this matrix from here would use, as an absolute path (None: the project's)."""
+    from runner.provision.inventory import inventory_files, refuse_scripts
+
     path = given or matrix.inventory
     if path:
         if not Path(path).exists():
             raise UsageError(f"inventory {path} does not exist")
         if Path(path).is_file():
             read_text(Path(path), "inventory file")  # a binary or non-UTF-8 file is refused now, not at 2 a.m.
-        return str(Path(path).resolve())
-    beside = matrix.path.parent / "inventory"
-    return str(beside.resolve()) if beside.exists() else None
+    else:
+        beside = matrix.path.parent / "inventory"
+        path = beside if beside.exists() else None
+    if path is not None and given is None:  # recorded, it is named to every launch: an unnamed one may hold no script
+        refuse_scripts(inventory_files(Path(path)))
+    return None if path is None else str(Path(path).resolve())
 
 
 def add_schedule(

@@ -106,10 +106,8 @@ def load_inventory(path: Path | str, known_hosts: Path | str | None = None, *, s
         raise UsageError(f"{shown}: no inventory files in this directory; allowed: an INI or YAML inventory, or a directory of them")
     for file in files:
         check_inventory_file(file)
-        if not scripts and os.access(file, os.X_OK):
-            raise UsageError(f"{file}: an executable file, which Ansible would run as a dynamic inventory script; the runner "
-                             "runs one only when you name the inventory (--inventory or RUNNER_INVENTORY); otherwise "
-                             f"`chmod -x {file}`")
+    if not scripts:
+        refuse_scripts(files)
     loader = DataLoader()
     with _ansible_warnings() as warnings:  # Ansible only warns about a source it cannot parse and goes on without it
         manager = InventoryManager(loader=loader, sources=[str(source)])
@@ -146,6 +144,16 @@ def load_inventory(path: Path | str, known_hosts: Path | str | None = None, *, s
         hosts[name] = with_known_hosts(host_spec(name, conn_vars, shown), known_hosts)
     groups = {g: tuple(h.name for h in group.get_hosts()) for g, group in manager.groups.items()}
     return Inventory(path=shown, hosts=hosts, groups=groups, unsupported=unsupported)
+
+
+def refuse_scripts(files: Sequence[Path]) -> None:
+    """UsageError naming the first executable file (which Ansible would run as a dynamic inventory script) of an
+    inventory the user did not name."""
+    for file in files:
+        if file.is_file() and os.access(file, os.X_OK):
+            raise UsageError(f"{file}: an executable file, which Ansible would run as a dynamic inventory script; the runner "
+                             "runs one only when you name the inventory (--inventory or RUNNER_INVENTORY); otherwise "
+                             f"`chmod -x {file}`")
 
 
 def inventory_files(path: Path) -> list[Path]:
