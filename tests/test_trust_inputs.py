@@ -77,8 +77,15 @@ def _named(reader: str, f: Path) -> Path:
     return Path(os.environ["RUNNER_HOME"]) / "schedules.yml" if reader == "schedules" else f
 
 
+def _argv_known_hosts(f: Path, tmp: Path) -> list[str]:
+    m = tmp / "m.yml"
+    m.write_text(MATRIX)
+    return ["plan", str(m), "--known-hosts", str(f)]
+
+
 READERS: dict[str, Callable[[Path, Path], list[str]]] = {
     "matrix": _argv_matrix, "inventory": _argv_inventory, "csv": _argv_csv, "tune": _argv_tune, "schedules": _argv_schedules,
+    "known_hosts": _argv_known_hosts,
 }
 
 
@@ -123,7 +130,7 @@ def test_the_yaml_loader_refuses(case: str) -> None:
 
 
 @pytest.mark.parametrize("case", ["duplicate_key", "alias_bomb", "nan"])
-@pytest.mark.parametrize("reader", ["matrix", "inventory", "tune", "schedules"])
+@pytest.mark.parametrize("reader", ["matrix", "inventory", "tune", "schedules"])  # the YAML files
 def test_hostile_yaml_in_every_user_file(reader: str, case: str, tmp_path: Path, home: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     text, expect = YAML_CORPUS[case]
