@@ -116,8 +116,12 @@ def _subcommand(argv: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser(_subcommand(sys.argv[1:] if argv is None else argv))
-    args = parse_args(parser, argv)
+    try:  # importing a subcommand's module takes a while: Ctrl-C then is one line too
+        parser = build_parser(_subcommand(sys.argv[1:] if argv is None else argv))
+        args = parse_args(parser, argv)
+    except KeyboardInterrupt:
+        print("runner: interrupted", file=sys.stderr)
+        return 130
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
@@ -134,6 +138,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as exc:  # the machine's own fault (a full disk, no permission): one line naming the path, exit 1
+        if args.verbose:
+            traceback.print_exc()
+        print(f"runner: {os_error_line(exc)}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("runner: out of memory", file=sys.stderr)
+        return 1
+
+
+def os_error_line(exc: OSError) -> str:
+    """`PATH: the system's words` for an OSError (both paths of a rename), also when a library wraps the errno."""
+    import errno as errnos
+    import re
+
+    code = exc.errno
+    if code is None and (m := re.search(r"\[errno (\d+)\]", str(exc), re.IGNORECASE)):
+        code = int(m.group(1))
+    why = os.strerror(code) if code else " ".join(str(exc).split())
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    hint = "; make room and run it again" if code in (errnos.ENOSPC, errnos.EDQUOT) else ""
+    return f"{' -> '.join(paths)}: {why}{hint}" if paths else f"{why}{hint}"
 
 
 def datasets_default() -> str:
@@ -150,7 +176,9 @@ def add_datasets_option(p: argparse.ArgumentParser, what: str = "directory holdi
 def add_inventory_option(p: argparse.ArgumentParser, default_help: str = "inventory/") -> None:
     """--inventory PATH: the Ansible inventory, the same on every command that reaches hosts."""
     p.add_argument("--inventory", metavar="PATH", default=os.environ.get("RUNNER_INVENTORY"),
-                   help=f"Ansible inventory file or directory (env RUNNER_INVENTORY; default: {default_help})")
+                   help=f"Ansible inventory file or directory (env RUNNER_INVENTORY; default: {default_help}); only an "
+                        "inventory named here or in RUNNER_INVENTORY may be an executable (dynamic inventory) script, "
+                        "which is then run")
 
 
 def add_json_option(p: argparse.ArgumentParser, what: str) -> None:

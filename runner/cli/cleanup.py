@@ -137,13 +137,14 @@ def _campaign_hosts(root: Path | None, inventory: Path | None, known_hosts: Path
     names: list[str] = []
     if root is not None and (root / "hosts").is_dir():
         names = sorted({split_host_file(p.name)[0] for p in (root / "hosts").glob("*.json")})
+    named = inventory is not None  # an inventory script runs only when the user named it
     if inventory is None and root is not None and root.is_dir():
         prov = CampaignStore(root).read_provenance()
         matrix_file = Path(prov.get("matrix_file") or root / "matrix.yml")
         inventory = Path(prov.get("inventory") or (matrix_file.parent / "inventory"))
     if inventory is None or not Path(inventory).exists():
         return []
-    inv = load_inventory(inventory, known_hosts)
+    inv = load_inventory(inventory, known_hosts, scripts=named)
     specs = [s for n, s in sorted(inv.hosts.items()) if (not names or n in names) and not s.local]
     check_known_hosts(specs)
     return [connect(s) for s in specs]

@@ -54,7 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def host_states(inventory: str | Path | None, pattern: str = "all", known_hosts: Path | None = None) -> list[HostState]:
     """The hold of every host matching `pattern`, asked in parallel; unreachable hosts carry the error."""
     inv_path = Path(inventory) if inventory else PROJECT_INVENTORY
-    specs = load_inventory(inv_path, known_hosts).resolve(pattern)
+    specs = load_inventory(inv_path, known_hosts, scripts=bool(inventory)).resolve(pattern)
     check_known_hosts(specs)
     paths = reservations.hold_paths(inv_path)
 
@@ -72,7 +72,7 @@ def host_states(inventory: str | Path | None, pattern: str = "all", known_hosts:
 def release_host(inventory: str | Path | None, name: str, known_hosts: Path | None = None) -> reservations.HoldInfo | None:
     """Remove the hold on host `name`; returns what was removed (None if it was free)."""
     inv_path = Path(inventory) if inventory else PROJECT_INVENTORY
-    specs = load_inventory(inv_path, known_hosts).resolve(name)
+    specs = load_inventory(inv_path, known_hosts, scripts=bool(inventory)).resolve(name)
     check_known_hosts(specs)
     if len(specs) != 1:
         raise UsageError(f"{name!r} is a group of {len(specs)} hosts; release one host at a time")

@@ -35,6 +35,9 @@ table shows each trial's host), and the estimate is for that many hosts. When no
 the default one lacks the group, --hosts placeholder hosts stand in (said in the output). Guest trials show
 how many guest boots the plan needs (see guests.reuse).
 
+An executable inventory file (an Ansible dynamic inventory script) is run only when you name the inventory
+with --inventory or RUNNER_INVENTORY; one found by default or named in the matrix file is refused, unrun.
+
 examples:
   runner plan matrix.yml
   runner plan matrix.yml --cpus 80 --show 20     as it would expand on an 80-core host
@@ -149,6 +152,9 @@ def run(args: argparse.Namespace) -> int:
                   f"{matrix.retry.attempts} attempts on {', '.join(sorted(matrix.retry.on))}")
     if planned.note:
         console.print(f"[yellow]{planned.note}[/]", highlight=False)
+    plugin = base.get(matrix.workload)
+    for warning in dict.fromkeys(w for t in trials for w in plugin.plan_warnings(t.param_dict)):
+        console.print(f"[yellow]warning: {warning}[/]", highlight=False)
     if counts:
         console.print("trials per host: " + ", ".join(f"{h} {n}" for h, n in counts.items()), highlight=False)
     else:

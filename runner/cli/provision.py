@@ -84,7 +84,7 @@ def provision_hosts(
     if known_hosts is not None:
         known_hosts = Path(known_hosts).expanduser()
         check_known_hosts_file(known_hosts)
-    load_inventory(inventory, known_hosts)  # an unreadable inventory is one line here, before Ansible runs
+    load_inventory(inventory, known_hosts, scripts=True)  # an unreadable inventory is one line here, before Ansible runs
     tune = load_tune_file(tune_file) if tune_file else None
     return provision(limit, inventory, out, tune=tune, check=check,
                      prepare_vars={"runner_prepare_gmake": gmake}, private_data_root=out / ".ansible-runs",

@@ -99,6 +99,7 @@ def report(campaign: str | None = None, *, datasets: Path | str = "datasets", ou
     A metric or axis the campaign does not have is refused (UsageError naming the option and what is allowed)."""
     from runner.analysis import build_report, summary_table, totals
     from runner.records.store import find_campaign, read_campaign
+    from runner.staging import staged_output
     from runner.workloads.base import scaling_metrics
 
     console = console or Console()
@@ -113,8 +114,10 @@ def report(campaign: str | None = None, *, datasets: Path | str = "datasets", ou
         raise BadDatasetError(f"{cdir}: the metrics table has no total rows (thread and vm null) to report")
     out_dir = Path(out) if out else Path("reports") / cdir.name
     check_out_dir(out_dir)  # made by build_report, after its own checks: a refused report leaves nothing behind
-    path = build_report(metrics, trials, provenance, out_dir, axis=axis, bootstrap=bootstrap,
-                        scaling_metrics=scaling_metrics())
+    with staged_output(out_dir) as stage:  # a full disk or Ctrl-C leaves no partial report (an earlier one intact)
+        staged = build_report(metrics, trials, provenance, stage, axis=axis, bootstrap=bootstrap,
+                              scaling_metrics=scaling_metrics())
+    path = out_dir / staged.relative_to(stage)
     stats = ["n", "median", "rel_iqr", "reps_needed"]
     stats += [f"stat_{c}" for c in stats]  # a statistic beside an axis of its name (runner.analysis.axes)
     table = summary_table(metrics, trials=trials)  # every axis, guest_kernel too, under its own name

@@ -14,10 +14,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import yaml
-
 from runner.errors import UsageError
-from runner.textfile import read_text
+from runner.textfile import load_yaml, read_text
 
 RULES = Path(__file__).resolve().parents[2] / "playbooks" / "plugins" / "filter" / "host_tuning.py"
 
@@ -62,13 +60,9 @@ def merge_state(existing: Mapping[str, Any] | None, new: Mapping[str, Any]) -> d
 
 def load_tune_file(path: Path) -> dict[str, Any]:
     """Read and validate a --tune file; errors name the file."""
-    text = read_text(Path(path), "tuning file")  # missing, directory, binary, not UTF-8: one line naming it
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: cannot read tuning knobs: {' '.join(str(exc).split())}") from None
-    except RecursionError:
-        raise UsageError(f"{path}: nested too deeply to be a file of tuning knobs") from None
+    text = read_text(Path(path), "tuning file")  # missing, directory, special, oversized, binary, not UTF-8: one line
+    # bad or hostile YAML (duplicate keys, alias bombs, NaN): one line naming the file
+    data = load_yaml(text, path, "file of tuning knobs", syntax="cannot read tuning knobs") or {}
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a mapping of knob: value")
     knobs_from_vars(data, str(path))

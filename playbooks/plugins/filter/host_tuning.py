@@ -139,7 +139,7 @@ def knobs_from_vars(values: Mapping[str, Any], source: str = "tuning") -> Tuning
         if key not in KNOWN_KNOBS:
             raise TuningError(f"{source}: unknown knob {key!r}; known: {', '.join(KNOWN_KNOBS)}")
     governor = raw.get("governor")
-    if governor is not None and not (isinstance(governor, str) and _GOVERNOR.match(governor)):
+    if governor is not None and not (isinstance(governor, str) and _GOVERNOR.fullmatch(governor)):
         raise TuningError(f"{source}: governor: {governor!r} is not a cpufreq governor name (e.g. performance)")
     turbo = _bool(source, "turbo", raw.get("turbo"), nullable=True)
     kvm_params = raw.get("kvm_params") or {}
@@ -152,11 +152,11 @@ def knobs_from_vars(values: Mapping[str, Any], source: str = "tuning") -> Tuning
         if not isinstance(params, Mapping):
             raise TuningError(f"{source}: kvm_params.{module}: expected a mapping of parameter: value")
         for name, value in params.items():
-            if not isinstance(value, (str, int, bool)) or not re.match(r"^\w+$", str(name)):
+            if not isinstance(value, (str, int, bool)) or not re.fullmatch(r"\w+", str(name)):
                 raise TuningError(f"{source}: kvm_params.{module}.{name}: {value!r} is not a scalar value")
         norm_params[str(module)] = {str(k): _param_value(v) for k, v in params.items()}
     cmdline = raw.get("cmdline_add") or []
-    if isinstance(cmdline, str) or not all(isinstance(a, str) and _CMDLINE_ARG.match(a) for a in cmdline):
+    if isinstance(cmdline, str) or not all(isinstance(a, str) and _CMDLINE_ARG.fullmatch(a) for a in cmdline):
         raise TuningError(f"{source}: cmdline_add: {cmdline!r} must be a list of kernel arguments like nosmt")
     return TuningKnobs(
         governor=governor,
