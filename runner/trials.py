@@ -22,7 +22,7 @@ from typing import Any
 from runner import defaults
 from runner.errors import MatrixError
 from runner.matrix.expand import expand_cells, resolve_params, uses_relative
-from runner.matrix.load import Matrix
+from runner.matrix.load import Matrix, normal_numbers
 
 ID_LEN = 16
 CANARY = "canary"  # Trial.role (and the dataset's `role` column) of a canary run
@@ -61,7 +61,7 @@ def _digest(obj: Any) -> str:
 
 
 def cell_id(workload: str, params: Mapping[str, Any], host: str | None) -> str:
-    doc: dict[str, Any] = {"workload": workload, "params": dict(params)}
+    doc: dict[str, Any] = {"workload": workload, "params": normal_numbers(dict(params))}  # 1.0 and 1: one id
     if host is not None:
         doc["host"] = host
     return _digest(doc)
@@ -111,7 +111,23 @@ def _cell_params(matrix: Matrix, cell: Mapping[str, Any], cpus: int, relative: f
         merged["guest_kernel_spec"] = dict(kernel)  # the guest runner boots it; part of the cell's identity
     if (img := matrix.guest_images.get(str(merged.get("guest_image")))) is not None:
         merged["guest_image_spec"] = dict(img)  # likewise for the lab's own images
-    return dict(sorted(resolve_in_environment(merged, cpus, relative).items()))
+    return normal_numbers(dict(sorted(resolve_in_environment(merged, cpus, relative).items())))  # 1.0 is 1: one cell
+
+
+def _check_resolved(matrix: Matrix, cell: Mapping[str, Any], params: Mapping[str, Any], cpus: int, relative: frozenset[str]) -> None:
+    """A relative value ("1000000%") resolved past the parameter's own bounds is refused at plan time, naming
+    the value as written, what it resolves to on these CPUs and the bound (not found by the workload at run time)."""
+    schema = matrix.param_schema
+    for key in relative:
+        value = params.get(key)
+        if not isinstance(value, int) or isinstance(value, bool):
+            continue
+        written = cell.get(key, matrix.params.get(key))
+        where = f"axes.{key}" if key in cell else f"workload.params.{key}"
+        high = schema.get(key, {}).get("maximum")
+        if high is not None and value > high:
+            raise MatrixError(f"{matrix.path}: {where}: {written!r} is {value} on {cpus} CPUs, more than the maximum {high} "
+                              f"of {key!r}; allowed: a count or percentage that comes to at most {high}")
 
 
 def plan(matrix: Matrix, cpus_by_host: Mapping[str, int]) -> list[Trial]:
@@ -123,6 +139,7 @@ def plan(matrix: Matrix, cpus_by_host: Mapping[str, int]) -> list[Trial]:
         seen: set[str] = set()
         for cell in cells:
             params = _cell_params(matrix, cell, cpus, relative)
+            _check_resolved(matrix, cell, params, cpus, relative)
             cid = cell_id(matrix.workload, params, host)
             if cid in seen:  # e.g. "50%" and 1 on a 2-CPU host: one cell, written first wins
                 continue

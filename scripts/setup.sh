@@ -2,7 +2,8 @@
 # Set up this checkout on Debian 12: system packages, a virtual environment in .venv, the runner command.
 #   scripts/setup.sh          what `runner launch matrix.yml` needs on this machine (a C compiler)
 #   scripts/setup.sh --test   also what the test suite needs (sshd, QEMU, libvirt, podman, a guest kernel,
-#                             the `share` extra: s3fs and aiohttp for `runner dataset publish/fetch`)
+#                             the `share` extra: s3fs and aiohttp for `runner dataset publish/fetch`,
+#                             Debian's chromium for the report's browser test)
 # Idempotent: packages already present are not installed again. Needs root (or sudo) for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,8 @@ want_tests=0
 base_pkgs=(gcc libc6-dev make python3-venv python3-dev)
 test_pkgs=(openssh-server openssh-client iproute2 procps psmisc busybox-static dropbear-bin cpio gzip
            qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients linux-image-amd64
-           podman runc uidmap flex bison bc libelf-dev libssl-dev linux-source xz-utils mmdebstrap e2fsprogs)
+           podman runc uidmap flex bison bc libelf-dev libssl-dev linux-source xz-utils mmdebstrap e2fsprogs
+           chromium)  # chromium: the report's browser test drives it with Playwright (no `playwright install`)
 pkgs=("${base_pkgs[@]}")
 (( want_tests )) && pkgs+=("${test_pkgs[@]}")
 

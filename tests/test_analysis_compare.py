@@ -26,13 +26,13 @@ def test_finds_regressions_and_improvements_first():
     r = compare(a, b)
     assert len(r) == 4 * len(THREADS)
     top = r.head(12)
-    assert set(top[top["lock"] == "ticket"]["verdict"]) == {"regression"}
-    assert set(top[top["lock"] == "mcs"]["verdict"]) == {"improvement"}
-    assert list(r["verdict"][:6]) == ["regression"] * 6
+    assert set(top[top["lock"] == "ticket"]["verdict"]) == {"worse"}
+    assert set(top[top["lock"] == "mcs"]["verdict"]) == {"better"}
+    assert list(r["verdict"][:6]) == ["worse"] * 6
     reg = r[r["lock"] == "ticket"]
     assert np.allclose(reg["change"], -0.3, atol=0.08)
     assert (reg["change_low"] < reg["change"]).all() and (reg["change"] < reg["change_high"]).all()
-    assert (r[r["lock"].isin(["ttas", "mutex"])]["verdict"] != "regression").all()
+    assert (r[r["lock"].isin(["ttas", "mutex"])]["verdict"] != "worse").all()
 
 
 def test_false_discovery_rate_on_null_data():
@@ -42,7 +42,7 @@ def test_false_discovery_rate_on_null_data():
     for seed in range(3):
         r = compare(campaign("a", 10 + seed, locks=locks, reps=25), campaign("b", 20 + seed, locks=locks, reps=25))
         assert len(r) == 240
-        discoveries += int((r["verdict"] != "same").sum())
+        discoveries += int((r["verdict"] != "not significant").sum())
         # uncorrected tests would flag about 5% of the cells
         assert 0.01 < (r["p"] < 0.05).mean() < 0.12
     # BH at q=0.05 under the global null: P(any discovery) <= 0.05 per comparison
@@ -52,10 +52,10 @@ def test_false_discovery_rate_on_null_data():
 def test_compare_variants_and_errors():
     m = campaign("a", 3, {"mcs": 1.5})
     r = compare_variants(m, "lock", "ticket", "mcs")
-    assert set(r["verdict"]) == {"improvement"} and len(r) == len(THREADS)
+    assert set(r["verdict"]) == {"better"} and len(r) == len(THREADS)
     with pytest.raises(DatasetError, match="known: mcs, mutex, ticket, ttas"):
         compare_variants(m, "lock", "ticket", "oticket")
     with pytest.raises(DatasetError, match="no total rows of metric 'latency'"):
         compare(m, m, metric="latency")
     few = compare(campaign("a", 1, reps=1), campaign("b", 2, reps=1))
-    assert set(few["verdict"]) == {"untested"}
+    assert set(few["verdict"]) == {"too few"}

@@ -94,8 +94,8 @@ def test_report_and_compare_cli_on_parquet_campaigns(tmp_path, capsys):
     assert "Synthetic" in doc and "lock: [ticket, mcs]" in doc
     assert main(["compare", "base", "slower", "--datasets", str(datasets), "--html", str(tmp_path / "cmp.html")]) == 0
     printed = capsys.readouterr().out
-    assert "8 regression" in printed
-    assert "regression" in (tmp_path / "cmp.html").read_text()
+    assert "8 worse" in printed
+    assert "8 worse" in (tmp_path / "cmp.html").read_text()
     assert main(["report", "nope", "--datasets", str(datasets)]) == 2  # an unknown name is bad input
     err = capsys.readouterr().err
     assert "no campaign 'nope'" in err

@@ -115,7 +115,7 @@ def test_gmake_prep_unpacks_a_tarball_once(inventory, tmp_path):
 def test_cli_refuses_a_bad_tune_file_before_running_ansible(inventory, tmp_path, capsys):
     tune = tmp_path / "tune.yml"
     tune.write_text("govenor: performance\n")
-    rc = main(["provision", "--inventory", str(inventory), "--tune", str(tune), "--out", str(tmp_path / "out")])
+    rc = main(["provision", "--inventory", str(inventory), "--tune", str(tune), "--datasets", str(tmp_path / "out")])
     assert rc == 2
     assert f"runner: {tune}: unknown knob 'govenor'; known: governor" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

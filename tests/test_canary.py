@@ -20,7 +20,7 @@ from runner.execution.rounds import Rounds
 from runner.matrix.load import parse_matrix
 from runner.probes import base as probes
 from runner.probes.host_state import SAMPLE_S, parse_state
-from runner.records.schema import SCHEMA_VERSION
+from runner.records.schema import SCHEMA_VERSION, TRIAL_ROLE
 from runner.records.store import AttemptRecord, CampaignStore
 from runner.trials import CANARY, canary_cells, canary_due, canary_id, canary_trial, place_canaries, plan, trial_id
 from runner.workloads.base import Metric
@@ -379,16 +379,16 @@ def test_canary_runs_are_stored_with_their_role(tmp_path: Path) -> None:
     for t in (trial, canary):
         store.write_attempt("c", "lockbench", types, AttemptRecord.build(t, 1, "a", "ok", None, None, started_at=time.time(),
                                                                         metrics=[Metric("throughput", 5.0, "ops/s", True)]))
-    assert json.loads(store.meta_path.read_text())["schema_version"] == SCHEMA_VERSION == 6
+    assert json.loads(store.meta_path.read_text())["schema_version"] == SCHEMA_VERSION == 7
     trials = store.read_table("trials").to_pandas().set_index("trial_id")
     metrics = store.read_table("metrics").to_pandas()
-    assert trials.loc[canary.trial_id, "role"] == CANARY and pd.isna(trials.loc[trial.trial_id, "role"])
-    assert list(metrics.sort_values("role")["role"].fillna("-")) == [CANARY, "-"]
+    assert trials.loc[canary.trial_id, "role"] == CANARY and trials.loc[trial.trial_id, "role"] == TRIAL_ROLE == "trial"
+    assert list(metrics.sort_values("role")["role"]) == [CANARY, "trial"]
     st = cell_stats(metrics)  # the canary run is not a repetition of its cell
     assert list(st["n"]) == [1] and list(st["cell_id"]) == [trial.cell_id]
 
 
-def test_a_version_4_dataset_reads_with_role_null(tmp_path: Path) -> None:
+def test_a_version_4_dataset_reads_with_role_trial(tmp_path: Path) -> None:
     root = tmp_path / "old"
     (root / "trials" / "workload=command").mkdir(parents=True)
     (root / "dataset.json").write_text(json.dumps({"schema_version": 4, "campaign": "old", "workload": "command",
@@ -400,4 +400,4 @@ def test_a_version_4_dataset_reads_with_role_null(tmp_path: Path) -> None:
                     "wall_s": [1.0], "params_json": ["{}"]})
     pq.write_table(old, root / "trials" / "workload=command" / "t.a1.ok.parquet")
     trials = CampaignStore(root).read_table("trials").to_pandas()
-    assert len(trials) == 1 and trials["role"].isna().all()
+    assert len(trials) == 1 and (trials["role"] == "trial").all()  # null before version 6: a trial of the matrix

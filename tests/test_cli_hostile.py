@@ -442,7 +442,7 @@ def test_bad_inventory(command: str, make, expect: str, tmp_path: Path, capsys: 
     (tmp_path / "ds").mkdir()
     argv = {"hosts": ["hosts"], "hosts-release": ["hosts", "release", "localhost", "--force"],
             "cleanup": ["cleanup", "c", "--dry-run", "--datasets", str(tmp_path / "ds")],
-            "provision": ["provision", "--out", str(tmp_path / "out")]}[command]
+            "provision": ["provision", "--datasets", str(tmp_path / "out")]}[command]
     before = tree(tmp_path)
     assert main([*argv, "--inventory", str(inventory)]) == 2
     line = one_line_error(capsys)
@@ -462,7 +462,7 @@ def test_provision_with_a_bad_tune_file(data: bytes, expect: str, tmp_path: Path
     tune = tmp_path / "tune.yml"
     tune.write_bytes(data)
     before = tree(tmp_path)
-    assert main(["provision", "--inventory", str(inventory), "--tune", str(tune), "--out", str(tmp_path / "out")]) == 2
+    assert main(["provision", "--inventory", str(inventory), "--tune", str(tune), "--datasets", str(tmp_path / "out")]) == 2
     line = one_line_error(capsys)
     assert line.startswith(f"runner: {tune}: ") and expect in line, line
     assert tree(tmp_path) == before

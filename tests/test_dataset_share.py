@@ -19,7 +19,7 @@ import pytest
 from runner.cli import dataset as dataset_cli
 from runner.errors import DatasetError, UsageError
 from runner.records import share
-from runner.records.schema import SCHEMA_VERSION
+from runner.records.schema import DICTIONARY, SCHEMA_VERSION
 from runner.records.store import read_campaign
 
 pytestmark = pytest.mark.integration
@@ -85,7 +85,7 @@ def test_pack_verify_import_query(made: Path, tmp_path: Path, capsys: pytest.Cap
     assert "shared/lock" not in names
     assert "a tiny shared campaign" in card and "## How to cite" in card and "`v` in no unit" in card
     cols = {c["name"]: c for c in schema["tables"]["metrics"]}
-    assert cols["value"]["meaning"] == "measured value" and cols["n"]["type"] == "int" and "workload" in cols
+    assert cols["value"]["meaning"] == DICTIONARY["value"] and DICTIONARY["value"].startswith("measured value, a double") and cols["n"]["type"] == "int" and "workload" in cols
     assert schema["metrics"]["v"]["rows"] == 6
 
     dest = tmp_path / "collab"

@@ -199,10 +199,14 @@ def test_report_plots_the_canary_and_warns(tmp_path: Path) -> None:
     assert len(canary) == 9 and {"value", "turbo", "busy"} <= set(canary.columns)
 
 
-def test_report_without_canary_has_no_drift_section(tmp_path: Path) -> None:
+def test_report_without_canary_has_no_drift_section_but_a_hint(tmp_path: Path) -> None:
     m = synthetic_metrics(axes={"lock": ["ttas"], "threads": [1, 2]}, law=lambda p: Law(0.05, 0.001, 1e6), reps=3)
     doc = build_report(m, synthetic_trials(m), synthetic_provenance("s"), tmp_path, bootstrap=10).read_text()
-    assert "Drift and host state" not in doc and not (tmp_path / "canary.csv").exists()
+    assert not (tmp_path / "canary.csv").exists() and "canary" not in ", ".join(p.name for p in (tmp_path / "img").iterdir())
+    section = doc[doc.index("<h2>Drift and host state</h2>"):]
+    section = section[:section.index("<h2>", 5)]
+    assert "Host state, batch by batch" not in section and "<img" not in section and "<table" not in section
+    assert "add <code>canary: {cell: {lock: ticket, threads: 2}, every: 10}</code> to the matrix" in section
 
 
 def _write_campaign(root: Path, name: str, turbo: float, kernel: str) -> None:

@@ -120,7 +120,7 @@ def test_missing_known_hosts_is_exit_2_before_anything_runs(command: str, tmp_pa
         "plan": ["plan", str(matrix(tmp_path, inv))],
         "hosts": ["hosts", "lab", "--inventory", str(inv)],
         "cleanup": ["cleanup", "kh", "--datasets", str(datasets), "--inventory", str(inv)],
-        "provision": ["provision", "--inventory", str(inv), "--limit", "lab", "--out", str(datasets)],
+        "provision": ["provision", "--inventory", str(inv), "--limit", "lab", "--datasets", str(datasets)],
     }[command]
     (datasets / "kh" / "hosts").mkdir(parents=True)  # cleanup: the campaign ran on n1
     (datasets / "kh" / "hosts" / "n1.json").write_text("{}")

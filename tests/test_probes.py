@@ -240,7 +240,12 @@ def test_builtin_probes_on_this_machine(tmp_path: Path) -> None:
     host = LocalHost()
     ctx = ProbeContext(host="localhost", side="host", workdir=str(wd), scratch=str(wd / ".probes"), tag="t1")
     with ProbeWindow(host, base.known(), ctx) as probed:
-        host.run(["sh", "-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"], timeout=30, cwd=str(wd))
+        # The workload runs until the schedstat sampler has seen its thread (an event, not a count of loop
+        # iterations: on a loaded machine a fixed loop ended before the sampler's first look), then a little more.
+        seen = f"grep -q \"^S $$ \" {ctx.file('schedstat')} 2>/dev/null"
+        res = host.run(["sh", "-c", f"i=0; until {seen}; do i=$((i+1)); done; while [ $i -gt 0 ]; do i=$((i-1)); done"],
+                       timeout=600, cwd=str(wd))  # a bound against a hang only
+        assert res.ok, res
     names = {m.name for m in probed.metrics}
     assert {"schedstat.run_s", "schedstat.run_delay_s", "cpufreq.mhz_mean"} <= names
     assert {m.probe for m in probed.metrics} >= {"schedstat", "cpufreq"}
@@ -287,7 +292,7 @@ def test_probe_rows_are_stored_with_probe_and_side(tmp_path: Path) -> None:
     rows = (Metric("v", 1.0, "", None), Metric("schedstat.run_delay_s", 0.5, "s", False, probe="schedstat", side="host"))
     store.write_attempt("c", "command", {"n": "int"}, _record(rows))
     m = store.read_table("metrics").to_pandas()
-    assert json.loads(store.meta_path.read_text())["schema_version"] == SCHEMA_VERSION == 5
+    assert json.loads(store.meta_path.read_text())["schema_version"] == SCHEMA_VERSION == 7
     got = {r["metric"]: (r["probe"], r["side"]) for r in m.astype(object).where(m.notna(), None).to_dict("records")}
     assert got == {"v": (None, None), "schedstat.run_delay_s": ("schedstat", "host")}
 

@@ -115,7 +115,7 @@ def test_serve_runs_a_due_schedule(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     # `serve` in a child process, as it runs in real life (and a LocalCluster's warnings stay out of pytest's)
     proc = subprocess.run(
         [sys.executable, "-c", f"from runner.lab.schedule import *; from runner.cli.launch import launch_matrix; print(serve_once(launch_matrix, now=datetime.fromisoformat({now.isoformat()!r})))"],
-        cwd=PROJECT, capture_output=True, text=True, timeout=120,
+        cwd=PROJECT, capture_output=True, text=True, timeout=900,  # a bound against a hang, not a speed: a loaded machine takes minutes
     )
     assert proc.returncode == 0, proc.stderr
     slot = sch.latest_slot("* * * * *", now)
@@ -128,7 +128,7 @@ def test_serve_runs_a_due_schedule(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
     proc = subprocess.run(  # the same slot again resumes its instance: nothing left to run
         [sys.executable, "-c", f"from runner.lab.schedule import *; from runner.cli.launch import launch_matrix; s = get_schedule('tiny-nightly'); r = run_slot(s, datetime.fromisoformat({slot.isoformat()!r}), launch_matrix); print(r.campaign, r.skipped, r.ok)"],
-        cwd=PROJECT, capture_output=True, text=True, timeout=120,
+        cwd=PROJECT, capture_output=True, text=True, timeout=900,  # a bound against a hang, not a speed: a loaded machine takes minutes
     )
     assert proc.stdout.strip().splitlines()[-1] == f"{ran[0]} 2 0", proc.stderr
 

@@ -25,7 +25,7 @@ _WHERE = {
     "compare": "comparison", "compare_variants": "comparison",
     "Collapse": "collapse", "collapse_table": "collapse", "detect_collapse": "collapse",
     "overcommit_table": "overcommit",
-    "build_report": "report", "summary_table": "report", "write_compare_html": "report",
+    "build_report": "report", "summary_table": "report", "write_compare_html": "compare_page",
     "as_pandas": "stats", "bootstrap_ci": "stats", "cell_stats": "stats", "repetitions_needed": "stats",
     "scaling_axis": "stats", "totals": "stats",
     "UslFit": "usl", "fit_amdahl": "usl", "fit_usl": "usl", "usl_curve": "usl", "usl_table": "usl",

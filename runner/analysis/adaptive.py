@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from runner.analysis.stats import as_pandas, repetitions_needed, robust_ci_halfwidth
+from runner.records.schema import ordinary_role
 
 TIGHT, AT_MAX, OPEN = "met target", "stopped at max", "open"
 
@@ -93,9 +94,11 @@ def deciding_metric(metrics: Iterable[tuple[str, bool | None]], chosen: str | No
 def workload_totals(metrics: pd.DataFrame) -> pd.DataFrame:
     """The workload's own total rows: thread, vm and probe null, and no canary runs (role null)."""
     mask = np.ones(len(metrics), dtype=bool)
-    for col in ("thread", "vm", "probe", "role"):
+    for col in ("thread", "vm", "probe"):
         if col in metrics.columns:
             mask &= metrics[col].isna().to_numpy()
+    if "role" in metrics.columns:
+        mask &= ordinary_role(metrics["role"])
     return metrics[mask]
 
 
@@ -106,7 +109,7 @@ def repetition_table(metrics: object, trials: object, policy: Mapping[str, objec
     m = workload_totals(as_pandas(metrics))
     t = as_pandas(trials)
     if "role" in t.columns:  # canary runs are numbered on their own: not repetitions of the cell
-        t = t[t["role"].isna().to_numpy()]
+        t = t[ordinary_role(t["role"])]
     ci, max_reps = float(policy["ci"]), int(policy["max"])  # type: ignore[arg-type]
     metric = deciding_metric(zip(m["metric"], m.get("higher_is_better", pd.Series([None] * len(m)))), policy.get("metric"))  # type: ignore[arg-type]
     rows = []

@@ -73,6 +73,41 @@ def detect_collapse(n, x, *, d: float = DEFAULT_DROP, band: str = "max") -> Coll
     )
 
 
+@dataclass(frozen=True)
+class CpuSplit:
+    """A slice's drops told apart by the CPU count of the machine the load ran on (science.md: a lock's
+    throughput falls with contention while threads fit the CPUs, and collapses past them, when a lock holder
+    or waiter is preempted). `contention`: detect_collapse over the loads at or below the CPU count;
+    `past`: detect_collapse from the largest load at or below the CPU count on (its peak is there or later), so
+    a drop at 2 threads on 2 cores no longer hides the collapse at 3. Either is None when it has too few loads."""
+
+    cpus: float
+    contention: Collapse | None
+    past: Collapse | None
+
+    def main(self) -> Collapse | None:
+        """The collapse that matters: past the CPU count when there is one, else the drop with contention."""
+        if self.past is not None and self.past.collapsed:
+            return self.past
+        if self.contention is not None and self.contention.collapsed:
+            return self.contention
+        return None
+
+
+def split_at_cpus(n, x, cpus: float, *, d: float = DEFAULT_DROP, band: str = "max") -> CpuSplit:
+    """detect_collapse on both sides of the CPU count `cpus` (see CpuSplit)."""
+    n_arr = np.asarray(n, dtype=float).ravel()
+    x_arr = np.asarray(x, dtype=float).ravel()
+    levels = np.unique(n_arr[np.isfinite(n_arr)])
+    inside = levels[levels <= cpus]
+    contention = detect_collapse(n_arr[n_arr <= cpus], x_arr[n_arr <= cpus], d=d, band=band) if inside.size >= 2 else None
+    start = inside.max() if inside.size else -np.inf
+    keep = n_arr >= start
+    past = detect_collapse(n_arr[keep], x_arr[keep], d=d, band=band) \
+        if (levels > cpus).any() and np.unique(n_arr[keep]).size >= 2 else None
+    return CpuSplit(float(cpus), contention, past)
+
+
 def collapse_table(metrics: Any, *, axis: str | None = None, metric: str | None = None,
                    d: float = DEFAULT_DROP, band: str = "max") -> pd.DataFrame:
     """detect_collapse on every slice of the totals along `axis` (auto-detected when None): one row per slice."""

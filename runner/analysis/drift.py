@@ -33,6 +33,7 @@ import pandas as pd
 from runner.analysis.adaptive import deciding_metric
 from runner.analysis.fmt import number
 from runner.analysis.stats import as_pandas
+from runner.records.schema import ordinary_role
 
 CANARY = "canary"  # the role of a canary run (runner.trials.CANARY; the dataset's `role` column)
 REFERENCE = 5  # canary runs whose range is the reference
@@ -232,7 +233,7 @@ def trial_states(readings: pd.DataFrame, trials: Any) -> pd.DataFrame:
     t = as_pandas(trials)
     keep = [c for c in ("trial_id", "cell_id", "host", "started_at") if c in t.columns]
     if "role" in t.columns:
-        t = t[t["role"].isna().to_numpy()]
+        t = t[ordinary_role(t["role"])]
     t = t.drop_duplicates("trial_id", keep="last")[keep].copy()
     labels = state_labels(readings)
     if t.empty or labels.empty or "started_at" not in t.columns or labels["at"].isna().all():

@@ -24,6 +24,7 @@ import pandas as pd
 
 from runner.analysis.collapse import DEFAULT_DROP, collapse_table
 from runner.analysis.stats import as_pandas, check_metrics, param_columns, slice_label
+from runner.records.schema import ordinary_role
 
 OPS_UNIT = "ops"  # a workload total in this unit counts operations (lockbench total_ops: acquisitions)
 # Units of probe figures that grow with the work done: they are also shown per operation.
@@ -72,9 +73,11 @@ def explain_slice(metrics: pd.DataFrame, params: dict[str, Any], axis: str, befo
     metric = params["metric"]
     where = {k: v for k, v in params.items() if k != "metric"}
     m = metrics[_match(metrics, where) & metrics[axis].isin([before, after]).to_numpy()]
-    for col in ("thread", "vm", "role"):
+    for col in ("thread", "vm"):
         if col in m.columns:
             m = m[m[col].isna().to_numpy()]
+    if "role" in m.columns:
+        m = m[ordinary_role(m["role"])]
     probe = m["probe"].notna().to_numpy() if "probe" in m.columns else np.zeros(len(m), dtype=bool)
     own, probed = m[~probe], m[probe]
     rows = []
@@ -120,9 +123,11 @@ def explained_rows(metrics: Any) -> pd.DataFrame:
     m = as_pandas(metrics)
     check_metrics(m)
     keep = np.ones(len(m), dtype=bool)
-    for col in ("thread", "vm", "role"):
+    for col in ("thread", "vm"):
         if col in m.columns:
             keep &= m[col].isna().to_numpy()
+    if "role" in m.columns:
+        keep &= ordinary_role(m["role"])
     return m[keep]
 
 

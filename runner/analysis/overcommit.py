@@ -19,6 +19,7 @@ import pandas as pd
 from runner.analysis.stats import as_pandas, check_metrics, param_columns
 from runner.errors import DatasetError
 from runner.fairness import jain_from_sums
+from runner.records.schema import ordinary_role
 
 VMS_AXIS = "vms"
 
@@ -26,9 +27,11 @@ VMS_AXIS = "vms"
 def _per_vm_rows(metrics: pd.DataFrame, metric: str, axis: str) -> pd.DataFrame:
     """Rows giving each VM's value per repetition: per-VM rows, plus total rows of single-VM trials that have none."""
     m = metrics[(metrics["metric"] == metric).to_numpy()]
-    for col in ("thread", "probe", "role"):  # a canary run is not a repetition of its cell
+    for col in ("thread", "probe"):
         if col in m.columns:
             m = m[m[col].isna().to_numpy()]
+    if "role" in m.columns:  # a canary run is not a repetition of its cell
+        m = m[ordinary_role(m["role"])]
     if m.empty:
         return m
     trial = "trial_id" if "trial_id" in m.columns else "cell_id"

@@ -1,15 +1,20 @@
 """HTML report of a campaign: scaling, fits, collapse, over-commit, comparability warnings, provenance.
 
 `build_report` writes `out_dir/report.html`, `out_dir/summary.csv` (median and spread of every cell) and the
-figures as PNG files in `out_dir/img/`, referenced from the HTML by relative path (so the directory is the
-report: copy or serve it whole). Figures are limited to `max_figures`; tables always cover every slice.
+figures as PNG files in `out_dir/img/` (drawn at twice the size shown), referenced from the HTML by relative path
+(so the directory is the report: copy or serve it whole). Figures are limited to `max_figures`; tables always
+cover every slice. Every axis with more than one value is part of each cell's key in the tables, summary.csv,
+figures and legends, under its own name (runner.analysis.axes). A section the campaign has no data for says in
+one line what the matrix needs to get it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import math
+import re
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -20,7 +25,8 @@ import pandas as pd
 
 from runner.analysis import plots
 from runner.analysis.adaptive import AT_MAX, OPEN, TIGHT, repetition_table
-from runner.analysis.collapse import DEFAULT_DROP, Collapse, detect_collapse
+from runner.analysis.axes import AXIS_PREFIX, label as _label, own_names, shown, shown_frame, with_trial_axes
+from runner.analysis.collapse import DEFAULT_DROP, Collapse, CpuSplit, detect_collapse, split_at_cpus
 from runner.analysis.drift import (
     FACT_KEYS,
     LAST,
@@ -32,12 +38,14 @@ from runner.analysis.drift import (
     drift_warnings,
     facts_differ,
     false_alarm_rate,
+    host_summary,
     host_warnings,
     state_differences,
     state_readings,
     trial_states,
 )
 from runner.analysis.explain import explain_collapse, explained_rows
+from runner.analysis.findings import cpu_count, findings_section, host_cpus, is_virtual, nested_hosts
 from runner.analysis.fmt import fitted, number
 from runner.analysis.overcommit import VMS_AXIS, overcommit_table
 from runner.analysis.stats import (
@@ -49,37 +57,56 @@ from runner.analysis.stats import (
     param_columns,
     scaling_axis,
     slice_columns,
-    slice_label,
     spread_by_level,
     totals,
 )
 from runner.analysis.usl import UslFit, fit_usl
 from runner.errors import BadDatasetError, UsageError
+from runner.records.schema import ordinary_role
 
 LINES_PER_FIGURE = 8
 INLINE_FIGURES = 1  # figures drawn in the report's own process; the rest in up to 2 forked worker processes (_Report)
 HTML_ROWS = 2000  # cells shown in the HTML summary table; summary.csv has all
 NO_ACCEL = {"none", "", None}
 
-_CSS = """body{font-family:sans-serif;max-width:1200px;margin:1em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;font-size:12px;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}
-th{background:#eee}td:first-child,th:first-child{text-align:left}.warn{background:#fff3cd;border-left:4px solid #e0a800;
-padding:4px 8px;margin:4px 0}.poor{color:#a00}.tcg{color:#a00;font-weight:bold}img{max-width:100%}
-pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px}h2{border-bottom:1px solid #ccc}"""
+_CSS = """body{font-family:sans-serif;max-width:1200px;margin:1em auto;padding:0 1em;color:#222;line-height:1.4}
+table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right;
+vertical-align:top;overflow-wrap:anywhere}th{background:#eee}td:first-child,th:first-child{text-align:left}
+.tbl{max-width:100%;overflow-x:auto}.facts td,.facts th{text-align:left;max-width:40em}.facts tr.differ td{background:#fff3cd}
+.warn{background:#fff3cd;border-left:4px solid #e0a800;padding:4px 8px;margin:4px 0}.hint{color:#555;font-style:italic}
+.poor{color:#a00}.tcg{color:#a00;font-weight:bold}img{max-width:100%;height:auto}
+pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px;white-space:pre-wrap}h2{border-bottom:1px solid #ccc}
+code{background:#f3f3f3;padding:0 3px}"""
 
 
-def summary_table(metrics: Any, *, metric: str | None = None, target: float = DEFAULT_TARGET) -> pd.DataFrame:
+def summary_table(metrics: Any, *, metric: str | None = None, target: float = DEFAULT_TARGET,
+                  trials: Any = None) -> pd.DataFrame:
     """Median and spread of every cell's totals: parameters, metric, unit, n, median, q1, q3, iqr, rel_iqr,
-    ci_rel (relative 95% half-width of the median), wide and reps_needed (see runner.analysis.stats)."""
-    metrics = as_pandas(metrics)
+    ci_rel (relative 95% half-width of the median), wide and reps_needed (see runner.analysis.stats; null where it
+    cannot be estimated). Every axis is a column under its own name: with `trials`, also the axes the metrics
+    table has no column for (guest_kernel); an axis named like a statistic (`n`) keeps its name and the
+    statistic becomes stat_<name> (runner.analysis.axes)."""
+    metrics = with_trial_axes(as_pandas(metrics), as_pandas(trials) if trials is not None else None)
+    metrics, _, _ = own_names(metrics)
+    return shown_frame(_summary(metrics, metric=metric, target=target))
+
+
+def _summary(metrics: pd.DataFrame, *, metric: str | None = None, target: float = DEFAULT_TARGET) -> pd.DataFrame:
+    """summary_table of a metrics table whose axes are already renamed (own_names), under those names."""
     st = cell_stats(metrics, metric=metric, target=target)
     params = [c for c in param_columns(metrics) if c in st.columns]
     cols = params + ["metric"] + [c for c in ("unit", "n", "median", "q1", "q3", "iqr", "rel_iqr", "ci_rel", "wide",
                                               "reps_needed") if c in st.columns]
-    return st[cols].sort_values(params + ["metric"], kind="stable").reset_index(drop=True)
+    out = st[cols].sort_values(params + ["metric"], kind="stable").reset_index(drop=True)
+    if "reps_needed" in out.columns:  # -1 (cannot be estimated: one repetition, no spread) is unknown, not a count
+        out["reps_needed"] = out["reps_needed"].astype("Int64").mask(out["reps_needed"] < 0)
+    return out
 
 
 def _fmt(v: Any) -> str:
+    """A table cell for people: yes/no for booleans, blank for unknown, numbers as runner.analysis.fmt."""
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
     return number(v)
 
 
@@ -104,12 +131,17 @@ def _peak(fit: UslFit) -> tuple[str, str]:
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], raw: Sequence[bool] = ()) -> str:
     """HTML table; cells are escaped unless their column is marked raw (already HTML)."""
-    out = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
+    out = ['<div class="tbl"><table><tr>' + "".join(f"<th>{html.escape(shown(h))}</th>" for h in header) + "</tr>"]
     for r in rows:
         cells = [c if i < len(raw) and raw[i] else html.escape(_fmt(c)) for i, c in enumerate(r)]
         out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    out.append("</table>")
+    out.append("</table></div>")
     return "\n".join(out)
+
+
+def _hint(text: str) -> str:
+    """One line saying what the matrix needs for a section the campaign has no data for (HTML allowed)."""
+    return f'<p class="hint">{text}</p>'
 
 
 def _warn(text: str) -> str:
@@ -151,7 +183,8 @@ class _Report:
             draw(path, **kwargs)
         else:
             self._drawing.append(self._pool().submit(draw, path, **kwargs))
-        return f'<p><img src="img/{html.escape(path.name)}" alt="{html.escape(name)}"></p>'
+        alt = html.escape(str(kwargs.get("title") or name).replace("\n", " "))
+        return f'<p><img src="img/{html.escape(path.name)}" alt="{alt}" data-figure="{html.escape(name)}"></p>'
 
     def _pool(self) -> Any:
         if self._painters is None:
@@ -219,12 +252,16 @@ def _label_columns(tot: pd.DataFrame, cols: Sequence[str]) -> list[str]:
 
 def _scaling_sections(rep: _Report, tot: pd.DataFrame, metric_names: Sequence[str], axis: str,
                       facts: dict[str, dict[str, Any]], bootstrap: int, seed: int, d: float,
-                      scaling: Mapping[str, Collection[str]]) -> None:
+                      scaling: Mapping[str, Collection[str]], trials: pd.DataFrame | None = None) -> None:
     group_cols = [c for c in ("campaign", "workload") if c in tot.columns] + ["metric"]
     label_cols = _label_columns(tot, [c for c in slice_columns(tot, axis) if c not in group_cols])
-    rep.sections.append(f"<h2>Scaling along {html.escape(axis)}</h2><p>Left: median of the repetitions; band: "
+    nested = nested_hosts(facts)
+    rep.sections.append(f"<h2>Scaling along {html.escape(shown(axis))}</h2><p>Left: median of the repetitions; band: "
                         "interquartile range; dashed: USL fit (faint when the fit is poor); x: collapse point "
-                        f"(throughput stays below {100 * (1 - d):.0f}% of the peak, judged on the largest repetition)."
+                        f"(throughput stays below {100 * (1 - d):.0f}% of the peak, judged on the largest repetition);"
+                        " dotted vertical line: the CPU count the load ran on (host CPUs, or the guest's vCPUs). A drop"
+                        " at or below the CPU count comes with contention; a collapse past it with the preemption of a"
+                        " lock holder or waiter: the table tells them apart."
                         " Right: speedup and efficiency relative to the smallest load. Intervals are 95% bootstrap"
                         " intervals over repetitions. Fits, collapse points, speedup and efficiency are drawn for"
                         " the metrics that scale like a throughput (as their workload says); other metrics"
@@ -234,24 +271,32 @@ def _scaling_sections(rep: _Report, tot: pd.DataFrame, metric_names: Sequence[st
                     key=lambda g: list(metric_names).index(g[0][-1]))  # metric by metric, in the order given
     for gi, (gkey, gdf) in enumerate(groups):
         gparams = dict(zip(group_cols, gkey))
-        title = slice_label(gparams)
+        title = _label(gparams)
         unit = str(gdf["unit"].dropna().iloc[0]) if "unit" in gdf.columns and gdf["unit"].notna().any() else ""
         hib = gdf["higher_is_better"].dropna() if "higher_is_better" in gdf.columns else pd.Series(dtype=object)
         scales = _scales(gparams.get("workload"), str(gparams["metric"]), hib.iloc[0] if len(hib) else None, scaling)
         rows, series = [], []
         for params, sdf in iter_slices(gdf, axis):
-            label = slice_label({k: params[k] for k in label_cols if k in params}) or title
+            label = _label({k: params[k] for k in label_cols if k in params}) or title
+            if str(params.get("env", "host")) not in ("host", "container") and "host" in sdf.columns \
+                    and set(map(str, sdf["host"].dropna().unique())) & nested:
+                label += " nested"
             n, x = sdf[axis].to_numpy(dtype=float), sdf["value"].to_numpy(dtype=float)
             lv = spread_by_level(n, x)
+            cpus = cpu_count(params, sdf, axis, trials, facts)
             fit: UslFit | None = None
             coll: Collapse | None = None
-            if lv.shape[0] >= 2 and scales:
+            split: CpuSplit | None = None
+            if lv.shape[0] >= 2 and scales and np.isfinite(x).sum() >= 3:  # a USL fit has 3 parameters
                 fit = fit_usl(n, x, bootstrap=bootstrap, seed=seed)
                 coll = detect_collapse(n, x, d=d)
+                if cpus is not None:
+                    split = split_at_cpus(n, x, cpus[0], d=d)
+                    coll = split.main() or split.past or split.contention or coll  # no x when neither side collapsed
                 if coll.collapsed:
                     rep.collapses.append((dict(params), coll, f"{title} {label}" if label != title else title))
             series.append(plots.Series(label, lv["n"].to_numpy(), lv["median"].to_numpy(), lv["q1"].to_numpy(),
-                                       lv["q3"].to_numpy(), fit, coll))
+                                       lv["q3"].to_numpy(), fit, coll, cpus))
             hosts = sorted(map(str, sdf["host"].dropna().unique())) if "host" in sdf.columns else []
             if len(hosts) > 1:
                 differ, missing = _facts_differ(hosts, facts)
@@ -261,7 +306,7 @@ def _scaling_sections(rep: _Report, tot: pd.DataFrame, metric_names: Sequence[st
                 if missing:
                     rep.warnings.append(f"{title} {label}: no facts recorded for host(s) {', '.join(missing)}; "
                                         "cannot check that its hosts are comparable")
-            rows.append(_fit_row(label, lv, fit, coll, hosts) if scales else _level_row(label, lv, hosts))
+            rows.append(_fit_row(label, lv, fit, coll, hosts, split, cpus) if scales else _level_row(label, lv, hosts))
         all_hosts = sorted(map(str, gdf["host"].dropna().unique())) if "host" in gdf.columns else []
         differ, _ = _facts_differ(all_hosts, facts)
         if differ:
@@ -274,7 +319,7 @@ def _scaling_sections(rep: _Report, tot: pd.DataFrame, metric_names: Sequence[st
             if any("accel=tcg" in s.label for s in chunk):  # never let an emulated curve pass for KVM
                 suffix += "\naccel=tcg: QEMU software emulation, not KVM"
             rep.sections.append(rep.figure(
-                f"scaling_{gi}_{part}", plots.scaling, series=chunk, axis=axis,
+                f"scaling_{gi}_{part}", plots.scaling, series=chunk, axis=shown(axis),
                 ylabel=f"{gparams['metric']} ({unit})" if unit else str(gparams["metric"]), title=title + suffix, speedup=scales))
         if not scales:
             rep.sections.append(_table(["variant", "loads", "hosts", "median at the smallest load",
@@ -285,15 +330,36 @@ def _scaling_sections(rep: _Report, tot: pd.DataFrame, metric_names: Sequence[st
              "collapse", "fit"], rows, raw=[False] * 10 + [True]))
 
 
-def _fit_row(label: str, lv: pd.DataFrame, fit: UslFit | None, coll: Collapse | None, hosts: list[str]) -> list[Any]:
+def _fit_row(label: str, lv: pd.DataFrame, fit: UslFit | None, coll: Collapse | None, hosts: list[str],
+             split: CpuSplit | None = None, cpus: tuple[float, str] | None = None) -> list[Any]:
     loads = f"{_fmt(lv['n'].iloc[0])}..{_fmt(lv['n'].iloc[-1])} ({lv.shape[0]})"
     if fit is None:
-        return [label, loads, ", ".join(hosts)] + [""] * 6 + ["", "one load only: nothing to fit"]
+        why = "one load only: nothing to fit" if lv.shape[0] < 2 else "fewer than 3 points: nothing to fit"
+        return [label, loads, ", ".join(hosts)] + [""] * 6 + ["", why]
     collapse = (f"at {_fmt(coll.collapse_n)}: -{100 * coll.drop:.0f}% of peak at {_fmt(coll.peak_n)}"
                 if coll and coll.collapsed else f"none (peak at {_fmt(coll.peak_n)})" if coll else "")
+    if split is not None and cpus is not None:
+        collapse = _split_text(split, cpus)
     note = f'<span class="poor">poor fit: {html.escape(fit.reason)}</span>' if fit.poor_fit else "ok"
     return [label, loads, ", ".join(hosts), _ci(fit.sigma, fit.sigma_ci), _ci(fit.kappa, fit.kappa_ci),
             _ci(fit.gamma, fit.gamma_ci), *_peak(fit), f"{fit.r2:.3f}", collapse, note]
+
+
+def _split_text(split: CpuSplit, cpus: tuple[float, str]) -> str:
+    """What a slice's table row says of its drops on both sides of the CPU count."""
+    where = f"{_fmt(cpus[0])} {cpus[1]}"
+    parts = []
+    c, p = split.contention, split.past
+    if c is not None and c.collapsed:
+        parts.append(f"drop with contention at {_fmt(c.collapse_n)} (at or below the {where}): -{100 * c.drop:.0f}% of "
+                     f"the peak at {_fmt(c.peak_n)}")
+    if p is not None and p.collapsed:
+        parts.append(f"collapse past the {where} at {_fmt(p.collapse_n)}: -{100 * p.drop:.0f}% of peak at {_fmt(p.peak_n)}")
+    elif p is not None:
+        parts.append(f"no collapse past the {where} (at the largest load {100 * p.last_ratio:.0f}% of the throughput at {_fmt(p.peak_n)})")
+    else:
+        parts.append(f"no load past the {where}")
+    return "; ".join(parts)
 
 
 def _level_row(label: str, lv: pd.DataFrame, hosts: list[str]) -> list[Any]:
@@ -311,7 +377,7 @@ def _overcommit_sections(rep: _Report, metrics: pd.DataFrame, metric_names: Sequ
     found = False
     for mi, name in enumerate(metric_names):
         cells, _ = overcommit_table(metrics, metric=name)
-        if cells.empty:
+        if cells.empty or cells["k"].max() < 2:  # no per-VM rows past one VM (a per-trial total): nothing to show
             continue
         found = True
         group_cols = [c for c in ("campaign", "workload") if c in cells.columns]
@@ -319,17 +385,20 @@ def _overcommit_sections(rep: _Report, metrics: pd.DataFrame, metric_names: Sequ
         groups = cells.groupby(group_cols, sort=True, observed=True) if group_cols else [((), cells)]
         for gi, (gkey, gdf) in enumerate(groups):
             gkey = gkey if isinstance(gkey, tuple) else (gkey,)
-            title = slice_label({**dict(zip(group_cols, gkey)), "metric": name})
+            title = _label({**dict(zip(group_cols, gkey)), "metric": name})
+            if var_cols:  # variants measured with one VM only (a scaling cell beside the over-commit ones) show nothing here
+                most = gdf.groupby(var_cols, dropna=False, observed=True)["k"].transform("max")
+                gdf = gdf[(most >= 2).to_numpy()]
             series = []
             for vkey, vdf in (gdf.groupby(var_cols, sort=True, dropna=False, observed=True) if var_cols else [((), gdf)]):
                 vkey = vkey if isinstance(vkey, tuple) else (vkey,)
                 vdf = vdf.sort_values("k")
                 series.append(plots.OvercommitSeries(
-                    slice_label(dict(zip(var_cols, vkey))) or title, vdf["k"].to_numpy(), vdf["efficiency"].to_numpy(),
+                    _label(dict(zip(var_cols, vkey))) or title, vdf["k"].to_numpy(), vdf["efficiency"].to_numpy(),
                     vdf["efficiency_q1"].to_numpy(), vdf["efficiency_q3"].to_numpy(), vdf["jain"].to_numpy()))
             rep.sections.append(f"<h3>{html.escape(title)}</h3>")
             rep.sections.append(rep.figure(f"overcommit_{mi}_{gi}", plots.overcommit, series=series, title=title))
-            rows = [[slice_label({c: r[c] for c in var_cols}), r["k"], r["n"], r["t1"], r["efficiency"],
+            rows = [[_label({c: r[c] for c in var_cols}), r["k"], r["n"], r["t1"], r["efficiency"],
                      f"{_fmt(r['efficiency_q1'])}..{_fmt(r['efficiency_q3'])}", r["jain"], r["jain_min"],
                      f"{_fmt(r['norm_min'])}..{_fmt(r['norm_max'])}", r["ideal_per_vm"],
                      f"{int(r['vms_seen'])}/{int(r['k'])}"] for _, r in gdf.iterrows()]
@@ -339,7 +408,8 @@ def _overcommit_sections(rep: _Report, metrics: pd.DataFrame, metric_names: Sequ
             if not short.empty:
                 rep.warnings.append(f"{title}: {len(short)} over-commit cell(s) lack per-VM rows for some VMs")
     if not found:
-        rep.sections.append("<p>No over-commit cell has a single-VM reference (vms = 1 with equal parameters).</p>")
+        rep.sections.append(_hint("No over-commit cell has per-VM results and a single-VM reference (vms = 1 with equal "
+                                  "parameters): keep 1 in <code>vms: [1, 2]</code>."))
 
 
 def _provenance_section(provenance: dict[str, Any], tot: pd.DataFrame) -> str:
@@ -347,23 +417,75 @@ def _provenance_section(provenance: dict[str, Any], tot: pd.DataFrame) -> str:
     skip = {"hosts", "matrix"}
     fields = [[k, v if isinstance(v, (str, int, float)) else json.dumps(v, default=str)]
               for k, v in provenance.items() if k not in skip]
-    parts.append(_table(["field", "value"], fields))
+    parts.append(_table(["field", "value"], fields).replace('<div class="tbl"><table>', '<div class="tbl"><table class="facts">', 1))
     if {"env", "accel"} <= set(tot.columns):
         used = tot.groupby(["env", "accel"], dropna=False, observed=True).size().reset_index(name="rows")
         parts.append("<h3>Environments and accelerators actually used</h3>")
         parts.append(_table(["env", "accel", "result rows"], used.itertuples(index=False)))
     hosts = provenance.get("hosts") or {}
     if hosts:
-        cols = list(dict.fromkeys([k for k in FACT_KEYS if any(k in f for f in hosts.values())]
-                                  + sorted({k for f in hosts.values() for k in f} - set(FACT_KEYS))))
         parts.append("<h3>Hosts</h3>")
-        parts.append(_table(["host"] + cols, [[h] + [json.dumps(f.get(c), default=str) if isinstance(f.get(c), (dict, list))
-                                                     else f.get(c) for c in cols] for h, f in sorted(hosts.items())]))
+        parts.append(_hosts_table({str(h): f for h, f in hosts.items()}))
     matrix = provenance.get("matrix")
     if matrix is not None:
         text = matrix if isinstance(matrix, str) else json.dumps(matrix, indent=2, default=str)
         parts.append("<h3>Matrix</h3><pre>" + html.escape(text) + "</pre>")
     return "\n".join(parts)
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested facts as dotted keys ('cpu.model'); lists of plain values joined with ', '."""
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(value, list) and all(not isinstance(v, (Mapping, list)) for v in value):
+        return {prefix: ", ".join(map(str, value))}
+    if isinstance(value, list):
+        return {prefix: json.dumps(value, default=str)}
+    return {prefix: value}
+
+
+FACT_ROWS = 400  # fact rows shown per report; the rest are in the datasets' hosts/*.json
+
+
+def _hosts_table(hosts: Mapping[str, Mapping[str, Any]]) -> str:
+    """Host facts for people: one row per fact, one column per host. The summary facts that make hosts comparable
+    (runner.analysis.drift.FACT_KEYS) come first, those that differ between hosts first of all and marked; the
+    collector's full facts follow, folded (differences first again)."""
+    names = sorted(hosts)
+    summary = {h: {**host_summary(hosts[h]), "cpus": host_cpus(hosts[h]), "hypervisor": hosts[h].get("hypervisor"),
+                   "virtual machine (its guests nested)": is_virtual(hosts[h])} for h in names}
+    flat = {h: _flat(hosts[h]) for h in names}
+
+    def differs(values: Sequence[Any]) -> bool:
+        return len({json.dumps(v, sort_keys=True, default=str) for v in values}) > 1
+
+    def rows(table: Mapping[str, Mapping[str, Any]], keys: Sequence[str]) -> tuple[list[str], int]:
+        keyed = [(k, [table[h].get(k) for h in names]) for k in keys]
+        keyed = sorted(keyed, key=lambda kv: not differs(kv[1]))  # stable: differences first, then in order
+        out = []
+        for k, values in keyed[:FACT_ROWS]:
+            cls = ' class="differ"' if differs(values) else ""
+            out.append(f"<tr{cls}><td>{html.escape(k)}</td>" + "".join(
+                f"<td>{html.escape(_fmt(v) if not isinstance(v, (list, dict)) else json.dumps(v, default=str))}</td>"
+                for v in values) + "</tr>")
+        return out, sum(differs(v) for _, v in keyed)
+
+    head = "<tr><th>fact</th>" + "".join(f"<th>{html.escape(h)}</th>" for h in names) + "</tr>"
+    present = [k for k in (*FACT_KEYS, "cpus", "hypervisor", "virtual machine (its guests nested)")
+               if any(summary[h].get(k) is not None for h in names)]
+    main, ndiff = rows(summary, present)
+    keys = list(dict.fromkeys(k for h in names for k in flat[h]))
+    full, fdiff = rows(flat, keys)
+    said = (f"{ndiff} of these facts differ between the hosts (marked, first)." if len(names) > 1 and ndiff else
+            "The hosts agree on these facts." if len(names) > 1 else "")
+    more = f" First {FACT_ROWS} of {len(keys)}; all in the dataset's hosts/*.json." if len(keys) > FACT_ROWS else ""
+    return (f"<p>{said}</p>" + '<div class="tbl"><table class="facts">' + head + "".join(main) + "</table></div>"
+            + f"<details><summary>All facts the collector took ({len(keys)}"
+            + (f", {fdiff} differ" if len(names) > 1 else "") + ")</summary>"
+            + '<div class="tbl"><table class="facts">' + head + "".join(full) + f"</table></div>{more}</details>")
 
 
 def _trial_section(rep: _Report, trials: pd.DataFrame | None) -> str:
@@ -373,7 +495,7 @@ def _trial_section(rep: _Report, trials: pd.DataFrame | None) -> str:
     final = trials
     if {"trial_id", "attempt"} <= set(trials.columns):
         final = trials.sort_values("attempt").drop_duplicates("trial_id", keep="last")
-    canary = final["role"].notna().to_numpy() if "role" in final.columns else np.zeros(len(final), dtype=bool)
+    canary = ~ordinary_role(final["role"]) if "role" in final.columns else np.zeros(len(final), dtype=bool)
     canaries, final = final[canary], final[~canary]
     bad = final[final["status"] != "ok"]
     if not bad.empty:
@@ -490,11 +612,11 @@ def _drift_section(rep: _Report, metrics: pd.DataFrame, trials: pd.DataFrame | N
                      "batch is the trials up to the next one): cpufreq governors, turbo, automatic NUMA balancing, irqbalance, "
                      f"the busy share of the CPUs over {STATE_SAMPLE_S:g} s while no trial ran (other processes' load), the 1-minute load "
                      "average, and the thermal throttle count (CPUs summed; rise: until the next reading).</p>")
-        shown = readings.head(HOST_STATE_ROWS)
+        state_rows = readings.head(HOST_STATE_ROWS)
         parts.append(_table(["host", "at", "governor", "turbo", "NUMA balancing", "irqbalance", "busy", "load1", "throttle count",
                              "rise"], [[r.host, _clock(r.at, t0), r.governor or "", _onoff(r.turbo), _fmt(r.numa_balancing),
                                         _onoff(r.irqbalance), f"{100 * r.busy:.0f}%" if pd.notna(r.busy) else "", r.load1,
-                                        r.throttle_count, r.throttle_rise] for r in shown.itertuples()]))
+                                        r.throttle_count, r.throttle_rise] for r in state_rows.itertuples()]))
         if len(readings) > HOST_STATE_ROWS:
             parts.append(f"<p>{len(readings) - HOST_STATE_ROWS} more readings in canary.csv.</p>")
     out = series.merge(readings.drop(columns=["host"]), on="trial_id", how="outer") if not series.empty else readings
@@ -534,6 +656,7 @@ def _explain_section(rep: _Report, metrics: pd.DataFrame, axis: str) -> str:
     rows = explained_rows(metrics)
     explained = [e for params, c, label in rep.collapses
                  if (e := explain_collapse(rows, params, axis, c.peak_n, c.collapse_n, c.drop, label)) is not None]
+    explained = [dataclasses.replace(e, axis=shown(e.axis)) for e in explained]
     if not explained:
         return ""
     parts = ["<h2>Collapse explained</h2><p>For each collapse point, the median over the repetitions at the last load "
@@ -548,6 +671,15 @@ def _explain_section(rep: _Report, metrics: pd.DataFrame, axis: str) -> str:
         parts.append("<p>No probe was recorded at these cells: add <code>probes: [perf_stat, schedstat]</code> to the matrix "
                      "to see the context switches and run delay behind a collapse.</p>")
     return "\n".join(parts)
+
+
+def _counts(metrics: pd.DataFrame, stats: pd.DataFrame) -> str:
+    """'24 cells, 5 metrics, 1,234 metric rows': cells are sets of parameters, whatever the number of metrics."""
+    keys = [c for c in ("campaign", "cell_id") if c in stats.columns]
+    cells = len(stats.drop_duplicates(keys)) if keys else len(stats)
+    metric_count = stats["metric"].nunique() if "metric" in stats.columns else 0
+    return (f"{cells} cell{'s' * (cells != 1)}, {metric_count} metric{'s' * (metric_count != 1)}, "
+            f"{len(metrics):,} metric rows")
 
 
 def _report_dir(out: Path) -> Path:
@@ -583,8 +715,12 @@ def build_report(metrics: Any, trials: Any, provenance: dict[str, Any] | None, o
     check_metrics(metrics)
     trials_df = as_pandas(trials) if trials is not None else None
     provenance = provenance or {}
+    metrics = with_trial_axes(metrics, trials_df)  # guest_kernel and the like: axes the metrics table has no column for
+    metrics, (trials_df,), _ = own_names(metrics, trials_df)  # an axis named `n` keeps its name, shown (axes.shown)
+    if axis is not None and AXIS_PREFIX + axis in metrics.columns:
+        axis = AXIS_PREFIX + axis
     if axis is not None and axis not in metrics.columns:
-        raise UsageError(f"no axis {axis!r} in the data; axes: {', '.join(param_columns(metrics))}")
+        raise UsageError(f"no axis {axis!r} in the data; axes: {', '.join(map(shown, param_columns(metrics)))}")
     axis = axis or scaling_axis(metrics)
     tot = totals(metrics)
     tot = tot[tot["value"].notna().to_numpy()]
@@ -593,16 +729,29 @@ def build_report(metrics: Any, trials: Any, provenance: dict[str, Any] | None, o
     scaling = dict(scaling_metrics or {})
     names = _plot_metrics(tot, metric_names, scaling)
     stats = cell_stats(metrics, target=target)
-    summary = summary_table(metrics, target=target)
+    summary = _summary(metrics, target=target)
     out = _report_dir(Path(out_dir))
-    summary.to_csv(out / "summary.csv", index=False)
+    shown_frame(summary).to_csv(out / "summary.csv", index=False)
 
     rep = _Report(out, max_figures)
     try:
-        return _build(rep, out, metrics, trials_df, provenance, axis, tot, names, stats, summary, scaling, bootstrap, seed, d,
+        path = _build(rep, out, metrics, trials_df, provenance, axis, tot, names, stats, summary, scaling, bootstrap, seed, d,
                       target, max_figures, t0)
     finally:
         rep.close()
+    _size_images(path)
+    return path
+
+
+def _size_images(path: Path) -> None:
+    """Give every figure of the page the width it is drawn for (its PNGs are drawn at plots.SCALE x that)."""
+    doc = path.read_text(encoding="utf-8")
+
+    def sized(m: Any) -> str:
+        img = path.parent / html.unescape(m.group(1))
+        return f'{m.group(0)} width="{plots.shown_width(img)}"' if img.is_file() else m.group(0)
+
+    path.write_text(re.sub(r'<img src="([^"]+)"', sized, doc), encoding="utf-8")
 
 
 def _build(rep: _Report, out: Path, metrics: pd.DataFrame, trials_df: pd.DataFrame | None, provenance: Mapping[str, Any],
@@ -624,20 +773,29 @@ def _build(rep: _Report, out: Path, metrics: pd.DataFrame, trials_df: pd.DataFra
         rep.warnings.append(f"the data holds {tot['campaign'].nunique()} campaigns; they are shown side by side, never pooled")
     trial_html = _trial_section(rep, trials_df)
     drift_html = _drift_section(rep, metrics, trials_df, provenance)  # before the scaling figures: its figure comes first
+    scaling_names = [m for m in names if _metric_scales(tot, m, scaling)]
+    findings_html = findings_section(rep, tot, metrics, axis, scaling_names[0] if scaling_names else None, trials_df, facts,
+                                     _hint)
     if axis is not None:
-        _scaling_sections(rep, tot, names, axis, facts, bootstrap, seed, d, scaling)
+        _scaling_sections(rep, tot, names, axis, facts, bootstrap, seed, d, scaling, trials_df)
     else:
-        rep.sections.append("<h2>Scaling</h2><p>No scaling axis (threads, cores or vcpus with 2+ values) in the data.</p>")
+        rep.sections.append("<h2>Scaling</h2>" + _hint("No load axis (threads, cores or vcpus with 2+ values) in the data: "
+                                                       "add <code>threads: [1, 2, 4]</code> to the axes."))
     if VMS_AXIS in metrics.columns and metrics[VMS_AXIS].nunique() > 1:
-        _overcommit_sections(rep, metrics, [m for m in names if _metric_scales(tot, m, scaling)])
+        _overcommit_sections(rep, metrics, scaling_names)
+    else:
+        rep.sections.append("<h2>Over-commit</h2>" + _hint("No over-commit in this campaign: add <code>vms: [1, 2]</code> to "
+                                                           "the axes of a guest campaign (env kvm or xen) for over-commit "
+                                                           "efficiency and Jain's index."))
     explain_html = _explain_section(rep, metrics, axis) if axis is not None else ""
     wide_html = _wide_section(rep, stats, param_columns(metrics), target)
     reps_html = _repetitions_section(rep, metrics, trials_df, stats, provenance)
-    shown = summary.head(HTML_ROWS)
+    first_rows = shown_frame(summary.head(HTML_ROWS))
     summary_html = ("<h2>Cells</h2><p>Median and interquartile range of every cell's repetitions"
                     + (f"; first {HTML_ROWS} of {len(summary)} (all in " if len(summary) > HTML_ROWS else " (also in ")
-                    + '<a href="summary.csv">summary.csv</a>).</p>'
-                    + _table(list(shown.columns), shown.itertuples(index=False)))
+                    + '<a href="summary.csv">summary.csv</a>). Reps needed: for a 95% interval of the median within '
+                    f"+-{100 * target:g}%; blank where it cannot be estimated (one repetition).</p>"
+                    + _table(list(first_rows.columns), first_rows.itertuples(index=False)))
     if rep.omitted:
         rep.warnings.append(f"{rep.omitted} figure(s) left out (max_figures={max_figures}); their tables are complete")
     campaigns = sorted(map(str, tot["campaign"].unique())) if "campaign" in tot.columns else []
@@ -647,35 +805,16 @@ def _build(rep: _Report, out: Path, metrics: pd.DataFrame, trials_df: pd.DataFra
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{html.escape(title)}</title>",
         f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
         f"<p>Runner {html.escape(str(provenance.get('runner_version', '?')))}, commit "
-        f"{html.escape(str(provenance.get('git_commit', '?')))}; {len(metrics)} metric rows, {len(stats)} cells; "
+        f"{html.escape(str(provenance.get('git_commit', '?')))}; {_counts(metrics, stats)}; "
         f"report built in {time.perf_counter() - t0:.1f} s.</p>",
-        warn_html, trial_html, *rep.sections, explain_html, drift_html, wide_html, reps_html, summary_html,
+        warn_html, trial_html, findings_html, *rep.sections, explain_html,
+        drift_html or ("<h2>Drift and host state</h2>" + _hint(
+            "No canary and no host state: add <code>canary: {cell: {lock: ticket, threads: 2}, every: 10}</code> to the "
+            "matrix to watch the hosts drift (docs/analysis.md), and <code>probes: [host_state]</code> for their state.")),
+        wide_html, reps_html, summary_html,
         _provenance_section(provenance, tot),
         "</body></html>",
     ])
     path = out / "report.html"
-    path.write_text(doc, encoding="utf-8")
-    return path
-
-
-def write_compare_html(result: pd.DataFrame, path: Path | str, *, title: str, q: float = 0.05,
-                       warnings: Sequence[str] = ()) -> Path:
-    """Write the table returned by runner.analysis.compare as a small HTML page, after the `warnings`
-    (runner.analysis.drift.comparability_warnings: host facts or host state that differ)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    counts = result["verdict"].value_counts()
-    summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in ("regression", "improvement", "changed", "same", "untested"))
-    rows = result.copy()
-    for c in ("change", "change_low", "change_high"):
-        rows[c] = rows[c].map(lambda v: f"{100 * v:+.1f}%" if pd.notna(v) else "")
-    doc = "\n".join([
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{html.escape(title)}</title>",
-        f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
-        f"<p>{html.escape(summary)}. Mann-Whitney U per cell, Benjamini-Hochberg q-values, significant at q &le; {q}; "
-        "change is median(B)/median(A) - 1 with a 95% bootstrap interval.</p>",
-        "".join(_warn(w) for w in warnings),
-        _table(list(rows.columns), rows.itertuples(index=False)), "</body></html>",
-    ])
     path.write_text(doc, encoding="utf-8")
     return path

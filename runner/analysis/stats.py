@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from runner.errors import DatasetError
-from runner.records.schema import METRIC_COLUMNS
+from runner.records.schema import METRIC_COLUMNS, ordinary_role
 
 # Columns of the metrics table that are not matrix axes (said once, in runner.records.schema).
 FIXED_COLUMNS = frozenset(METRIC_COLUMNS)
@@ -70,9 +70,11 @@ def totals(metrics: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     result, it is not one; role null: a canary run is not a repetition of its cell), optionally of one
     metric only."""
     mask = np.ones(len(metrics), dtype=bool)
-    for col in ("thread", "vm", "probe", "role"):
+    for col in ("thread", "vm", "probe"):
         if col in metrics.columns:
             mask &= metrics[col].isna().to_numpy()
+    if "role" in metrics.columns:  # trial (null before schema version 6), not canary
+        mask &= ordinary_role(metrics["role"])
     if metric is not None:
         mask &= (metrics["metric"] == metric).to_numpy()
     return metrics[mask]

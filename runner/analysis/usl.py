@@ -248,6 +248,11 @@ def _standard_errors(n: np.ndarray, p: np.ndarray, rss: float, n_params: int, fi
     return se
 
 
+# The most bootstrap values (replicates x points) resampled and refitted at once; each is a float64 in a few
+# arrays of the batch solver, so this bounds the fit's memory at some hundreds of MB whatever the input.
+BOOTSTRAP_CELLS = 2_000_000
+
+
 def fit_usl(n, x, *, bootstrap: int = 1000, seed: int = 0, level: float = 0.95, model: str = "usl") -> UslFit:
     """Fit the USL (or Amdahl with model="amdahl") to loads `n` and throughputs `x` (one entry per repetition).
 
@@ -302,15 +307,21 @@ def fit_usl(n, x, *, bootstrap: int = 1000, seed: int = 0, level: float = 0.95, 
     counts = np.array([np.sum(n_arr == lv) for lv in levels])
     if bootstrap > 0 and ((counts >= 2).any() or dof > 0):  # an exact fit (no repetitions, dof 0) has no residuals to resample
         rng = np.random.default_rng(seed)
-        if (counts >= 2).any():
-            method = "repetitions"
-            xb = x_arr[_resample_index(n_arr, bootstrap, rng)]
-        else:
-            method = "residuals"
-            resid = x_arr - fitted
-            xb = fitted + resid[rng.integers(0, resid.size, size=(bootstrap, resid.size))]
-        pb, good = _batch_lm(n_arr, xb, p, fix_kappa)
-        pb = pb[good]
+        method = "repetitions" if (counts >= 2).any() else "residuals"
+        resid = x_arr - fitted
+        # Replicates in chunks of at most BOOTSTRAP_CELLS values: a large CSV never allocates replicates x rows at
+        # once (a small fit is one chunk, so its intervals are as they always were for a seed).
+        chunk = max(1, min(bootstrap, BOOTSTRAP_CELLS // max(1, n_arr.size)))
+        kept = []
+        for start in range(0, bootstrap, chunk):
+            k = min(chunk, bootstrap - start)
+            if method == "repetitions":
+                xb = x_arr[_resample_index(n_arr, k, rng)]
+            else:
+                xb = fitted + resid[rng.integers(0, resid.size, size=(k, resid.size))]
+            pb, good = _batch_lm(n_arr, xb, p, fix_kappa)
+            kept.append(pb[good])
+        pb = np.concatenate(kept)
         used = int(pb.shape[0])
         if used:
             with np.errstate(divide="ignore", invalid="ignore"):

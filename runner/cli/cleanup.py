@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.cli import add_known_hosts_option, datasets_default
+from runner.cli import add_datasets_option, add_known_hosts_option, exit_status
 from runner.hosts.base import Host
 from runner.hosts.local import LocalHost
 from runner.provision import libvirt
@@ -26,7 +26,7 @@ campaign is left on it, on this machine and on every inventory host the campaign
 its dataset, or every inventory host when the campaign recorded none; the inventory is --inventory, else
 the campaign's). Only names made for CAMPAIGN are touched
 (rnr-<campaign>-<index>-<hash>); another campaign's guests are never removed. Refused while the campaign
-is running (its dataset lock). Exit status 1 if a host could not be cleaned.
+is running (its dataset lock).
 
 examples:
   runner cleanup lockbench-overcommit --dry-run
@@ -72,11 +72,11 @@ class Cleanup:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("cleanup", help="remove a crashed campaign's guests and containers", description=HELP,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+                              epilog=exit_status("1    a host could not be cleaned"), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("campaign", type=campaign_name, help="campaign name (the matrix file's `campaign`)")
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
-    p.add_argument("--datasets", default=datasets_default(), type=Path, help="datasets directory (env RUNNER_DATASETS)")
-    p.add_argument("--inventory", type=Path, default=os.environ.get("RUNNER_INVENTORY"),
+    add_datasets_option(p)
+    p.add_argument("--inventory", type=Path, metavar="PATH", default=os.environ.get("RUNNER_INVENTORY"),
                    help="inventory of the campaign's hosts (env RUNNER_INVENTORY; default: the campaign's)")
     add_known_hosts_option(p)
     p.set_defaults(func=run)
@@ -137,13 +137,14 @@ def _campaign_hosts(root: Path | None, inventory: Path | None, known_hosts: Path
     names: list[str] = []
     if root is not None and (root / "hosts").is_dir():
         names = sorted({split_host_file(p.name)[0] for p in (root / "hosts").glob("*.json")})
+    named = inventory is not None  # an inventory script runs only when the user named it
     if inventory is None and root is not None and root.is_dir():
         prov = CampaignStore(root).read_provenance()
         matrix_file = Path(prov.get("matrix_file") or root / "matrix.yml")
         inventory = Path(prov.get("inventory") or (matrix_file.parent / "inventory"))
     if inventory is None or not Path(inventory).exists():
         return []
-    inv = load_inventory(inventory, known_hosts)
+    inv = load_inventory(inventory, known_hosts, scripts=named)
     specs = [s for n, s in sorted(inv.hosts.items()) if (not names or n in names) and not s.local]
     check_known_hosts(specs)
     return [connect(s) for s in specs]

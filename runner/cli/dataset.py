@@ -9,14 +9,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from runner.cli import datasets_default
+from runner.cli import add_datasets_option
 from runner.errors import UsageError
 from runner.records import share
 
 HELP = """\
 Share datasets with collaborators and query them.
 
-  pack CAMPAIGN [-o FILE] [--anonymize]   one archive: Parquet files, data dictionary, provenance, host
+  pack CAMPAIGN [--out FILE] [--anonymize] one archive: Parquet files, data dictionary, provenance, host
                                           fingerprints, DATA-CARD.md and SHA-256 checksums
   verify ARCHIVE                          check checksums and schema version (refuses a tampered or
                                           truncated archive)
@@ -29,13 +29,12 @@ Share datasets with collaborators and query them.
   fetch URL/NAME                          copy from a shared location (the same, or http(s)://), check
                                           the published checksum, verify and import
 
-exit status: 2 (one line, nothing written) for bad input: an archive, URL, campaign, datasets directory or
-query that is missing, empty, damaged, of an unreadable version or of the wrong shape; 1 when something
-fails around good data (a held lock, a full disk, a server that does not answer).
+Every action takes --datasets DIR (before or after the action's name).
 
 examples:
-  runner dataset pack lockbench-scaling --anonymize -o /tmp/locks.tar.gz
+  runner dataset pack lockbench-scaling --anonymize --out /tmp/locks.tar.gz
   runner dataset verify /tmp/locks.tar.gz
+  runner dataset import /tmp/locks.tar.gz --datasets /data/campaigns
   runner dataset query "SELECT lock, threads, median(value) FROM metrics WHERE metric='throughput' GROUP BY ALL ORDER BY ALL"
   runner dataset publish lockbench-scaling file:///srv/lab-datasets
   runner dataset fetch file:///srv/lab-datasets/lockbench-scaling
@@ -43,14 +42,23 @@ examples:
   runner dataset fetch https://lab.example.org/datasets/lockbench-scaling
 """
 
+EXIT = """\
+exit status:
+  0    done
+  1    something failed around good data (a held lock, a full disk, a server that does not answer)
+  2    bad input (one line, nothing written): an archive, URL, campaign, datasets directory or query that is
+       missing, empty, damaged, of an unreadable version or of the wrong shape
+  130  interrupted (Ctrl-C)"""
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("dataset", help="pack, verify, import, query and publish datasets", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", default=datasets_default(), type=Path, help="datasets directory (env RUNNER_DATASETS; default datasets/)")
+    p = subparsers.add_parser("dataset", help="pack, verify, import, query and publish datasets", description=HELP, epilog=EXIT,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_datasets_option(p)
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     pk = sub.add_parser("pack", help="write a campaign's archive")
     pk.add_argument("campaign", help="campaign name or path")
-    pk.add_argument("-o", "--output", type=Path, help="archive file (default CAMPAIGN.tar.gz here)")
+    pk.add_argument("-o", "--out", "--output", dest="output", type=Path, metavar="FILE", help="archive file (default CAMPAIGN.tar.gz here)")
     pk.add_argument("--anonymize", action="store_true", help="replace host names and addresses by stable pseudonyms")
     vf = sub.add_parser("verify", help="check an archive's checksums and versions")
     vf.add_argument("archive", type=Path)
@@ -68,6 +76,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         sp.add_argument("--s3-endpoint", metavar="URL", default=os.environ.get(share.S3_ENDPOINT_ENV) or None,
                         help=f"S3-compatible server for s3:// URLs, e.g. http://127.0.0.1:9000 (env {share.S3_ENDPOINT_ENV}; "
                              "default: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, else AWS)")
+    for sp in sub.choices.values():  # `runner dataset import ARCHIVE --datasets DIR`, as well as before the action
+        add_datasets_option(sp, default=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
 

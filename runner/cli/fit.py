@@ -13,7 +13,7 @@ from runner.analysis.fmt import fitted
 from runner.analysis.usl import UslFit, fit_usl
 from runner.cli import int_at_least
 from runner.errors import DatasetError, UsageError
-from runner.textfile import read_text
+from runner.textfile import MAX_CSV_BYTES, read_text
 
 EPILOG = """\
 examples:
@@ -63,7 +63,7 @@ def fit_csv(path: Path | str, x: str, y: str, *, model: str = "usl", bootstrap: 
 def read_columns(path: Path, x: str, y: str) -> tuple[list[float], list[float]]:
     """Columns x and y of a CSV file with a header row, as floats. Raises UsageError naming the file, the line
     and the column for anything that is not a table of positive finite numbers."""
-    text = read_text(path, "CSV file")
+    text = read_text(path, "CSV file", MAX_CSV_BYTES)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]

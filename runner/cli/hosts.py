@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
+import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from runner.cli import add_known_hosts_option
+from runner.cli import add_inventory_option, add_json_option, add_known_hosts_option
 from runner.errors import HostError, UsageError
 from runner.lab import reservations
 from runner.provision.inventory import check_known_hosts, connect, load_inventory
@@ -30,6 +30,7 @@ examples:
   runner hosts
   runner hosts lab --inventory /etc/runner/inventory
   runner hosts release numa80 --force
+  runner hosts lab --json | jq -r '.[] | select(.state == "free") | .host'
 """
 
 
@@ -43,16 +44,17 @@ class HostState:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("hosts", help="who holds which host; release a hold by force", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("words", nargs="*", metavar="GROUP | release HOST", help="an inventory group or host (default: all), or `release HOST`")
-    p.add_argument("--inventory", default=os.environ.get("RUNNER_INVENTORY"), help="Ansible inventory (env RUNNER_INVENTORY; default inventory/)")
+    add_inventory_option(p, "the project's inventory/")
     p.add_argument("--force", action="store_true", help="with `release`: remove the hold whoever owns it")
     add_known_hosts_option(p)
+    add_json_option(p, "every host's state (or the release)")
     p.set_defaults(func=run)
 
 
 def host_states(inventory: str | Path | None, pattern: str = "all", known_hosts: Path | None = None) -> list[HostState]:
     """The hold of every host matching `pattern`, asked in parallel; unreachable hosts carry the error."""
     inv_path = Path(inventory) if inventory else PROJECT_INVENTORY
-    specs = load_inventory(inv_path, known_hosts).resolve(pattern)
+    specs = load_inventory(inv_path, known_hosts, scripts=bool(inventory)).resolve(pattern)
     check_known_hosts(specs)
     paths = reservations.hold_paths(inv_path)
 
@@ -70,12 +72,22 @@ def host_states(inventory: str | Path | None, pattern: str = "all", known_hosts:
 def release_host(inventory: str | Path | None, name: str, known_hosts: Path | None = None) -> reservations.HoldInfo | None:
     """Remove the hold on host `name`; returns what was removed (None if it was free)."""
     inv_path = Path(inventory) if inventory else PROJECT_INVENTORY
-    specs = load_inventory(inv_path, known_hosts).resolve(name)
+    specs = load_inventory(inv_path, known_hosts, scripts=bool(inventory)).resolve(name)
     check_known_hosts(specs)
     if len(specs) != 1:
         raise UsageError(f"{name!r} is a group of {len(specs)} hosts; release one host at a time")
     with connect(specs[0]) as host:
         return reservations.force_release(host, path=reservations.hold_paths(inv_path).get(name))
+
+
+def state_json(s: HostState) -> dict[str, object]:
+    """One host's row of `runner hosts --json` (pure)."""
+    if s.error:
+        return {"host": s.host, "state": "unreachable", "error": s.error}
+    if s.hold is None:
+        return {"host": s.host, "state": "free"}
+    return {"host": s.host, "state": "expired" if s.hold.expired else "held", "owner": s.hold.owner, "campaign": s.hold.campaign,
+            "since": s.hold.since, "heartbeat_age_s": s.hold.age_s, "ttl_s": s.hold.ttl}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,11 +98,17 @@ def run(args: argparse.Namespace) -> int:
         if not args.force:
             raise UsageError(f"releasing another campaign's hold on {args.words[1]} needs --force")
         gone = release_host(args.inventory, args.words[1], args.known_hosts)
+        if args.json:
+            print(json.dumps({"host": args.words[1], "released": gone.describe() if gone else None}))
+            return 0
         console.print(f"host {args.words[1]}: " + (f"removed the hold {gone.describe()}" if gone else "was not held"), highlight=False)
         return 0
     if len(args.words) > 1:
         raise UsageError(f"one group at a time, got {' '.join(args.words)}")
     states = host_states(args.inventory, args.words[0] if args.words else "all", args.known_hosts)
+    if args.json:
+        print(json.dumps([state_json(s) for s in states], indent=2))
+        return 0
     table = Table("host", "state", "owner", "campaign", "since", "heartbeat", show_edge=False)
     for s in states:
         if s.error:

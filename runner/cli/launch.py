@@ -20,7 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from runner.cli import add_known_hosts_option, datasets_default, known_hosts_default
+from runner.cli import add_datasets_option, add_inventory_option, add_known_hosts_option, datasets_hint, exit_status, known_hosts_default
 from runner.execution.cluster import prestart
 
 if TYPE_CHECKING:
@@ -40,8 +40,6 @@ no worker at all. RUNNER_STALL_AFTER (seconds, default 60): no trial started or 
 while trials are pending, and the progress output says why. A lost hold on a host (confirmed on the host
 by every trial's first command) stops new trials there. See docs/hosts.md.
 
-exit status: 0 if every trial succeeded, 1 if some failed, 2 for bad input, 130 if interrupted.
-
 examples:
   runner launch matrix.yml
   runner launch matrix.yml --scheduler tcp://127.0.0.1:8786    a long-lived lab scheduler
@@ -51,13 +49,13 @@ examples:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("launch", help="run or resume a campaign", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser("launch", help="run or resume a campaign", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog=exit_status("0    every trial succeeded", "1    some trials failed, or something else failed"))
     p.add_argument("matrix", type=Path, help="matrix file (YAML)")
-    p.add_argument("--datasets", default=datasets_default(), type=Path, help="where datasets go (env RUNNER_DATASETS; default datasets/)")
+    add_datasets_option(p, "where datasets go")
     p.add_argument("--scheduler", default=os.environ.get("RUNNER_SCHEDULER"), help="Dask scheduler address, e.g. tcp://HOST:8786 (env RUNNER_SCHEDULER; default: a local cluster)")
-    p.add_argument("--inventory", default=os.environ.get("RUNNER_INVENTORY"), help="Ansible inventory (env RUNNER_INVENTORY; default inventory/)")
+    add_inventory_option(p, "the matrix's, else inventory/ beside it, else the project's")
     add_known_hosts_option(p)
-    p.add_argument("--quiet", action="store_true", help="no progress display, only the summary")
     p.set_defaults(func=run)
 
 
@@ -94,7 +92,7 @@ def launch_matrix(
         )
     finally:
         view.close()
-    print_summary(Console(), summary)
+    print_summary(Console(), summary, datasets)
     return summary
 
 
@@ -169,7 +167,9 @@ class _LineView:
         pass
 
 
-def print_summary(console: Console, s: campaign.Summary) -> None:
+def print_summary(console: Console, s: campaign.Summary, datasets: Path | str | None = None) -> None:
+    """The end of a launch; its hints name --datasets when the user's is not the default (they can be followed)."""
+    more = datasets_hint(datasets)
     state = "interrupted" if s.interrupted else ("done" if s.success else "done with failures")
     console.print(f"[bold]{s.campaign}[/]: {state} in {s.elapsed_s:.1f}s")
     console.print(
@@ -185,8 +185,8 @@ def print_summary(console: Console, s: campaign.Summary) -> None:
     for line in s.failures[:10]:
         console.print(f"  [red]failed[/] {line}", highlight=False)
     if len(s.failures) > 10:
-        console.print(f"  ... {len(s.failures) - 10} more: runner status {s.campaign}")
+        console.print(f"  ... {len(s.failures) - 10} more: runner status {s.campaign}{more}")
     console.print(f"  dataset: {s.dataset}")
     if s.interrupted or s.failed:
         console.print("  resume with the same `runner launch` command: finished trials are skipped")
-    console.print(f"  next: runner report {s.campaign}")
+    console.print(f"  next: runner report {s.campaign}{more}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from runner.cli import add_known_hosts_option, int_at_least
+from runner.cli import add_inventory_option, add_json_option, add_known_hosts_option, exit_status, int_at_least
 from runner.errors import UnknownNameError
 from runner.execution import environments
 from runner.execution.campaign import check_guests, inventory_path, resolve_hosts
@@ -35,6 +36,9 @@ table shows each trial's host), and the estimate is for that many hosts. When no
 the default one lacks the group, --hosts placeholder hosts stand in (said in the output). Guest trials show
 how many guest boots the plan needs (see guests.reuse).
 
+An executable inventory file (an Ansible dynamic inventory script) is run only when you name the inventory
+with --inventory or RUNNER_INVENTORY; one found by default or named in the matrix file is refused, unrun.
+
 examples:
   runner plan matrix.yml
   runner plan matrix.yml --cpus 80 --show 20     as it would expand on an 80-core host
@@ -48,14 +52,15 @@ MAX_HOSTS = 100000  # a plan for more placeholder hosts than any lab has is a ty
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("plan", help="show the trials a matrix expands to", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser("plan", help="show the trials a matrix expands to", description=HELP, epilog=exit_status(),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("matrix", type=Path, help="matrix file (YAML)")
     p.add_argument("--cpus", type=int_at_least(1, MAX_CPUS), help="CPU count that relative values refer to (default: this machine's)")
     p.add_argument("--hosts", type=int_at_least(1, MAX_HOSTS), default=1,
                    help="hosts to plan for when the inventory does not have the matrix's group (default 1)")
     p.add_argument("--show", type=int_at_least(-1), default=30, help="trials to list (default 30; 0 for none, -1 for all)")
-    p.add_argument("--inventory", default=os.environ.get("RUNNER_INVENTORY"),
-                   help="Ansible inventory with the matrix's host group (env RUNNER_INVENTORY; default: as launch)")
+    add_inventory_option(p, "as launch: the matrix's, else inventory/ beside it, else the project's")
+    add_json_option(p, "the plan (counts, estimate, every trial)")
     add_known_hosts_option(p)
     p.set_defaults(func=run)
 
@@ -129,6 +134,10 @@ def run(args: argparse.Namespace) -> int:
     matrix, trials = planned.matrix, planned.trials
     hosts = len(planned.hosts)
     info = summarize(trials, matrix.workload, hosts, matrix.reuse)
+    if args.json:
+        cpus = args.cpus or len(os.sched_getaffinity(0))
+        print(json.dumps(plan_json(planned, info, with_canaries(matrix, trials, planned.hosts, cpus)), indent=2, default=str))
+        return 0
     console = Console()
     reps = matrix.repetitions
     counts = per_host(trials) if matrix.placement == "each" else {}
@@ -144,6 +153,9 @@ def run(args: argparse.Namespace) -> int:
                   f"{matrix.retry.attempts} attempts on {', '.join(sorted(matrix.retry.on))}")
     if planned.note:
         console.print(f"[yellow]{planned.note}[/]", highlight=False)
+    plugin = base.get(matrix.workload)
+    for warning in dict.fromkeys(w for t in trials for w in plugin.plan_warnings(t.param_dict)):
+        console.print(f"[yellow]warning: {warning}[/]", highlight=False)
     if counts:
         console.print("trials per host: " + ", ".join(f"{h} {n}" for h, n in counts.items()), highlight=False)
     else:
@@ -186,6 +198,17 @@ def run(args: argparse.Namespace) -> int:
         if show < len(trials):
             console.print(f"... {len(trials) - show} more (--show -1 lists all)")
     return 0
+
+
+def plan_json(planned: Plan, info: Mapping[str, float], trials: list[Trial]) -> dict[str, object]:
+    """What `runner plan --json` prints: the counts, the estimate and every trial in the order it runs (pure)."""
+    matrix = planned.matrix
+    return {
+        "campaign": matrix.campaign, "workload": matrix.workload, "hosts": planned.hosts, "placement": matrix.placement,
+        "note": planned.note, "order": matrix.order, "repetitions": matrix.repetitions, **info,
+        "trials_list": [{"trial_id": t.trial_id, "cell_id": t.cell_id, "host": t.host, "repetition": t.repetition,
+                         "role": t.role, "params": t.param_dict} for t in trials],
+    }
 
 
 def repetition_bounds(matrix: Matrix, planned: int) -> str | None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
 
-from runner.cli import add_known_hosts_option, datasets_default
+from runner.cli import add_datasets_option, add_known_hosts_option, exit_status
 from runner.errors import UsageError
 from runner.hosts.ssh import check_known_hosts_file
 from runner.provision.ansible import ProvisionReport, TaskEvent, provision
@@ -18,10 +19,11 @@ from runner.provision.tuning import load_tune_file
 
 HELP = """\
 Prepare hosts for a campaign with the playbooks in playbooks/: record each host's fingerprint (CPU,
-NUMA, SMT, governor, turbo, kernel, THP, mitigations, hypervisor) to OUT/hosts/<host>.json, apply the
+NUMA, SMT, governor, turbo, kernel, THP, mitigations, hypervisor) to DATASETS/hosts/<host>.json, apply the
 tuning knobs of --tune (saving the old values on the host; playbooks/restore.yml puts them back), then
 build lockbench (and with --gmake unpack a kernel tree for the gmake workload). Running it again
-changes nothing that is already in place. Host keys are always checked.
+changes nothing that is already in place. Host keys are always checked. With --check nothing is
+changed on the hosts and nothing is written here.
 
 A --tune file holds knobs (all optional; null leaves the host as it is):
   governor: performance        # cpufreq governor on every policy
@@ -37,10 +39,10 @@ examples:
   runner provision                                  # every host of inventory/
   runner provision --limit local                    # only this machine
   runner provision --limit lab --tune tune.yml --check   # what tuning would change, nothing changed
-  runner provision --limit lab --tune tune.yml --gmake --out datasets
+  runner provision --limit lab --tune tune.yml --gmake --datasets /data/campaigns
   runner provision --limit lab --known-hosts ~/.ssh/known_hosts_lab
 
-environment: RUNNER_INVENTORY (inventory), RUNNER_DATASETS (default --out), RUNNER_KNOWN_HOSTS (--known-hosts).
+environment: RUNNER_INVENTORY (inventory), RUNNER_DATASETS (default --datasets), RUNNER_KNOWN_HOSTS (--known-hosts).
 """
 
 
@@ -50,6 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="fingerprint, tune and prepare hosts with Ansible",
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=exit_status("1    a host failed or was unreachable, or something else failed"),
     )
     p.add_argument("--inventory", type=Path, default=Path(os.environ.get("RUNNER_INVENTORY", "inventory/")),
                    help="Ansible inventory file or directory (env RUNNER_INVENTORY; default inventory/)")
@@ -57,8 +60,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--check", action="store_true", help="show what would change; change nothing on the hosts")
     p.add_argument("--tune", type=Path, metavar="FILE.yml", help="tuning knobs to apply (see above)")
     p.add_argument("--gmake", action="store_true", help="also prepare the kernel tree for the gmake workload")
-    p.add_argument("--out", type=Path, default=Path(datasets_default()),
-                   help="where OUT/hosts/<host>.json go (env RUNNER_DATASETS; default datasets)")
+    add_datasets_option(p, "where DATASETS/hosts/<host>.json go")
+    p.add_argument("--out", type=Path, dest="out_deprecated", help=argparse.SUPPRESS)  # the old name of --datasets
     add_known_hosts_option(p)
     p.set_defaults(func=run)
 
@@ -81,7 +84,7 @@ def provision_hosts(
     if known_hosts is not None:
         known_hosts = Path(known_hosts).expanduser()
         check_known_hosts_file(known_hosts)
-    load_inventory(inventory, known_hosts)  # an unreadable inventory is one line here, before Ansible runs
+    load_inventory(inventory, known_hosts, scripts=True)  # an unreadable inventory is one line here, before Ansible runs
     tune = load_tune_file(tune_file) if tune_file else None
     return provision(limit, inventory, out, tune=tune, check=check,
                      prepare_vars={"runner_prepare_gmake": gmake}, private_data_root=out / ".ansible-runs",
@@ -92,13 +95,18 @@ def run(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
 
     def progress(ev: TaskEvent) -> None:
+        if args.quiet:
+            return
         if ev.host is None:
             console.print(f"[dim]{ev.playbook}: {ev.task}[/]")
         elif ev.status in ("changed", "failed", "unreachable"):
             color = "yellow" if ev.status == "changed" else "red"
             console.print(f"  [{color}]{ev.status}[/] {ev.host}" + (f": {ev.message}" if ev.message else ""))
 
-    report = provision_hosts(args.inventory, args.limit, args.out, tune_file=args.tune, check=args.check,
+    if args.out_deprecated is not None:
+        print("runner: provision --out is deprecated: it is --datasets, as on every other command", file=sys.stderr)
+        args.datasets = args.out_deprecated
+    report = provision_hosts(args.inventory, args.limit, args.datasets, tune_file=args.tune, check=args.check,
                              gmake=args.gmake, on_event=progress, known_hosts=args.known_hosts)
     for host in report.hosts:
         s = report.summaries[host]
@@ -116,5 +124,6 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"  tuned {change.path}: {change.old} -> {change.new}")
     changed = sum(r.changed for r in report.results)
     mode = " (check mode: nothing was changed)" if report.check else ""
-    console.print(f"{len(report.hosts)} hosts provisioned, {changed} changes{mode}; facts in {args.out / 'hosts'}")
+    where = "" if report.check else f"; facts in {args.datasets / 'hosts'}"
+    console.print(f"{len(report.hosts)} hosts provisioned, {changed} changes{mode}{where}")
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -12,7 +11,7 @@ from croniter import croniter
 from rich.console import Console
 from rich.table import Table
 
-from runner.cli import datasets_default
+from runner.cli import add_datasets_option, add_inventory_option
 from runner.cli.launch import launch_matrix
 from runner.errors import UsageError
 from runner.lab import schedule as sched_mod
@@ -42,9 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument("name", help="schedule name (letters, digits, _ -)")
     add.add_argument("matrix", type=Path, help="matrix file (YAML); read again at every run")
     add.add_argument("--cron", required=True, help='cron expression in local time, e.g. "0 2 * * *" (minute hour day month weekday)')
-    add.add_argument("--datasets", default=datasets_default(), type=Path, help="where the instances' datasets go (env RUNNER_DATASETS)")
-    add.add_argument("--inventory", default=os.environ.get("RUNNER_INVENTORY"),
-                     help="Ansible inventory (env RUNNER_INVENTORY; default: as `runner launch MATRIX` from here would use)")
+    add_datasets_option(add, "where the instances' datasets go")
+    add_inventory_option(add, "as `runner launch MATRIX` from here would use")
     add.add_argument("--no-systemd", action="store_true", help="do not install a systemd timer even where systemd runs; use `runner serve`")
     sub.add_parser("list", help="the schedules, their next slot and last run")
     rm = sub.add_parser("remove", help="remove a schedule (and its systemd timer)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,10 +12,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from runner.cli import datasets_default
+from runner.cli import add_datasets_option, add_json_option, datasets_hint, exit_status
 from runner.hosts import process
 from runner.hosts.process import ProcessId
 from runner.records.store import CampaignStore, LockHolder, find_campaign
+from runner.records.schema import ordinary_role
 
 HELP = """\
 Show a campaign's trials: done, failed (with the reason of the last attempt) and pending (planned but
@@ -22,8 +24,11 @@ not yet recorded). CAMPAIGN is a name under the datasets directory or a path; de
 
 examples:
   runner status
-  runner status lockbench-scaling
+  runner status lockbench-scaling --datasets /data/campaigns
+  runner status --json | jq .failed
 """
+
+TRIALS_FAILED = 3  # exit status when some trials failed (their last attempt did not succeed)
 
 
 @dataclass(frozen=True)
@@ -41,9 +46,12 @@ class Status:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("status", help="done, failed and pending trials of a campaign", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser("status", help="done, failed and pending trials of a campaign", description=HELP,
+                              epilog=exit_status(f"{TRIALS_FAILED}    some trials failed (their last attempt); pending ones are no failure"),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("campaign", nargs="?", help="campaign name or path (default: the latest)")
-    p.add_argument("--datasets", default=datasets_default(), type=Path, help="datasets directory (env RUNNER_DATASETS)")
+    add_datasets_option(p)
+    add_json_option(p, "the status (counts, failed trials with their errors, the running controller)")
     p.set_defaults(func=run)
 
 
@@ -52,7 +60,7 @@ def campaign_status(campaign: str | None, datasets: Path) -> Status:
     meta = store.meta()
     trials = store.read_table("trials").to_pandas()
     if "role" in trials.columns:  # canary runs are re-runs of one cell beside the plan, not planned trials
-        trials = trials[trials["role"].isna().to_numpy()]
+        trials = trials[ordinary_role(trials["role"])]
     ok_ids = set(trials.loc[trials["status"] == "ok", "trial_id"])
     failed: dict[str, str] = {}
     if len(trials):
@@ -74,8 +82,18 @@ def is_running(holder: LockHolder, this_machine: str, gone: Callable[[ProcessId]
     return holder.controller != this_machine or not gone(holder.process)
 
 
+def to_json(st: Status) -> dict[str, object]:
+    """The status as `runner status --json` prints it (pure)."""
+    return {"campaign": st.campaign, "planned": st.planned, "ok": st.ok, "failed": len(st.failed), "pending": st.pending,
+            "attempts": st.attempts, "running": st.running_pid, "failed_trials": dict(sorted(st.failed.items()))}
+
+
 def run(args: argparse.Namespace) -> int:
     st = campaign_status(args.campaign, args.datasets)
+    code = TRIALS_FAILED if st.failed else 0
+    if args.json:
+        print(json.dumps(to_json(st), indent=2))
+        return code
     console = Console()
     console.print(f"[bold]{st.campaign}[/]: {st.planned} trials planned; [green]{st.ok} done[/], [red]{len(st.failed)} failed[/], {st.pending} pending ({st.attempts} attempts recorded)")
     if st.running_pid:
@@ -89,5 +107,6 @@ def run(args: argparse.Namespace) -> int:
             table.add_row(str(n), err)
         console.print(table)
     if st.pending or st.failed:
-        console.print("`runner launch` with the same matrix runs the failed and pending trials")
-    return 0
+        console.print("`runner launch` with the same matrix runs the failed and pending trials"
+                      + (f" (with{datasets_hint(args.datasets)})" if datasets_hint(args.datasets) else ""), highlight=False)
+    return code

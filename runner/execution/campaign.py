@@ -99,7 +99,8 @@ def resolve_hosts(matrix: Matrix, inventory: str | Path | None = None, known_hos
     hosts use is checked here, before anything connects (UsageError naming it)."""
     from runner.provision.inventory import check_known_hosts, load_inventory
 
-    specs = load_inventory(inventory_path(matrix, inventory), known_hosts).resolve(matrix.hosts)
+    # An inventory script runs only when the user named the inventory (not the matrix's, not one found by default).
+    specs = load_inventory(inventory_path(matrix, inventory), known_hosts, scripts=inventory is not None).resolve(matrix.hosts)
     check_known_hosts(specs)
     return specs
 
@@ -360,6 +361,7 @@ def _launch_held(
         seed=matrix.seed,
         provenance=provenance,
     )
+    notes += store.notes  # damaged records moved aside, measured again
     notes += [f"host {name} unreachable at start: {why}" for name, why in sorted(dead.items())]
     changes: dict[str, list[str]] = {}
     for name, f in sorted(facts.items()):

@@ -84,7 +84,7 @@ LOCAL_DASK_CONFIG = {
     # Stealing would move it to an idle worker, to wait there for the host's turn on a new connection.
     "distributed.scheduler.work-stealing": False,
 }
-WORKER_PRELOAD = ("distributed", "runner.execution.worker", "runner.provision.inventory", "runner.workloads.base")
+WORKER_PRELOAD = ("runner.execution.quiet_workers", "distributed", "runner.execution.worker", "runner.provision.inventory", "runner.workloads.base")
 
 
 def prestart(scheduler: str | None) -> None:
@@ -101,8 +101,19 @@ def _start_forkserver() -> None:
     import multiprocessing
     from multiprocessing import forkserver
 
+    import signal
+    import threading
+
     multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_PRELOAD))
-    forkserver.ensure_running()
+    # The server starts with Ctrl-C ignored (until quiet_workers, its first import, takes over): a SIGINT to the
+    # process group while it imports would print its traceback beside the controller's one line.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        forkserver.ensure_running()
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _local_cluster(n_workers: int, threads: int) -> Any:

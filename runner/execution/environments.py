@@ -18,6 +18,7 @@ from typing import Any
 
 from runner import defaults
 from runner.errors import HostError, UnknownNameError
+from runner.execution.killed import killed_for_memory
 from runner.hosts.base import Host
 from runner.probes import base as probe_base
 from runner.probes import session as probe_session
@@ -104,6 +105,8 @@ def finish(plugin: Workload, params: Mapping[str, Any], host_name: str, result: 
         return Outcome("timeout", f"{host_name}: trial ran past its timeout of {timeout:g} s and was stopped", workload_wall_s=result.wall_s, **fields)
     if result.rc != 0:
         tail = (result.stderr.strip().splitlines() or result.stdout.strip().splitlines() or ["no output"])[-1]
+        if (killed := killed_for_memory(result.rc, params, result.stderr)) is not None:  # 137: say why, not "no output"
+            return Outcome("failed", f"{host_name}: workload {killed}", workload_wall_s=result.wall_s, **fields)
         return Outcome("failed", f"{host_name}: workload exited with status {result.rc}: {tail[:300]}", workload_wall_s=result.wall_s, **fields)
     return Outcome("ok", None, tuple(plugin.parse(result, params)), result.wall_s, **fields)
 

@@ -20,6 +20,7 @@ from typing import Any
 from runner.analysis.adaptive import AT_MAX, TIGHT, CellState, deciding_metric, next_round, status, step
 from runner.matrix.load import AdaptiveRepetitions, Matrix
 from runner.records.store import AttemptRecord, Recorded
+from runner.records.schema import ordinary_role
 from runner.trials import Trial, group_by_guests, more_repetitions, order_trials, trial_id
 
 
@@ -54,9 +55,11 @@ class Rounds:
         if metrics is None or len(metrics) == 0:
             return
         m = metrics
-        for col in ("thread", "vm", "probe", "role"):  # role: canary runs are not repetitions of their cell
+        for col in ("thread", "vm", "probe"):
             if col in m.columns:
                 m = m[m[col].isna()]
+        if "role" in m.columns:  # canary runs are not repetitions of their cell
+            m = m[ordinary_role(m["role"])]
         reps = m["repetition"] if "repetition" in m.columns else [None] * len(m)
         for cell, name, value, hib, rep in zip(m["cell_id"], m["metric"], m["value"], m["higher_is_better"], reps, strict=True):
             if cell in self.values:

@@ -21,8 +21,10 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -36,14 +38,15 @@ from croniter import CroniterBadDateError, croniter
 from runner.errors import RunnerError, UnknownNameError, UsageError
 from runner.matrix.load import load_matrix, read_yaml
 from runner.paths import runner_home
-from runner.records.store import write_bytes_atomic, write_json_atomic
-from runner.textfile import read_text
+from runner.records.store import CAMPAIGN_NAME, write_bytes_atomic, write_json_atomic
+from runner.textfile import check_file_name, read_text, read_yaml_file
 
 # What runs a schedule's instance: runner.cli.launch.launch_matrix(path, datasets=, inventory=, quiet=) -> Summary.
 Launcher = Callable[..., Any]
 
 SCHEDULES_VERSION = 1  # 1: name, matrix, cron, datasets, inventory, mode, created
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")  # always fullmatch: a schedule's name names its files
+NAME_ALLOWED = "letters, digits, _ and -, at most 40"
 SLOT_FORMAT = "%Y%m%dT%H%M"
 CAMPAIGN_MAX = 64  # runner/matrix/schema.json: campaign names are at most 64 characters
 DOW_NAMES = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat")
@@ -140,6 +143,7 @@ def instance_matrix(text: str, campaign: str, slot: datetime, source: str) -> tu
         doc = None
     if not isinstance(doc, dict) or not isinstance(doc.get("campaign"), str):
         raise UsageError(f"{source}: not a matrix file (no campaign name)")
+    check_file_name(doc["campaign"], f"{source}: campaign", CAMPAIGN_NAME, "letters, digits, . _ -")  # names instances/<name>.yml
     name = instance_name(doc["campaign"], slot)
     doc["campaign"] = name
     header = f"# instance {name} of schedule {campaign}, slot {slot.isoformat()}, made from {source}\n"
@@ -178,12 +182,7 @@ def _read_entries(path: Path) -> list[Any]:
     """The raw entries of the schedules file ([] when there is none); refuses a file that cannot be read at all."""
     if not path.exists():
         return []
-    try:
-        doc = yaml.safe_load(read_text(path, "schedules file"))
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not valid YAML: {getattr(exc, 'problem', None) or 'unreadable'}") from None
-    except RecursionError:
-        raise UsageError(f"{path}: nested too deeply to be a schedules file") from None
+    doc = read_yaml_file(path, "schedules file")  # special, oversized, hostile YAML: one line naming it
     if doc is None:
         return []
     if not isinstance(doc, dict):
@@ -211,7 +210,7 @@ def parse_entry(entry: Any, where: str) -> Schedule:
         if not isinstance(entry[key], str) and not (key == "inventory" and entry[key] is None):
             raise UsageError(f"{where}: {key}: {entry[key]!r} is not a string")
     if not NAME_RE.fullmatch(entry["name"]):
-        raise UsageError(f"{where}: name: {entry['name']!r} is not allowed; allowed: letters, digits, _ and -, at most 40")
+        raise UsageError(f"{where}: name: {entry['name']!r} is not allowed; allowed: {NAME_ALLOWED}")
     if entry["mode"] not in ("systemd", "serve"):
         raise UsageError(f"{where}: mode: {entry['mode']!r} is not allowed; allowed: systemd, serve")
     try:
@@ -295,15 +294,20 @@ def systemd_available() -> bool:
 
 def _resolve_inventory(matrix: Any, given: str | None) -> str | None:
     """The inventory a launch of this matrix from here would use, as an absolute path (None: the project's)."""
+    from runner.provision.inventory import inventory_files, refuse_scripts
+
     path = given or matrix.inventory
     if path:
         if not Path(path).exists():
             raise UsageError(f"inventory {path} does not exist")
         if Path(path).is_file():
             read_text(Path(path), "inventory file")  # a binary or non-UTF-8 file is refused now, not at 2 a.m.
-        return str(Path(path).resolve())
-    beside = matrix.path.parent / "inventory"
-    return str(beside.resolve()) if beside.exists() else None
+    else:
+        beside = matrix.path.parent / "inventory"
+        path = beside if beside.exists() else None
+    if path is not None and given is None:  # recorded, it is named to every launch: an unnamed one may hold no script
+        refuse_scripts(inventory_files(Path(path)))
+    return None if path is None else str(Path(path).resolve())
 
 
 def add_schedule(
@@ -320,7 +324,7 @@ def add_schedule(
     """Record a schedule; with systemd, also install and start its timer. Returns the schedule."""
     home = home or runner_home()
     if not NAME_RE.fullmatch(name):
-        raise UsageError(f"schedule name {name!r} is not allowed; allowed: letters, digits, _ and -, at most 40")
+        raise UsageError(f"schedule name {name!r} is not allowed; allowed: {NAME_ALLOWED}")
     check_cron(cron)
     if Path(datasets).exists() and not Path(datasets).is_dir():
         raise UsageError(f"--datasets {datasets}: not a directory; give the directory the instances' datasets go to")
@@ -364,6 +368,7 @@ def _install_units(sched: Schedule, home: Path) -> None:
 def remove_schedule(name: str, home: Path | None = None) -> str:
     """Remove a schedule (and its timer), a bad entry of that name too; returns its datasets directory."""
     home = home or runner_home()
+    check_file_name(name, "schedule name", NAME_RE, NAME_ALLOWED)  # names the unit files it removes
     entries = _read_entries(_schedules_file(home))
     mine = [e for e in entries if _entry_name(e) == name]
     if not mine:
@@ -379,7 +384,7 @@ def remove_schedule(name: str, home: Path | None = None) -> str:
 
 
 def last_run(name: str, home: Path | None = None) -> datetime | None:
-    path = (home or runner_home()) / "state" / f"{name}.json"
+    path = (home or runner_home()) / "state" / f"{check_file_name(name, 'schedule name', NAME_RE, NAME_ALLOWED)}.json"
     if not path.exists():
         return None
     try:
@@ -425,7 +430,10 @@ def serve_once(launch: Launcher, home: Path | None = None, now: datetime | None 
                 continue
             if on_run:
                 on_run(f"schedule {sched.name}: running slot {slot.isoformat()}")
-            ran.append(run_slot(sched, slot, launch, home=home).campaign)
+            summary = run_slot(sched, slot, launch, home=home)
+            ran.append(summary.campaign)
+            if getattr(summary, "interrupted", False):  # SIGTERM or Ctrl-C stopped the slot's campaign (its measured
+                raise KeyboardInterrupt                  # trials kept): serving stops too, as a supervisor expects
         except RunnerError as exc:
             problems.append(f"schedule {sched.name}: {exc}")
             if slot is not None:
@@ -467,8 +475,18 @@ def serve(launch: Launcher, home: Path | None = None, *, once: bool = False, on_
             problem(str(exc))
             return []
 
-    ran = one_pass()
-    while not once:
-        time.sleep(seconds_to_next(home))
-        ran += one_pass()
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop) if main else None  # SIGTERM ends serve, mid-campaign too
+    try:
+        ran = one_pass()
+        while not once:
+            time.sleep(seconds_to_next(home))
+            ran += one_pass()
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
     return ran
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt

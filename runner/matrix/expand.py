@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from runner.matrix.load import PERCENT
+from runner.matrix.load import PERCENT, _same, normal_numbers
 
 Cell = dict[str, Any]
 
@@ -48,14 +48,14 @@ def expand_cells(
 
 
 def _add(cells: list[Cell], seen: set[str], cell: Cell) -> None:
-    key = json.dumps(cell, sort_keys=True)
+    key = json.dumps(normal_numbers(cell), sort_keys=True)  # 1 and 1.0 are one cell
     if key not in seen:
         seen.add(key)
         cells.append(cell)
 
 
 def _matches(cell: Mapping[str, Any], rule: Mapping[str, Any]) -> bool:
-    return all(cell.get(k) == v for k, v in rule.items())
+    return all(k in cell and _same(cell[k], v) for k, v in rule.items())
 
 
 def is_relative(value: Any) -> bool:

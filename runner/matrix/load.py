@@ -21,16 +21,17 @@ import yaml
 
 from runner import defaults
 from runner.errors import MatrixError, UsageError
-from runner.textfile import read_text
+from runner.textfile import StrictLoader, load_yaml, read_text
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML 1.2 booleans: only true/false. (YAML 1.1 reads `on:`, `no`, `off` as booleans.)"""
+class _Loader(StrictLoader):
+    """YAML 1.2 booleans: only true/false. (YAML 1.1 reads `on:`, `no`, `off` as booleans.) Duplicate keys, alias
+    bombs, NaN and infinity refused; `1e3` is a number (runner.textfile.StrictLoader)."""
 
 
 _Loader.yaml_implicit_resolvers = {
     ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.copy().items()
+    for ch, resolvers in StrictLoader.yaml_implicit_resolvers.copy().items()
 }
 _Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
@@ -126,7 +127,11 @@ class Matrix:
 
 @cache
 def matrix_schema() -> dict[str, Any]:
-    return json.loads(resources.files("runner.matrix").joinpath("schema.json").read_text())
+    """schema.json without its editors' part (`allOf`: workload names and parameters, runner.matrix.editor_schema),
+    which parse_matrix checks itself, parameter by parameter, naming the allowed values."""
+    schema = json.loads(resources.files("runner.matrix").joinpath("schema.json").read_text())
+    schema.pop("allOf", None)
+    return schema
 
 
 def load_matrix(path: str | Path) -> Matrix:
@@ -135,21 +140,45 @@ def load_matrix(path: str | Path) -> Matrix:
 
 
 def read_yaml(text: str) -> Any:
-    """A matrix file's YAML as the runner reads it (YAML 1.2 booleans: `on:` stays the key "on")."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    """A matrix file's YAML as the runner reads it (YAML 1.2 booleans: `on:` stays the key "on"; duplicate keys,
+    alias bombs, NaN and infinity raise yaml.YAMLError)."""
+    return normal_numbers(yaml.load(text, Loader=_Loader))  # noqa: S506 - a SafeLoader subclass
+
+
+def normal_numbers(value: Any) -> Any:
+    """`value` with every integral float made an int (2.0 -> 2), inside lists and mappings: equal numbers are one
+    value, so `1`, `1.0` and `1e0` make one cell, one trial id, and `repetitions: 2.0` is 2. Booleans stay."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:  # larger: kept a float (int64 columns)
+        return int(value)
+    if isinstance(value, list | tuple):
+        return type(value)(normal_numbers(v) for v in value)
+    if isinstance(value, dict):
+        return {normal_numbers(k): normal_numbers(v) for k, v in value.items()}
+    return value
+
+
+# The most trials a matrix may expand to (cells before `exclude` x repetitions): counted before expanding,
+# so a matrix that would take more memory than the machine has is one line with its size.
+MAX_TRIALS = 1_000_000
+
+
+def _check_size(axes: Mapping[str, tuple[Any, ...]], zips: tuple[tuple[str, ...], ...], n_include: int, repetitions: int, name: str) -> None:
+    zipped = {a for group in zips for a in group}
+    cells = 1
+    for group in zips:
+        cells *= len(axes[group[0]])
+    for axis, values in axes.items():
+        if axis not in zipped:
+            cells *= len(values)
+    cells += n_include
+    if cells * repetitions > MAX_TRIALS:
+        raise MatrixError(f"{name}: axes: the matrix expands to {cells} cells x {repetitions} repetitions = {cells * repetitions} "
+                          f"trials, more than the {MAX_TRIALS} a campaign may plan; use fewer axis values or split the campaign")
 
 
 def parse_matrix(text: str, path: Path = Path("matrix.yml")) -> Matrix:
     name = str(path)
-    try:
-        doc = read_yaml(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise MatrixError(f"{name}: {where}not valid YAML: {problem}") from None
-    except RecursionError:
-        raise MatrixError(f"{name}: nested too deeply to be a matrix file") from None
+    doc = normal_numbers(load_yaml(text, name, "matrix file", loader=_Loader, error=MatrixError, line_first=True))
     if doc is None:
         raise MatrixError(f"{name}: the file is empty; a matrix needs at least 'campaign' and 'workload'")
     if not isinstance(doc, dict):
@@ -202,6 +231,8 @@ def parse_matrix(text: str, path: Path = Path("matrix.yml")) -> Matrix:
             detail = ", ".join(f"{a}={n}" for a, n in lengths.items())
             raise MatrixError(f"{name}: zip[{gi}]: zipped axes must have the same number of values; got {detail}")
 
+    reps = doc.get("repetitions", 3)
+    _check_size(axes, zips, len(doc.get("include") or ()), reps["max"] if isinstance(reps, Mapping) else reps, name)
     for kind in ("exclude", "include"):
         for ri, rule in enumerate(doc.get(kind) or ()):
             for key, value in rule.items():
@@ -209,6 +240,9 @@ def parse_matrix(text: str, path: Path = Path("matrix.yml")) -> Matrix:
                     raise MatrixError(f"{name}: {kind}[{ri}].{key}: not an axis; axes: {', '.join(axes) or 'none'}")
                 if kind == "include":
                     _check_value(value, props[key], name, f"include[{ri}].{key}")
+                elif not any(_same(value, x) for x in axes[key]):  # a typo would exclude nothing, in silence
+                    raise MatrixError(f"{name}: exclude[{ri}].{key}: {value!r} is not a value of axis {key!r}; "
+                                      f"its values: {', '.join(map(repr, axes[key]))}")
             if kind == "include":
                 missing = [a for a in axes if a not in rule]
                 if missing:
@@ -427,8 +461,19 @@ def _check_value(value: Any, schema: Mapping[str, Any], name: str, path: str) ->
     _check(value, {k: v for k, v in schema.items() if not k.startswith("x-")}, name, path)
 
 
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Mapping[str, Any]) -> Any:
+    """JSON Schema's `pattern`, with `$` at its end meaning the end of the string (as in ECMA-262): Python's `$`
+    also matches before a trailing newline, which would let "name\\n" through `^[a-z]+$`."""
+    anchored = pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith("\\$") else pattern
+    if isinstance(instance, str) and not re.search(anchored, instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _pattern})
+
+
 def _check(doc: Any, schema: Mapping[str, Any], name: str, base: str) -> None:
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = _Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
     if error is None:
         return

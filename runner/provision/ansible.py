@@ -13,9 +13,10 @@ import os
 import shlex
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -231,11 +232,33 @@ def provision(
 ) -> ProvisionReport:
     """Fingerprint hosts, optionally tune them (knobs as in runner.provision.tuning), prepare workloads.
 
-    Facts land in `dest_dir/hosts/<host>.json` (after tuning, when tuning ran).
+    Facts land in `dest_dir/hosts/<host>.json` (after tuning, when tuning ran). With `check` nothing is changed
+    on the hosts and nothing is written under `dest_dir` or `private_data_root`: the facts and Ansible's run
+    directories go to a temporary directory, removed on return (facts_files is then empty).
     """
+    common = {"hosts_pattern": hosts_pattern, "inventory": inventory, "tune": tune, "check": check,
+              "prepare_vars": prepare_vars, "on_event": on_event, "known_hosts": known_hosts}
+    if check:
+        with tempfile.TemporaryDirectory(prefix="runner-provision-check-") as scratch:
+            return replace(_provision(Path(scratch) / "hosts", Path(scratch) / "ansible", **common), facts_files={})
     dest_dir = Path(dest_dir)
-    facts_dir = dest_dir / "hosts"
     root = Path(private_data_root) if private_data_root else dest_dir / "ansible"
+    return _provision(dest_dir / "hosts", root, **common)
+
+
+def _provision(
+    facts_dir: Path,
+    root: Path,
+    *,
+    hosts_pattern: str,
+    inventory: str | Path,
+    tune: Mapping[str, Any] | None,
+    check: bool,
+    prepare_vars: Mapping[str, Any] | None,
+    on_event: Callable[[TaskEvent], None] | None,
+    known_hosts: Path | None,
+) -> ProvisionReport:
+    """provision(), with the facts in `facts_dir` and Ansible's run directories under `root`."""
     common = {"inventory": inventory, "limit": hosts_pattern, "private_data_root": root, "on_event": on_event, "known_hosts": known_hosts}
     facts_vars = {"host_facts_dest": str(facts_dir.resolve())}
     results = [run_playbook("facts.yml", extravars=facts_vars, **common)]

@@ -26,13 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from runner.errors import UnknownNameError, UsageError
 from runner.hosts.base import LOCAL_NAMES, Host
 from runner.hosts.local import LocalHost
 from runner.hosts.ssh import HostSpec, SSHHost, check_known_hosts_file
-from runner.textfile import read_text
+from runner.textfile import StrictLoader, check_file_name, load_yaml, read_text
 
 DEFAULT_CONNECT_TIMEOUT = 10.0  # Ansible's own default `timeout`
 SSH_CONNECTIONS = frozenset({"ssh", "paramiko", "paramiko_ssh", "smart"})
@@ -80,10 +79,15 @@ class Inventory:
         return groups + sorted({*self.hosts, *self.unsupported})
 
 
-def load_inventory(path: Path | str, known_hosts: Path | str | None = None) -> Inventory:
+def load_inventory(path: Path | str, known_hosts: Path | str | None = None, *, scripts: bool = False) -> Inventory:
     """Load an Ansible inventory (file or directory) with Ansible's own loader. `known_hosts` (a command's
     --known-hosts or RUNNER_KNOWN_HOSTS) replaces the inventory's known_hosts file for every SSH host; it is
-    checked first (UsageError naming it if it is missing or not a known_hosts file)."""
+    checked first (UsageError naming it if it is missing or not a known_hosts file).
+
+    Ansible runs every executable inventory file as a dynamic inventory script. `scripts` says the user named
+    this inventory (--inventory, RUNNER_INVENTORY): only then may it hold one. An inventory found by default or
+    named by a matrix file (which may come from anyone) with an executable file is refused before Ansible runs
+    anything."""
     if known_hosts is not None:
         known_hosts = Path(known_hosts).expanduser()
         check_known_hosts_file(known_hosts)
@@ -102,6 +106,8 @@ def load_inventory(path: Path | str, known_hosts: Path | str | None = None) -> I
         raise UsageError(f"{shown}: no inventory files in this directory; allowed: an INI or YAML inventory, or a directory of them")
     for file in files:
         check_inventory_file(file)
+    if not scripts:
+        refuse_scripts(files)
     loader = DataLoader()
     with _ansible_warnings() as warnings:  # Ansible only warns about a source it cannot parse and goes on without it
         manager = InventoryManager(loader=loader, sources=[str(source)])
@@ -123,6 +129,8 @@ def load_inventory(path: Path | str, known_hosts: Path | str | None = None) -> I
     hosts: dict[str, HostSpec] = {}
     unsupported: dict[str, str] = {}
     for name, host in manager.hosts.items():
+        # A host's name names its facts file (hosts/<name>.json) and its work directory: never a path.
+        check_file_name(name, f"{shown}: host", allowed="a host name without /, not starting with a dot, printable")
         try:
             hostvars = variables.get_vars(host=host, include_hostvars=False)
         except AnsibleError as e:  # what check_vars_file cannot see (a file encrypted whole, without the vault password)
@@ -136,6 +144,16 @@ def load_inventory(path: Path | str, known_hosts: Path | str | None = None) -> I
         hosts[name] = with_known_hosts(host_spec(name, conn_vars, shown), known_hosts)
     groups = {g: tuple(h.name for h in group.get_hosts()) for g, group in manager.groups.items()}
     return Inventory(path=shown, hosts=hosts, groups=groups, unsupported=unsupported)
+
+
+def refuse_scripts(files: Sequence[Path]) -> None:
+    """UsageError naming the first executable file (which Ansible would run as a dynamic inventory script) of an
+    inventory the user did not name."""
+    for file in files:
+        if file.is_file() and os.access(file, os.X_OK):
+            raise UsageError(f"{file}: an executable file, which Ansible would run as a dynamic inventory script; the runner "
+                             "runs one only when you name the inventory (--inventory or RUNNER_INVENTORY); otherwise "
+                             f"`chmod -x {file}`")
 
 
 def inventory_files(path: Path) -> list[Path]:
@@ -155,15 +173,48 @@ def inventory_files(path: Path) -> list[Path]:
 def check_inventory_file(path: Path) -> None:
     """One inventory source is UTF-8 text (and a .yml/.yaml one valid YAML), else one UsageError naming it: Ansible
     would read a binary or non-UTF-8 file with its bytes escaped into host names, and only warn about broken YAML."""
-    text = read_text(path, "inventory file")
+    text = read_text(path, "inventory file")  # a FIFO, a device or an oversized file is refused here, before Ansible
     if path.suffix not in (".yml", ".yaml"):
         return
-    try:
-        yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise UsageError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
-    except RecursionError:
-        raise UsageError(f"{path}: nested too deeply to be an inventory") from None
+    doc = load_yaml(text, path, "inventory", loader=_InventoryLoader)  # duplicate keys, alias bombs: one line naming it
+    if (loop := group_loop(doc)) is not None:
+        raise UsageError(f"{path}: group {loop[0]!r} includes itself through its children ({' -> '.join(loop)}); "
+                         "a group may not be its own child, directly or through others")
+
+
+def group_loop(doc: Any) -> list[str] | None:
+    """The first loop of groups in a YAML inventory's `children` (['a', 'b', 'a']), or None (pure): Ansible only
+    says "can't add group to itself", without the group's name, or loops."""
+    if not isinstance(doc, dict):
+        return None
+    edges: dict[str, set[str]] = {}
+
+    def walk(groups: Any) -> None:
+        if not isinstance(groups, dict):
+            return
+        for name, body in groups.items():
+            children = body.get("children") if isinstance(body, dict) else None
+            if isinstance(children, dict):
+                edges.setdefault(str(name), set()).update(map(str, children))
+                walk(children)
+
+    walk(doc)
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for child in sorted(edges.get(node, ())):
+            if state.get(child) == 1:
+                return [*path[path.index(child):], child] if child in path else [node, child]
+            if state.get(child) is None and (found := visit(child, [*path, child])) is not None:
+                return found
+        state[node] = 2
+        return None
+
+    for start in sorted(edges):
+        if state.get(start) is None and (found := visit(start, [start])) is not None:
+            return found
+    return None
 
 
 def vars_files(loader: Any, manager: Any, base: Path) -> list[tuple[Path, str]]:
@@ -180,11 +231,12 @@ def vars_files(loader: Any, manager: Any, base: Path) -> list[tuple[Path, str]]:
     return found
 
 
-class _VarsLoader(yaml.SafeLoader):
-    """YAML as Ansible reads a variables file, for checking only: its tags (!vault, !unsafe) read as null."""
+class _InventoryLoader(StrictLoader):
+    """YAML as Ansible reads an inventory or variables file, for checking only: its tags (!vault, !unsafe) read
+    as null; duplicate keys, alias bombs and NaN refused (textfile.StrictLoader)."""
 
 
-_VarsLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+_InventoryLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
 
 
 def check_vars_file(path: Path, kind: str) -> None:
@@ -198,13 +250,8 @@ def check_vars_file(path: Path, kind: str) -> None:
         doc = json.loads(text) if path.suffix == ".json" else None
     except ValueError:
         doc = None  # Ansible reads a .json file that is not JSON as YAML
-    try:
-        if doc is None:
-            doc = yaml.load(text, Loader=_VarsLoader)  # noqa: S506 - a SafeLoader
-    except yaml.YAMLError as e:
-        raise UsageError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
-    except RecursionError:
-        raise UsageError(f"{path}: nested too deeply to be a {what}") from None
+    if doc is None:
+        doc = load_yaml(text, path, what, loader=_InventoryLoader)
     if doc is not None and not isinstance(doc, dict):
         raise UsageError(f"{path}: holds a {type(doc).__name__}, not a mapping of variable names to values; allowed in {kind}/: "
                          "a mapping such as `ansible_user: admin`")

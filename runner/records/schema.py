@@ -14,15 +14,25 @@ History of SCHEMA_VERSION:
       for a re-run of the matrix's canary cell (runner.execution.canary), which is not a repetition of that
       cell: the analysis keeps such rows out of the cell's statistics. Version 1-4 datasets read as version 5
       with `role` null.
-  6 - trials gain the guest kernel columns (issue 22): kernel_recipe, kernel_build, kernel_release,
+  6 - the data describes itself: every column of both tables carries its meaning in the Parquet file (the Arrow
+      field metadata `description`, which pyarrow and polars show, and the file's key-value metadata
+      `description:<column>`, which any Parquet reader lists: DuckDB's parquet_kv_metadata()), and the dataset
+      directory holds the data dictionary as schema.json and DATA-CARD.md (data_dictionary, data_card_columns).
+      The descriptions cost about 9 KB per file (an attempt's metrics file of lockbench: 5 KB -> 14 KB).
+      `role` is never null: `trial` for a trial of the matrix (was null), `canary` as before. Version 1-5
+      datasets read as version 6: `upgrade` gives their null `role` the value `trial` (ordinary_role tells both
+      apart from a canary run for frames read by other tools).
+  7 - trials gain the guest kernel columns (issue 22): kernel_recipe, kernel_build, kernel_release,
       kernel_config_digest (a kernel the runner built from a recipe; its .config is kept once in the dataset as
-      kernels/<kernel_build>.config), guest_uname and guest_pvspin (what the guest said). Version 1-5 datasets
-      read as version 6 with those columns null.
+      kernels/<kernel_build>.config), guest_uname and guest_pvspin (what the guest said). Version 1-6 datasets
+      read as version 7 with those columns null.
 
 Layout of one campaign (see runner.records.store, the only module that writes it):
 
     datasets/<campaign>/
         dataset.json            schema version, campaign, matrix hash, axis column types, runner version
+        schema.json             the data dictionary: every column's type, meaning, unit and direction (version 6)
+        DATA-CARD.md            the same for people, with how to read the tables (version 6)
         matrix.yml              the matrix file exactly as given
         provenance.json         runner version and git commit, command line, controller host
         hosts/<host>.json       facts of every host (taken at launch; issue 4 adds before/after)
@@ -38,11 +48,13 @@ so `SELECT lock, threads, median(value) FROM metrics WHERE metric = 'throughput'
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 6
-READABLE_SCHEMAS = frozenset({1, 2, 3, 4, 5, 6})
+SCHEMA_VERSION = 7
+READABLE_SCHEMAS = frozenset({1, 2, 3, 4, 5, 6, 7})
+TRIAL_ROLE = "trial"  # `role` of a trial of the matrix (a repetition of its cell); runner.trials.CANARY: a canary run
 
 # Columns that identify an attempt: the first columns of both tables (the store fills them from one dict).
 ATTEMPT_FIELDS: list[pa.Field] = [
@@ -54,7 +66,7 @@ ATTEMPT_FIELDS: list[pa.Field] = [
     pa.field("host", pa.string(), nullable=False),
     pa.field("env", pa.string(), nullable=False),
     pa.field("accel", pa.string()),
-    pa.field("role", pa.string()),  # null: a repetition of the cell; canary: a re-run of the canary cell
+    pa.field("role", pa.string()),  # trial: a repetition of the cell; canary: a re-run of the canary cell (null before v6)
 ]
 
 # Columns every metrics file has, before the axis columns.
@@ -126,13 +138,16 @@ DICTIONARY: dict[str, str] = {
     "host": "inventory name of the host the trial ran on",
     "env": "environment: host, container, kvm, xen-hvm, xen-pvh, xen-pv",
     "accel": "accelerator actually used: none (bare host or container), kvm, tcg, xen",
-    "role": "null for a repetition of the cell; canary for a re-run of the matrix's canary cell (drift watch), kept out of the cell's statistics",
+    "role": "trial for a repetition of the cell (a trial of the matrix); canary for a re-run of the matrix's canary cell "
+            "(drift watch), kept out of the cell's statistics (null in datasets before schema version 6: a trial)",
     "metric": "metric name, e.g. throughput",
-    "value": "measured value",
-    "unit": "unit of value, e.g. ops/s",
+    "value": "measured value, a double; for a metric whose unit is `bool` (lockbench's stopped_early) 1 is true and 0 false",
+    "unit": "unit of value, e.g. ops/s; `bool` for a yes/no metric (value 1 or 0)",
     "higher_is_better": "true if a larger value is better, false if smaller is better, null if neutral",
-    "thread": "thread index for per-thread values, null for totals",
-    "vm": "guest index for per-guest values, null for totals",
+    "thread": "index (0, 1, ...) of the workload thread a per-thread row belongs to; null on the trial's totals. "
+              "Not the thread count: that is the axis `threads`",
+    "vm": "index (0, 1, ...) of the guest a per-guest row belongs to (over-commit); null on the trial's totals. "
+          "Not the guest count: that is the axis `vms`",
     "probe": "the probe that read the row (perf_stat, lock_stat, kvm_exits, schedstat, cpufreq), null for the workload's own results",
     "side": "where the probe read: host (the trial's host or a guest's hypervisor host) or guest; null without a probe",
     "status": "ok, failed or timeout",
@@ -164,13 +179,85 @@ DICTIONARY: dict[str, str] = {
 }
 
 
+# Units and directions of the fixed columns that have one (the metrics' own are in their rows).
+UNITS = {"wall_s": "s", "workload_wall_s": "s", "boot_s": "s", "started_at": "UTC time", "ended_at": "UTC time",
+         "window_start": "UTC time", "window_end": "UTC time", "value": "given by `unit`"}
+DIRECTION = {"value": "given by `higher_is_better`", "wall_s": "lower is better", "workload_wall_s": "lower is better"}
+AXIS_TYPE_NAMES = {"int": "integer", "float": "number", "str": "text", "bool": "boolean"}
+
+
+def axis_meaning(name: str, kind: str) -> str:
+    """The meaning of a matrix axis column."""
+    return (f"matrix axis `{name}` ({AXIS_TYPE_NAMES.get(kind, kind)}): the value of this parameter in the trial; "
+            "every row of a trial carries it")
+
+
 def axis_fields(axis_types: Mapping[str, str]) -> list[pa.Field]:
     return [pa.field(name, AXIS_TYPES[t]) for name, t in sorted(axis_types.items())]
 
 
+def describe(field: pa.Field, meaning: str) -> pa.Field:
+    """`field` with its meaning as Arrow field metadata `description`."""
+    return field.with_metadata({b"description": meaning.encode()})
+
+
+def _described_schema(fields: list[pa.Field], axis_types: Mapping[str, str]) -> pa.Schema:
+    meaning = {**DICTIONARY, **{name: axis_meaning(name, kind) for name, kind in axis_types.items()}}
+    fields = [describe(f, meaning[f.name]) for f in fields + axis_fields(axis_types)]
+    metadata = {b"runner_schema_version": str(SCHEMA_VERSION).encode(),
+                **{f"description:{f.name}".encode(): meaning[f.name].encode() for f in fields}}
+    return pa.schema(fields, metadata=metadata)
+
+
 def metrics_schema(axis_types: Mapping[str, str]) -> pa.Schema:
-    return pa.schema(METRIC_FIELDS + axis_fields(axis_types), metadata={b"runner_schema_version": str(SCHEMA_VERSION).encode()})
+    """The metrics table of a dataset with these axes; every field says what it means (schema version 6)."""
+    return _described_schema(METRIC_FIELDS, axis_types)
 
 
 def trials_schema(axis_types: Mapping[str, str]) -> pa.Schema:
-    return pa.schema(TRIAL_FIELDS + axis_fields(axis_types), metadata={b"runner_schema_version": str(SCHEMA_VERSION).encode()})
+    """The trials table of a dataset with these axes; every field says what it means (schema version 6)."""
+    return _described_schema(TRIAL_FIELDS, axis_types)
+
+
+def upgrade(table: pa.Table) -> pa.Table:
+    """A table read from a dataset of any readable version, as version 6 has it: a null `role` (a trial of the
+    matrix before version 6) is `trial`."""
+    if "role" not in table.column_names or table.num_rows == 0 or table.column("role").null_count == 0:
+        return table
+    import pyarrow.compute as pc
+
+    i = table.column_names.index("role")
+    return table.set_column(i, table.schema.field(i), pc.fill_null(table.column("role"), TRIAL_ROLE))
+
+
+def ordinary_role(role: Any) -> Any:
+    """Mask of the rows of a trial of the matrix, from a pandas `role` column of any schema version (null before
+    version 6, `trial` since): a canary run is neither."""
+    return (role.isna() | (role == TRIAL_ROLE)).to_numpy(dtype=bool)
+
+
+def data_dictionary(axis_types: Mapping[str, str], schema_version: int = SCHEMA_VERSION) -> dict[str, Any]:
+    """The data dictionary of a dataset with these axes (schema.json): every column of both tables with its type,
+    nullability, meaning, unit and direction. Pure; runner.records.share adds the metrics an archive holds."""
+
+    def columns(fields: list[pa.Field]) -> list[dict[str, Any]]:
+        out = [{"name": f.name, "type": str(f.type), "nullable": f.nullable, "meaning": DICTIONARY[f.name],
+                "unit": UNITS.get(f.name), "direction": DIRECTION.get(f.name)} for f in fields]
+        out.append({"name": PARTITION_COLUMN, "type": "string", "nullable": False, "meaning": DICTIONARY[PARTITION_COLUMN],
+                    "unit": None, "direction": None})
+        out += [{"name": name, "type": kind, "nullable": True, "meaning": axis_meaning(name, kind), "unit": None,
+                 "direction": None} for name, kind in sorted(axis_types.items())]
+        return out
+
+    return {"schema_version": schema_version, "tables": {"metrics": columns(METRIC_FIELDS), "trials": columns(TRIAL_FIELDS)}}
+
+
+def data_card_columns(dictionary: Mapping[str, Any]) -> str:
+    """The columns of a data dictionary as Markdown tables, one per table (DATA-CARD.md)."""
+    lines = []
+    for table, cols in dictionary["tables"].items():
+        lines += [f"### `{table}`", "", "| column | type | meaning | unit | direction |", "|---|---|---|---|---|"]
+        lines += [f"| `{c['name']}` | {c['type']} | {c['meaning'].replace('|', '/')} | {c['unit'] or ''} | {c['direction'] or ''} |"
+                  for c in cols]
+        lines.append("")
+    return "\n".join(lines)

@@ -16,7 +16,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,9 +35,14 @@ from runner.records.schema import (
     GUEST_FIELDS,
     READABLE_SCHEMAS,
     SCHEMA_VERSION,
+    TRIAL_ROLE,
+    data_card_columns,
+    data_dictionary,
     metrics_schema,
     trials_schema,
+    upgrade,
 )
+from runner.textfile import check_file_name
 from runner.workloads.base import Metric
 
 FILE_RE = re.compile(r"^(?P<trial>[0-9a-f]+)\.a(?P<attempt>\d+)\.(?P<status>ok|failed|timeout)\.parquet$")
@@ -69,7 +74,7 @@ class AttemptRecord:
     failure_kind: str | None = None  # failed | timeout | host; decides retries, not stored
     metrics: tuple[Metric, ...] = field(default=())
     notes: tuple[str, ...] = ()  # one-line reports for the progress display (e.g. a probe unavailable); not stored
-    role: str | None = None  # None: a repetition of the cell; "canary": a re-run of the canary cell (Trial.role)
+    role: str | None = None  # None: a repetition of the cell (stored as `trial`); "canary": a re-run of the canary cell (Trial.role)
 
     @classmethod
     def build(
@@ -185,6 +190,8 @@ class CampaignStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._lock_fh: Any = None
+        self.notes: list[str] = []  # one line per damaged record a launch moved aside (set_aside_damaged)
+        self._checked: dict[tuple[str, int, int, bool], str | None] = {}  # damaged_file's answers, by file state
 
     # -- opening ------------------------------------------------------------------------------------
     @property
@@ -239,13 +246,21 @@ class CampaignStore:
                     f"(sha256 {meta['matrix_sha256'][:12]}, now {matrix_sha256[:12]}); "
                     "give the changed matrix a new campaign name, or remove the old dataset"
                 )
+            if meta.get("numbers") != NUMBERS and (example := integral_float(matrix_text)) is not None:
+                raise DatasetError(
+                    f"{self.root}: launched by a runner that told {example} from {int(float(example))}: this runner makes "
+                    "them one value, so the trial ids of its cells changed, and a relaunch would measure them again beside "
+                    "their records; launch the matrix under a new campaign name, or finish this one with the runner that began it"
+                )
             self._remove_leftovers()
+            self.set_aside_damaged()
             launches = self.read_provenance().get("launches", [])
             self._write_provenance({**provenance, "launches": [*launches, _launch_entry()]})
             return True
         self.root.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(self.root / "matrix.yml", matrix_text.encode())
         self._write_provenance({**provenance, "launches": [_launch_entry()]})
+        self._write_dictionary(campaign, workload, axis_types)
         write_json_atomic(
             self.meta_path,
             {
@@ -255,11 +270,30 @@ class CampaignStore:
                 "matrix_sha256": matrix_sha256,
                 "axis_types": dict(axis_types),
                 "trials_planned": trial_count,
+                "numbers": NUMBERS,
                 "seed": seed,
                 "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             },
         )
         return False
+
+    def _write_dictionary(self, campaign: str, workload: str, axis_types: Mapping[str, str]) -> None:
+        """schema.json and DATA-CARD.md: the data dictionary of the dataset, beside its tables (schema version 6)."""
+        dictionary = data_dictionary(axis_types)
+        write_json_atomic(self.root / "schema.json", dictionary)
+        card = "\n".join([
+            f"# Data dictionary: {campaign}", "",
+            f"Campaign `{campaign}`, workload `{workload}`, dataset schema version {SCHEMA_VERSION}"
+            f" (runner.records.schema). Axes: {', '.join(f'`{a}`' for a in sorted(axis_types)) or 'none'}.", "",
+            "Two tables as Parquet, partitioned by workload (`metrics/workload=<w>/*.parquet`, `trials/...`): one row per "
+            "attempt of a trial in `trials`, its results in `metrics` (a total row has `thread` and `vm` null; per-thread "
+            "and per-VM rows break it down). Every Parquet file carries these descriptions too (field metadata "
+            "`description`; key-value metadata `description:<column>`).", "",
+            "```", "duckdb -c \"SELECT lock, threads, median(value) FROM read_parquet('metrics/**/*.parquet', "
+            "hive_partitioning=true) WHERE metric = 'throughput' AND thread IS NULL AND vm IS NULL AND role = 'trial' "
+            "GROUP BY ALL\"", "```", "",
+            data_card_columns(dictionary)])
+        write_bytes_atomic(self.root / "DATA-CARD.md", card.encode())
 
     def _write_provenance(self, doc: Mapping[str, Any]) -> None:
         write_json_atomic(self.root / "provenance.json", dict(doc))
@@ -339,7 +373,7 @@ class CampaignStore:
         """trial id -> attempts recorded so far and whether one succeeded."""
         found: dict[str, list[tuple[int, str]]] = {}
         for path in self._files("trials"):
-            m = FILE_RE.match(path.name)
+            m = FILE_RE.fullmatch(path.name)
             if m:
                 found.setdefault(m["trial"], []).append((int(m["attempt"]), m["status"]))
         out = {}
@@ -378,7 +412,7 @@ class CampaignStore:
             "host": rec.host,
             "env": rec.env,
             "accel": rec.accel,
-            "role": rec.role,
+            "role": rec.role or TRIAL_ROLE,
         }
         axes = {axis: _coerce(rec.params.get(axis), kind) for axis, kind in axis_types.items()}
         if rec.metrics:
@@ -414,6 +448,9 @@ class CampaignStore:
         self._write_table(self.root / "trials" / f"workload={workload}" / name, [trial_row], trials_schema(axis_types))
 
     def write_host_facts(self, host: str, facts: Mapping[str, Any], *, when: str = "before") -> Path:
+        check_file_name(host, "host name")  # hosts/<host>.json stays in hosts/, whatever the inventory says
+        if split_host_file(f"{host}.json") != (host, "before"):
+            raise UsageError(f"host name {host!r} is not allowed: it ends like a file of facts taken {split_host_file(host + '.json')[1]}")
         path = self.root / "hosts" / (f"{host}.json" if when == "before" else f"{host}.{when}.json")
         write_json_atomic(path, dict(facts))
         return path
@@ -421,7 +458,9 @@ class CampaignStore:
     def host_facts(self, when: str = "before") -> dict[str, dict[str, Any]]:
         """Facts of every host taken at `when` (before or after the campaign), by host name."""
         out = {}
-        for path in sorted((self.root / "hosts").glob("*.json")):
+        for path in _listdir(self.root / "hosts", missing_ok=True):
+            if path.suffix != ".json" or path.name.startswith("."):
+                continue
             host, taken = split_host_file(path.name)
             if taken == when:
                 out[host] = read_json(path, "host facts")
@@ -442,11 +481,54 @@ class CampaignStore:
             os.close(fd)
         os.replace(tmp, path)
 
-    def _files(self, table: str) -> Iterable[Path]:
-        base = self.root / table
-        if not base.exists():
-            return []
-        return base.glob("workload=*/*.parquet")
+    def _files(self, table: str) -> list[Path]:
+        """The table's committed files (workload=*/<name>.parquet). A directory that cannot be read raises
+        DatasetError naming it: taken for empty, it would make a relaunch measure (and overwrite) again."""
+        out: list[Path] = []
+        for part in _listdir(self.root / table, missing_ok=True):
+            if part.name.startswith("workload=") and part.is_dir():
+                out.extend(f for f in _listdir(part) if f.suffix == ".parquet" and not f.name.startswith("."))
+        return sorted(out)
+
+    def damaged(self, *, whole: bool = True) -> list[tuple[Path, str]]:
+        """(file, why) of every recorded Parquet file that cannot be read, is of the wrong schema or is not the
+        record its name says: such a trial is not recorded, for launch, status and report alike. `whole`: read
+        every page (damaged_file); else the footers only, each file once per store while it is unchanged."""
+        meta = self.meta()
+        out = []
+        for table in ("trials", "metrics"):
+            schema = (metrics_schema if table == "metrics" else trials_schema)(meta["axis_types"])
+            for path in self._files(table):
+                try:
+                    st = path.stat()
+                except OSError as exc:
+                    out.append((path, exc.strerror or str(exc)))
+                    continue
+                key = (str(path), st.st_mtime_ns, st.st_size, whole)
+                if key not in self._checked:
+                    self._checked[key] = damaged_file(path, table, schema, whole=whole)
+                if (why := self._checked[key]) is not None:
+                    out.append((path, why))
+        return out
+
+    def set_aside_damaged(self) -> list[Path]:
+        """Move every damaged record (and the other table's file of the same attempt) into damaged/ of the
+        dataset, so its trial is measured again; one line per file in `notes`. Called with the lock held."""
+        moved = []
+        for path, why in self.damaged():
+            for table in ("trials", "metrics"):
+                src = self.root / table / path.parent.name / path.name
+                if not src.exists():
+                    continue
+                dst = self.root / "damaged" / table / path.parent.name / path.name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                n = 1
+                while dst.exists():  # damaged twice across launches: keep both
+                    dst, n = dst.with_name(f"{path.name}.{n}"), n + 1
+                os.replace(src, dst)
+                moved.append(dst)
+            self.notes.append(f"warning: {path}: damaged ({why}); moved into {self.root / 'damaged'}/ and measured again")
+        return moved
 
     def _remove_leftovers(self) -> None:
         """Staging files and metrics without a trial record are what a killed controller leaves."""
@@ -468,15 +550,125 @@ class CampaignStore:
         files = [str(p) for p in self._files(table)]
         if not files:
             return schema.empty_table()
+        for path, why in self.damaged(whole=False):  # named by file, before pyarrow casts or fills in what is wrong
+            raise _damaged_error(path, why)
         part = pads.partitioning(pa.schema([("workload", pa.string())]), flavor="hive")
         try:
             dataset = pads.dataset(files, schema=schema, format="parquet", partitioning=part, partition_base_dir=str(self.root / table))
-            return dataset.to_table()
-        except (pa.ArrowException, OSError) as exc:  # a truncated, foreign or unreadable file
+            return upgrade(dataset.to_table())  # older versions read as the current one (schema.upgrade)
+        except (pa.ArrowException, OSError) as exc:  # a damaged page behind a sound footer, a file changed meanwhile
+            for path, why in self.damaged():
+                raise _damaged_error(path, why) from None
             why = " ".join(str(exc).split())
             m = re.match(r"Could not open Parquet input source '([^']+)': (.*)", why)
             where, why = (m[1], m[2]) if m else (str(self.root / table), why)
             raise BadDatasetError(f"{where}: damaged {table} data: {why}") from None
+
+
+def _listdir(path: Path, missing_ok: bool = False) -> list[Path]:
+    """The entries of a dataset directory, sorted; one that cannot be read raises DatasetError (exit 1) naming it."""
+    try:
+        return sorted(path.iterdir())
+    except FileNotFoundError:
+        if missing_ok:
+            return []
+        raise DatasetError(f"{path}: cannot read the directory: it vanished while read") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read the directory: {exc.strerror}; what it holds is unknown, so nothing "
+                           "is taken as recorded or measured again") from None
+
+
+def _damaged_error(path: Path, why: str) -> BadDatasetError:
+    return BadDatasetError(f"{path}: damaged {path.parent.parent.name} data: {why}; `runner launch` of the campaign moves it "
+                           "into damaged/ and measures the trial again")
+
+
+# Columns every record of a table has had in every readable schema version: a file without one is of the wrong schema.
+CORE_COLUMNS = {"trials": ("trial_id", "attempt", "status"), "metrics": ("trial_id", "metric", "value")}
+
+
+def damaged_file(path: Path, table: str, schema: pa.Schema, *, whole: bool = True) -> str | None:
+    """Why one recorded file is damaged (None when it is sound): it cannot be read (truncated, garbled,
+    unreadable), lacks a core column or has a column of another type than `schema` says, or is not the record
+    of the trial its name says. `whole`: every page is read (what a relaunch does before it trusts a record);
+    else only the footer (schema, row count, the trial_id column's statistics: what status and report check
+    before reading the table, whose reading then finds damaged pages)."""
+    try:
+        if whole:
+            got = pq.read_table(path)
+            fields, rows, ids = got.schema, got.num_rows, set(got.column("trial_id").to_pylist()) if "trial_id" in got.column_names else set()
+        else:
+            pf = pq.ParquetFile(path)
+            fields, rows, ids = pf.schema_arrow, pf.metadata.num_rows, _stat_values(pf, "trial_id")
+    except (pa.ArrowException, OSError) as exc:
+        why = re.sub(r"^Could not open Parquet input source '[^']*': ", "", " ".join(str(exc).split()))
+        return (exc.strerror if isinstance(exc, OSError) and exc.strerror else why)[:200]
+    missing = [c for c in CORE_COLUMNS[table] if c not in fields.names]
+    if missing:
+        return f"wrong schema: no column {', '.join(missing)}"
+    for f in fields:
+        want = schema.field(f.name).type if f.name in schema.names else None
+        if want is not None and f.type != want and not pa.types.is_null(f.type):
+            return f"wrong schema: column {f.name} is {f.type}, not {want}"
+    m = FILE_RE.fullmatch(path.name)
+    if table == "trials" and rows != 1:
+        return f"{rows} rows, not the one row of an attempt"
+    if m is not None and ids - {m["trial"]}:
+        return f"holds trial {sorted(ids - {m['trial']})[0]}, not {m['trial']}"
+    return None
+
+
+def _stat_values(pf: pq.ParquetFile, column: str) -> set[str]:
+    """The min and max of a string column in every row group's statistics (empty where none are written)."""
+    try:
+        i = pf.schema_arrow.get_field_index(column)
+        out: set[str] = set()
+        for g in range(pf.metadata.num_row_groups):
+            stats = pf.metadata.row_group(g).column(i).statistics
+            if stats is not None and stats.has_min_max:
+                out |= {v.decode() if isinstance(v, bytes) else str(v) for v in (stats.min, stats.max)}
+        return out
+    except (pa.ArrowException, IndexError, KeyError, UnicodeDecodeError):
+        return set()
+
+
+# How numbers make trial ids: "normal" since 1.0 and 1 are one value (runner.matrix.load.normal_numbers). A dataset
+# without it was launched before; its trial ids differ only where its matrix writes integral floats.
+NUMBERS = "normal"
+
+
+ID_KEYS = ("workload", "axes", "include", "exclude", "canary", "guest_kernels", "guest_images")  # what makes trial ids
+
+
+def integral_float(matrix_text: str) -> str | None:
+    """The first integral float (`2.0`, `1e3`) written where a matrix's values make trial ids (ID_KEYS), as written;
+    None if there is none (or the text does not read: it was checked when launched)."""
+    import yaml
+
+    from runner.textfile import StrictLoader
+
+    try:
+        root = yaml.compose(matrix_text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except (yaml.YAMLError, RecursionError):
+        return None
+    if not isinstance(root, yaml.MappingNode):
+        return None
+    stack = [v for k, v in root.value if isinstance(k, yaml.ScalarNode) and k.value in ID_KEYS]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag == "tag:yaml.org,2002:float":
+                try:
+                    value = float(node.value.replace("_", ""))
+                except ValueError:
+                    continue
+                if value.is_integer():
+                    return node.value
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(v for _, v in node.value)
+    return None
 
 
 HOST_FACT_TIMES = ("after",)  # hosts/<host>.<when>.json beside hosts/<host>.json (taken before)

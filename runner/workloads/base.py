@@ -93,6 +93,11 @@ class Workload:
     def prepare(self, host: Host, ctx: WorkloadContext) -> None:
         """Put what the workload needs on the host. Idempotent."""
 
+    def plan_warnings(self, params: Mapping[str, Any]) -> list[str]:
+        """One-line warnings `runner plan` shows for a cell's resolved parameters (something that will likely fail
+        where it runs, such as a copy that cannot fit the environment's memory). Default: none. Pure."""
+        return []
+
     # The parameter holding the seconds of measurement, and its default (None: cannot be windowed).
     window_param: ClassVar[str | None] = None
     window_default: ClassVar[float] = 1.0

@@ -11,6 +11,10 @@ pasted into the command line, so a value is always data. Example matrix:
     axes:
       seconds: [0.1, 0.2]
 
+A JSON metric may say its unit and direction: `{"elapsed": {"value": 1.5, "unit": "s", "higher_is_better": false}}`
+(a bare number has no unit and no direction: `runner compare` then says "changed", not better or worse).
+See docs/workloads.md.
+
 or with regular expressions (named group `value`; units and direction optional):
 
         metrics:
@@ -97,11 +101,7 @@ def parse_output(stdout: str, spec: Any) -> list[Metric]:
     """Metrics from a command's stdout: the last JSON object line (spec 'json') or named regexes."""
     if spec == "json":
         doc = _last_json_object(stdout)
-        metrics = [
-            Metric(str(k), float(v), "", None)
-            for k, v in doc.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)
-        ]
+        metrics = [m for k, v in doc.items() if (m := json_metric(str(k), v)) is not None]
         if not metrics:
             raise TrialError("command output: the JSON object has no numeric values")
         return metrics
@@ -116,6 +116,31 @@ def parse_output(stdout: str, spec: Any) -> list[Metric]:
             raise TrialError(f"command output: metric {name!r}: {m.group('value')!r} is not a number") from None
         out.append(Metric(name, value, rule.get("unit", ""), rule.get("higher_is_better", True)))
     return out
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def json_metric(name: str, v: Any) -> Metric | None:
+    """One top-level key of the JSON output as a metric: a number (no unit, no direction), or an object
+    {"value": number, "unit": "s", "higher_is_better": false} (unit and direction optional); other values are
+    not metrics (None). A malformed metric object fails the trial, naming the key."""
+    if _number(v):
+        return Metric(name, float(v), "", None)
+    if not isinstance(v, dict) or "value" not in v:
+        return None
+    unknown = sorted(set(v) - {"value", "unit", "higher_is_better"})
+    if unknown:
+        raise TrialError(f"command output: metric {name!r}: unknown key {unknown[0]!r}; allowed: value, unit, higher_is_better")
+    if not _number(v["value"]):
+        raise TrialError(f"command output: metric {name!r}: value {v['value']!r} is not a number")
+    unit, hib = v.get("unit", ""), v.get("higher_is_better")
+    if not isinstance(unit, str):
+        raise TrialError(f"command output: metric {name!r}: unit {unit!r} is not a string")
+    if hib is not None and not isinstance(hib, bool):
+        raise TrialError(f"command output: metric {name!r}: higher_is_better {hib!r} is not true, false or null")
+    return Metric(name, float(v["value"]), unit, hib)
 
 
 def _last_json_object(stdout: str) -> dict[str, Any]:

@@ -24,6 +24,9 @@ from runner.workloads.base import Metric, Workload, WorkloadContext, register
 DEFAULTS = {"source": "linux-source", "config": "x86_64_defconfig", "target": "vmlinux", "tmpdir": "/dev/shm"}
 # Measured CPU-seconds of one `make vmlinux` from the prepared state (Debian linux-source 6.1, this 2-core VM).
 CORE_SECONDS = {"tinyconfig": 160.0, "x86_64_defconfig": 2200.0, "defconfig": 2200.0}
+# A configured linux-source-6.1 tree (no .git: about 1.3 GiB) and its x86_64_defconfig vmlinux objects (about
+# 0.7 GiB), all in the per-trial tmpfs copy: what the copy's tmpfs must hold.
+TMPFS_NEED_MIB = 2048
 OVERHEAD_S = 15.0  # copy to tmpfs, pre-read, remove
 _CONFIG = re.compile(r"^[A-Za-z0-9_.-]*config$")
 _TARGET = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./+-]*$")
@@ -129,14 +132,30 @@ class Gmake(Workload):
         if source != "linux-source" and not str(source).startswith("/"):
             raise UsageError(f"workload.params.source: {source!r} is not 'linux-source' or an absolute path")
         config = str(params.get("config", DEFAULTS["config"]))
-        if not (config.startswith("/") or _CONFIG.match(config)):
+        if not (config.startswith("/") or _CONFIG.fullmatch(config)):
             raise UsageError(f"workload.params.config: {config!r} is not a make *config target (e.g. tinyconfig) or an absolute path")
         target = str(params.get("target", DEFAULTS["target"]))
-        if not _TARGET.match(target):
+        if not _TARGET.fullmatch(target):
             raise UsageError(f"workload.params.target: {target!r} is not a make target (letters, digits, _ . / + -; no leading -)")
         tmpdir = str(params.get("tmpdir", DEFAULTS["tmpdir"]))
         if not tmpdir.startswith("/"):
             raise UsageError(f"workload.params.tmpdir: {tmpdir!r} is not an absolute path")
+
+    def plan_warnings(self, params: Mapping[str, Any]) -> list[str]:
+        """The tree copied to tmpfs (/dev/shm: a container's is as large as its memory, a guest's half of its RAM)
+        with the build's objects needs about TMPFS_NEED_MIB; a smaller one ends the trial with SIGKILL."""
+        from runner.execution.killed import memory_limit_mib
+
+        limit = memory_limit_mib(params)
+        if limit is None or str(params.get("tmpdir", DEFAULTS["tmpdir"])) != DEFAULTS["tmpdir"]:
+            return []
+        env = str(params.get("env"))
+        room = limit if env == "container" else limit // 2
+        if room >= TMPFS_NEED_MIB:
+            return []
+        return [f"gmake in {env} with memory {limit} MiB: its {DEFAULTS['tmpdir']} holds {room} MiB, but the kernel tree copied there "
+                f"and its build need about {TMPFS_NEED_MIB} MiB; the trial will likely be killed for memory (give memory: "
+                f"{TMPFS_NEED_MIB if env == 'container' else 2 * TMPFS_NEED_MIB} or more)"]
 
     def estimate_seconds(self, params: Mapping[str, Any]) -> float:
         """Rough: CPU-seconds of vmlinux for the config over min(cores, jobs), plus the copy (other targets: less)."""
