@@ -101,7 +101,7 @@ def test_json_of_another_version_is_refused() -> None:
 @pytest.mark.parametrize(
     ("env", "params", "error", "match"),
     [
-        ("lxc", {"vcpus": 1, "memory": 256}, UnknownNameError, "known: kvm, xen-hvm, xen-pvh, xen-pv, container"),
+        ("lxc", {"vcpus": 1, "memory": 256}, UnknownNameError, "known: container, kvm, qemu, xen-hvm, xen-pv, xen-pvh"),
         ("kvm", {"vcpus": 1, "memory": 256, "guest_kernel": "nope"}, UnknownNameError, "known: deb"),
         ("kvm", {"vcpus": 1, "memory": 256, "guest_kernel": "deb", "vpcus": 2}, UsageError, "'vpcus'"),
         ("kvm", {"vcpus": "2", "memory": 256, "guest_kernel": "deb"}, UsageError, "vcpus: '2' is not an integer"),

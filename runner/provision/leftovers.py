@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from runner.errors import HostError, ProvisionError
 from runner.hosts.base import Host
 from runner.provision import container, libvirt, rootfs, xen
-from runner.provision.guest import belongs_to, campaign_slug
+from runner.provision.guestspec import belongs_to, campaign_slug
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from runner.errors import ProvisionError
 from runner.hosts.base import Host
-from runner.provision.guest import GuestSpec
+from runner.provision.guestspec import GuestSpec
 from runner.provision.topology import format_cpulist
 
 BRIDGE = "xenbr0"

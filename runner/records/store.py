@@ -38,7 +38,7 @@ from runner.records.schema import (
     metrics_schema,
     trials_schema,
 )
-from runner.workloads.base import Metric
+from runner.records.metric import Metric
 
 FILE_RE = re.compile(r"^(?P<trial>[0-9a-f]+)\.a(?P<attempt>\d+)\.(?P<status>ok|failed|timeout)\.parquet$")
 # A campaign's name, which is its dataset's directory name: a matrix's `campaign` (runner/matrix/schema.json), or
