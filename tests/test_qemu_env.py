@@ -104,14 +104,11 @@ def _check_overcommit(ds: Path, name: str) -> None:
     assert trials["boot_id"].nunique() == 2  # vms 1 and 2: two configurations
 
 
-@pytest.mark.integration
-@pytest.mark.guest
-@pytest.mark.slow
-def test_qemu_overcommit_campaign_here(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    name = "pytest-qemu-overcommit"
+def _launch_overcommit(tmp_path: Path, name: str, group: str, inventory: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`runner launch` of a lockbench over-commit campaign (vms 1 and 2, 2 vCPUs) in qemu guests, then checks."""
     matrix = tmp_path / f"{name}.yml"
     matrix.write_text(
-        f"campaign: {name}\nhosts: {{group: local, inventory: {PROJECT / 'inventory'}}}\n"
+        f"campaign: {name}\nhosts: {{group: {group}, inventory: {inventory}}}\n"
         "workload: {name: lockbench, params: {env: qemu, vcpus: 2, lock: ttas, threads: 2, duration: 0.3}}\n"
         "axes:\n  vms: [1, 2]\nrepetitions: 1\ntimeout: 60\nretry: {attempts: 1}\n"
     )
@@ -119,6 +116,14 @@ def test_qemu_overcommit_campaign_here(tmp_path: Path, capsys: pytest.CaptureFix
     out = capsys.readouterr()
     assert rc == 0, out.out + out.err
     _check_overcommit(tmp_path / "ds", name)
+
+
+@pytest.mark.integration
+@pytest.mark.guest
+@pytest.mark.slow
+def test_qemu_overcommit_campaign_here(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    name = "pytest-qemu-overcommit"
+    _launch_overcommit(tmp_path, name, "local", PROJECT / "inventory", capsys)
     here = LocalHost()
     assert _left(here, name) == []  # every QEMU process and its files gone
     assert not Path(f"/sys/class/net/{libvirt.BRIDGE}").exists()  # bridge removed with the last guest
@@ -131,16 +136,7 @@ def test_qemu_overcommit_campaign_here(tmp_path: Path, capsys: pytest.CaptureFix
 @pytest.mark.slow
 def test_qemu_overcommit_campaign_on_a_remote_host(hypervisor_bed: TestBed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bed, name = hypervisor_bed, "pytest-remote-qemu"
-    matrix = tmp_path / f"{name}.yml"
-    matrix.write_text(
-        f"campaign: {name}\nhosts: {{group: hypervisors, inventory: {bed.inventory_path}}}\n"
-        "workload: {name: lockbench, params: {env: qemu, vcpus: 2, lock: ttas, threads: 2, duration: 0.3}}\n"
-        "axes:\n  vms: [1, 2]\nrepetitions: 1\ntimeout: 60\nretry: {attempts: 1}\n"
-    )
-    rc = main(["launch", str(matrix), "--datasets", str(tmp_path / "ds")])
-    out = capsys.readouterr()
-    assert rc == 0, out.out + out.err
-    _check_overcommit(tmp_path / "ds", name)
+    _launch_overcommit(tmp_path, name, "hypervisors", bed.inventory_path, capsys)
     metrics, trials, _ = read_campaign(name, tmp_path / "ds")
     assert set(trials["host"]) == {"tb1"}
     host = connect(load_inventory(bed.inventory_path).hosts["tb1"])

@@ -53,7 +53,7 @@ def test_xen_host_boots_with_hvm_and_hap(xen_host: tuple[vmhost.VMHost, Path]) -
         assert info.ok, info.stderr
         caps = xen.parse_virt_caps(info.stdout)
         assert {"pv", "hvm", "hap"} <= caps, info.stdout
-        assert all(xen.check_can_run(dom0, env) is None for env in ("xen-pv", "xen-pvh")), caps
+        assert all(xen.check_can_run(dom0, kind, f"xen-{kind}") is None for kind in ("pv", "pvh")), caps
     finally:
         dom0.close()
 
@@ -141,7 +141,7 @@ def test_xen_hvm_guest_runs_a_trial(xen_host: tuple[vmhost.VMHost, Path], tmp_pa
     try:
         assert xen.xl_domains(dom0) == []
         guest = json.loads(trials["guest_json"].iloc[0])["name"]
-        serial = dom0.run(["cat", xen.console_log(guest, "xen-hvm")], timeout=60).stdout
+        serial = dom0.run(["cat", xen.console_log(guest, "hvm")], timeout=60).stdout
         assert "RUNNER-GUEST-INIT" in serial, serial[-500:]  # the emulated serial port went to the log file
     finally:
         dom0.close()

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from runner.errors import ProvisionError
 from runner.hosts.base import Host
 from runner.provision import image, xen
@@ -12,6 +14,7 @@ from runner.provision.guestspec import GuestSpec, campaign_slug
 
 
 class XenGuests(VirtualMachines):
+    xl_type: ClassVar[str] = "pv"  # xl.cfg(5) `type`
     accels = ("xen",)
     host_tools = (("xl",), "a Xen dom0 with xen-utils")
     console = "console=hvc0"
@@ -19,17 +22,17 @@ class XenGuests(VirtualMachines):
     net_modules = image.NET_MODULES + image.XEN_NET_MODULES
 
     def check_host(self, hv: Host) -> str | None:
-        return xen.check_can_run(hv, self.name)
+        return xen.check_can_run(hv, self.xl_type, self.name)
 
     def prepare_host(self, hv: Host) -> None:
         if hv.run(["sh", "-c", "command -v xl"], timeout=30).rc != 0:
             raise ProvisionError(f"{hv.name}: {self.name} needs a Xen dom0 with xl; this host has none")
 
     def start(self, hv: Host, spec: GuestSpec, net: Network, logs: str) -> None:
-        xen.start(hv, spec, bridge=net.bridge, log_dir=logs)
+        xen.start(hv, spec, self.xl_type, bridge=net.bridge, log_dir=logs)
 
     def console_log(self, spec: GuestSpec, logs: str) -> str:
-        return xen.console_log(spec.name, self.name)
+        return xen.console_log(spec.name, self.xl_type)
 
     def leftovers(self, hv: Host, campaign: str) -> list[str]:
         return [n for n in xen.xl_domains(hv) if n.startswith(f"rnr-{campaign_slug(campaign)}-")]
@@ -43,14 +46,16 @@ class XenGuests(VirtualMachines):
 
 @register("xen-hvm")
 class XenHvm(XenGuests):
+    xl_type = "hvm"
     console = "console=ttyS0"  # the emulated serial port
 
 
 @register("xen-pvh")
 class XenPvh(XenGuests):
-    pass
+    xl_type = "pvh"
 
 
 @register("xen-pv")
 class XenPv(XenGuests):
+    xl_type = "pv"
     no_virtual_numa = "Xen does not support virtual NUMA for PV guests (xl.cfg(5), vnuma)"
