@@ -54,7 +54,6 @@ FACTS_SCRIPT = (
 )
 
 
-
 def parse_guest_facts(text: str) -> dict[str, Any]:
     """FACTS_SCRIPT's output -> {kernel_release, cmdline, online_cpus, clocksource, hypervisor, pv_features}."""
     facts: dict[str, Any] = {"pv_features": []}
@@ -65,7 +64,6 @@ def parse_guest_facts(text: str) -> dict[str, Any]:
         elif key:
             facts[key] = value.strip()
     return facts
-
 
 
 @dataclass
@@ -110,7 +108,6 @@ def _guard(host: Host, cleanup: Sequence[Sequence[str]]) -> Spawned:
 def _network(ctx: WorkloadContext) -> Network:
     net = ctx.extra.get("guest_network") or {}
     return Network(net.get("bridge") or libvirt.BRIDGE, net.get("subnet") or libvirt.SUBNET)
-
 
 
 def provide(environment: Environment, host: Host, plugin: Workload, params: Mapping[str, Any], ctx: WorkloadContext) -> Boot:
@@ -215,8 +212,6 @@ def release_all(campaign: str | None = None) -> int:
         with contextlib.suppress(Exception):
             release(name)
     return len(names)
-
-
 
 
 def guest_lost(host: Host, spec: GuestSpec, exc: HostError) -> NoReturn:

@@ -67,10 +67,6 @@ def starts_guests(name: str) -> bool:
     return envs.get(name).starts_guests
 
 
-# Rough seconds an environment adds to a trial (guest boot, container start), for plans and progress.
-SETUP_ESTIMATE_S = {name: envs.get(name).setup_estimate_s for name in envs.known()}
-
-
 def setup_seconds(params: Mapping[str, Any]) -> float:
     """Rough seconds to start a trial's guests or containers (k guests boot at once, roughly k times the work)."""
     return envs.get(str(params.get("env", defaults.ENV))).setup_seconds(params)

@@ -62,7 +62,6 @@ def window_plan(plugin: Workload, params: Mapping[str, Any], guests: int, timeou
     return seconds, {**params, name: round(longer, 3)}
 
 
-
 def _at_barrier(jobs: Sequence[Callable[[threading.Barrier], Any]], action: Callable[[], None] | None = None) -> list[Any]:
     """Run one job per guest; each calls barrier.wait() right before its workload, so all start together.
 
@@ -285,7 +284,6 @@ def _stop_together(plugin: Workload, guests: Sequence[Host], specs: Sequence[Gue
 
     with contextlib.suppress(Exception):
         in_parallel([stop(a) for a in armed])
-
 
 
 def _or_none(fn: Callable[[], float | None]) -> float | None:

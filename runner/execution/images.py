@@ -50,8 +50,6 @@ def guest_catalog(img: image.GuestImage, env: str, params: Mapping[str, Any] | N
     return catalog
 
 
-
-
 # ------------------------------------------------------------------------------ images, on any host
 
 
@@ -203,8 +201,6 @@ def disk_catalog(img: rootfs.DiskImage, env: str, params: Mapping[str, Any]) -> 
     if spec:
         catalog[str(params["guest_kernel"])] = {**entry, "cmdline": f"{base} {spec.get('cmdline', '')}".strip()}
     return catalog
-
-
 
 
 def _container_image(host: Host, campaign: str, files: Mapping[str, Path], base: rootfs.RootFS | None = None) -> str:

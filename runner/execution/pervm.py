@@ -37,7 +37,6 @@ def common_window(spans: Sequence[tuple[float, float]]) -> tuple[float, float, l
     return start, end, [min(1.0, width / (e - s)) if e > s else 0.0 for s, e in spans]
 
 
-
 def combine(per_vm: Sequence[Sequence[Metric]], telemetry: Sequence[Mapping[str, float | None]], workload: Workload) -> list[Metric]:
     """Per-guest metrics (relabelled vm = i), per-guest telemetry, then the totals across guests (vm null):
     `vms`, the workload's own (`workload.combine_vms`) and the telemetry's.

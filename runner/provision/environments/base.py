@@ -54,9 +54,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from runner import defaults
-from runner.errors import UnknownNameError, UsageError
 from runner.hosts.base import Host, Spawned
-from runner.errors import HostError, ProvisionError
+from runner.errors import HostError, ProvisionError, UnknownNameError, UsageError
 from runner.provision import image, libvirt, rootfs
 from runner.provision.guestspec import GuestSpec
 
