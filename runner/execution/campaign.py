@@ -29,7 +29,6 @@ from runner.execution.images import prepare_images
 from runner.execution.rounds import Rounds
 from runner.execution.worker import AttemptSpec, execute, host_cpus, kill_running, release_guests, warm
 from runner.matrix.load import Matrix
-from runner.provision import environments as envs
 from runner.records.store import AttemptRecord, CampaignStore
 from runner.trials import Trial, axis_types, plan, trial_guest_key
 from runner.workloads import base
@@ -895,7 +894,7 @@ class _Dispatch:
 
 def _on_host(trial: Trial) -> bool:
     """A trial that runs on its host itself (no guest or container)."""
-    return not envs.get(str(trial.param_dict.get("env", defaults.ENV))).starts_guests
+    return not environments.starts_guests(str(trial.param_dict.get("env", defaults.ENV)))
 
 
 def _failure(trial: Trial, attempt: int, host: str, error: str, kind: str) -> AttemptRecord:
@@ -968,17 +967,17 @@ def check_guests(matrix: Matrix, trials: Sequence[Trial]) -> None:
     for t in trials:
         p = t.param_dict
         try:
-            envs.get(str(p.get("env", defaults.ENV))).check_params(p)
+            environments.environment(str(p.get("env", defaults.ENV))).check_params(p)
         except UsageError as exc:
             raise UsageError(f"{matrix.path}: {exc}") from None
 
 
-def check_host_tools(specs: Sequence[Any], wanted_envs: set[str]) -> None:
+def check_host_tools(specs: Sequence[Any], envs: set[str]) -> None:
     """Every host has what the campaign's environments need (virsh, podman, xl), before any trial runs;
     else one UsageError naming the host, the environment and what is missing."""
     from runner.provision.inventory import connect
 
-    wanted = {env: envs.get(env).host_tools for env in sorted(wanted_envs) if envs.get(env).host_tools}
+    wanted = {env: environments.environment(env).host_tools for env in sorted(envs) if environments.environment(env).host_tools}
     if not wanted:
         return
 
@@ -989,7 +988,7 @@ def check_host_tools(specs: Sequence[Any], wanted_envs: set[str]) -> None:
                 probe = " || ".join(f"command -v {t}" for t in tools)
                 if not host.run(["sh", "-c", probe], timeout=30).ok:
                     return f"host {spec.name}: env {env} needs {' or '.join(tools)} ({package}); not found there"
-                if (why := envs.get(env).check_host(host)) is not None:
+                if (why := environments.environment(env).check_host(host)) is not None:
                     return why
         except HostError:
             return None  # unreachable hosts are handled as dead hosts
