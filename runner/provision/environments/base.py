@@ -20,6 +20,7 @@ What an environment says (class attributes, plain data, read at plan time):
 - `console`, `root_device`, `net_modules`: the guest kernel's console argument, the root device of a disk
   image as the guest sees it, and the network drivers the guest's init loads.
 - `no_virtual_numa`: why it cannot give a guest virtual NUMA nodes ("" when it can).
+- `guest_noun`: what one of its guests is called in messages ("libvirt domain", "container").
 
 What an environment does (methods; the hypervisor host `hv` is any Host, this machine or a lab host over
 SSH, and every command runs through it):
@@ -34,7 +35,7 @@ SSH, and every command runs through it):
 - console: `console_tail(hv, spec, logs)` the last lines of a guest's console, for a boot that failed.
 - measure: `schedstats(hv, names)` per-vCPU schedstat of running guests, `pins(hv, name)` the vCPU
   pinning actually applied (both None when the environment cannot say).
-- destroy and clean up: `destroy(hv, name)` (no-op if gone), `destroy_argv(hv, name)` the same as one
+- destroy and clean up (also `runner cleanup`, runner.provision.leftovers): `destroy(hv, name)` (no-op if gone), `destroy_argv(hv, name)` the same as one
   command for the dead man's switch that runs on the host if the runner dies, `release_network(hv, net)`
   after the last guest is gone.
 
@@ -133,6 +134,7 @@ class Environment:
     root_device: ClassVar[str] = "/dev/vda"
     net_modules: ClassVar[tuple[str, ...]] = image.NET_MODULES
     no_virtual_numa: ClassVar[str] = ""
+    guest_noun: ClassVar[str] = "guest"
 
     # ---------------------------------------------------------------------------- plan time (pure)
 

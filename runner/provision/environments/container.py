@@ -13,6 +13,7 @@ from runner.provision.environments.base import BootOrder, Environment, Started, 
 
 @register("container")
 class Containers(Environment):
+    guest_noun = "container"
     starts_guests = True
     failure_accel = "none"  # no hypervisor, whatever failed
     host_tools = (("podman", "docker"), "podman and runc")

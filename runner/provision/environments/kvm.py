@@ -14,6 +14,7 @@ from runner.provision.guestspec import GuestSpec
 
 @register("kvm")
 class Kvm(VirtualMachines):
+    guest_noun = "libvirt domain"
     accels = ("kvm", "tcg")
     host_tools = (("virsh",), "libvirt-clients and libvirt-daemon-system")
 

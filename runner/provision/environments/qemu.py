@@ -103,6 +103,7 @@ def probe_accel(host: Host, kernel: str, initrd: str, timeout: float, log_dir: s
 
 @register("qemu")
 class Qemu(VirtualMachines):
+    guest_noun = "QEMU guest"
     accels = ("kvm", "tcg")
     host_tools = ((QEMU,), "qemu-system-x86 (and iproute2, util-linux for ip and taskset)")
 

@@ -10,11 +10,12 @@ from runner.hosts.base import Host
 from runner.provision import image, xen
 from runner.provision.environments.base import Network, register
 from runner.provision.environments.vm import VirtualMachines
-from runner.provision.guestspec import GuestSpec, campaign_slug
+from runner.provision.guestspec import GuestSpec, belongs_to
 
 
 class XenGuests(VirtualMachines):
     xl_type: ClassVar[str] = "pv"  # xl.cfg(5) `type`
+    guest_noun = "Xen domain"
     accels = ("xen",)
     host_tools = (("xl",), "a Xen dom0 with xen-utils")
     console = "console=hvc0"
@@ -35,7 +36,7 @@ class XenGuests(VirtualMachines):
         return xen.console_log(spec.name, self.xl_type)
 
     def leftovers(self, hv: Host, campaign: str) -> list[str]:
-        return [n for n in xen.xl_domains(hv) if n.startswith(f"rnr-{campaign_slug(campaign)}-")]
+        return [n for n in xen.xl_domains(hv) if belongs_to(n, campaign)]
 
     def destroy(self, hv: Host, name: str) -> None:
         xen.destroy(hv, name)
