@@ -148,3 +148,33 @@ def test_qemu_overcommit_campaign_on_a_remote_host(hypervisor_bed: TestBed, tmp_
         assert libvirt.list_campaign(host, name) == []
     finally:
         host.close()
+
+
+@pytest.mark.integration
+def test_cleanup_stops_a_campaigns_left_qemu_guest_only() -> None:
+    """A QEMU guest left by a killed campaign (its pid file in RUN_DIR, its process named like the guest) is
+    listed and stopped by `runner cleanup`; another campaign's (a name with this one's as prefix) is kept."""
+    import subprocess
+    import sys
+
+    from runner.cli.cleanup import cleanup
+
+    mine, other = "pytest-qemu-left", "pytest-qemu-left-1"
+    names = {c: describe_guest("qemu", {"vcpus": 1, "memory": 64, "guest_kernel": "default"}, TOPO, CATALOG, c, 0).name for c in (mine, other)}
+    Path(qemu.RUN_DIR).mkdir(parents=True, exist_ok=True)
+    procs = {}
+    for c, name in names.items():  # stands in for QEMU: a process whose command line names the guest like `-name`
+        procs[c] = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", f"{name},debug-threads=on"])
+        Path(f"{qemu.RUN_DIR}/{name}.pid").write_text(f"{procs[c].pid}\n")
+    try:
+        planned = cleanup(mine, dry_run=True)
+        assert planned.guests == (("QEMU guest", names[mine]),) and procs[mine].poll() is None
+        assert cleanup(mine).guests == (("QEMU guest", names[mine]),)
+        assert procs[mine].wait(timeout=30) is not None  # stopped (SIGTERM) by the destroy command
+        assert not Path(f"{qemu.RUN_DIR}/{names[mine]}.pid").exists()
+        assert procs[other].poll() is None and _left(LocalHost(), other) == [names[other]]
+    finally:
+        for c, name in names.items():
+            procs[c].kill()
+            procs[c].wait()
+            Path(f"{qemu.RUN_DIR}/{name}.pid").unlink(missing_ok=True)
