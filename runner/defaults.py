@@ -11,6 +11,4 @@ ENV = "host"  # where a trial runs when its parameters name no env: the bare hos
 VMS = 1  # guests started at once for one trial (over-commit when more)
 GUEST_MEMORY_MIB = 512  # memory of each guest when the matrix gives none
 GUEST_MEMORY_MIN_MIB = 64  # the least memory a guest may be given (a minimal guest's kernel and init fit in it)
-VM_ENVS = ("kvm", "xen-hvm", "xen-pvh", "xen-pv")  # environments whose guests are virtual machines
-GUEST_ENVS = (*VM_ENVS, "container")  # environments that start guests (or containers) on a hypervisor host
-ENVS = ("host", *GUEST_ENVS)  # every environment a trial can name
+# The environments a trial can name, and what each is: runner.provision.environments.

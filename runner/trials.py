@@ -23,6 +23,7 @@ from runner import defaults
 from runner.errors import MatrixError
 from runner.matrix.expand import expand_cells, resolve_params, uses_relative
 from runner.matrix.load import Matrix, normal_numbers
+from runner.provision import environments
 
 ID_LEN = 16
 CANARY = "canary"  # Trial.role (and the dataset's `role` column) of a canary run
@@ -171,7 +172,7 @@ GUEST_KEYS = ("vcpus", "memory", "vms", "pin", "guest_numa", "guest_kernel", "gu
 def guest_config_key(env: str, params: Mapping[str, Any], campaign: str) -> str | None:
     """What makes two trials' guests interchangeable: the environment, the campaign and GUEST_KEYS.
     None for the bare host. Equal keys may share one boot."""
-    if env == "host":
+    if not environments.get(env).starts_guests:
         return None
     return _digest({"env": env, "campaign": campaign, **{k: params.get(k) for k in GUEST_KEYS}})
 

@@ -28,7 +28,7 @@ from runner.execution.rounds import Rounds
 from runner.matrix.load import AdaptiveRepetitions, parse_matrix
 from runner.records.store import AttemptRecord, Recorded
 from runner.trials import plan, trial_id
-from runner.workloads.base import Metric
+from runner.records.metric import Metric
 
 TIGHT_VALUES = (100.0, 101.0, 99.0)
 WILD_VALUES = (100.0, 300.0, 20.0)

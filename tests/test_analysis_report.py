@@ -13,7 +13,7 @@ from runner.analysis import build_report, summary_table
 from runner.analysis.synthetic import Law, synthetic_metrics, synthetic_provenance, synthetic_trials
 from runner.cli import main
 from runner.records.store import AttemptRecord, CampaignStore
-from runner.workloads.base import Metric
+from runner.records.metric import Metric
 
 LAWS = {"ticket": Law(0.02, 0.0, 1e6, collapse_at=8), "mcs": Law(0.03, 0.0005, 1e6), "ttas": Law(0.05, 0.0, 1e6)}
 

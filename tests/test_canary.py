@@ -23,7 +23,7 @@ from runner.probes.host_state import SAMPLE_S, parse_state
 from runner.records.schema import SCHEMA_VERSION, TRIAL_ROLE
 from runner.records.store import AttemptRecord, CampaignStore
 from runner.trials import CANARY, canary_cells, canary_due, canary_id, canary_trial, place_canaries, plan, trial_id
-from runner.workloads.base import Metric
+from runner.records.metric import Metric
 
 DATA = Path(__file__).parent / "data" / "probes"
 BASE = ("campaign: c\nworkload: {name: lockbench}\naxes: {lock: [ttas, ticket], threads: [1, 2, '100%']}\n"

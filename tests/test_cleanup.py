@@ -50,7 +50,8 @@ def test_cleanup_removes_only_the_campaigns_leftovers(tmp_path: Path, capsys: py
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "1M"], check=True)
     try:
         planned = cleanup(MINE, dry_run=True)
-        assert (planned.domains, planned.containers, planned.images) == ((mine["domain"],), (mine["container"],), (imgs[MINE],))
+        assert sorted(planned.guests) == [("container", mine["container"]), ("libvirt domain", mine["domain"])]
+        assert planned.images == (imgs[MINE],)
         assert planned.hosts[0].overlays == (str(overlays[MINE]),) and overlays[MINE].exists()
         assert libvirt.list_campaign(HERE, MINE) == [mine["domain"]]  # a dry run removes nothing
 
@@ -67,7 +68,7 @@ def test_cleanup_removes_only_the_campaigns_leftovers(tmp_path: Path, capsys: py
         assert container.list_campaign_images(HERE, OTHER) == [imgs[OTHER]]
 
         done = cleanup(OTHER)
-        assert done.domains == (other["domain"],) and done.containers == (other["container"],)
+        assert sorted(done.guests) == [("container", other["container"]), ("libvirt domain", other["domain"])]
         assert done.bridge and not Path(f"/sys/class/net/{libvirt.BRIDGE}").exists()  # no guest left on it
         assert main(["cleanup", OTHER]) == 0
         assert "nothing left behind by campaign 'pytest-cleanup-1'" in capsys.readouterr().out

@@ -13,7 +13,7 @@ import pytest
 from runner.cli import SUBCOMMANDS, build_parser, main
 from runner.cli.launch import print_summary
 from runner.records.store import AttemptRecord, CampaignStore
-from runner.workloads.base import Metric
+from runner.records.metric import Metric
 
 PROJECT = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,7 @@ import pytest
 from runner.cli import main
 from runner.records import share
 from runner.records.store import AttemptRecord, CampaignStore
-from runner.workloads.base import Metric
+from runner.records.metric import Metric
 from tests import test_dataset_share as share_tests
 from tests.test_campaign_holds import local_inventory
 from tests.test_hostile_input import PROJECT, one_line_error

@@ -19,7 +19,7 @@ from runner.analysis.comparison import parameter_warnings, repetitions_to_tell, 
 from runner.cli import main
 from runner.cli.compare import compare_campaigns
 from runner.records.store import AttemptRecord, CampaignStore
-from runner.workloads.base import Metric
+from runner.records.metric import Metric
 
 
 def write_campaign(datasets: Path, name: str, *, factor: float = 1.0, reps: int = 6, seed: int = 0, cs_work: int = 100,

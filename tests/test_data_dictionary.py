@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from runner.analysis import cell_stats
 from runner.records.schema import DICTIONARY, METRIC_FIELDS, SCHEMA_VERSION, TRIAL_FIELDS, ordinary_role
 from runner.records.store import AttemptRecord, CampaignStore, read_campaign
-from runner.workloads.base import Metric
+from runner.records.metric import Metric
 
 AXES = {"lock": "str", "threads": "int"}
 

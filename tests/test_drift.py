@@ -213,7 +213,7 @@ def _write_campaign(root: Path, name: str, turbo: float, kernel: str) -> None:
     from runner.records.store import AttemptRecord, CampaignStore
     from runner.trials import CANARY as ROLE
     from runner.trials import Trial
-    from runner.workloads.base import Metric
+    from runner.records.metric import Metric
 
     store = CampaignStore(root / name)
     types = {"threads": "int"}

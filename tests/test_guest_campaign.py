@@ -14,15 +14,16 @@ import pytest
 
 from runner.analysis.overcommit import overcommit_table
 from runner.cli import main
-from runner.execution import guests
+from runner.execution import boots, guests, images, pervm
 from runner.execution.environments import Outcome
 from runner.hosts.local import LocalHost
-from runner.provision import container, libvirt
+from runner.provision import container, environments, libvirt
 from runner.provision.guest import GuestSpec
 from runner.provision.image import GuestImage
 from runner.records.store import read_campaign
 from runner.workloads import base
-from runner.workloads.base import Metric, WorkloadContext
+from runner.workloads.base import WorkloadContext
+from runner.records.metric import Metric
 from runner.workloads.lockbench import binary_name as lockbench_binary_name
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -30,18 +31,18 @@ HERE = LocalHost()
 
 
 def test_guest_params_defaults_and_passthrough() -> None:
-    assert guests.guest_params("kvm", {"lock": "ttas"}, 4) == {"vcpus": 4, "memory": 512, "vms": 1, "guest_kernel": "default"}
-    got = guests.guest_params("container", {"vcpus": 2, "memory": 256, "vms": 3, "pin": "spread", "guest_kernel": "x"}, 8)
+    assert environments.get("kvm").guest_params({"lock": "ttas"}, 4) == {"vcpus": 4, "memory": 512, "vms": 1, "guest_kernel": "default"}
+    got = environments.get("container").guest_params({"vcpus": 2, "memory": 256, "vms": 3, "pin": "spread", "guest_kernel": "x"}, 8)
     assert got == {"vcpus": 2, "memory": 256, "vms": 3, "pin": "spread"}
 
 
 def test_catalog_has_default_and_nopvspin() -> None:
     img = GuestImage(Path("/i/vmlinuz"), Path("/i/initrd.img"), Path("/k"), "ssh-ed25519 AAAA", "6.1", "d")
-    cat = guests.guest_catalog(img, "kvm")
+    cat = images.guest_catalog(img, "kvm")
     assert sorted(cat) == ["default", "nopvspin"]
     assert cat["default"]["cmdline"] == "console=ttyS0 panic=-1 quiet"
     assert cat["nopvspin"]["cmdline"] == "console=ttyS0 panic=-1 quiet nopvspin"
-    assert guests.guest_catalog(img, "xen-pv")["default"]["cmdline"].startswith("console=hvc0 ")
+    assert images.guest_catalog(img, "xen-pv")["default"]["cmdline"].startswith("console=hvc0 ")
 
 
 def test_combine_relabels_per_vm_and_adds_totals() -> None:
@@ -51,7 +52,7 @@ def test_combine_relabels_per_vm_and_adds_totals() -> None:
     ]
     tel = [{"ssh_ready_s": 10.0, "guest_steal_pct": 2.0, "vcpu_run_delay_s": 1.5},
            {"ssh_ready_s": 12.0, "guest_steal_pct": 4.0, "vcpu_run_delay_s": None}]
-    out = guests.combine(per_vm, tel)
+    out = pervm.combine(per_vm, tel, base.get("lockbench"))
     by = {(m.name, m.vm, m.thread): m.value for m in out}
     assert by[("throughput", 0, None)] == 300 and by[("thread_ops", 1, 0)] == 5
     assert by[("throughput", None, None)] == by[("aggregate_throughput", None, None)] == 400
@@ -64,24 +65,24 @@ def test_combine_relabels_per_vm_and_adds_totals() -> None:
 def test_merge_outcomes_first_failure_wins() -> None:
     ok = Outcome("ok", None, (Metric("throughput", 1.0, "ops/s"),), 2.0)
     bad = Outcome("timeout", "vm 1 ran past its timeout", (), 5.0)
-    merged = guests.merge_outcomes([ok, bad], [{}, {}], accel="tcg", guest_json="{}")
+    merged = pervm.merge_outcomes([ok, bad], [{}, {}], base.get("lockbench"), accel="tcg", guest_json="{}")
     assert (merged.status, merged.error, merged.metrics, merged.workload_wall_s, merged.accel) == ("timeout", bad.error, (), 5.0, "tcg")
 
 
 def test_telemetry_deltas() -> None:
     before = "cpu  100 0 100 800 0 0 0 0 0 0\n"
     after = "cpu  150 0 150 850 0 0 0 50 0 0\n"
-    assert guests.steal_pct(before, after) == pytest.approx(100 * 50 / 200)
-    assert guests.steal_pct(before, before) is None
-    assert guests.run_delay_s({0: (1, 1_000_000_000, 1), 1: (1, 0, 1)}, {0: (2, 3_000_000_000, 2), 1: (2, 500_000_000, 2)}) == 2.5
-    assert guests.run_delay_s({}, {0: (1, 1, 1)}) is None
+    assert pervm.steal_pct(before, after) == pytest.approx(100 * 50 / 200)
+    assert pervm.steal_pct(before, before) is None
+    assert pervm.run_delay_s({0: (1, 1_000_000_000, 1), 1: (1, 0, 1)}, {0: (2, 3_000_000_000, 2), 1: (2, 500_000_000, 2)}) == 2.5
+    assert pervm.run_delay_s({}, {0: (1, 1, 1)}) is None
 
 
 def test_common_window_and_overlap() -> None:
-    start, end, overlap = guests.common_window([(10.0, 12.0), (10.5, 13.0)])
+    start, end, overlap = pervm.common_window([(10.0, 12.0), (10.5, 13.0)])
     assert (start, end) == (10.5, 12.0)
     assert overlap == pytest.approx([0.75, 0.6])
-    assert guests.common_window([(0.0, 1.0), (2.0, 3.0)])[2] == [0.0, 0.0]  # disjoint: no common window
+    assert pervm.common_window([(0.0, 1.0), (2.0, 3.0)])[2] == [0.0, 0.0]  # disjoint: no common window
 
 
 def test_window_plan_starts_long_and_stops_together() -> None:
@@ -101,7 +102,7 @@ def test_window_plan_starts_long_and_stops_together() -> None:
 def test_guest_facts_parser() -> None:
     text = ("kernel_release 6.1.0-57-amd64\ncmdline console=ttyS0 panic=-1 quiet runner.ip=10.214.0.10/24\n"
             "online_cpus 0-1\nclocksource kvm-clock\nhypervisor  KVM\npv steal_time\npv kvm_clock\n")
-    facts = guests.parse_guest_facts(text)
+    facts = boots.parse_guest_facts(text)
     assert facts["kernel_release"] == "6.1.0-57-amd64" and facts["online_cpus"] == "0-1"
     assert facts["cmdline"].endswith("runner.ip=10.214.0.10/24") and facts["hypervisor"] == "KVM"
     assert facts["pv_features"] == ["steal_time", "kvm_clock"]
@@ -254,5 +255,5 @@ def test_a_failed_guest_trial_says_which_guests_and_never_accel_none() -> None:
     assert _guest_fields({"env": "kvm"}, exc) == {"accel": None, "guest_json": None, "guest": None}  # unknown, not "none"
     assert _guest_fields({"env": "container"}, exc)["accel"] == "none"
     assert _guest_fields({}, exc) == {}  # the bare host: nothing to say
-    guests._annotate(exc, {"accel": "tcg", "guest_json": '{"env": "kvm"}', "extra": {"boot_id": "b"}})
+    environments.annotate(exc, {"accel": "tcg", "guest_json": '{"env": "kvm"}', "extra": {"boot_id": "b"}})
     assert _guest_fields({"env": "kvm"}, exc) == {"accel": "tcg", "guest_json": '{"env": "kvm"}', "guest": {"boot_id": "b"}}

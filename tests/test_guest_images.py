@@ -15,7 +15,8 @@ import pytest
 
 from runner.cli import main
 from runner.errors import ImageBuildError, MatrixError
-from runner.execution import guests
+from runner.execution import images, pervm
+from runner.workloads import base
 from runner.hosts.local import LocalHost
 from runner.matrix.load import parse_matrix
 from runner.provision import container, libvirt, rootfs
@@ -66,19 +67,19 @@ def test_overlay_names_belong_to_one_campaign() -> None:
 
 def test_disk_catalog_boots_the_disk_with_the_kernels_initrd() -> None:
     img = rootfs.DiskImage(Path("/c/disk.qcow2"), Path("/boot/vmlinuz-6.1"), Path("/boot/initrd.img-6.1"), Path("/k"), "ssh-ed25519 A", "6.1", "d", None)
-    cat = guests.disk_catalog(img, "kvm", {})
+    cat = images.disk_catalog(img, "kvm", {})
     assert cat["default"]["initrd"] == "/boot/initrd.img-6.1"
     assert "root=/dev/vda rw init=/sbin/runner-init" in cat["default"]["cmdline"] and cat["nopvspin"]["cmdline"].endswith(" nopvspin")
-    assert "root=/dev/xvda" in guests.disk_catalog(img, "xen-pv", {})["default"]["cmdline"]
+    assert "root=/dev/xvda" in images.disk_catalog(img, "xen-pv", {})["default"]["cmdline"]
 
 
 def test_kernel_builds_add_up_over_guests() -> None:
-    from runner.workloads.base import Metric
+    from runner.records.metric import Metric
 
     def vm(bph: float, cores: float) -> list[Metric]:
         return [Metric("builds_per_hour", bph, "builds/h", True), Metric("cores", cores, "cores", None)]
 
-    out = {(m.name, m.vm): m.value for m in guests.combine([vm(30.0, 2), vm(10.0, 2)], [{}, {}])}
+    out = {(m.name, m.vm): m.value for m in pervm.combine([vm(30.0, 2), vm(10.0, 2)], [{}, {}], base.get("gmake"))}
     assert out[("builds_per_hour", None)] == 40.0 and out[("builds_per_hour_per_core", None)] == 10.0
     assert out[("cores", None)] == 4 and out[("builds_per_hour", 1)] == 10.0 and out[("vm_jain", None)] == 0.8
 

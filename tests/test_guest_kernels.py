@@ -10,7 +10,7 @@ import pytest
 
 from runner.cli import main
 from runner.errors import MatrixError
-from runner.execution import guests
+from runner.execution import images
 from runner.hosts.local import LocalHost
 from runner.matrix.load import parse_matrix
 from runner.provision import libvirt
@@ -50,7 +50,7 @@ def test_bad_catalogs(extra: str, message: str) -> None:
 
 def test_catalog_of_a_trial_adds_its_kernel_and_command_line() -> None:
     img = GuestImage(Path("/i/vmlinuz-lab"), Path("/i/initrd.img"), Path("/k"), "ssh-ed25519 AAAA", "6.1", "d")
-    cat = guests.guest_catalog(img, "kvm", {"guest_kernel": "lab", "guest_kernel_spec": {"kernel": "/x", "cmdline": "lab_marker=1"}})
+    cat = images.guest_catalog(img, "kvm", {"guest_kernel": "lab", "guest_kernel_spec": {"kernel": "/x", "cmdline": "lab_marker=1"}})
     assert cat["lab"] == {"kernel": "/i/vmlinuz-lab", "initrd": "/i/initrd.img", "cmdline": "console=ttyS0 panic=-1 quiet lab_marker=1"}
 
 

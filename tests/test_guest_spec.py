@@ -101,7 +101,7 @@ def test_json_of_another_version_is_refused() -> None:
 @pytest.mark.parametrize(
     ("env", "params", "error", "match"),
     [
-        ("lxc", {"vcpus": 1, "memory": 256}, UnknownNameError, "known: kvm, xen-hvm, xen-pvh, xen-pv, container"),
+        ("lxc", {"vcpus": 1, "memory": 256}, UnknownNameError, "known: container, kvm, qemu, xen-hvm, xen-pv, xen-pvh"),
         ("kvm", {"vcpus": 1, "memory": 256, "guest_kernel": "nope"}, UnknownNameError, "known: deb"),
         ("kvm", {"vcpus": 1, "memory": 256, "guest_kernel": "deb", "vpcus": 2}, UsageError, "'vpcus'"),
         ("kvm", {"vcpus": "2", "memory": 256, "guest_kernel": "deb"}, UsageError, "vcpus: '2' is not an integer"),
@@ -122,3 +122,18 @@ def test_spec_is_frozen() -> None:
     with pytest.raises(AttributeError):
         spec.vcpus = 3  # type: ignore[misc]
     assert replace(spec, vcpus=3).vcpus == 3
+
+
+def test_environments_refuse_what_no_host_can_provide_at_plan_time() -> None:
+    from runner.provision import environments
+
+    with pytest.raises(UsageError, match="env xen-pv with guest_numa 2: Xen does not support virtual NUMA for PV guests"):
+        environments.get("xen-pv").check_params({"guest_numa": 2, "vcpus": 4})
+    with pytest.raises(UsageError, match="env container with guest_numa 2: a container has no virtual NUMA nodes"):
+        environments.get("container").check_params({"guest_numa": 2})
+    with pytest.raises(UsageError, match="env kvm: guest_numa 3 virtual nodes need at least 3 vCPUs, got vcpus 2"):
+        environments.get("kvm").check_params({"guest_numa": 3, "vcpus": 2})
+    environments.get("xen-hvm").check_params({"guest_numa": 2, "vcpus": 4})
+    environments.get("host").check_params({"guest_numa": 8, "vcpus": 1})  # the bare host has no guests to check
+    assert environments.get("kvm").host_tools == (("virsh",), "libvirt-clients and libvirt-daemon-system")
+    assert environments.get("host").host_tools is None and not environments.get("host").starts_guests

@@ -274,14 +274,14 @@ def test_the_recipe_kernel_boots_on_the_host_vms_and_the_guest_says_its_pv_spinl
     and as xen-pv and xen-pvh guests on the Xen host VM, with 2 vCPUs; the guest's own boot line says PV
     spinlocks are enabled, and disabled with nopvspin (the same build: the command line differs)."""
     from runner.cli import main
-    from runner.execution import guests
+    from runner.execution import images
     from runner.records.store import read_campaign
     from runner.testing import vmhost
 
     monkeypatch.setenv("RUNNER_PROBE_TIMEOUT", "240")
     kb.ensure_built(REAL)
     start = vmhost.start_kvm_host if kind == "kvm" else vmhost.start_xen_host
-    vm = start(tmp_path / "vm", guests.CONTROLLER_CACHE)
+    vm = start(tmp_path / "vm", images.CONTROLLER_CACHE)
     try:
         matrix = tmp_path / "m.yml"
         campaign = f"pytest-kernel-{kind}"

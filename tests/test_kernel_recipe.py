@@ -244,7 +244,7 @@ def test_the_trial_columns_come_from_what_the_guest_said() -> None:
 
 
 def test_the_facts_script_reads_the_pv_spinlock_line_from_dmesg(tmp_path: Path) -> None:
-    from runner.execution.guests import parse_guest_facts
+    from runner.execution.boots import parse_guest_facts
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

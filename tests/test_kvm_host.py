@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from runner.cli import main
-from runner.execution import guests
+from runner.execution import guests, images  # noqa: F401 - guests registers the guest runner
 from runner.hosts.base import Host
 from runner.provision import image, libvirt
 from runner.provision.ansible import run_playbook
@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.guest, pytest.mark.long]
 @pytest.fixture(scope="module")
 def kvm_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[vmhost.VMHost, Path]]:
     where = tmp_path_factory.mktemp("kvmhost")
-    vm = vmhost.start_kvm_host(where, guests.CONTROLLER_CACHE, cpus=1)  # one CPU: no cross-CPU IPIs to emulate
+    vm = vmhost.start_kvm_host(where, images.CONTROLLER_CACHE, cpus=1)  # one CPU: no cross-CPU IPIs to emulate
     try:
         yield vm, vmhost.write_inventory([vm], where)
     finally:
@@ -106,7 +106,7 @@ def test_facts_and_guest_kvm_role_on_the_kvm_host(kvm_host: tuple[vmhost.VMHost,
     host.put(image.newest_kernel(), "/var/tmp/pytest-role-vmlinuz")
     catalog = {"default": {"kernel": "/var/tmp/pytest-role-vmlinuz", "cmdline": "console=ttyS0"}}
     spec = describe_guest("kvm", {"vcpus": 1, "memory": 128, "accel": "kvm", "guest_kernel": "default"},
-                          guests.host_topology(host), catalog, "pytest-kvm-role", 0)
+                          images.host_topology(host), catalog, "pytest-kvm-role", 0)
     xml = tmp_path / "domain.xml"
     xml.write_text(libvirt.domain_xml(spec, network=None, console_log="/var/tmp/pytest-role-console.log"))
     domains = [{"name": spec.name, "config": str(xml)}]

@@ -25,7 +25,7 @@ from runner.probes.base import Probe, ProbeContext, parse_samples
 from runner.probes.session import ProbeWindow, forget_host
 from runner.records.schema import SCHEMA_VERSION
 from runner.records.store import AttemptRecord, CampaignStore
-from runner.workloads.base import Metric
+from runner.records.metric import Metric
 
 DATA = Path(__file__).parent / "data" / "probes"
 

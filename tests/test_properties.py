@@ -406,7 +406,7 @@ def small_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The archive of a two-trial campaign written through CampaignStore (no host, no launch)."""
     from runner.records import share
     from runner.records.store import AttemptRecord, CampaignStore
-    from runner.workloads.base import Metric
+    from runner.records.metric import Metric
 
     ds = tmp_path_factory.mktemp("made")
     store = CampaignStore(ds / "c")

@@ -169,7 +169,7 @@ def test_runner_report_on_a_stored_overcommit_campaign_keeps_the_guest_kernel(tm
     import hashlib
 
     from runner.records.store import AttemptRecord, CampaignStore
-    from runner.workloads.base import Metric
+    from runner.records.metric import Metric
 
     axis_types = {"lock": "str", "vms": "int"}  # guest_kernel: reserved, not an axis column (runner.trials.axis_types)
     store = CampaignStore(tmp_path / "ds" / "oc")

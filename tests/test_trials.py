@@ -92,14 +92,17 @@ def test_each_placement_gives_every_host_the_matrix() -> None:
 
 
 def test_estimates_add_the_environments_set_up() -> None:
-    from runner.execution.environments import SETUP_ESTIMATE_S, estimate_seconds
+    from runner.execution.environments import estimate_seconds
+    from runner.provision import environments
     from runner.workloads import base
+
+    setup = {name: environments.get(name).setup_estimate_s for name in ("kvm", "container")}
 
     lockbench = base.get("lockbench")
     host = estimate_seconds(lockbench, {"duration": 1.0})
     assert host == lockbench.estimate_seconds({"duration": 1.0})
-    assert estimate_seconds(lockbench, {"duration": 1.0, "env": "kvm", "vms": 2}) == host + 2 * SETUP_ESTIMATE_S["kvm"]
-    assert estimate_seconds(lockbench, {"duration": 1.0, "env": "container", "vms": 4}) == host + SETUP_ESTIMATE_S["container"]
+    assert estimate_seconds(lockbench, {"duration": 1.0, "env": "kvm", "vms": 2}) == host + 2 * setup["kvm"]
+    assert estimate_seconds(lockbench, {"duration": 1.0, "env": "container", "vms": 4}) == host + setup["container"]
 
 
 def test_reuse_groups_guest_configurations_and_counts_boots() -> None:
@@ -124,13 +127,16 @@ def test_reuse_groups_guest_configurations_and_counts_boots() -> None:
 
 
 def test_estimate_counts_one_set_up_per_boot() -> None:
-    from runner.execution.environments import SETUP_ESTIMATE_S, estimate_trials
+    from runner.execution.environments import estimate_trials
+    from runner.provision import environments
     from runner.workloads import base
+
+    setup = {"kvm": environments.get("kvm").setup_estimate_s}
 
     lockbench = base.get("lockbench")
     text = BASE + "workload: {name: lockbench, params: {duration: 1}}\naxes: {env: [kvm], lock: [ttas, ticket]}\nrepetitions: 3\n"
     text = text.replace("workload: {name: lockbench}\n", "", 1)
     trials = plan(parse_matrix(text), {"h": 2})
     work = sum(lockbench.estimate_seconds(t.param_dict) for t in trials)
-    assert estimate_trials(lockbench, trials, "configuration") == pytest.approx(work + SETUP_ESTIMATE_S["kvm"])
-    assert estimate_trials(lockbench, trials, "trial") == pytest.approx(work + 6 * SETUP_ESTIMATE_S["kvm"])
+    assert estimate_trials(lockbench, trials, "configuration") == pytest.approx(work + setup["kvm"])
+    assert estimate_trials(lockbench, trials, "trial") == pytest.approx(work + 6 * setup["kvm"])

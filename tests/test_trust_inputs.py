@@ -61,7 +61,7 @@ def _argv_csv(f: Path, tmp: Path) -> list[str]:
 
 def _argv_tune(f: Path, tmp: Path) -> list[str]:
     inventory, _ = local_inventory(tmp)
-    return ["provision", "--inventory", str(inventory), "--tune", str(f), "--out", str(tmp / "out")]
+    return ["provision", "--inventory", str(inventory), "--tune", str(f), "--datasets", str(tmp / "out")]
 
 
 def _argv_schedules(f: Path, tmp: Path) -> list[str]:

@@ -18,7 +18,7 @@ import pytest
 
 from runner.cli import main
 from runner.records.store import AttemptRecord, CampaignStore, read_campaign
-from runner.workloads.base import Metric
+from runner.records.metric import Metric
 from tests.test_cli_hostile import make_campaign, tree
 from tests.test_hostile_input import one_line_error
 

@@ -13,6 +13,7 @@ import pytest
 
 from runner.errors import ProvisionError
 from runner.provision.guest import GuestSpec
+from runner.provision import environments
 from runner.provision.xen import xen_mac, xl_config, xl_create_argv, xl_destroy_argv
 
 DATA = Path(__file__).parent / "data" / "xen"
@@ -51,7 +52,7 @@ HVM_UNPINNED = GuestSpec(
      (HVM_UNPINNED, "hvm-unpinned.cfg", "xenbr1")],
 )
 def test_config_matches_reference(spec: GuestSpec, reference: str, bridge: str) -> None:
-    assert xl_config(spec, bridge=bridge) == (DATA / reference).read_text()
+    assert xl_config(spec, environments.get(spec.env).xl_type, bridge=bridge) == (DATA / reference).read_text()
 
 
 @pytest.mark.parametrize("reference", sorted(p.name for p in DATA.glob("*.cfg")))
@@ -63,24 +64,24 @@ def test_reference_files_follow_the_key_value_syntax(reference: str) -> None:
 
 
 def test_vnuma_sizes_add_up_to_maxmem() -> None:
-    text = xl_config(HVM_VNUMA)
+    text = xl_config(HVM_VNUMA, "hvm")
     sizes = [int(s) for s in re.findall(r'"size=(\d+)"', text)]
     assert sum(sizes) == int(re.search(r"^maxmem = (\d+)$", text, re.M).group(1))
 
 
 def test_pv_guest_with_virtual_numa_is_refused() -> None:
     with pytest.raises(ProvisionError, match="virtual NUMA for PV"):
-        xl_config(replace(PV, numa_cells=(((0,), 256, 0), ((1,), 256, 0))))
+        xl_config(replace(PV, numa_cells=(((0,), 256, 0), ((1,), 256, 0))), "pv")
 
 
 def test_kvm_guest_is_refused() -> None:
     with pytest.raises(ProvisionError, match="not kvm"):
-        xl_config(replace(PV, env="kvm", accel="tcg"))
+        xl_config(replace(PV, env="kvm", accel="tcg"), "pv")
 
 
 def test_quote_in_a_value_is_refused() -> None:
     with pytest.raises(ProvisionError, match="quote"):
-        xl_config(replace(PV, cmdline='init="/bin/sh"'))
+        xl_config(replace(PV, cmdline='init="/bin/sh"'), "pv")
 
 
 def test_mac_is_stable_and_in_xen_range() -> None:
@@ -108,10 +109,10 @@ def test_virt_caps_decide_which_guest_types_run() -> None:
 
     caps = parse_virt_caps(XL_INFO)
     assert caps == {"pv", "hvm", "hap", "shadow", "gnttab-v1", "gnttab-v2"}
-    assert all(missing_cap(env, caps) is None for env in ("xen-pv", "xen-pvh", "xen-hvm"))
+    assert all(missing_cap(kind, caps) is None for kind in ("pv", "pvh", "hvm"))
     no_svm = parse_virt_caps(XL_INFO.replace("pv hvm hap shadow", "pv"))  # Xen on a CPU without SVM/VT-x
-    assert missing_cap("xen-pv", no_svm) is None
-    assert "lacks hvm" in missing_cap("xen-pvh", no_svm) and "lacks hvm" in missing_cap("xen-hvm", no_svm)
-    assert "lacks both" in missing_cap("xen-pvh", {"pv", "hvm"})
-    assert "lacks pv" in missing_cap("xen-pv", {"hvm", "hap"})
+    assert missing_cap("pv", no_svm) is None
+    assert "lacks hvm" in missing_cap("pvh", no_svm) and "lacks hvm" in missing_cap("hvm", no_svm)
+    assert "lacks both" in missing_cap("pvh", {"pv", "hvm"})
+    assert "lacks pv" in missing_cap("pv", {"hvm", "hap"})
     assert parse_virt_caps("nothing here") == set()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from runner.cli import main
-from runner.execution import guests
+from runner.execution import guests, images  # noqa: F401 - guests registers the guest runner
 from runner.hosts.base import Host
 from runner.provision import xen
 from runner.provision.ansible import run_playbook
@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.guest, pytest.mark.long]
 @pytest.fixture(scope="module")
 def xen_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[vmhost.VMHost, Path]]:
     where = tmp_path_factory.mktemp("xenhost")
-    vm = vmhost.start_xen_host(where, guests.CONTROLLER_CACHE)
+    vm = vmhost.start_xen_host(where, images.CONTROLLER_CACHE)
     try:
         yield vm, vmhost.write_inventory([vm], where)
     finally:
@@ -53,7 +53,7 @@ def test_xen_host_boots_with_hvm_and_hap(xen_host: tuple[vmhost.VMHost, Path]) -
         assert info.ok, info.stderr
         caps = xen.parse_virt_caps(info.stdout)
         assert {"pv", "hvm", "hap"} <= caps, info.stdout
-        assert all(xen.check_can_run(dom0, env) is None for env in ("xen-pv", "xen-pvh")), caps
+        assert all(xen.check_can_run(dom0, kind, f"xen-{kind}") is None for kind in ("pv", "pvh")), caps
     finally:
         dom0.close()
 
@@ -141,7 +141,7 @@ def test_xen_hvm_guest_runs_a_trial(xen_host: tuple[vmhost.VMHost, Path], tmp_pa
     try:
         assert xen.xl_domains(dom0) == []
         guest = json.loads(trials["guest_json"].iloc[0])["name"]
-        serial = dom0.run(["cat", xen.console_log(guest, "xen-hvm")], timeout=60).stdout
+        serial = dom0.run(["cat", xen.console_log(guest, "hvm")], timeout=60).stdout
         assert "RUNNER-GUEST-INIT" in serial, serial[-500:]  # the emulated serial port went to the log file
     finally:
         dom0.close()
@@ -178,7 +178,7 @@ def test_a_killed_controller_leaves_no_domain_and_cleanup_destroys_leftovers(xen
             assert time.monotonic() < deadline, f"domains left after the controller died: {xen.xl_domains(dom0)}"
             time.sleep(2)
         # A leftover: a paused PV domain named like the campaign's guests.
-        kernel = guests.image.newest_kernel()
+        kernel = image.newest_kernel()
         dom0.put(kernel, "/tmp/pytest-vmlinuz")
         left = f"rnr-{campaign_slug(name)}-0-0badcafe"
         cfg = tmp_path / "left.cfg"
@@ -204,7 +204,7 @@ def test_guest_xen_role_creates_and_destroys_a_domain_idempotently(xen_host: tup
     dom0 = _dom0(inventory)
     name = f"rnr-{campaign_slug('pytest-xen-role')}-0-00c0ffee"
     try:
-        dom0.put(guests.image.newest_kernel(), "/tmp/pytest-vmlinuz")
+        dom0.put(image.newest_kernel(), "/tmp/pytest-vmlinuz")
         cfg = tmp_path / f"{name}.cfg"
         cfg.write_text(f'name = "{name}"\ntype = "pv"\nmemory = 128\nvcpus = 1\nkernel = "/tmp/pytest-vmlinuz"\n'
                        'extra = "console=hvc0 panic=-1"\non_crash = "preserve"\non_poweroff = "destroy"\n')

@@ -18,6 +18,7 @@ from runner.errors import ProvisionError
 from runner.execution import environments, guests  # noqa: F401 - registers xen-hvm, xen-pv
 from runner.hosts.local import LocalHost
 from runner.provision import image, libvirt, xen
+from runner.provision.environments import get as get_environment
 from runner.provision.ansible import TaskEvent, run_playbook
 from runner.provision.guest import describe_guest
 from runner.provision.topology import read_topology
@@ -42,7 +43,7 @@ def _xen_config(tmp_path: Path, env: str) -> tuple[str, Path]:
     catalog = {"default": {"kernel": "/boot/vmlinuz", "initrd": "/boot/initrd.img", "cmdline": "console=hvc0"}}
     spec = describe_guest(env, {"vcpus": 2, "memory": 512, "guest_kernel": "default"}, read_topology(), catalog, CAMPAIGN, 0)
     cfg = tmp_path / f"{spec.name}.cfg"
-    cfg.write_text(xen.xl_config(spec))
+    cfg.write_text(xen.xl_config(spec, get_environment(env).xl_type))
     return spec.name, cfg
 
 

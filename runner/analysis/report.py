@@ -62,6 +62,7 @@ from runner.analysis.stats import (
 )
 from runner.analysis.usl import UslFit, fit_usl
 from runner.errors import BadDatasetError, UsageError
+from runner.provision import environments
 from runner.records.schema import ordinary_role
 
 LINES_PER_FIGURE = 8
@@ -765,8 +766,8 @@ def _build(rep: _Report, out: Path, metrics: pd.DataFrame, trials_df: pd.DataFra
             envs = ", ".join(sorted(map(str, emulated["env"].unique()))) if "env" in emulated.columns else ""
             rep.warnings.append(f"{len(emulated)} result rows ({envs}) ran under TCG, QEMU's software emulation: "
                                 "they are not KVM figures and are labelled accel=tcg throughout")
-        guests = tot[(tot["env"] != "host").to_numpy() & (tot["env"] != "container").to_numpy() & tot["accel"].isna().to_numpy()] \
-            if "env" in tot.columns else tot.iloc[:0]
+        vms = [name for name in environments.known() if environments.get(name).virtual_machines]  # guests that have an accelerator
+        guests = tot[tot["env"].isin(vms).to_numpy() & tot["accel"].isna().to_numpy()] if "env" in tot.columns else tot.iloc[:0]
         if not guests.empty:
             rep.warnings.append(f"{len(guests)} guest result rows do not record the accelerator used")
     if "campaign" in tot.columns and tot["campaign"].nunique() > 1:

@@ -46,20 +46,13 @@ class Cleanup:
     def count(self) -> int:
         return sum(h.count for h in self.hosts)
 
-    def _all(self, attr: str) -> tuple[str, ...]:
+    def _all(self, attr: str) -> tuple:
         return tuple(n for h in self.hosts for n in getattr(h, attr))
 
     @property
-    def domains(self) -> tuple[str, ...]:
-        return self._all("domains")
-
-    @property
-    def xen_domains(self) -> tuple[str, ...]:
-        return self._all("xen_domains")
-
-    @property
-    def containers(self) -> tuple[str, ...]:
-        return self._all("containers")
+    def guests(self) -> tuple[tuple[str, str], ...]:
+        """(what it is, name) of every guest: "libvirt domain", "Xen domain", "QEMU guest", "container"."""
+        return self._all("guests")
 
     @property
     def images(self) -> tuple[str, ...]:
@@ -98,11 +91,8 @@ def run(args: argparse.Namespace) -> int:
         where = f" on {h.host}" if many else ""
         if h.error:
             print(f"runner: cleanup: {h.host}: not cleaned: {h.error}", file=sys.stderr)
-        for kind, names in (("libvirt domain", h.domains), ("Xen domain", h.xen_domains),
-                            ("container", h.containers), ("container image", h.images),
-                            ("guest disk overlay", h.overlays)):
-            for name in names:
-                print(f"{verb} {kind} {name}{where}")
+        for kind, name in (*h.guests, *(("container image", n) for n in h.images), *(("guest disk overlay", n) for n in h.overlays)):
+            print(f"{verb} {kind} {name}{where}")
         if h.bridge:
             print(f"{verb} guest bridge {libvirt.BRIDGE}{where} (no guest left on it)")
     if not done.count:

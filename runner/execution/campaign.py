@@ -25,13 +25,11 @@ from runner import __version__, defaults
 from runner.errors import HostError, RunnerError, UsageError
 from runner.execution import environments
 from runner.execution.canary import Canaries, probes_for
-from runner.execution.guests import prepare_images
-from runner.provision import kernelbuild
+from runner.execution.images import prepare_images
 from runner.execution.rounds import Rounds
 from runner.execution.worker import AttemptSpec, execute, host_cpus, kill_running, release_guests, warm
 from runner.matrix.load import Matrix
-from runner.provision import xen
-from runner.provision.guest import HOST_TOOLS, check_guest_params
+from runner.provision import kernelbuild
 from runner.records.store import AttemptRecord, CampaignStore
 from runner.trials import Trial, axis_types, plan, trial_guest_key
 from runner.workloads import base
@@ -901,7 +899,7 @@ class _Dispatch:
 
 def _on_host(trial: Trial) -> bool:
     """A trial that runs on its host itself (no guest or container)."""
-    return str(trial.param_dict.get("env", defaults.ENV)) == "host"
+    return not environments.starts_guests(str(trial.param_dict.get("env", defaults.ENV)))
 
 
 def _failure(trial: Trial, attempt: int, host: str, error: str, kind: str) -> AttemptRecord:
@@ -974,7 +972,7 @@ def check_guests(matrix: Matrix, trials: Sequence[Trial]) -> None:
     for t in trials:
         p = t.param_dict
         try:
-            check_guest_params(str(p.get("env", defaults.ENV)), p)
+            environments.environment(str(p.get("env", defaults.ENV))).check_params(p)
         except UsageError as exc:
             raise UsageError(f"{matrix.path}: {exc}") from None
 
@@ -984,7 +982,7 @@ def check_host_tools(specs: Sequence[Any], envs: set[str]) -> None:
     else one UsageError naming the host, the environment and what is missing."""
     from runner.provision.inventory import connect
 
-    wanted = {env: HOST_TOOLS[env] for env in sorted(envs) if env in HOST_TOOLS}
+    wanted = {env: environments.environment(env).host_tools for env in sorted(envs) if environments.environment(env).host_tools}
     if not wanted:
         return
 
@@ -995,7 +993,7 @@ def check_host_tools(specs: Sequence[Any], envs: set[str]) -> None:
                 probe = " || ".join(f"command -v {t}" for t in tools)
                 if not host.run(["sh", "-c", probe], timeout=30).ok:
                     return f"host {spec.name}: env {env} needs {' or '.join(tools)} ({package}); not found there"
-                if env.startswith("xen-") and (why := xen.check_can_run(host, env)) is not None:
+                if (why := environments.environment(env).check_host(host)) is not None:
                     return why
         except HostError:
             return None  # unreachable hosts are handled as dead hosts

@@ -1,10 +1,11 @@
-"""Environments: where on a host a trial's workload runs (the `env` parameter).
+"""Running a trial in its environment (the `env` parameter; what each environment is and does:
+runner.provision.environments).
 
-`host` runs the workload directly on the trial's host. The guest environments (container, kvm, xen-hvm,
-xen-pv) register themselves when runner.execution.guests is imported (the worker does): they provide
-hosts (guests, containers) on the trial's host and run the workload in them.
+`host` runs the workload directly on the trial's host. The environments that start guests or containers
+are run by runner.execution.guests, which registers itself when imported (the worker does on its first
+guest trial): it provides hosts (guests, containers) on the trial's host and runs the workload in them.
 
-Contract: `run(host, plugin, trial_params, ctx, timeout) -> Outcome`. It raises HostError when the host
+`get(env)` gives the runner of an environment: `run(host, plugin, trial_params, ctx, timeout) -> Outcome`. It raises HostError when the host
 itself fails (the runner may drop the host), ProvisionError when the environment cannot be set up, and
 TrialError for a workload failure it detected; a timeout or non-zero exit is returned as an Outcome.
 """
@@ -12,6 +13,7 @@ TrialError for a workload failure it detected; a timeout or non-zero exit is ret
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,8 +25,10 @@ from runner.hosts.base import Host
 from runner.probes import base as probe_base
 from runner.probes import session as probe_session
 from runner.probes.base import ProbeContext
+from runner.provision import environments as envs
 from runner.trials import Trial, trial_guest_key
-from runner.workloads.base import Metric, Workload, WorkloadContext
+from runner.workloads.base import Workload, WorkloadContext
+from runner.records.metric import Metric
 
 
 @dataclass(frozen=True)
@@ -40,34 +44,33 @@ class Outcome:
 
 
 Runner = Callable[[Host, Workload, Mapping[str, Any], WorkloadContext, float], Outcome]
-_ENVIRONMENTS: dict[str, Runner] = {}
-
-
-def register(name: str) -> Callable[[Runner], Runner]:
-    def deco(fn: Runner) -> Runner:
-        _ENVIRONMENTS[name] = fn
-        return fn
-
-    return deco
+GuestRunner = Callable[[envs.Environment, Host, Workload, Mapping[str, Any], WorkloadContext, float], Outcome]
+_guest_runners: list[GuestRunner] = []  # runner.execution.guests, once imported
 
 
 def get(name: str) -> Runner:
-    try:
-        return _ENVIRONMENTS[name]
-    except KeyError:
-        raise UnknownNameError(f"environment {name!r} is not available; known: {', '.join(sorted(_ENVIRONMENTS))}") from None
+    """The runner of environment `name` (UnknownNameError if there is none)."""
+    environment = envs.get(name)
+    if not environment.starts_guests:
+        return run_on_host
+    if not _guest_runners:
+        raise UnknownNameError(f"environment {name!r} is not available; known: {defaults.ENV}")
+    return functools.partial(_guest_runners[0], environment)
 
 
-# Rough seconds an environment adds to a trial (guest boot, container start), for plans and progress.
-# Measured on the development machines under TCG (docs/guests.md); real KVM boots faster.
-SETUP_ESTIMATE_S = {"host": 0.0, "container": 1.0, "kvm": 17.0, "xen-hvm": 17.0, "xen-pvh": 17.0, "xen-pv": 17.0}
+def environment(name: str) -> envs.Environment:
+    """What environment `name` is (runner.provision.environments)."""
+    return envs.get(name)
+
+
+def starts_guests(name: str) -> bool:
+    """True if trials in environment `name` run in guests or containers it starts."""
+    return envs.get(name).starts_guests
 
 
 def setup_seconds(params: Mapping[str, Any]) -> float:
     """Rough seconds to start a trial's guests or containers (k guests boot at once, roughly k times the work)."""
-    env = str(params.get("env", defaults.ENV))
-    vms = int(params.get("vms", defaults.VMS)) if env in defaults.VM_ENVS else 1
-    return SETUP_ESTIMATE_S.get(env, 0.0) * vms
+    return envs.get(str(params.get("env", defaults.ENV))).setup_seconds(params)
 
 
 def estimate_seconds(plugin: Workload, params: Mapping[str, Any]) -> float:
@@ -114,7 +117,6 @@ def finish(plugin: Workload, params: Mapping[str, Any], host_name: str, result: 
 _prepared: set[tuple[str, ...]] = set()
 
 
-@register("host")
 def run_on_host(host: Host, plugin: Workload, params: Mapping[str, Any], ctx: WorkloadContext, timeout: float) -> Outcome:
     prepare_once(host, plugin, ctx, _prepared, (ctx.workdir, host.name, plugin.name))
     argv = plugin.command(params, ctx)
@@ -161,8 +163,9 @@ _releasers: list[Callable[..., Any]] = []  # per-host release of kept guests, re
 _release_alls: list[Callable[..., int]] = []
 
 
-def register_guests(release_host: Callable[[str], None], release_all: Callable[[str | None], int]) -> None:
-    """A guest environment module registers how to drop a host's kept guests and all of them."""
+def register_guests(run: GuestRunner, release_host: Callable[[str], None], release_all: Callable[[str | None], int]) -> None:
+    """The guest runner registers how it runs a trial, how it drops a host's kept guests and all of them."""
+    _guest_runners.append(run)
     _releasers.append(release_host)
     _release_alls.append(release_all)
 

@@ -200,15 +200,16 @@ def _execute(spec: AttemptSpec) -> AttemptRecord:
 
     plugin = base.get(trial.workload)
     env = str(params.get("env", defaults.ENV))
-    if env != "host":
-        # Registers the guest environments (kvm, container, xen-*); imported on the first guest trial only,
-        # so a worker process that runs trials on hosts starts without it (0.6 s of imports).
+    guests_kept = environments.starts_guests(env)
+    if guests_kept:
+        # Registers the guest runner; imported on the first guest trial only, so a worker process that runs
+        # trials on hosts starts without it (0.6 s of imports).
         from runner.execution import guests  # noqa: F401
     try:
         host = _host(spec.host)
         if spec.hold is not None:
             guarded = spec.hold.wrap(host)
-            if env != "host":  # guests kept for reuse outlive the trial: give them the host itself
+            if guests_kept:  # guests kept for reuse outlive the trial: give them the host itself
                 guarded.confirm()
             else:
                 host = guarded  # the first command of the trial (CPU count, work directory, probe, workload) checks
@@ -248,10 +249,10 @@ def _guest_fields(params: Mapping[str, Any], exc: BaseException) -> dict[str, An
     environment attached to the error (guests.py), else, in a guest environment, accel unknown (null), never
     "none" (which says: no hypervisor)."""
     fields = getattr(exc, "trial_fields", None) or {}
-    env = str(params.get("env", defaults.ENV))
-    if env == "host":
+    environment = environments.environment(str(params.get("env", defaults.ENV)))
+    if not environment.starts_guests:
         return {}
-    accel = fields.get("accel", "none" if env == "container" else None)
+    accel = fields.get("accel", environment.failure_accel)
     return {"accel": accel, "guest_json": fields.get("guest_json"), "guest": fields.get("extra")}
 
 

@@ -21,6 +21,7 @@ import yaml
 
 from runner import defaults
 from runner.errors import MatrixError, UsageError
+from runner.provision import environments
 from runner.textfile import StrictLoader, load_yaml, read_text
 
 
@@ -40,7 +41,7 @@ PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 # Parameters the runner itself understands (environments and guests), allowed in axes and workload.params
 # next to the workload's own. See docs/matrix.md.
 RUNNER_PARAMS_SCHEMA: dict[str, Any] = {
-    "env": {"enum": list(defaults.ENVS), "description": f"where the workload runs (default {defaults.ENV})"},
+    "env": {"enum": list(environments.known()), "description": f"where the workload runs (default {defaults.ENV})"},
     "vcpus": {"x-cpus": True, "type": "integer", "minimum": 1, "description": "vCPUs of each guest / CPUs of a container; on the bare host, what relative CPU counts of the workload (\"100%\") are taken of"},
     "vms": {"type": "integer", "minimum": 1, "maximum": 64, "description": f"guests started at once on one host (over-commit; default {defaults.VMS})"},
     "guest_kernel": {"type": "string", "description": "entry of the guest kernel catalog"},

@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 from runner.errors import UnknownNameError
 from runner.hosts.base import Host, Spawned
-from runner.workloads.base import Metric
+from runner.records.metric import Metric
 
 SIDES = ("host", "guest")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from runner.hosts.base import Host
 from runner.probes.base import Probe, ProbeContext, read_text, register
-from runner.workloads.base import Metric
+from runner.records.metric import Metric
 
 SAMPLE_S = 0.25  # seconds between the two /proc/stat readings (the trial waits that long once more)
 

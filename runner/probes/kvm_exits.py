@@ -12,7 +12,7 @@ from typing import Any
 
 from runner.hosts.base import Host
 from runner.probes.base import Probe, ProbeContext, read_text, register
-from runner.workloads.base import Metric
+from runner.records.metric import Metric
 
 DEBUGFS = "/sys/kernel/debug/kvm"
 # The counters worth recording: every '*exits' and these (pause-loop exits show as directed yields).

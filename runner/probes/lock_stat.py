@@ -14,7 +14,7 @@ from typing import Any
 
 from runner.hosts.base import Host
 from runner.probes.base import Probe, ProbeContext, read_text, register
-from runner.workloads.base import Metric
+from runner.records.metric import Metric
 
 TOP = 5
 PROC = "/proc/lock_stat"

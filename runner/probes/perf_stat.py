@@ -11,7 +11,7 @@ from typing import Any
 
 from runner.hosts.base import Host
 from runner.probes.base import Background, Probe, ProbeContext, has_command, register
-from runner.workloads.base import Metric
+from runner.records.metric import Metric
 
 EVENTS = ("cycles", "instructions", "context-switches", "cpu-migrations")
 _UNITS = {"cycles": "cycles", "instructions": "instructions", "context-switches": "switches", "cpu-migrations": "migrations"}

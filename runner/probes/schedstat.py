@@ -16,7 +16,7 @@ from typing import Any
 
 from runner.hosts.base import Host
 from runner.probes.base import Background, Probe, ProbeContext, parse_samples, register
-from runner.workloads.base import Metric
+from runner.records.metric import Metric
 
 SAMPLE_S = 0.25
 NS = 1e-9

@@ -20,7 +20,7 @@ from typing import Any
 
 from runner.hosts.base import Host
 from runner.probes.base import Probe, ProbeContext, get
-from runner.workloads.base import Metric
+from runner.records.metric import Metric
 
 _lock = threading.Lock()
 _checked: dict[tuple[str, str, str, str], str | None] = {}  # (owner, side, where, probe) -> None (usable) or the reason

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from runner.errors import ProvisionError
 from runner.hosts.base import Host
-from runner.provision.guest import belongs_to, campaign_slug
+from runner.provision.guestspec import belongs_to, campaign_slug
 from runner.provision.topology import format_cpulist
 
 CONF_PATH = "/var/lib/runner/containers.conf"  # on the host

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from runner.errors import HostError, ProvisionError
 from runner.hosts.base import Host
-from runner.provision.guest import GuestSpec, belongs_to
+from runner.provision.guestspec import GuestSpec, belongs_to
 from runner.provision.image import INIT_MARKER
 from runner.provision.topology import format_cpulist
 
@@ -76,7 +76,7 @@ def domain_xml(spec: GuestSpec, *, network: str | None, console_log: str) -> str
     """The libvirt domain XML of `spec`: type 'kvm' (accel kvm) or 'qemu' (accel tcg), vCPU and emulator
     pinning, guest NUMA cells, direct kernel boot, virtio net on bridge `network` (None: no network),
     serial console to `console_log`, no graphics."""
-    if spec.env != "kvm" or spec.accel not in ("kvm", "tcg"):
+    if spec.accel not in ("kvm", "tcg"):
         raise ProvisionError(f"guest {spec.name}: libvirt runs kvm guests with accel kvm or tcg, not {spec.env}/{spec.accel}")
     dom = ET.Element("domain", type="kvm" if spec.accel == "kvm" else "qemu")
     ET.SubElement(dom, "name").text = spec.name
@@ -337,7 +337,7 @@ def probe_accel(host: Host, kernel: str, initrd: str, timeout: float = 15.0, *, 
 
 def qemu_pid(host: Host, name: str) -> int:
     """PID of the QEMU process of a running domain on the host (from libvirt's pid file)."""
-    res = host.run(["cat", f"/run/libvirt/qemu/{name}.pid"], timeout=15)
+    res = host.run(["cat", f"{PID_DIR}/{name}.pid"], timeout=15)
     try:
         return int(res.stdout.strip())
     except ValueError:
@@ -350,10 +350,12 @@ def parse_schedstat(text: str) -> tuple[int, int, int]:
     return on_cpu, delay, slices
 
 
-# Prints "<name>\t<comm>\t<schedstat>" for every thread of the QEMU process of each domain named in
-# "$@" (its pid from libvirt's pid file): one round trip for all the guests of a trial.
+PID_DIR = "/run/libvirt/qemu"  # on the hypervisor host: libvirt's <domain>.pid of each QEMU process
+
+# Prints "<name>\t<comm>\t<schedstat>" for every thread of the QEMU process of each guest named in "$@"
+# after the first argument, the directory of the guests' <name>.pid files: one round trip for all the guests.
 _SCHEDSTATS = (
-    'for n in "$@"; do p=$(cat "/run/libvirt/qemu/$n.pid" 2>/dev/null) || continue; '
+    'd=$1; shift; for n in "$@"; do p=$(cat "$d/$n.pid" 2>/dev/null) || continue; '
     'for t in /proc/"$p"/task/*; do printf "%s\t%s\t%s\n" "$n" "$(cat "$t/comm")" "$(cat "$t/schedstat")"; done; '
     'done 2>/dev/null; exit 0'
 )
@@ -373,10 +375,11 @@ def parse_vcpu_schedstats(text: str) -> dict[str, dict[int, tuple[int, int, int]
     return out
 
 
-def vcpu_schedstats(host: Host, names: Sequence[str]) -> dict[str, dict[int, tuple[int, int, int]]]:
-    """Per-vCPU schedstat of running domains on the host, in one command: domain -> vCPU index ->
-    (on-CPU ns, run delay ns, timeslices). A domain that is not running is left out."""
-    return parse_vcpu_schedstats(host.run(["sh", "-c", _SCHEDSTATS, "sh", *names], timeout=15).stdout)
+def vcpu_schedstats(host: Host, names: Sequence[str], pid_dir: str = PID_DIR) -> dict[str, dict[int, tuple[int, int, int]]]:
+    """Per-vCPU schedstat of running QEMU guests on the host (their pid files in `pid_dir`: libvirt's, or
+    the qemu environment's), in one command: guest -> vCPU index -> (on-CPU ns, run delay ns, timeslices).
+    A guest that is not running is left out."""
+    return parse_vcpu_schedstats(host.run(["sh", "-c", _SCHEDSTATS, "sh", pid_dir, *names], timeout=15).stdout)
 
 
 def parse_vcpupin(text: str) -> tuple[tuple[int, ...], ...]:

@@ -42,8 +42,8 @@ from runner.records.schema import (
     trials_schema,
     upgrade,
 )
+from runner.records.metric import Metric
 from runner.textfile import check_file_name
-from runner.workloads.base import Metric
 
 FILE_RE = re.compile(r"^(?P<trial>[0-9a-f]+)\.a(?P<attempt>\d+)\.(?P<status>ok|failed|timeout)\.parquet$")
 # A campaign's name, which is its dataset's directory name: a matrix's `campaign` (runner/matrix/schema.json), or

@@ -29,35 +29,24 @@ runner refuses to plan a campaign with it, quoting that message.
 A plugin says which of its metrics scale with load like a throughput (`scaling_metrics`): the report fits a
 scalability law and draws speedup and efficiency for those only, never for a fairness index, steal time,
 a duration or a count. The totals the runner adds across over-committed guests keep these names.
+
+A plugin says how its metrics add up over the k guests of an over-committed trial (`combine_vms`): the
+runner calls it with each guest's metrics and records what it returns as the trial's totals (vm null).
+`Metric`, the row type, lives in runner.records.metric.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from runner.errors import UnknownNameError
 from runner.hosts.base import CommandResult, Host
+from runner.records.metric import Metric, added_up
 
 GUEST_WORKDIR = "/opt/runner"  # the workload's directory inside a guest or container
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One measured value. `thread`/`vm` index per-thread or per-guest values; None for totals.
-    `probe`/`side`: the probe (runner.probes) that read it and where (guest or host); None for the
-    workload's own results."""
-
-    name: str
-    value: float
-    unit: str
-    higher_is_better: bool | None = True
-    thread: int | None = None
-    vm: int | None = None
-    probe: str | None = None
-    side: str | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +105,13 @@ class Workload:
 
     def parse(self, result: CommandResult, params: Mapping[str, Any]) -> list[Metric]:
         raise NotImplementedError
+
+    def combine_vms(self, per_vm: Sequence[Sequence[Metric]]) -> list[Metric]:
+        """The totals (vm None) of a trial over k over-committed guests, from each guest's parsed metrics
+        (per_vm[i]: guest i's). The runner adds them to the per-guest rows and its own telemetry; it knows
+        no metric name. Default: a `throughput` adds up over the guests (also as `aggregate_throughput`),
+        with Jain's index of the guests' throughputs (`vm_jain`)."""
+        return added_up(per_vm, "throughput", "aggregate_throughput")
 
 
 _REGISTRY: dict[str, type[Workload]] = {}

@@ -30,7 +30,8 @@ from typing import Any
 
 from runner.errors import TrialError, UsageError
 from runner.hosts.base import CommandResult
-from runner.workloads.base import Metric, Workload, WorkloadContext, register
+from runner.workloads.base import Workload, WorkloadContext, register
+from runner.records.metric import Metric
 
 RESERVED = ("run", "metrics", "shell")
 

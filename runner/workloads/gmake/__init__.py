@@ -12,14 +12,16 @@ import hashlib
 import json
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from runner.errors import ProvisionError, TrialError, UsageError
 from runner.hosts.base import CommandResult, Host
-from runner.workloads.base import Metric, Workload, WorkloadContext, register
+from runner.fairness import jain
+from runner.records.metric import Metric, vm_values
+from runner.workloads.base import Workload, WorkloadContext, register
 
 DEFAULTS = {"source": "linux-source", "config": "x86_64_defconfig", "target": "vmlinux", "tmpdir": "/dev/shm"}
 # Measured CPU-seconds of one `make vmlinux` from the prepared state (Debian linux-source 6.1, this 2-core VM).
@@ -182,3 +184,15 @@ class Gmake(Workload):
 
     def parse(self, result: CommandResult, params: Mapping[str, Any]) -> list[Metric]:
         return to_metrics(parse_output(result.stdout))
+
+    def combine_vms(self, per_vm: Sequence[Sequence[Metric]]) -> list[Metric]:
+        """A kernel build's rate adds up over the guests like a throughput; per core over all their cores."""
+        builds = vm_values(per_vm, "builds_per_hour")
+        if builds is None:
+            return []
+        out = [Metric("builds_per_hour", sum(builds), "builds/h", True), Metric("vm_jain", jain(builds), "index", True)]
+        cores = vm_values(per_vm, "cores")
+        if cores is not None and sum(cores) > 0:
+            out += [Metric("builds_per_hour_per_core", sum(builds) / sum(cores), "builds/h/core", True),
+                    Metric("cores", sum(cores), "cores", None)]
+        return out

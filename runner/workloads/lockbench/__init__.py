@@ -17,7 +17,8 @@ from typing import Any
 
 from runner.errors import ProvisionError
 from runner.hosts.base import CommandResult, Host
-from runner.workloads.base import GUEST_WORKDIR, Metric, Workload, WorkloadContext, register
+from runner.workloads.base import GUEST_WORKDIR, Workload, WorkloadContext, register
+from runner.records.metric import Metric
 
 LOCKS = ["ttas", "ticket", "mcs", "mutex", "oticket", "spinpark"]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from runner.errors import TrialError
 from runner.fairness import jain  # re-exported: runner.execution.guests imports it from here
-from runner.workloads.base import Metric
+from runner.records.metric import Metric
 
 # Output format versions this parser reads (the "lockbench" key; history in lockbench.c's header).
 FORMAT_VERSIONS = frozenset({1})
