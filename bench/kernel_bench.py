@@ -16,7 +16,6 @@ Usage (root, libvirt/QEMU, Debian's linux-source-6.1):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -25,21 +24,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from runner.cli import main as runner_main
 from runner.provision import kernel as kr
 from runner.provision import kernelbuild as kb
 from runner.records.store import read_campaign
 
+from image_bench import _launch  # bench/ is the script's folder: one launch helper for the benches
+
 PROJECT = Path(__file__).resolve().parents[1]
-
-
-def _launch(matrix: Path, datasets: Path) -> float:
-    t0 = time.monotonic()
-    with contextlib.redirect_stdout(sys.stderr):
-        rc = runner_main(["launch", str(matrix), "--datasets", str(datasets), "--quiet"])
-    if rc != 0:
-        raise SystemExit(f"{matrix.name} failed (exit {rc}); see runner status --datasets {datasets}")
-    return time.monotonic() - t0
 
 
 def build(cache: Path, config: str) -> dict[str, object]:
