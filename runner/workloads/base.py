@@ -82,9 +82,11 @@ class Workload:
     def prepare(self, host: Host, ctx: WorkloadContext) -> None:
         """Put what the workload needs on the host. Idempotent."""
 
-    def plan_warnings(self, params: Mapping[str, Any]) -> list[str]:
+    def plan_warnings(self, params: Mapping[str, Any], memory_mib: int | None, shm_mib: int | None) -> list[str]:
         """One-line warnings `runner plan` shows for a cell's resolved parameters (something that will likely fail
-        where it runs, such as a copy that cannot fit the environment's memory). Default: none. Pure."""
+        where it runs, such as a copy that cannot fit the environment's memory). `memory_mib` is the memory limit
+        the trial runs under and `shm_mib` what its /dev/shm can hold (None: no limit; the environment says:
+        runner.provision.environments). Default: none. Pure."""
         return []
 
     # The parameter holding the seconds of measurement, and its default (None: cannot be windowed).
