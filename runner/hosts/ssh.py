@@ -82,6 +82,7 @@ class HostSpec:
     local: bool = False
     guest_bridge: str | None = None  # the host's guest network for kvm/xen guests (None: the default)
     guest_subnet: str | None = None
+    hold_path: str | None = None  # the host's hold file (inventory runner_hold_path; None: runner.lab's default)
 
     def where(self) -> str:
         """'host tb1 (root@10.0.0.2:22)' for messages."""
