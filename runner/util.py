@@ -1,5 +1,6 @@
-"""Small helpers every layer uses: one-line messages, waiting for a condition, running a local command with a
-timeout, seconds from the environment, whether a process is alive.
+"""Small helpers every layer uses: one-line messages, waiting for a condition (and for an SSH
+server), running a local command with a timeout, seconds from the environment, whether a process is alive,
+YAML with one-line errors.
 
 This module is the ground floor: it imports nothing from the rest of runner but runner.errors.
 """
@@ -114,8 +115,14 @@ def alive(pid: int) -> bool:
     return True
 
 
-def yaml_error(exc: BaseException) -> str:
-    """A YAML parser's error (yaml.YAMLError, or RecursionError for a nesting too deep) on one line."""
-    if isinstance(exc, RecursionError):
-        return "nested too deeply"
-    return " ".join(str(exc).split())
+def parse_yaml(text: str, where: Any, what: str, loader: Any = None, invalid: str = "not valid YAML") -> Any:
+    """YAML text as a document (yaml.SafeLoader unless `loader`), or a UsageError of one line naming `where`:
+    '<where>: <invalid>: <the parser's message>', or '<where>: nested too deeply to be <what>'."""
+    import yaml  # as its callers import it (cheap); here so that the ground floor needs nothing but errors
+
+    try:
+        return yaml.load(text, Loader=loader or yaml.SafeLoader)  # noqa: S506 - a SafeLoader unless told
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{where}: {invalid}: {one_line(exc, limit=10_000)}") from None
+    except RecursionError:
+        raise UsageError(f"{where}: nested too deeply to be {what}") from None

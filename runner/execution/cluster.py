@@ -23,6 +23,7 @@ from typing import Any
 
 from runner import __version__
 from runner.errors import RunnerError, UsageError
+from runner.util import env_seconds, one_line
 
 WORKER_WAIT_ENV = "RUNNER_WORKER_WAIT"
 WORKER_WAIT_S = 30.0  # how long to wait for a worker to join an external scheduler (env RUNNER_WORKER_WAIT)
@@ -42,26 +43,13 @@ class SchedulerLost(RunnerError):
 def worker_wait_s() -> float:
     """Seconds to wait for workers of an external scheduler, at the start and whenever every worker has left
     (RUNNER_WORKER_WAIT, default 30)."""
-    return _seconds_env(WORKER_WAIT_ENV, WORKER_WAIT_S)
+    return env_seconds(WORKER_WAIT_ENV, WORKER_WAIT_S)
 
 
 def stall_after_s() -> float:
     """Seconds without a trial starting or finishing, trials pending, before the progress output says why
     (RUNNER_STALL_AFTER, default 60); said again after each such period while it lasts."""
-    return _seconds_env(STALL_AFTER_ENV, STALL_AFTER_S)
-
-
-def _seconds_env(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise UsageError(f"{name}={raw!r} is not a number of seconds") from None
-    if not value > 0 or value == float("inf"):
-        raise UsageError(f"{name}={raw!r} must be a number of seconds > 0")
-    return value
+    return env_seconds(STALL_AFTER_ENV, STALL_AFTER_S)
 
 
 def worker_addresses(client: Any) -> list[str]:
@@ -147,7 +135,7 @@ def client_for(scheduler: str | None, *, n_hosts: int) -> Iterator[Any]:
         try:
             client = Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S:g}s")
         except (OSError, TimeoutError, ValueError) as exc:
-            raise RunnerError(f"cannot reach the Dask scheduler at {scheduler}: {_one_line(exc)}") from None
+            raise RunnerError(f"cannot reach the Dask scheduler at {scheduler}: {one_line(exc)}") from None
         try:
             _check_workers(client, scheduler, wait_s)
             yield client
@@ -247,7 +235,7 @@ def check_scheduler(scheduler: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     try:
         sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
     except OSError as exc:
-        why = exc.strerror or _one_line(exc)
+        why = exc.strerror or one_line(exc)
         raise UsageError(f"cannot reach the Dask scheduler at {scheduler}: {why}; is `dask scheduler` running there?") from None
     not_dask = f"{scheduler} does not speak Dask's protocol (is it the scheduler's port? `dask scheduler` listens on 8786 by default)"
     try:
@@ -277,7 +265,7 @@ def _read_message(sock: socket.socket, deadline: float) -> Any:
     try:
         return loads(unpack_frames(_read_exactly(sock, size, deadline)))
     except Exception as exc:  # noqa: BLE001 - whatever the decoder makes of foreign bytes
-        raise ValueError(_one_line(exc)) from None
+        raise ValueError(one_line(exc)) from None
 
 
 def _write_message(sock: socket.socket, msg: Any) -> None:
@@ -316,7 +304,7 @@ def _check_workers(client: Any, scheduler: str, wait_s: float) -> None:
         versions = client.run(worker_version)
     except Exception as exc:  # noqa: BLE001 - e.g. ModuleNotFoundError unpickling on a worker without runner
         raise UsageError(
-            f"the Dask workers of {scheduler} cannot run the runner ({type(exc).__name__}: {_one_line(exc)}); "
+            f"the Dask workers of {scheduler} cannot run the runner ({type(exc).__name__}: {one_line(exc)}); "
             "start `dask worker` from the environment where runner is installed"
         ) from None
     wrong = {addr: v for addr, v in versions.items() if v != __version__}
@@ -326,7 +314,3 @@ def _check_workers(client: Any, scheduler: str, wait_s: float) -> None:
             f"Dask worker {addr} of {scheduler} runs runner {version}, this controller {__version__}; "
             "restart the workers from this runner's environment"
         )
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

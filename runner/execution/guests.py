@@ -26,7 +26,7 @@ Guests are kept for the next trial when the controller says one of the same conf
 this host (`keep_guests`), and destroyed otherwise, after a failed or timed-out trial, when a trial with
 another configuration arrives, on Ctrl-C and at the end of the campaign (`release_all`).
 
-The trial's `timeout` bounds the workload; booting has its own limit, BOOT_TIMEOUT_S (env
+The trial's `timeout` bounds the workload; booting has its own limit, boot_timeout_s() (env
 RUNNER_GUEST_BOOT_TIMEOUT).
 """
 
@@ -59,9 +59,14 @@ from runner.provision.guest import GuestSpec, campaign_slug, describe_guest
 from runner.provision.topology import TOPOLOGY_SCRIPT, Topology, parse_topology_dump
 from runner.trials import guest_config_key
 from runner.workloads.base import GUEST_WORKDIR, Metric, Workload, WorkloadContext
+from runner.util import env_seconds
 
-BOOT_TIMEOUT_S = float(os.environ.get("RUNNER_GUEST_BOOT_TIMEOUT", "240"))
-PROBE_TIMEOUT_S = float(os.environ.get("RUNNER_PROBE_TIMEOUT", "15"))  # a nested KVM host boots its probe slowly
+def boot_timeout_s() -> float:  # read when used: a bad value fails the trial with one line, in its worker
+    return env_seconds("RUNNER_GUEST_BOOT_TIMEOUT", 240.0)
+
+
+def probe_timeout_s() -> float:  # a nested KVM host boots its probe slowly
+    return env_seconds("RUNNER_PROBE_TIMEOUT", 15.0)
 BARRIER_TIMEOUT_S = 120.0
 WINDOW_SLACK_S = 20.0  # how much longer than its window a stoppable run is started (room for a slow start)
 STOP_TIMEOUT_S = 20.0  # for the command that ends a guest's run at the common instant (window)
@@ -400,7 +405,7 @@ def _container_image(host: Host, campaign: str, files: Mapping[str, Path], base:
 
 def _accel(host: Host, img: image.GuestImage, log_dir: str) -> str:
     """The accelerator of this host: "kvm" if a KVM guest really boots, else "tcg" (probed once)."""
-    return _memoized(("accel", host.name), lambda: libvirt.probe_accel(host, str(img.kernel), str(img.initrd), PROBE_TIMEOUT_S, log_dir=log_dir))
+    return _memoized(("accel", host.name), lambda: libvirt.probe_accel(host, str(img.kernel), str(img.initrd), probe_timeout_s(), log_dir=log_dir))
 
 
 def host_topology(host: Host) -> Topology:
@@ -611,7 +616,7 @@ def _boot(env: str, host: Host, plugin: Workload, params: Mapping[str, Any], ctx
 def _ready_waiter(host: Host, spec: GuestSpec, net: Network, started: float, logs: str) -> Callable[[], float]:
     def wait() -> float:
         try:
-            libvirt.wait_ssh(host, libvirt.guest_address(spec.index, net.subnet), max(1.0, BOOT_TIMEOUT_S - (time.monotonic() - started)))
+            libvirt.wait_ssh(host, libvirt.guest_address(spec.index, net.subnet), max(1.0, boot_timeout_s() - (time.monotonic() - started)))
         except ProvisionError as exc:
             tail = libvirt.console_tail(host, xen.console_log(spec.name, spec.env) if spec.env.startswith("xen-") else f"{logs}/{spec.name}.log")
             raise ProvisionError(f"guest vm {spec.index} ({spec.name}) on {host.name}: {exc}; console: {tail or '(empty)'}") from None

@@ -33,6 +33,7 @@ from runner.hosts.base import LOCAL_NAMES, Host
 from runner.hosts.local import LocalHost
 from runner.hosts.ssh import HostSpec, SSHHost, check_known_hosts_file
 from runner.textfile import read_text
+from runner.util import parse_yaml
 
 DEFAULT_CONNECT_TIMEOUT = 10.0  # Ansible's own default `timeout`
 SSH_CONNECTIONS = frozenset({"ssh", "paramiko", "paramiko_ssh", "smart"})
@@ -158,12 +159,7 @@ def check_inventory_file(path: Path) -> None:
     text = read_text(path, "inventory file")
     if path.suffix not in (".yml", ".yaml"):
         return
-    try:
-        yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise UsageError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
-    except RecursionError:
-        raise UsageError(f"{path}: nested too deeply to be an inventory") from None
+    parse_yaml(text, path, "an inventory")
 
 
 def vars_files(loader: Any, manager: Any, base: Path) -> list[tuple[Path, str]]:
@@ -198,13 +194,8 @@ def check_vars_file(path: Path, kind: str) -> None:
         doc = json.loads(text) if path.suffix == ".json" else None
     except ValueError:
         doc = None  # Ansible reads a .json file that is not JSON as YAML
-    try:
-        if doc is None:
-            doc = yaml.load(text, Loader=_VarsLoader)  # noqa: S506 - a SafeLoader
-    except yaml.YAMLError as e:
-        raise UsageError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
-    except RecursionError:
-        raise UsageError(f"{path}: nested too deeply to be a {what}") from None
+    if doc is None:
+        doc = parse_yaml(text, path, f"a {what}", _VarsLoader)
     if doc is not None and not isinstance(doc, dict):
         raise UsageError(f"{path}: holds a {type(doc).__name__}, not a mapping of variable names to values; allowed in {kind}/: "
                          "a mapping such as `ansible_user: admin`")

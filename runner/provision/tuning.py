@@ -20,10 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from runner.errors import UsageError
 from runner.textfile import read_text
+from runner.util import parse_yaml
 
 STATE_VERSION = 1
 PREFIX = "host_tuning_"
@@ -288,12 +287,7 @@ def merge_state(existing: Mapping[str, Any] | None, new: Mapping[str, Any]) -> d
 def load_tune_file(path: Path) -> dict[str, Any]:
     """Read and validate a --tune file; errors name the file."""
     text = read_text(Path(path), "tuning file")  # missing, directory, binary, not UTF-8: one line naming it
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: cannot read tuning knobs: {' '.join(str(exc).split())}") from None
-    except RecursionError:
-        raise UsageError(f"{path}: nested too deeply to be a file of tuning knobs") from None
+    data = parse_yaml(text, path, "a file of tuning knobs", invalid="cannot read tuning knobs") or {}
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a mapping of knob: value")
     knobs_from_vars(data, str(path))

@@ -36,6 +36,7 @@ from runner.records.store import (
     read_json,
     split_host_file,
 )
+from runner.util import one_line
 
 ARCHIVE_VERSION = 1  # 1: first release (archive.json, schema.json, DATA-CARD.md, MANIFEST.sha256)
 MANIFEST = "MANIFEST.sha256"
@@ -234,7 +235,7 @@ def _read_members(archive: Path, sink: Callable[[str, bytes], None], limits: Lim
     except FileNotFoundError:
         raise BadDatasetError(f"{archive}: no such archive") from None
     except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as exc:
-        raise BadDatasetError(f"{where}: refused: the archive is truncated or damaged ({' '.join(str(exc).split()) or type(exc).__name__})") from None
+        raise BadDatasetError(f"{where}: refused: the archive is truncated or damaged ({one_line(exc, limit=10_000)})") from None
 
 
 def verify(archive: Path, *, keep: dict[str, bytes] | None = None, limits: Limits | None = None) -> Verified:
