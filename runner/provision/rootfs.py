@@ -63,16 +63,7 @@ mountpoint -q /dev/shm || mount -t tmpfs tmpfs /dev/shm
 mountpoint -q /run || mount -t tmpfs tmpfs /run
 mountpoint -q /tmp || mount -t tmpfs tmpfs /tmp
 mount -o remount,rw / 2>/dev/null
-echo {image.INIT_MARKER}
-IP=; GW=; PROBE=
-for arg in $(cat /proc/cmdline); do
-  case "$arg" in
-    runner.ip=*) IP="${{arg#runner.ip=}}" ;;
-    runner.gw=*) GW="${{arg#runner.gw=}}" ;;
-    runner.probe) PROBE=1 ;;
-  esac
-done
-[ -n "$PROBE" ] && {{ sync; echo o > /proc/sysrq-trigger; }}
+{image.INIT_ARGS}[ -n "$PROBE" ] && {{ sync; echo o > /proc/sysrq-trigger; }}
 for m in $(cat /etc/runner-modules); do
   insmod "/lib/modules/runner/$m.ko" 2>/dev/null || grep -q "^$m " /proc/modules || echo "runner-guest: insmod $m failed"
 done
