@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from runner.matrix.load import PERCENT
+PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")  # a value relative to the host's CPUs: '50%'
 
 Cell = dict[str, Any]
 

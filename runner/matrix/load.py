@@ -21,6 +21,7 @@ import yaml
 
 from runner import defaults
 from runner.errors import MatrixError, UsageError
+from runner.matrix.expand import PERCENT, expand_cells
 from runner.textfile import read_text
 
 
@@ -34,7 +35,6 @@ _Loader.yaml_implicit_resolvers = {
 }
 _Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
-PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 
 # Parameters the runner itself understands (environments and guests), allowed in axes and workload.params
 # next to the workload's own. See docs/matrix.md.
@@ -302,7 +302,6 @@ def _canary(
     anything else is one line naming the file, the key and the value."""
     if value is None:
         return None
-    from runner.matrix.expand import expand_cells  # expand imports this module
 
     wanted = dict(value["cell"])
     for key, v in wanted.items():
