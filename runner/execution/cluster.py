@@ -11,12 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
 import socket
-import struct
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -28,7 +24,6 @@ from runner.util import env_seconds, one_line
 WORKER_WAIT_ENV = "RUNNER_WORKER_WAIT"
 WORKER_WAIT_S = 30.0  # how long to wait for a worker to join an external scheduler (env RUNNER_WORKER_WAIT)
 CONNECT_TIMEOUT_S = 10.0
-HANDSHAKE_MAX = 1 << 20  # a Dask handshake is ~60 bytes; a first frame larger than this is not Dask
 
 
 STALL_AFTER_ENV = "RUNNER_STALL_AFTER"
@@ -231,60 +226,34 @@ def check_scheduler(scheduler: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     host, sep, port = rest.rpartition(":")
     if not sep or not host.strip("[]") or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise UsageError(f"--scheduler {scheduler!r} is not a scheduler address; {allowed}")
-    deadline = time.monotonic() + timeout
-    try:
-        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+    try:  # nothing listening is said by the socket itself (Dask's connect would retry until its timeout)
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as exc:
         why = exc.strerror or one_line(exc)
         raise UsageError(f"cannot reach the Dask scheduler at {scheduler}: {why}; is `dask scheduler` running there?") from None
-    not_dask = f"{scheduler} does not speak Dask's protocol (is it the scheduler's port? `dask scheduler` listens on 8786 by default)"
-    try:
-        with sock:
-            handshake = _read_message(sock, deadline)
-            if not (isinstance(handshake, dict) and "pickle-protocol" in handshake):
-                raise UsageError(not_dask)
-            _write_message(sock, {"compression": None, "python": tuple(sys.version_info[:3]), "pickle-protocol": pickle.HIGHEST_PROTOCOL})
-            _write_message(sock, {"op": "identity", "reply": True})
-            identity = _read_message(sock, deadline)
-    except (OSError, ValueError, struct.error):
-        raise UsageError(not_dask) from None
+    identity = _identity(f"tcp://{rest}", timeout)
+    if identity is None:
+        raise UsageError(f"{scheduler} does not speak Dask's protocol (is it the scheduler's port? `dask scheduler` listens on 8786 by default)")
     kind = identity.get("type") if isinstance(identity, dict) else None
     if kind != "Scheduler":
         raise UsageError(f"{scheduler} is a Dask {kind or 'server'}, not a scheduler; give the address of `dask scheduler`")
 
 
-def _read_message(sock: socket.socket, deadline: float) -> Any:
-    """One message of Dask's TCP framing (8-byte little-endian length, then packed frames); ValueError when
-    the bytes are not that."""
-    from distributed.protocol.core import loads
-    from distributed.protocol.utils import unpack_frames
+def _identity(address: str, timeout: float) -> Any:
+    """What the Dask server at `address` says it is (its `identity` reply, asked with Dask's own rpc); None
+    when what answers there is not a Dask server (no handshake, foreign bytes, no reply within `timeout`)."""
+    import asyncio
 
-    (size,) = struct.unpack("<Q", _read_exactly(sock, 8, deadline))
-    if not 0 < size <= HANDSHAKE_MAX:
-        raise ValueError(f"frame of {size} bytes")
+    from distributed.core import rpc
+
+    async def ask() -> Any:
+        async with rpc(address, timeouts={"connect": timeout}) as server:
+            return await server.identity()
+
     try:
-        return loads(unpack_frames(_read_exactly(sock, size, deadline)))
-    except Exception as exc:  # noqa: BLE001 - whatever the decoder makes of foreign bytes
-        raise ValueError(one_line(exc)) from None
-
-
-def _write_message(sock: socket.socket, msg: Any) -> None:
-    from distributed.protocol.core import dumps
-    from distributed.protocol.utils import pack_frames
-
-    body = pack_frames(dumps(msg))
-    sock.sendall(struct.pack("<Q", len(body)) + body)
-
-
-def _read_exactly(sock: socket.socket, n: int, deadline: float) -> bytes:
-    data = bytearray()
-    while len(data) < n:
-        sock.settimeout(max(0.01, deadline - time.monotonic()))
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ValueError("connection closed")
-        data += chunk
-    return bytes(data)
+        return asyncio.run(asyncio.wait_for(ask(), timeout))
+    except Exception:  # noqa: BLE001 - whatever Dask makes of a server that is not one (MemoryError for a huge frame)
+        return None
 
 
 def _check_workers(client: Any, scheduler: str, wait_s: float) -> None:
