@@ -94,3 +94,13 @@ def test_a_launch_refuses_a_hold_path_naming_a_config(tmp_path: Path, capsys: py
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{config}: a file of other content, not a hold file; left untouched" in err
     assert _snapshot(config) == before
+
+
+def test_the_default_hold_directory_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNNER_HOLD_DIR", str(tmp_path / "mine"))
+    hold = acquire(LocalHost("h"), "me@ctl", "c", 60)
+    assert Path(hold.path).parent == tmp_path / "mine" and Path(hold.path).is_file()
+    hold.release()
+    monkeypatch.setenv("RUNNER_HOLD_DIR", "relative/holds")
+    with pytest.raises(UsageError, match="RUNNER_HOLD_DIR='relative/holds': not the full path of a directory"):
+        acquire(LocalHost("h"), "me@ctl", "c", 60)

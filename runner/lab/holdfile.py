@@ -4,16 +4,18 @@ The protocol that writes it is runner.lab.holds; runner.lab.reservations says wh
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from runner.errors import RunnerError
+from runner.errors import RunnerError, UsageError
 from runner.hosts.process import ProcessId
 
 DEFAULT_TTL = 60.0
 HOLD_PATH_VAR = "runner_hold_path"  # the inventory variable (read by runner.provision.inventory)
 DEFAULT_DIR = "/var/lib/runner/holds"
+HOLD_DIR_ENV = "RUNNER_HOLD_DIR"  # another directory for the default hold files (every controller must agree)
 LOCK_WAIT_S = 10  # how long one operation waits for another controller's operation on the same host
 # Hold file versions: 1: owner, campaign, since, ttl, token, pid; heartbeat = file mtime.
 # 2: + controller (host name of the controller machine), pid_start, boot_id (the holder process's identity).
@@ -63,6 +65,17 @@ class HostBusy(RunnerError):
 class HoldLost(RunnerError):
     """Our hold is gone: it expired and another controller took the host, or it was released by force."""
 
+
+
+def hold_dir() -> str:
+    """The directory of the default hold files on every host: RUNNER_HOLD_DIR if set (a full path; tests give
+    each test its own), else DEFAULT_DIR."""
+    value = os.environ.get(HOLD_DIR_ENV, "").strip()
+    if not value:
+        return DEFAULT_DIR
+    if not value.startswith("/") or any(c in value for c in "\n\0"):
+        raise UsageError(f"{HOLD_DIR_ENV}={value!r}: not the full path of a directory")
+    return value.rstrip("/") or "/"
 
 
 def parse_hold(host: str, path: str, text: str, age_s: float) -> HoldInfo | None:

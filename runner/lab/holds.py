@@ -25,13 +25,13 @@ from runner.hosts.base import Host
 from runner.hosts.process import ProcessId
 from runner.lab.guard import HoldGuard
 from runner.lab.holdfile import (
-    DEFAULT_DIR,
     DEFAULT_TTL,
     HOLD_VERSION,
     LOCK_WAIT_S,
     HoldInfo,
     HoldLost,
     HostBusy,
+    hold_dir,
     is_own_stale,
     lost_reason,
     parse_hold,
@@ -45,10 +45,10 @@ from runner.lab.holdfile import (
 # hold left by a process that is gone); if the hold changed meanwhile, BUSY.
 MAX_HOLD_BYTES = 4096  # a hold file is one JSON line of about 300 bytes
 _SCRIPT = r"""
-op=$1 path=$2 token=$3 ttl=$4 doc=$5 expect=$6
+op=$1 path=$2 token=$3 ttl=$4 doc=$5 expect=$6 holddir=$7
 if [ -z "$path" ]; then
   ino=$(stat -L -c %i /proc/self/ns/net) || { echo "ERROR cannot read /proc/self/ns/net"; exit 0; }
-  path=DEFAULT_DIR/hold-net$ino.json
+  path=$holddir/hold-net$ino.json
 fi
 dir=$(dirname "$path")
 report() {
@@ -94,7 +94,7 @@ release)
 force)
   report OK; rm -f "$path";;
 esac
-""".replace("DEFAULT_DIR", DEFAULT_DIR).replace("LOCK_WAIT", str(LOCK_WAIT_S)).replace("MAX_HOLD", str(MAX_HOLD_BYTES))
+""".replace("LOCK_WAIT", str(LOCK_WAIT_S)).replace("MAX_HOLD", str(MAX_HOLD_BYTES))
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ def default_owner() -> str:
 
 
 def _call(host: Host, op: str, path: str | None, token: str = "", ttl: int = 0, doc: str = "", expect: str = "") -> _Answer:
-    argv = ["sh", "-c", _SCRIPT, "hold", op, path or "", token, str(ttl), doc, expect]
+    argv = ["sh", "-c", _SCRIPT, "hold", op, path or "", token, str(ttl), doc, expect, hold_dir()]
     result = host.run(argv, timeout=LOCK_WAIT_S + 20)
     lines = result.stdout.splitlines()
     if not result.ok or not lines:

@@ -28,7 +28,8 @@ runner.lab.guard (the trial guard), runner.lab.heartbeat (a campaign's holds on 
 Where the hold file is (per host):
 - the inventory variable `runner_hold_path` if set (a full path, read by load_inventory into
   HostSpec.hold_path), else
-- `/var/lib/runner/holds/hold-net<inode>.json`, where <inode> is the host's network namespace
+- `/var/lib/runner/holds/hold-net<inode>.json` (RUNNER_HOLD_DIR on the controller names another directory:
+  every controller sharing the hosts must then name the same; the tests give each test its own), where <inode> is the host's network namespace
   (`stat -L -c %i /proc/self/ns/net`). On separate machines every host has its own file system and the
   name is simply fixed per machine, whatever name each controller's inventory gives the host. On the
   namespace test bed the hosts share one file system but each sshd runs in its own network namespace,
@@ -46,12 +47,14 @@ from runner.lab.heartbeat import HoldSet, hold_hosts
 from runner.lab.holdfile import (
     DEFAULT_DIR,
     DEFAULT_TTL,
+    HOLD_DIR_ENV,
     HOLD_PATH_VAR,
     HOLD_VERSION,
     HoldInfo,
     HoldLost,
     HostBusy,
     is_own_stale,
+    hold_dir,
     parse_hold,
 )
 from runner.lab.holds import Hold, acquire, default_owner, force_release, status
@@ -65,7 +68,7 @@ def hold_paths(inventory: Path | str) -> dict[str, str]:
 
 
 __all__ = [
-    "DEFAULT_DIR", "DEFAULT_TTL", "GUARD_RC", "HOLD_PATH_VAR", "HOLD_VERSION", "GuardedHost", "Hold", "HoldGuard",
+    "DEFAULT_DIR", "DEFAULT_TTL", "GUARD_RC", "HOLD_DIR_ENV", "HOLD_PATH_VAR", "HOLD_VERSION", "GuardedHost", "Hold", "HoldGuard",
     "HoldInfo", "HoldLost", "HoldSet", "HostBusy", "acquire", "default_owner", "force_release", "hold_hosts",
-    "hold_paths", "is_own_stale", "parse_hold", "status",
+    "hold_dir", "hold_paths", "is_own_stale", "parse_hold", "status",
 ]
