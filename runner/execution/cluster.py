@@ -247,11 +247,12 @@ def _identity(address: str, timeout: float) -> Any:
     from distributed.core import rpc
 
     async def ask() -> Any:
-        async with rpc(address, timeouts={"connect": timeout}) as server:
+        async with rpc(address, timeout=timeout) as server:
             return await server.identity()
 
-    try:
-        return asyncio.run(asyncio.wait_for(ask(), timeout))
+    try:  # in a thread of its own: the caller's event loop (and tornado's idea of it) stays as it was
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="runner-scheduler-check") as pool:
+            return pool.submit(asyncio.run, asyncio.wait_for(ask(), timeout)).result()
     except Exception:  # noqa: BLE001 - whatever Dask makes of a server that is not one (MemoryError for a huge frame)
         return None
 

@@ -62,10 +62,11 @@ refuse() { echo "REFUSED $path: $1, not a hold file; left untouched (runner_hold
 holdfile() {
   if [ -L "$path" ]; then refuse "a symbolic link"; fi
   if [ -e "$path" ] && [ ! -f "$path" ]; then refuse "not a regular file"; fi
-  if [ -f "$path" ]; then
-    [ "$(stat -c %s "$path")" -le MAX_HOLD ] || refuse "larger than any hold file"
-    case "$(cat "$path" 2>/dev/null)" in '{'*'"owner": "'*'"token": "'*'}') ;; *) refuse "a file of other content";; esac
-  fi
+  [ -f "$path" ] || return 0
+  size=$(stat -c %s "$path" 2>/dev/null) || return 0  # released meanwhile (status takes no lock): no hold
+  [ "$size" -le MAX_HOLD ] || refuse "larger than any hold file"
+  c=$(cat "$path" 2>/dev/null) || return 0
+  case "$c" in '{'*'"owner": "'*'"token": "'*'}') ;; *) [ -e "$path" ] || return 0; refuse "a file of other content";; esac
 }
 if [ "$op" = status ]; then holdfile; report OK; exit 0; fi
 mkdir -p "$dir" 2>/dev/null || { echo "ERROR cannot create hold directory $dir"; exit 0; }
