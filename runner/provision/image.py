@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import ProvisionError
+from runner.util import run_checked
 
 # Bump when the layout or the init script changes, so cached images are rebuilt.
 BUILDER_VERSION = 1
@@ -290,7 +291,7 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
 
 
 def _run(argv: list[str]) -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if proc.returncode:
-        raise ProvisionError(f"{argv[0]} failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
-    return proc.stdout
+    return run_checked(argv, timeout=LOCAL_TOOL_TIMEOUT_S, what=argv[0], error=ProvisionError).stdout
+
+
+LOCAL_TOOL_TIMEOUT_S = 600  # a key, a list of applets: seconds; more means the tool hangs

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from runner.errors import ImageBuildError, ProvisionError
 from runner.provision import image
+from runner.util import run_checked
 
 BUILDER_VERSION = 1
 SUITE = "bookworm"
@@ -340,9 +341,7 @@ def _step(argv: Sequence[str], staging: Path, what: str, final: Path) -> None:
 
 
 def _run_ok(argv: Sequence[str], what: str) -> None:
-    proc = subprocess.run(list(argv), capture_output=True, text=True, check=False)
-    if proc.returncode:
-        raise ImageBuildError(f"guest image build: {what} failed: {(proc.stderr or proc.stdout).strip()[-200:]}")
+    run_checked(argv, timeout=600, what=f"guest image build: {what}", error=ImageBuildError)
 
 
 def _need(tool: str, package: str) -> None:
