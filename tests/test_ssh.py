@@ -18,6 +18,7 @@ from runner.errors import HostError, UsageError
 from runner.hosts.ssh import HANGUP_WRAPPER, HostSpec, SSHHost, remote_command
 from runner.provision.inventory import connect, load_inventory
 from runner.testing.testbed import TestBed, TestHost
+from tests.events import wait_for
 
 netns = [pytest.mark.netns, pytest.mark.integration]
 
@@ -130,7 +131,6 @@ KILLED_CONTROLLER = """
 import sys
 from runner.hosts.ssh import HostSpec, SSHHost
 from runner.provision.inventory import load_inventory
-from tests.events import wait_for
 
 spec = load_inventory(sys.argv[1]).resolve("tb2")[0]
 host = SSHHost(spec)

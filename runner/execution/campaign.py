@@ -6,17 +6,19 @@
 - runner.execution.launch      lock, holds, plan, provenance, summary
 - runner.execution.dispatch    the Dask loop that keeps every host busy and records every attempt
 - runner.execution.placement   placement each/pool, host working directories
+- runner.execution.stall       why nothing moves, asked of the scheduler
 """
 
 from __future__ import annotations
 
 from runner.errors import RunnerError
-from runner.execution.dispatch import Dispatch, Progress, stall_reason
+from runner.execution.dispatch import Dispatch, Progress
 from runner.execution.dispatch import preferred_workers as _preferred
 from runner.execution.facts import collect_all, collect_facts, describe_changes, fact_changes
 from runner.execution.launch import LaunchContext, Summary, git_commit, launch
 from runner.execution.placement import WORKDIR_ROOT, Placement, workdir_for
 from runner.execution.preflight import PROJECT_ROOT, check_guests, check_host_tools, inventory_path, resolve_hosts
+from runner.execution.stall import stall_reason
 
 _Dispatch = Dispatch  # the name tests use
 

@@ -11,7 +11,7 @@ import collections
 import contextlib
 import os
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +22,8 @@ from runner.execution.canary import Canaries, probes_for
 from runner.execution.cluster import SchedulerLost, client_for, stall_after_s, worker_addresses, worker_wait_s
 from runner.execution.placement import Placement, workdir_for
 from runner.execution.rounds import Rounds
-from runner.execution.worker import AttemptSpec, execute, kill_running, leases_waiting, release_guests, warm
+from runner.execution.stall import why_stalled
+from runner.execution.worker import AttemptSpec, execute, kill_running, release_guests, warm
 from runner.matrix.load import Matrix
 from runner.records.store import AttemptRecord, CampaignStore
 from runner.trials import Trial, trial_guest_key
@@ -50,6 +51,21 @@ class Progress:
     @property
     def remaining(self) -> int:
         return self.total - self.skipped - self.done - self.failed
+
+
+@dataclass
+class _Flight:
+    """What the Dask loop keeps while trials are in flight (Dispatch._loop)."""
+
+    workers: list[str]  # the scheduler's workers at the last look
+    preferred: dict[str, str]  # host -> the worker its trials name (preferred_workers)
+    inflight: dict[Any, tuple[Trial, int, str]] = field(default_factory=dict)  # future -> (trial, attempt, host)
+    sent: dict[Any, tuple[AttemptSpec, str | None]] = field(default_factory=dict)  # future -> what it runs, the worker it named
+    per_host: dict[str, collections.deque] = field(default_factory=lambda: collections.defaultdict(collections.deque))  # oldest first
+    suspects: set[Any] = field(default_factory=set)  # named to a worker that left, running nowhere at the last look
+    checked: float = 0.0  # the last look at the workers
+    quiet_since: float = 0.0  # the last trial sent or finished
+    no_workers_since: float | None = None
 
 
 class Dispatch:
@@ -167,143 +183,150 @@ class Dispatch:
         from distributed import wait
         from distributed.client import FuturesCancelledError
 
-        inflight: dict[Any, tuple[Trial, int, str]] = {}
-        sent: dict[Any, tuple[AttemptSpec, str | None]] = {}  # future -> what it runs, the worker it named
-        per_host: dict[str, collections.deque] = collections.defaultdict(collections.deque)  # host -> its futures, oldest first
         workers = worker_addresses(client)
-        preferred = preferred_workers(sorted(self.specs), workers)
+        f = _Flight(workers=workers, preferred=preferred_workers(sorted(self.specs), workers))
         if shared:
             threads = sum(w.get("nthreads", 1) for w in client.scheduler_info(n_workers=-1)["workers"].values())
             if threads < len(self.specs):
                 self.progress.messages.append(
                     f"the scheduler has {threads} worker threads for {len(self.specs)} hosts: at most {threads} hosts measure at once"
                 )
-        if not shared:  # each worker connects to its hosts now: all hosts start their first trial together
+        else:  # each worker connects to its hosts now: all hosts start their first trial together
             warming = [client.submit(warm, self.specs[n], key=f"warm-{self.matrix.campaign}-{n}-{os.getpid()}-{time.monotonic_ns()}",
-                                     workers=[preferred[n]], allow_other_workers=True, pure=False)
-                       for n in sorted(self.specs) if n in preferred]
+                                     workers=[f.preferred[n]], allow_other_workers=True, pure=False)
+                       for n in sorted(self.specs) if n in f.preferred]
             with contextlib.suppress(TimeoutError):  # a host that does not answer in time: its first trial says why
                 wait(warming, timeout=WARM_TIMEOUT_S)
         stall_s, wait_s = stall_after_s(), worker_wait_s()
-        checked = quiet_since = time.monotonic()  # the last look at the workers; the last trial sent or finished
-        no_workers_since: float | None = None
-        suspects: set[Any] = set()  # futures named to a worker that left, not running anywhere at the last look
+        f.checked = f.quiet_since = time.monotonic()
         self.notify(self.progress)
-
-        def send(name: str, trial: Trial, attempt: int, keep: bool) -> None:
-            nonlocal quiet_since
-            self._sent_to[name] = self._sent_to.get(name, 0) + 1
-            spec = AttemptSpec(
-                trial, attempt, self.specs[name], self.matrix.timeout, workdir_for(self.matrix, self.specs[name]),
-                host_lease=shared, keep_guests=keep, probes=probes_for(trial, self.matrix.probes),
-                hold=self.hold_guard(name) if self.hold_guard is not None else None,
-                turn=None if shared else (self._launch, self._sent_to[name]),
-            )
-            future = self._submit(client, spec, preferred.get(name))
-            inflight[future] = (trial, attempt, name)
-            sent[future] = (spec, preferred.get(name))
-            per_host[name].append(future)
-            self.progress.running.setdefault(name, trial.label())
-            quiet_since = time.monotonic()
-
         while True:
-            for _pass in range(2):  # every host its next trial first, then a second where one may wait (_depth)
-                ready = [n for n in sorted(self.specs) if n not in self.dead and n not in self.lost and queues.get(self._queue_key(n))]
-                for name in ready:
-                    queue = queues.get(self._queue_key(name))
-                    if not queue or len(per_host[name]) >= self._depth(name, queue, per_host, inflight, shared):
-                        continue
-                    canary = self.canaries.due(name) if self.canaries is not None else None
-                    if canary is not None:
-                        self.progress.total += 1
-                    trial, attempt = (canary, 1) if canary is not None else queue.popleft()
-                    key = trial_guest_key(trial)
-                    keep = self.matrix.reuse == "configuration" and key is not None and bool(queue) and trial_guest_key(queue[0][0]) == key
-                    send(name, trial, attempt, keep)
-            if not inflight:
+            self._fill(client, f, queues, shared)
+            if not f.inflight:
                 if self._next_round(queues):
                     continue
                 closing = self._closing_canaries()
                 for name, trial in closing:  # the canary once more after each host's last trial: drift to the end
                     self.progress.total += 1
-                    send(name, trial, 1, False)
+                    self._send(client, f, name, trial, 1, False, shared)
                 if closing:
                     continue
                 break
             self.notify(self.progress)
             try:
-                done, _ = wait(list(inflight), return_when="FIRST_COMPLETED", timeout=1.0)
+                done, _ = wait(list(f.inflight), return_when="FIRST_COMPLETED", timeout=1.0)
             except TimeoutError:  # nothing finished within a second: refresh the display and wait again
                 done = set()
             except FuturesCancelledError:  # only a lost scheduler connection cancels the futures we keep
-                raise SchedulerLost(self._scheduler_lost(len(inflight))) from None
+                raise SchedulerLost(self._scheduler_lost(len(f.inflight))) from None
             for future in done:
-                trial, attempt, name = inflight.pop(future)
-                sent.pop(future, None)
-                suspects.discard(future)
-                with contextlib.suppress(ValueError):
-                    per_host[name].remove(future)
-                if per_host[name]:  # the next trial of the host started as this one ended
-                    self.progress.running[name] = inflight[per_host[name][0]][0].label()
-                else:
-                    self.progress.running.pop(name, None)
-                try:
-                    rec = future.result()
-                except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker: the trial's worker died repeatedly
-                    rec = _failure(trial, attempt, name, f"{name}: Dask could not run the trial: {type(exc).__name__}: {one_line(exc)}", "failed")
-                if rec.failure_kind == "hold":  # the trial found our hold gone before it ran: not an attempt
-                    if name not in self.lost:
-                        self._lose(name, (self.check_hold(name) if self.check_hold else None) or rec.error or "hold lost")
-                    queues[self._queue_key(name)].appendleft((trial, attempt))
-                    continue
-                if rec.failure_kind == "host" and name in self.dead:  # it waited behind the trial that found the
-                    queues[self._queue_key(name)].appendleft((trial, attempt))  # host gone: not an attempt, goes elsewhere
-                    continue
-                self._handle(rec, trial, attempt, name, queues)
+                self._take(future, f, queues)
             if done:
-                quiet_since = time.monotonic()
-                continue
-            if time.monotonic() - checked < CHURN_CHECK_S:
-                continue
-            # Nothing finished for a while: look at the workers.
-            self.notify(self.progress)
-            checked = time.monotonic()
-            try:
-                now_workers = worker_addresses(client)
-                if now_workers != workers:
-                    workers, preferred = now_workers, preferred_workers(sorted(self.specs), now_workers)
-                if not workers:
-                    suspects = set()
-                    if no_workers_since is None:
-                        no_workers_since = checked
-                        self.progress.messages.append(
-                            f"every Dask worker left the scheduler; {len(inflight)} trials wait for new workers "
-                            f"(up to {wait_s:g} s, RUNNER_WORKER_WAIT)"
-                        )
-                        self.notify(self.progress)
-                    elif checked - no_workers_since > wait_s:
-                        raise RunnerError(
-                            f"every Dask worker left the scheduler ({len(inflight)} trials were running); "
-                            "start workers again and relaunch: finished trials are kept"
-                        )
-                    continue
-                if no_workers_since is not None:
-                    no_workers_since = None
-                    self.progress.messages.append(f"Dask workers are back ({len(workers)}); the waiting trials go to them")
-                suspects = self._rebind(client, inflight, sent, suspects, set(workers), preferred, per_host)
-                if checked - quiet_since >= stall_s:
-                    if why := self._why_stalled(client, inflight):
-                        self.progress.messages.append(f"no progress for {checked - quiet_since:.0f} s with {self.progress.remaining} trials pending: {why}")
-                        self.notify(self.progress)
-                    quiet_since = checked  # said (or all running): say it again after another such period
-            except OSError as exc:  # the scheduler's connection broke while we asked it something
-                raise SchedulerLost(self._scheduler_lost(len(inflight), exc)) from None
+                f.quiet_since = time.monotonic()
+            elif time.monotonic() - f.checked >= CHURN_CHECK_S:  # nothing finished for a while: look at the workers
+                self._look_at_workers(client, f, stall_s, wait_s)
         # Hosts that died or lost their holds leave trials behind (placement each): record them as failed.
         for key, queue in queues.items():
             while queue:
                 trial, attempt = queue.popleft()
                 host = key or "pool"
                 self._record_unrun(trial, attempt, host, self._unrun_reason(host))
+
+    def _fill(self, client: Any, f: _Flight, queues: dict[Any, collections.deque], shared: bool) -> None:
+        """Every host its next trial first, then a second where one may wait (_depth); a canary run goes first
+        when one is due."""
+        for _pass in range(2):
+            ready = [n for n in sorted(self.specs) if n not in self.dead and n not in self.lost and queues.get(self._queue_key(n))]
+            for name in ready:
+                queue = queues.get(self._queue_key(name))
+                if not queue or len(f.per_host[name]) >= self._depth(name, queue, f.per_host, f.inflight, shared):
+                    continue
+                canary = self.canaries.due(name) if self.canaries is not None else None
+                if canary is not None:
+                    self.progress.total += 1
+                trial, attempt = (canary, 1) if canary is not None else queue.popleft()
+                key = trial_guest_key(trial)
+                keep = self.matrix.reuse == "configuration" and key is not None and bool(queue) and trial_guest_key(queue[0][0]) == key
+                self._send(client, f, name, trial, attempt, keep, shared)
+
+    def _send(self, client: Any, f: _Flight, name: str, trial: Trial, attempt: int, keep: bool, shared: bool) -> None:
+        self._sent_to[name] = self._sent_to.get(name, 0) + 1
+        spec = AttemptSpec(
+            trial, attempt, self.specs[name], self.matrix.timeout, workdir_for(self.matrix, self.specs[name]),
+            host_lease=shared, keep_guests=keep, probes=probes_for(trial, self.matrix.probes),
+            hold=self.hold_guard(name) if self.hold_guard is not None else None,
+            turn=None if shared else (self._launch, self._sent_to[name]),
+        )
+        future = self._submit(client, spec, f.preferred.get(name))
+        f.inflight[future] = (trial, attempt, name)
+        f.sent[future] = (spec, f.preferred.get(name))
+        f.per_host[name].append(future)
+        self.progress.running.setdefault(name, trial.label())
+        f.quiet_since = time.monotonic()
+
+    def _take(self, future: Any, f: _Flight, queues: dict[Any, collections.deque]) -> None:
+        """A trial's future finished: its record, or why it has none; a trial that found its host gone or its
+        hold lost before it ran goes back to its queue (not an attempt)."""
+        trial, attempt, name = f.inflight.pop(future)
+        f.sent.pop(future, None)
+        f.suspects.discard(future)
+        with contextlib.suppress(ValueError):
+            f.per_host[name].remove(future)
+        if f.per_host[name]:  # the next trial of the host started as this one ended
+            self.progress.running[name] = f.inflight[f.per_host[name][0]][0].label()
+        else:
+            self.progress.running.pop(name, None)
+        try:
+            rec = future.result()
+        except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker: the trial's worker died repeatedly
+            rec = _failure(trial, attempt, name, f"{name}: Dask could not run the trial: {type(exc).__name__}: {one_line(exc)}", "failed")
+        if rec.failure_kind == "hold":  # the trial found our hold gone before it ran: not an attempt
+            if name not in self.lost:
+                self._lose(name, (self.check_hold(name) if self.check_hold else None) or rec.error or "hold lost")
+            queues[self._queue_key(name)].appendleft((trial, attempt))
+            return
+        if rec.failure_kind == "host" and name in self.dead:  # it waited behind the trial that found the
+            queues[self._queue_key(name)].appendleft((trial, attempt))  # host gone: not an attempt, goes elsewhere
+            return
+        self._handle(rec, trial, attempt, name, queues)
+
+    def _look_at_workers(self, client: Any, f: _Flight, stall_s: float, wait_s: float) -> None:
+        """Nothing finished for a while: follow the workers that left or came, send again the trials bound to a
+        worker that left, and say why nothing moves (RUNNER_STALL_AFTER); every worker gone for longer than
+        RUNNER_WORKER_WAIT ends the campaign."""
+        self.notify(self.progress)
+        f.checked = time.monotonic()
+        try:
+            now_workers = worker_addresses(client)
+            if now_workers != f.workers:
+                f.workers, f.preferred = now_workers, preferred_workers(sorted(self.specs), now_workers)
+            if not f.workers:
+                f.suspects = set()
+                if f.no_workers_since is None:
+                    f.no_workers_since = f.checked
+                    self.progress.messages.append(
+                        f"every Dask worker left the scheduler; {len(f.inflight)} trials wait for new workers "
+                        f"(up to {wait_s:g} s, RUNNER_WORKER_WAIT)"
+                    )
+                    self.notify(self.progress)
+                elif f.checked - f.no_workers_since > wait_s:
+                    raise RunnerError(
+                        f"every Dask worker left the scheduler ({len(f.inflight)} trials were running); "
+                        "start workers again and relaunch: finished trials are kept"
+                    )
+                return
+            if f.no_workers_since is not None:
+                f.no_workers_since = None
+                self.progress.messages.append(f"Dask workers are back ({len(f.workers)}); the waiting trials go to them")
+            f.suspects = self._rebind(client, f.inflight, f.sent, f.suspects, set(f.workers), f.preferred, f.per_host)
+            if f.checked - f.quiet_since >= stall_s:
+                if why := why_stalled(client, {fut: name for fut, (_, _, name) in f.inflight.items()}):
+                    self.progress.messages.append(
+                        f"no progress for {f.checked - f.quiet_since:.0f} s with {self.progress.remaining} trials pending: {why}")
+                    self.notify(self.progress)
+                f.quiet_since = f.checked  # said (or all running): say it again after another such period
+        except OSError as exc:  # the scheduler's connection broke while we asked it something
+            raise SchedulerLost(self._scheduler_lost(len(f.inflight), exc)) from None
 
     def _depth(self, name: str, queue: collections.deque, per_host: Mapping[str, collections.deque], inflight: Mapping[Any, tuple[Trial, int, str]], shared: bool) -> int:
         """How many trials `name` may have in flight: 2 (the next one waits on the host's worker) for trials on
@@ -384,19 +407,6 @@ class Dispatch:
             )
             self.notify(self.progress)
         return stuck - set(moved)
-
-    def _why_stalled(self, client: Any, inflight: Mapping[Any, tuple[Trial, int, str]]) -> str | None:
-        """Why no trial started or finished for a while, asked of the scheduler; None if every trial in
-        flight is running its workload (long trials, bounded by the timeout)."""
-        info = client.scheduler_info(n_workers=-1).get("workers", {})
-        if not info:
-            return "no Dask worker is connected to the scheduler"
-        keys = {f.key: name for f, (_, _, name) in inflight.items()}
-        stacks = client.call_stack(keys=list(keys)) if keys else {}
-        executing = {key for per in (stacks or {}).values() for key in per}
-        waits = client.run(leases_waiting, on_error="ignore") if keys else {}  # a worker that just left: not asked
-        leased = {key for per in (waits or {}).values() for key in per}
-        return stall_reason(keys, client.processing(), executing, sum(w.get("nthreads", 1) for w in info.values()), leased)
 
     def _scheduler_lost(self, running: int, exc: BaseException | None = None) -> str:
         where = f"the Dask scheduler at {self.scheduler}" if self.scheduler else "the local Dask scheduler"
@@ -489,41 +499,6 @@ def _on_host(trial: Trial) -> bool:
 def _failure(trial: Trial, attempt: int, host: str, error: str, kind: str) -> AttemptRecord:
     """The record of an attempt whose result the controller never got (not run, or lost in Dask)."""
     return AttemptRecord.build(trial, attempt, host, "failed", error, kind, started_at=time.time(), accel=None)
-
-
-def stall_reason(
-    pending: Mapping[Any, str], processing: Mapping[str, Sequence[Any]], executing: Collection[Any], threads: int,
-    leased: Collection[Any] = (),
-) -> str | None:
-    """Why the trials in flight make no progress, from what the scheduler and the workers say (pure). `pending`:
-    the Dask key of each trial in flight -> its host; `processing`: worker -> the keys it has; `executing`: the
-    keys running now; `leased`: the keys waiting for their host's lease (worker.leases_waiting: another
-    campaign measures on the host); `threads`: the scheduler's worker threads. None when every trial in flight
-    runs its workload, or waits only for this campaign's own running trials."""
-    if threads <= 0:
-        return "no Dask worker is connected to the scheduler"
-    placed = {key for keys in processing.values() for key in keys}
-    on_lease, running, waiting = [], [], []
-    for key, host in sorted(pending.items(), key=lambda kv: kv[1]):
-        if key in leased:
-            on_lease.append(host)
-        elif key not in executing:
-            waiting.append(host)
-        else:
-            running.append(host)
-    reasons = []
-    if on_lease:
-        whom = "every host" if len(on_lease) == len(pending) else "host" + ("s" if len(on_lease) > 1 else "")
-        reasons.append(f"{whom} {', '.join(on_lease)} held by another campaign on this scheduler (waiting for the host lease)")
-    others = len(placed - set(pending))
-    if waiting and others:
-        reasons.append(
-            f"all Dask workers busy elsewhere: {others} other tasks on the {threads} worker threads; "
-            f"trials for {', '.join(waiting)} wait for a thread"
-        )
-    elif waiting and len(running) + len(on_lease) < threads:
-        reasons.append(f"trials for {', '.join(waiting)} not taken by any Dask worker")
-    return "; ".join(reasons) or None
 
 
 def preferred_workers(hosts: Sequence[str], workers: Sequence[str]) -> dict[str, str]:
