@@ -193,3 +193,14 @@ def test_query_prints_a_bounded_number_of_rows(tmp_path: Path, capsys: pytest.Ca
     assert share.query("SELECT count(*) FROM metrics", ds)[1][0][0] > 0  # the views still read the dataset
     assert main(["dataset", "--datasets", str(ds), "query", sql, "--limit", "-1"]) == 2
     assert "--limit -1" in one_line_error(capsys)
+
+
+# ----- the data card reads the matrix as the matrix loader does ------------------------------------------------
+@pytest.mark.parametrize("description", ["no", "off", "yes"])
+def test_data_card_keeps_a_description_that_yaml_1_1_reads_as_a_boolean(description: str, tmp_path: Path) -> None:
+    root = make_campaign(tmp_path / "ds")
+    (root / "matrix.yml").write_text(f"campaign: c\ndescription: {description}\n")
+    archive = share.pack("c", tmp_path / "c.tar.gz", datasets=tmp_path / "ds")
+    with tarfile.open(archive) as tar:
+        card = tar.extractfile("c/DATA-CARD.md").read().decode().splitlines()
+    assert card[2] == description
