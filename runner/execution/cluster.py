@@ -244,7 +244,7 @@ def _identity(address: str, timeout: float) -> Any:
     when what answers there is not a Dask server (no handshake, foreign bytes, no reply within `timeout`)."""
     import asyncio
 
-    from distributed.core import rpc
+    from distributed.core import rpc  # distributed: a second of imports, only for --scheduler
 
     async def ask() -> Any:
         async with rpc(address, timeout=timeout) as server:

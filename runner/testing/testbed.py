@@ -583,13 +583,14 @@ def _ip(*args: str) -> str:
 def _forget_holds(netns: str) -> None:
     """Remove campaign holds (runner.lab.reservations) kept for this namespace. The kernel reuses a deleted
     namespace's inode, and holds are named after it: a hold left by a test must not outlive its test bed."""
-    from runner.lab.reservations import DEFAULT_DIR
+    from runner.lab.holdfile import DEFAULT_DIR, hold_dir  # imported on teardown only: the bed needs no lab
 
     try:
         inode = os.stat(f"/run/netns/{netns}").st_ino
     except OSError:
         return
-    (Path(DEFAULT_DIR) / f"hold-net{inode}.json").unlink(missing_ok=True)
+    for folder in {DEFAULT_DIR, hold_dir()}:  # RUNNER_HOLD_DIR: the tests' own
+        (Path(folder) / f"hold-net{inode}.json").unlink(missing_ok=True)
 
 
 def _ip_quiet(*args: str) -> None:
