@@ -1,4 +1,4 @@
-"""A host's next trial waits in its worker while the previous one runs (campaign._Dispatch._depth): the
+"""A host's next trial waits in its worker while the previous one runs (dispatch.Dispatch._depth): the
 worker's turn (worker._turn) gives the host to one trial at a time, in the order the controller sent them,
 across threads and processes of this machine."""
 

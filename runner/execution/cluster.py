@@ -3,7 +3,7 @@
 Trials ask Dask for no resources and name only a preferred worker (other workers are allowed), so a task
 can never wait for something no worker has; the controller itself keeps one trial per host in flight.
 How the controller lives with workers that come and go, and with a scheduler that goes away, is in
-campaign._Dispatch._loop; the waits it uses are here (RUNNER_WORKER_WAIT, RUNNER_STALL_AFTER).
+runner.execution.dispatch (Dispatch._loop); the waits it uses are here (RUNNER_WORKER_WAIT, RUNNER_STALL_AFTER).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ LOCAL_DASK_CONFIG = {
     "distributed.admin.tick.interval": "500ms",  # event-loop stall detection (20 ms)
     "distributed.admin.system-monitor.interval": "2s",  # CPU/memory samples for the dashboard (500 ms)
     "distributed.worker.memory.monitor-interval": "1s",  # the nanny's memory check (100 ms)
-    # Every trial names its host's worker; the next trial of a host waits there (campaign._Dispatch._depth).
+    # Every trial names its host's worker; the next trial of a host waits there (dispatch.Dispatch._depth).
     # Stealing would move it to an idle worker, to wait there for the host's turn on a new connection.
     "distributed.scheduler.work-stealing": False,
 }
@@ -157,7 +157,7 @@ def local_shape(n_hosts: int) -> tuple[int, int]:
     """(worker processes, threads per worker) of the local cluster for `n_hosts` hosts (pure). One worker
     process per host, at most 8 (beyond that, hosts share them): trials mostly wait on their hosts, and
     separate processes keep a crashed trial from taking the rest along. Two threads per host: a host's next
-    trial waits in its worker, behind the host's turn (campaign._Dispatch._depth), and must never keep
+    trial waits in its worker, behind the host's turn (dispatch.Dispatch._depth), and must never keep
     another host's trial from a thread."""
     n_workers = max(1, min(n_hosts, 8))
     return n_workers, 2 * -(-max(1, n_hosts) // n_workers)
