@@ -38,6 +38,7 @@ from runner.matrix.load import load_matrix, read_yaml
 from runner.paths import runner_home
 from runner.records.store import write_bytes_atomic, write_json_atomic
 from runner.textfile import read_text
+from runner.util import parse_yaml
 
 # What runs a schedule's instance: runner.cli.launch.launch_matrix(path, datasets=, inventory=, quiet=) -> Summary.
 Launcher = Callable[..., Any]
@@ -178,12 +179,7 @@ def _read_entries(path: Path) -> list[Any]:
     """The raw entries of the schedules file ([] when there is none); refuses a file that cannot be read at all."""
     if not path.exists():
         return []
-    try:
-        doc = yaml.safe_load(read_text(path, "schedules file"))
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not valid YAML: {getattr(exc, 'problem', None) or 'unreadable'}") from None
-    except RecursionError:
-        raise UsageError(f"{path}: nested too deeply to be a schedules file") from None
+    doc = parse_yaml(read_text(path, "schedules file"), path, "a schedules file")
     if doc is None:
         return []
     if not isinstance(doc, dict):
