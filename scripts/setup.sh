@@ -14,7 +14,8 @@ want_tests=0
 base_pkgs=(gcc libc6-dev make python3-venv python3-dev)
 test_pkgs=(openssh-server openssh-client iproute2 procps psmisc busybox-static dropbear-bin cpio gzip
            qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients linux-image-amd64
-           podman runc uidmap flex bison bc libelf-dev libssl-dev linux-source xz-utils mmdebstrap e2fsprogs)
+           podman runc uidmap flex bison bc libelf-dev libssl-dev linux-source xz-utils mmdebstrap e2fsprogs
+           stress-ng)
 pkgs=("${base_pkgs[@]}")
 (( want_tests )) && pkgs+=("${test_pkgs[@]}")
 

@@ -147,7 +147,7 @@ def get(name: str) -> Workload:
 
 def _load_builtin() -> None:
     # Importing the modules registers them.
-    from runner.workloads import command, lockbench  # noqa: F401
+    from runner.workloads import command, lockbench, stressng  # noqa: F401
 
     try:
         from runner.workloads import gmake  # noqa: F401
