@@ -137,8 +137,10 @@ class StressNG(Workload):
 
     def prepare(self, host: Host, ctx: WorkloadContext) -> None:
         """stress-ng must be there; read which stressors it knows (for command())."""
-        listed = host.run([BINARY, "--stressors"], timeout=60)
-        if listed.rc == 127 or (not listed.ok and "not found" in listed.tail()):
+        # Through sh: a missing binary is status 127 on every kind of host (a local one would raise).
+        listed = host.run(["sh", "-c", 'command -v "$1" >/dev/null || exit 127; exec "$1" --stressors', "sh", BINARY],
+                          timeout=60)
+        if listed.rc == 127:
             raise ProvisionError(f"{host.name}: stress-ng is not installed there (Debian package {PACKAGE!r}: "
                                  f"apt-get install {PACKAGE}, or let the host playbooks install it)")
         if not listed.ok:
