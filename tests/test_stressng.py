@@ -132,6 +132,33 @@ def test_stress_ng_missing_is_a_preparation_failure(tmp_path: Path) -> None:
     assert "\n" not in msg
 
 
+@pytest.mark.integration
+def test_the_host_playbooks_install_stress_ng_idempotently(tmp_path: Path) -> None:
+    """prepare.yml's stressng role on this machine, where stress-ng is installed (scripts/setup.sh --test): it
+    checks, finds it and changes nothing; with runner_prepare_stressng false it does not look at all."""
+    import sys
+
+    import yaml
+
+    from runner.provision.ansible import TaskEvent, run_playbook
+
+    inventory = tmp_path / "hosts.yml"
+    host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    inventory.write_text(yaml.safe_dump({"all": {"children": {"local": {"hosts": {"localhost": host}}}}}))
+    extravars = {"lockbench_dir": str(tmp_path / "lb")}
+    run_playbook("prepare.yml", inventory=inventory, extravars=extravars, private_data_root=tmp_path / "runs")
+    events: list[TaskEvent] = []
+    again = run_playbook("prepare.yml", inventory=inventory, extravars=extravars, private_data_root=tmp_path / "runs",
+                         on_event=events.append)
+    assert again.changed == 0
+    seen = {(e.task, e.status) for e in events if e.host}
+    assert ("Check whether stress-ng is installed", "ok") in seen and ("Install stress-ng", "skipped") in seen
+    events.clear()
+    run_playbook("prepare.yml", inventory=inventory, extravars={**extravars, "runner_prepare_stressng": False},
+                 private_data_root=tmp_path / "runs", on_event=events.append)
+    assert not [e for e in events if e.task == "Check whether stress-ng is installed" and e.host]
+
+
 def _nothing_left(campaign: str) -> None:
     libvirt.ensure_libvirtd(HERE)  # other tests on this machine may have stopped it
     assert libvirt.list_campaign(HERE, campaign) == [] and container.list_campaign(HERE, campaign) == []
