@@ -69,7 +69,7 @@ def test_the_study_in_miniature(tmp_path: Path, capsys: pytest.CaptureFixture[st
     by_env = collections.Counter(p["env"] for p in cells.values())
     assert by_env == {"kvm": 15, "xen-pv": 15, "xen-hvm": 3, "host": 3, "container": 3}
     for p in cells.values():
-        assert p["stressor"] == "futex" and p["workers"] == p["vcpus"]  # "100%" of the trial's CPUs
+        assert p["stressor"] == "flock" and p["workers"] == p["vcpus"]  # "100%" of the trial's CPUs
         if p["env"] in ("host", "container", "xen-hvm"):
             assert p["vms"] == 1 and sorted({q["vcpus"] for q in cells.values() if q["env"] == p["env"]}) == [20, 40, 80]
         if p["env"] in ("host", "container"):

@@ -32,7 +32,7 @@ DEFAULT_DURATION = 10
 # The stressors that hammer kernel locks, and the lock each one hits (docs/workloads.md says more).
 KERNEL_LOCK_STRESSORS: dict[str, str] = {
     "futex": "futex hash bucket spinlock (hb->lock) on every wait and wake",
-    "flock": "the file's lock context spinlock (flc_lock) and blocked_lock_lock, BSD flock()",
+    "flock": "one file's lock context spinlock (flc_lock), shared by every worker, BSD flock()",
     "lockofd": "flc_lock and blocked_lock_lock, open file description locks (F_OFD_SETLK)",
     "lockf": "flc_lock and blocked_lock_lock, POSIX record locks (lockf/F_SETLK)",
     "fcntl": "flc_lock, POSIX locks and the file table lock (files->file_lock)",
@@ -42,8 +42,6 @@ KERNEL_LOCK_STRESSORS: dict[str, str] = {
     "sem-sysv": "the System V semaphore array's spinlock (sem_lock)",
     "msg": "the System V message queue's spinlock (ipc lock)",
     "eventfd": "the eventfd's wait queue spinlock",
-    "dentry": "dentry d_lock and rename_lock",
-    "yield": "the scheduler's run queue locks (rq->lock)",
 }
 _STRESSOR = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
