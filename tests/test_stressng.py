@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -19,11 +18,16 @@ from runner.errors import ProvisionError
 from runner.execution import guests
 from runner.hosts.base import CommandResult
 from runner.hosts.local import LocalHost
-from runner.provision import container, libvirt, rootfs
+from runner.provision import libvirt
+from runner.provision.ansible import TaskEvent, run_playbook
 from runner.records.store import read_campaign
 from runner.testing import vmhost
 from runner.workloads.base import WorkloadContext
 from runner.workloads.stressng import PACKAGE, StressNG
+from tests.test_ansible_playbooks import inventory  # noqa: F401 - a fixture: this machine as Ansible's localhost
+from tests.test_guest_images import _nothing_left as nothing_left
+from tests.test_kvm_host import kvm_host  # noqa: F401 - a fixture: the test bed's KVM host VM
+from tests.test_xen_host import xen_host  # noqa: F401 - a fixture: the test bed's Xen host VM
 
 PROJECT = Path(__file__).resolve().parents[1]
 HERE = LocalHost()
@@ -31,12 +35,21 @@ CPUS = os.cpu_count() or 1
 
 
 def _launch(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, body: str, *, group: str = "local",
-            inventory: Path | None = None) -> tuple[int, str, pd.DataFrame, pd.DataFrame]:
+            inventory: Path | None = None, campaigns: list[str] | None = None,
+            ok: bool = True) -> tuple[int, str, pd.DataFrame, pd.DataFrame]:
+    """`runner launch` of a matrix of `body` named `name` (its work directory on this machine goes with
+    `campaigns`); `ok`: every trial must be ok, with a positive throughput."""
+    if campaigns is not None:
+        campaigns.append(name)
     matrix = tmp_path / f"{name}.yml"
     matrix.write_text(f"campaign: {name}\nhosts: {{group: {group}, inventory: {inventory or PROJECT / 'inventory'}}}\n{body}")
     rc = main(["launch", str(matrix), "--datasets", str(tmp_path / "ds")])
     out = capsys.readouterr()
     metrics, trials, _ = read_campaign(name, tmp_path / "ds")
+    if ok:
+        assert rc == 0, out.out + out.err
+        assert (trials["status"] == "ok").all(), trials[["status", "error"]]
+        assert len(_totals(metrics, "throughput")) == len(trials) and (_totals(metrics, "throughput") > 0).all()
     return rc, out.out + out.err, metrics, trials
 
 
@@ -49,30 +62,16 @@ def _params(trials: pd.DataFrame, key: str) -> list:
     return [json.loads(p).get(key) for p in trials["params_json"]]
 
 
-@pytest.fixture
-def workdirs() -> Iterator[list[str]]:
-    from runner.execution.campaign import WORKDIR_ROOT
-
-    names: list[str] = []
-    yield names
-    for name in names:
-        shutil.rmtree(Path(WORKDIR_ROOT) / name, ignore_errors=True)
-
-
 @pytest.mark.integration
-def test_stressors_on_the_host(tmp_path: Path, capsys: pytest.CaptureFixture[str], workdirs: list[str]) -> None:
+def test_stressors_on_the_host(tmp_path: Path, capsys: pytest.CaptureFixture[str], campaigns: list[str]) -> None:
     """futex and flock with 1 and all CPUs' workers ("100%": the host's CPUs), bogo-ops/s from stress-ng's YAML."""
     name = "pytest-stressng-host"
-    workdirs.append(name)
     rc, out, metrics, trials = _launch(tmp_path, capsys, name,
                                        "workload: {name: stressng, params: {duration: 1}}\n"
                                        "axes: {stressor: [futex, flock], workers: [1, '100%']}\n"
-                                       "repetitions: 1\ntimeout: 60\nretry: {attempts: 1}\n")
-    assert rc == 0, out
-    assert sorted(trials["status"]) == ["ok"] * len(trials) and len(trials) == (4 if CPUS > 1 else 2)
-    assert set(trials["env"]) == {"host"}
+                                       "repetitions: 1\ntimeout: 60\nretry: {attempts: 1}\n", campaigns=campaigns)
+    assert len(trials) == (4 if CPUS > 1 else 2) and set(trials["env"]) == {"host"}
     throughput = _totals(metrics, "throughput")
-    assert len(throughput) == len(trials) and (throughput > 0).all()
     assert set(metrics[metrics["metric"] == "throughput"]["unit"]) == {"bogo-ops/s"}
     workers = _totals(metrics, "workers")
     assert sorted(set(workers)) == sorted({1.0, float(CPUS)})
@@ -83,17 +82,16 @@ def test_stressors_on_the_host(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 @pytest.mark.integration
 def test_bad_stressors_fail_their_trials_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                     workdirs: list[str]) -> None:
+                                                     campaigns: list[str]) -> None:
     """A stressor the host's stress-ng does not know: one line naming the host and the stressors it knows. A
     stressor that does nothing here (efivar without EFI firmware): stress-ng's own message. The good one runs."""
     if Path("/sys/firmware/efi").exists():
         pytest.skip("this machine has EFI firmware: the efivar stressor works here")
     name = "pytest-stressng-bad"
-    workdirs.append(name)
     rc, out, metrics, trials = _launch(tmp_path, capsys, name,
                                        "workload: {name: stressng, params: {duration: 1, workers: 1}}\n"
                                        "axes: {stressor: [futx, efivar, futex]}\n"
-                                       "repetitions: 1\ntimeout: 60\nretry: {attempts: 1}\n")
+                                       "repetitions: 1\ntimeout: 60\nretry: {attempts: 1}\n", campaigns=campaigns, ok=False)
     assert rc != 0, out
     by = dict(zip(_params(trials, "stressor"), zip(trials["status"], trials["error"], strict=True), strict=True))
     assert by["futex"][0] == "ok"
@@ -133,18 +131,9 @@ def test_stress_ng_missing_is_a_preparation_failure(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_the_host_playbooks_install_stress_ng_idempotently(tmp_path: Path) -> None:
+def test_the_host_playbooks_install_stress_ng_idempotently(inventory: Path, tmp_path: Path) -> None:
     """prepare.yml's stressng role on this machine, where stress-ng is installed (scripts/setup.sh --test): it
     checks, finds it and changes nothing; with runner_prepare_stressng false it does not look at all."""
-    import sys
-
-    import yaml
-
-    from runner.provision.ansible import TaskEvent, run_playbook
-
-    inventory = tmp_path / "hosts.yml"
-    host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
-    inventory.write_text(yaml.safe_dump({"all": {"children": {"local": {"hosts": {"localhost": host}}}}}))
     extravars = {"lockbench_dir": str(tmp_path / "lb")}
     run_playbook("prepare.yml", inventory=inventory, extravars=extravars, private_data_root=tmp_path / "runs")
     events: list[TaskEvent] = []
@@ -161,29 +150,22 @@ def test_the_host_playbooks_install_stress_ng_idempotently(tmp_path: Path) -> No
 
 def _nothing_left(campaign: str) -> None:
     libvirt.ensure_libvirtd(HERE)  # other tests on this machine may have stopped it
-    assert libvirt.list_campaign(HERE, campaign) == [] and container.list_campaign(HERE, campaign) == []
-    slug = campaign.replace("/", "_")
-    overlays = Path(rootfs.OVERLAY_DIR)
-    assert not overlays.exists() or not [p for p in overlays.iterdir() if rootfs.overlay_of(p.name, slug)]
+    nothing_left(campaign)
 
 
 @pytest.mark.integration
 @pytest.mark.guest
 @pytest.mark.slow
-def test_stressng_in_a_debian_container(tmp_path: Path, capsys: pytest.CaptureFixture[str], workdirs: list[str]) -> None:
+def test_stressng_in_a_debian_container(tmp_path: Path, capsys: pytest.CaptureFixture[str], campaigns: list[str]) -> None:
     """stress-ng of the Debian image in a 2-CPU container: workers "100%" is the container's cpuset."""
     name = "pytest-stressng-container"
-    workdirs.append(name)
     rc, out, metrics, trials = _launch(tmp_path, capsys, name,
                                        "workload: {name: stressng, params: {env: container, guest_image: debian, vcpus: 2, "
                                        "workers: '100%', duration: 1}}\n"
-                                       "axes: {stressor: [futex, pipe]}\nrepetitions: 1\ntimeout: 120\nretry: {attempts: 1}\n")
-    assert rc == 0, out
-    assert sorted(trials["status"]) == ["ok", "ok"]
-    assert set(trials["accel"]) == {"none"} and set(trials["guest_image"]) == {"debian"}
+                                       "axes: {stressor: [futex, pipe]}\nrepetitions: 1\ntimeout: 120\nretry: {attempts: 1}\n", campaigns=campaigns)
+    assert len(trials) == 2 and set(trials["accel"]) == {"none"} and set(trials["guest_image"]) == {"debian"}
     workers = metrics[metrics["metric"] == "workers"]  # the container's own rows (vm 0); not a total
     assert len(workers) == 2 and set(workers["value"]) == {2.0} and set(workers["vm"]) == {0}
-    assert len(_totals(metrics, "throughput")) == 2 and (_totals(metrics, "throughput") > 0).all()
     _nothing_left(name)
 
 
@@ -192,19 +174,16 @@ def test_stressng_in_a_debian_container(tmp_path: Path, capsys: pytest.CaptureFi
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_stressng_in_debian_tcg_guests_alone_and_overcommitted(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                                workdirs: list[str]) -> None:
+                                                                campaigns: list[str]) -> None:
     """One and two 2-vCPU Debian guests under TCG on the same CPUs. With two, both run over one window (started
     longer, stopped together by SIGINT through stop_argv), each guest's throughput is kept (vm 0, 1) and the
     totals across guests are their sum, with Jain's index over the guests: the over-commit metrics."""
     name = "pytest-stressng-kvm"
-    workdirs.append(name)
     rc, out, metrics, trials = _launch(tmp_path, capsys, name,
                                        "workload: {name: stressng, params: {env: kvm, guest_image: debian, vcpus: 2, "
                                        "workers: '100%', stressor: futex, duration: 2}}\n"
-                                       "axes: {vms: [1, 2]}\nrepetitions: 1\ntimeout: 300\nretry: {attempts: 1}\n")
-    assert rc == 0, out
-    assert sorted(trials["status"]) == ["ok", "ok"], trials[["status", "error"]]
-    assert set(trials["accel"]) == {"tcg"} and set(trials["guest_image"]) == {"debian"}
+                                       "axes: {vms: [1, 2]}\nrepetitions: 1\ntimeout: 300\nretry: {attempts: 1}\n", campaigns=campaigns)
+    assert len(trials) == 2 and set(trials["accel"]) == {"tcg"} and set(trials["guest_image"]) == {"debian"}
     vms = dict(zip(trials["trial_id"], _params(trials, "vms"), strict=True))
     two = next(t for t, k in vms.items() if k == 2)
     mine = metrics[metrics["trial_id"] == two]
@@ -229,26 +208,6 @@ def test_stressng_in_debian_tcg_guests_alone_and_overcommitted(tmp_path: Path, c
 # ---------------------------------------------------------------------------- the nested VM hosts (long)
 
 
-@pytest.fixture(scope="module")
-def kvm_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[vmhost.VMHost, Path]]:
-    where = tmp_path_factory.mktemp("kvmhost")
-    vm = vmhost.start_kvm_host(where, guests.CONTROLLER_CACHE, cpus=1)
-    try:
-        yield vm, vmhost.write_inventory([vm], where)
-    finally:
-        vmhost.stop(vm)
-
-
-@pytest.fixture(scope="module")
-def xen_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[vmhost.VMHost, Path]]:
-    where = tmp_path_factory.mktemp("xenhost")
-    vm = vmhost.start_xen_host(where, guests.CONTROLLER_CACHE)
-    try:
-        yield vm, vmhost.write_inventory([vm], where)
-    finally:
-        vmhost.stop(vm)
-
-
 @pytest.mark.integration
 @pytest.mark.guest
 @pytest.mark.long
@@ -260,18 +219,13 @@ def test_stressng_on_the_kvm_host_vm(kvm_host: tuple[vmhost.VMHost, Path], tmp_p
     vm, inventory = kvm_host
     monkeypatch.setenv("RUNNER_PROBE_TIMEOUT", "240")
     monkeypatch.setenv("RUNNER_GUEST_BOOT_TIMEOUT", "900")
-    name = "pytest-stressng-kvm-host"
-    rc, out, metrics, trials = _launch(
-        tmp_path, capsys, name,
+    _, _, metrics, trials = _launch(
+        tmp_path, capsys, "pytest-stressng-kvm-host",
         "workload: {name: stressng, params: {guest_image: debian, vcpus: 1, workers: '100%', stressor: futex, duration: 2}}\n"
         "axes: {env: [host, kvm], guest_kernel: [default, nopvspin], vms: [1, 2]}\n"
         "exclude: [{env: host, guest_kernel: nopvspin}, {env: host, vms: 2}]\n"
-        "repetitions: 1\ntimeout: 600\nretry: {attempts: 1}\n",
-        group="vmhosts", inventory=inventory)
-    assert rc == 0, out
-    assert (trials["status"] == "ok").all(), trials[["status", "error"]]
+        "repetitions: 1\ntimeout: 600\nretry: {attempts: 1}\n", group="vmhosts", inventory=inventory)
     assert set(trials[trials["env"] == "kvm"]["accel"]) == {"kvm"}
-    assert (_totals(metrics, "throughput") > 0).all()
     facts = [f for doc in trials[trials["env"] == "kvm"]["guest_facts_json"] for f in json.loads(doc)]
     assert all(f["hypervisor"] == "KVM" for f in facts), facts
 
@@ -285,15 +239,11 @@ def test_stressng_on_the_xen_host_vm(xen_host: tuple[vmhost.VMHost, Path], tmp_p
     """stress-ng in Debian xen-pv and xen-pvh guests of the Xen host VM, one and two at once."""
     vm, inventory = xen_host
     monkeypatch.setenv("RUNNER_GUEST_BOOT_TIMEOUT", "900")
-    name = "pytest-stressng-xen-host"
-    rc, out, metrics, trials = _launch(
-        tmp_path, capsys, name,
-        "workload: {name: stressng, params: {guest_image: debian, vcpus: 1, workers: '100%', "
-        "stressor: futex, duration: 2}}\n"
+    _, _, metrics, trials = _launch(
+        tmp_path, capsys, "pytest-stressng-xen-host",
+        "workload: {name: stressng, params: {guest_image: debian, vcpus: 1, workers: '100%', stressor: futex, duration: 2}}\n"
         "axes: {env: [xen-pv, xen-pvh], vms: [1, 2]}\nrepetitions: 1\ntimeout: 600\nretry: {attempts: 1}\n",
         group="vmhosts", inventory=inventory)
-    assert rc == 0, out
-    assert (trials["status"] == "ok").all(), trials[["status", "error"]]
     assert set(trials["accel"]) == {"xen"}
     two = [t for t, k in zip(trials["trial_id"], _params(trials, "vms"), strict=True) if k == 2]
     per_vm = metrics[metrics["trial_id"].isin(two) & (metrics["metric"] == "throughput") & metrics["vm"].notna()]

@@ -22,7 +22,7 @@ from typing import Any
 from runner import defaults
 from runner.errors import ProvisionError, TrialError, UsageError
 from runner.hosts.base import CommandResult, Host
-from runner.workloads.base import Metric, Workload, WorkloadContext, register
+from runner.workloads.base import Metric, Workload, WorkloadContext, register, signal_by_pid_file
 from runner.workloads.stressng.parse import EXIT_LINE, WORKERS_LINE, parse_run, stressor_list, unknown_stressor
 
 PACKAGE = "stress-ng"  # the Debian package
@@ -152,17 +152,11 @@ class StressNG(Workload):
     def stop_argv(self, ctx: WorkloadContext) -> list[str] | None:
         """SIGINT ends stress-ng's run at once; it reports over the time it ran. The run is the one of
         ctx.extra["run_id"] (none: it cannot be stopped), named by the pid file the trial's command writes
-        and checked by name in /proc before the signal; looks for up to about 15 s, as lockbench's does."""
+        and checked by name in /proc before the signal (signal_by_pid_file)."""
         pid_file = _pid_file(ctx)
         if pid_file is None:
             return None
-        script = (
-            'i=0; while [ "$i" -lt 300 ]; do '
-            'if [ -r "$1" ] && read -r p <"$1" && [ -r "/proc/$p/comm" ] && read -r n <"/proc/$p/comm" '
-            '&& [ "$n" = "$2" ]; then kill -INT "$p" && exit 0; fi; '
-            'i=$((i+1)); sleep 0.05; done; exit 1'
-        )
-        return ["sh", "-c", script, "stressng-stop", pid_file, BINARY]
+        return signal_by_pid_file(pid_file, BINARY, "INT", "stressng-stop")
 
     def command(self, params: Mapping[str, Any], ctx: WorkloadContext) -> list[str]:
         check_stressor(str(params.get("stressor", DEFAULT_STRESSOR)), ctx)
