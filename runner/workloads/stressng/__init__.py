@@ -70,8 +70,9 @@ def _pid_file(ctx: WorkloadContext) -> str | None:
 # Runs stress-ng with its log on stderr and its YAML in a private file, then prints the YAML on stdout and
 # stress-ng's exit status on stderr; exits 0 so that parse() judges the run from stress-ng's own words.
 # $1: work directory, $2: pid file ("" for none), $3: workers (said on stderr for parse()), the rest:
-# stress-ng's argv. stress-ng runs in the
-# background so that its pid can be written for stop_argv (SIGINT ends its run; it reports what it did).
+# stress-ng's argv. stress-ng runs in the background so that its pid can be written for stop_argv (SIGINT
+# ends its run, and it reports what it did: stress-ng sets its own SIGINT handler, so the shell's ignoring
+# SIGINT for background commands does not reach it).
 _RUN = (
     'dir=$1; pidf=$2; workers=$3; shift 3; y=$(mktemp "$dir/stressng.XXXXXX") || exit 1; '
     '"$@" --yaml "$y" </dev/null 1>&2 & p=$!; '
@@ -100,8 +101,9 @@ def check_stressor(stressor: str, ctx: WorkloadContext) -> None:
 @register("stressng")
 class StressNG(Workload):
     description = "stress-ng kernel-lock stressors (futex, flock, lockofd, pipe, mmap, fault, ...): bogo-ops/s"
-    # throughput (bogo-ops/s) and throughput_per_worker scale with load; ops_per_cpu_second is per CPU time
-    # already, bogo_ops a count over the run, the rest durations, usage and the stressors' own figures.
+    # throughput (bogo-ops/s) scales with load; aggregate_throughput is the guests' sum the runner adds under
+    # over-commit. Not throughput_per_worker (per worker already: an efficiency), ops_per_cpu_second (per CPU
+    # time), bogo_ops (a count over the run), durations, usage or the stressors' own figures.
     scaling_metrics = frozenset({"throughput", "aggregate_throughput"})
     # The metrics that add up across over-committed guests (their sum is the trial's total).
     vm_sum = ("throughput",)
