@@ -242,8 +242,11 @@ def parse_matrix(text: str, path: Path = Path("matrix.yml")) -> Matrix:
     plugin = base.get(workload)
     if (missing := plugin.missing()) is not None:
         raise MatrixError(f"{name}: workload.name: workload {workload!r} cannot run here: {missing}")
-    try:
-        plugin.validate({**params, **{k: v[0] for k, v in axes.items()}})
+    from runner.matrix.expand import expand_cells  # expand imports this module
+
+    try:  # every cell: a check may depend on a combination (stressng: env kvm with the minimal image)
+        for cell in expand_cells(axes, zips, tuple(doc.get("exclude") or ()), tuple(doc.get("include") or ())) or [{}]:
+            plugin.validate({**params, **cell})
     except UsageError as exc:
         raise MatrixError(f"{name}: {exc}") from None
 

@@ -42,10 +42,12 @@ from runner.util import run_checked
 BUILDER_VERSION = 1
 SUITE = "bookworm"
 # What the built-in workloads and the runner need inside a guest: sshd (and sftp) for the runner,
-# python3 and the kernel build tools and source for gmake, perf for the probes, iproute2 and kmod for init.
+# python3 and the kernel build tools and source for gmake, stress-ng for stressng, perf for the probes,
+# iproute2 and kmod for init.
 DEBIAN_PACKAGES = (
     "openssh-server", "openssh-sftp-server", "python3", "gcc", "make", "bc", "flex", "bison", "libelf-dev",
     "libssl-dev", "libc6-dev", "perl", "xz-utils", "linux-source-6.1", "linux-perf", "iproute2", "procps", "kmod", "mount",
+    "stress-ng",
 )  # fmt: skip
 DISK_SIZE = "8G"  # sparse: the qcow2 holds only what was written; room for a kernel tree and its build
 ROOT_CMDLINE = "root=/dev/vda rw init=/sbin/runner-init net.ifnames=0"  # no udev renames: eth0

@@ -44,6 +44,7 @@ from runner.util import alive, answers_ssh, env_seconds, wait_until
 KVM_HOST_PACKAGES = (
     "openssh-server", "openssh-sftp-server", "python3", "libvirt-daemon-system", "libvirt-clients",
     "qemu-system-x86", "qemu-utils", "iproute2", "procps", "kmod", "mount", "util-linux",
+    "stress-ng",  # the stressng workload on the host itself (env host)
 )  # fmt: skip
 KVM_HOST_INIT = """#!/bin/sh
 # runner test bed: a KVM host VM's services (runner.testing.vmhost)
