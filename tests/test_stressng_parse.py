@@ -10,6 +10,7 @@ import pytest
 
 from runner.errors import MatrixError, TrialError, UsageError
 from runner.matrix.load import parse_matrix
+from runner.records.metric import Metric
 from runner.workloads import base
 from runner.workloads.base import WorkloadContext
 from runner.workloads.stressng import KERNEL_LOCK_STRESSORS, StressNG, _known, check_stressor, settings, trial_argv
@@ -140,7 +141,10 @@ def test_registered_with_its_contract() -> None:
     plugin = base.get("stressng")
     assert isinstance(plugin, StressNG)
     assert "throughput" in plugin.scaling_metrics
-    assert plugin.vm_sum == ("throughput",)
+    a = [Metric("throughput", 3.0, "bogo-ops/s", True), Metric("bogo_ops", 9.0, "bogo-ops", True)]
+    b = [Metric("throughput", 1.0, "bogo-ops/s", True), Metric("bogo_ops", 3.0, "bogo-ops", True)]
+    totals = {m.name: m.value for m in plugin.combine_vms([a, b])}  # throughput adds up across guests, with Jain's
+    assert totals["throughput"] == totals["aggregate_throughput"] == 4.0 and 0.5 < totals["vm_jain"] < 1
     assert plugin.window_param == "duration"
     assert {"futex", "flock", "lockofd", "pipe", "mmap", "fault"} <= set(KERNEL_LOCK_STRESSORS)
     assert "stressng" in base.known()
