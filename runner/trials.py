@@ -21,8 +21,8 @@ from typing import Any
 
 from runner import defaults
 from runner.errors import MatrixError
-from runner.matrix.expand import expand_cells, resolve_params, uses_relative
-from runner.matrix.load import Matrix, normal_numbers
+from runner.matrix.expand import expand_cells, normal_numbers, resolve_params, uses_relative
+from runner.matrix.load import Matrix
 from runner.provision import environments
 
 ID_LEN = 16

@@ -16,7 +16,7 @@ base_pkgs=(gcc libc6-dev make python3-venv python3-dev)
 test_pkgs=(openssh-server openssh-client iproute2 procps psmisc busybox-static dropbear-bin cpio gzip
            qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients linux-image-amd64
            podman runc uidmap flex bison bc libelf-dev libssl-dev linux-source xz-utils mmdebstrap e2fsprogs
-           chromium)  # chromium: the report's browser test drives it with Playwright (no `playwright install`)
+           stress-ng chromium)  # chromium: the report's browser test drives it with Playwright (no `playwright install`)
 pkgs=("${base_pkgs[@]}")
 (( want_tests )) && pkgs+=("${test_pkgs[@]}")
 

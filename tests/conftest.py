@@ -19,6 +19,16 @@ def campaigns() -> Iterator[list[str]]:
         shutil.rmtree(Path(WORKDIR_ROOT) / name, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def own_holds(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test its own directory of default hold files (RUNNER_HOLD_DIR), never the machine's
+    /var/lib/runner/holds: a hold left by one test (or by another run of the suite on this machine) never
+    meets another test."""
+    path = tmp_path_factory.mktemp("holds")
+    monkeypatch.setenv("RUNNER_HOLD_DIR", str(path))
+    return path
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """RUNNER_HOME in tmp_path (not made: a refused command must not make it), and no RUNNER_INVENTORY from outside."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -39,15 +40,69 @@ def test_report_from_synthetic_frames(tmp_path):
     assert any("overcommit" in src for src in images)
     assert "TCG, QEMU&#x27;s software emulation" in doc and "accel=tcg" in doc
     assert "differ in cpu_model" in doc
-    assert "poor fit" in doc and "collapse" in doc
+    tables = html_tables(doc)
+    fits = table_with(tables, "R^2", "collapse", "fit")
+    mutex = next(r for r in fits if "lock=mutex" in r["variant"])  # noise 0.4: the USL cannot follow it
+    assert float(mutex["R^2"]) < 0.90 and mutex["fit"] != "ok"
+    ticket = [r for r in fits if "lock=ticket" in r["variant"] and "vms" not in r["variant"]]
+    collapsed = [re.fullmatch(r"at ([\d.]+): -(\d+)% of peak at ([\d.]+)", r["collapse"]) for r in ticket]
+    assert collapsed and all(collapsed), [r["collapse"] for r in ticket]  # the law collapses past 8 threads
+    assert all(float(m[1]) > float(m[3]) and int(m[2]) > 0 for m in collapsed)
     assert "Cells with wide spread" in doc and "reps needed" in doc
     assert "have no successful attempt" in doc
-    assert "Xeon A" in doc and "Jain" in doc
+    facts = next(t for t in tables if t and t[0] == ["fact", "h1", "h2"])  # one row per fact, one column per host
+    by_fact = {row[0]: row[1:] for row in facts[1:]}
+    assert by_fact["cpu_model"] == ["Xeon A", "Xeon B"] and by_fact["kernel"] == ["6.1", "6.1"]
+    assert list(by_fact).index("cpu_model") < list(by_fact).index("kernel")  # the facts that differ come first
+    jain = [float(r["Jain"]) for r in table_with(tables, "k", "Jain")]
+    assert jain and all(0 < j <= 1 for j in jain)
     assert (path.parent / "summary.csv").is_file()
     # a second build replaces the figures instead of piling them up
     build_report(metrics, trials, prov, tmp_path / "rep", bootstrap=0, max_figures=2)
     assert len(list((path.parent / "img").glob("*.png"))) == 2
     assert "figure(s) left out" in path.read_text()
+
+
+class _Tables(HTMLParser):
+    """Every <table> of a page as rows of cell texts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self.row: list[str] | None = None
+        self.cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):  # noqa: ANN001, ANN201 - HTMLParser's signature
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self.row = []
+            self.tables[-1].append(self.row)
+        elif tag in ("td", "th") and self.row is not None:
+            self.cell = []
+
+    def handle_endtag(self, tag):  # noqa: ANN001, ANN201
+        if tag in ("td", "th") and self.cell is not None and self.row is not None:
+            self.row.append("".join(self.cell).strip())
+            self.cell = None
+
+    def handle_data(self, data):  # noqa: ANN001, ANN201
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+def html_tables(doc: str) -> list[list[list[str]]]:
+    parser = _Tables()
+    parser.feed(doc)
+    return parser.tables
+
+
+def table_with(tables: list[list[list[str]]], *columns: str) -> list[dict[str, str]]:
+    """The rows (as column -> text) of the one table whose header has all of `columns`."""
+    found = [t for t in tables if t and set(columns) <= set(t[0])]
+    assert len(found) == 1, [t[0] for t in tables if t]
+    header, *rows = found[0]
+    return [dict(zip(header, row)) for row in rows]
 
 
 def test_summary_table_columns():
@@ -61,7 +116,8 @@ def write_campaign(datasets: Path, name: str, factor: float, seed: int) -> None:
     """A real campaign on disk through the dataset store: lock x threads, 5 repetitions, per-thread rows."""
     rng = np.random.default_rng(seed)
     axis_types = {"lock": "str", "threads": "int"}
-    matrix = f"campaign: {name}\nworkload: lockbench\nmatrix:\n  lock: [ticket, mcs]\n  threads: [1, 2, 4, 8]\n"
+    matrix = (f"campaign: {name}\nhosts: {{group: h1}}\nworkload: {{name: lockbench}}\n"
+              "axes:\n  lock: [ticket, mcs]\n  threads: [1, 2, 4, 8]\nrepetitions: 5\n")
     store = CampaignStore(datasets / name)
     with store:
         store.initialise(campaign=name, workload="lockbench", matrix_text=matrix,

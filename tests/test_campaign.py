@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pytest
 from runner.cli import main
 from runner.errors import DatasetError
 from runner.records.store import CampaignStore, read_campaign
+from tests.events import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -93,9 +93,7 @@ def test_sigkill_controller_then_resume(tmp_path: Path) -> None:
     matrix = write_matrix(tmp_path, "killed", reps=4, duration=0.3)  # 24 trials of ~0.4 s
     dataset = tmp_path / "datasets" / "killed"
     proc = start(["launch", str(matrix)], tmp_path)
-    deadline = time.monotonic() + 60
-    while len(ok_files(dataset)) < 4 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: len(ok_files(dataset)) >= 4, 60)
     os.killpg(proc.pid, signal.SIGKILL)  # the controller and its Dask workers, mid-campaign
     proc.communicate()
     first = {p.name.split(".")[0] for p in ok_files(dataset)}
@@ -125,13 +123,12 @@ def test_ctrl_c_keeps_results_and_stops_workloads(tmp_path: Path, campaigns: lis
         return subprocess.run(["pgrep", "-f", ours], capture_output=True, text=True).stdout.strip()
 
     proc = start(["launch", str(matrix)], tmp_path)
-    deadline = time.monotonic() + 120
-    while not (ok_files(dataset) and running()):  # a trial is recorded and the next one's lockbench runs
-        if proc.poll() is not None or time.monotonic() > deadline:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail(f"never saw a trial recorded and the next one running: {proc.communicate()}")
-        time.sleep(0.05)
+    # a trial is recorded and the next one's lockbench runs (or the launch ended: said below)
+    seen = wait_for(lambda: proc.poll() is not None or (ok_files(dataset) and running()), 120)
+    if not seen or proc.poll() is not None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"never saw a trial recorded and the next one running: {proc.communicate()}")
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
     out, err = proc.communicate(timeout=900)  # a bound against a hang, not a speed
     assert proc.returncode == 130, err
@@ -145,9 +142,7 @@ def test_second_launch_refuses_while_first_runs(tmp_path: Path) -> None:
     matrix = write_matrix(tmp_path, "twice", reps=2, duration=1.0)
     first = start(["launch", str(matrix)], tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        while not (tmp_path / "datasets" / "twice" / "dataset.json").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: (tmp_path / "datasets" / "twice" / "dataset.json").exists(), 30)
         second = subprocess.run([*RUNNER, "launch", str(matrix)], cwd=tmp_path, capture_output=True, text=True, timeout=900)  # a bound against a hang
         assert second.returncode == 1
         assert second.stderr.startswith("runner: campaign 'twice' is already being run (pid ")

@@ -207,7 +207,8 @@ def test_query_of_campaigns_without_data_or_sql(tmp_path: Path, capsys: pytest.C
     for sql in ("", "  \n"):
         assert main(["dataset", "--datasets", str(ds), "query", sql]) == 2
         assert "empty query; give SQL over the views `metrics` and `trials`" in one_line_error(capsys)
-    assert main(["dataset", "--datasets", str(ds), "query", "SET threads = 1"]) == 0  # no rows: nothing to show
+    assert main(["dataset", "--datasets", str(ds), "query", "SET threads = 1"]) == 2  # a query only reads (SELECT)
+    assert "query refused: a SET statement" in one_line_error(capsys)
     assert tree(ds / "c") == before
 
 

@@ -107,13 +107,14 @@ def test_a_version_5_dataset_still_loads(tmp_path: Path) -> None:
              "repetition": pa.array([1, 1], pa.int32()), "attempt": pa.array([1, 1], pa.int32()), "host": ["h", "h"],
              "env": ["host", "host"], "accel": ["none", "none"], "role": pa.array([None, "canary"], pa.string()),
              "lock": ["ticket", "ticket"], "threads": pa.array([2, 2], pa.int64())}
-    pq.write_table(pa.table({**ident, "status": ["ok", "ok"], "started_at": pa.array([t, t], pa.timestamp("us", tz="UTC")),
-                             "ended_at": pa.array([t, t], pa.timestamp("us", tz="UTC")), "wall_s": [1.0, 1.0],
-                             "params_json": ["{}", "{}"]}), root / "trials" / "workload=lockbench" / "t.a1.ok.parquet")
-    pq.write_table(pa.table({**ident, "metric": ["throughput", "throughput"], "value": [100.0, 90.0],
-                             "unit": ["ops/s", "ops/s"], "higher_is_better": [True, True],
-                             "stopped_early": [0.0, 0.0]}).drop_columns(["stopped_early"]),
-                   root / "metrics" / "workload=lockbench" / "t.a1.ok.parquet")
+    trials_v5 = pa.table({**ident, "status": ["ok", "ok"], "started_at": pa.array([t, t], pa.timestamp("us", tz="UTC")),
+                          "ended_at": pa.array([t, t], pa.timestamp("us", tz="UTC")), "wall_s": [1.0, 1.0],
+                          "params_json": ["{}", "{}"]})
+    metrics_v5 = pa.table({**ident, "metric": ["throughput", "throughput"], "value": [100.0, 90.0],
+                           "unit": ["ops/s", "ops/s"], "higher_is_better": [True, True]})
+    for i, trial in enumerate(ident["trial_id"]):  # one file per attempt, as the runner writes them
+        pq.write_table(trials_v5.slice(i, 1), root / "trials" / "workload=lockbench" / f"{trial}.a1.ok.parquet")
+        pq.write_table(metrics_v5.slice(i, 1), root / "metrics" / "workload=lockbench" / f"{trial}.a1.ok.parquet")
     metrics, trials, prov = read_campaign(root)
     assert prov["schema_version"] == 5
     assert list(trials.sort_values("trial_id")["role"]) == ["canary", "trial"]  # null read as trial (schema.upgrade)

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 
 from runner.records.store import read_campaign
 from runner.testing.testbed import TestBed
+from tests.events import wait_for
 from tests.test_remote_campaign import WORK_BASE, bed_matrix, run_campaign
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]
@@ -43,12 +43,8 @@ def when_started(campaign_name: str, host: str, action: Callable[[], None]) -> t
 
     def watch() -> None:
         try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                if list((WORK_BASE / campaign_name / host).glob("started.*")):
-                    action()  # the trial is waiting on the hold file: inside it, whatever the load
-                    return
-                time.sleep(0.05)
+            if wait_for(lambda: list((WORK_BASE / campaign_name / host).glob("started.*")), 120):
+                action()  # the trial is waiting on the hold file: inside it, whatever the load
         finally:
             hold.unlink(missing_ok=True)
 
@@ -134,9 +130,7 @@ def test_controller_sigkill_then_relaunch(make_testbed: Callable[[int], TestBed]
     dataset = tmp_path / "ds" / matrix.campaign
     argv = [*RUNNER, "launch", str(matrix.path), "--datasets", str(tmp_path / "ds"), "--quiet"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while len(list(dataset.glob("trials/*/*.ok.parquet"))) < 4 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: len(list(dataset.glob("trials/*/*.ok.parquet"))) >= 4, 60)
     os.killpg(proc.pid, signal.SIGKILL)  # the controller and its local Dask workers, mid-campaign
     proc.communicate()
     kept = {p.name: p.stat().st_mtime_ns for p in dataset.glob("trials/*/*.ok.parquet")}

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from runner.workloads.lockbench.parse import parse_output
+from tests.events import wait_for
 
 SOURCE = Path(__file__).parents[1] / "runner" / "workloads" / "lockbench" / "lockbench.c"
 LOCKS = ["ttas", "ticket", "mcs", "mutex", "oticket", "spinpark"]
@@ -106,10 +107,9 @@ def test_sigusr1_ends_the_run_early_and_it_still_reports(lockbench: Path, tmp_pa
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # Signalled once it can be stopped (its pid file) and has measured for a while: 0.5 s of CPU time in its
     # two lock threads, that is at least 0.25 s of measuring however busy the machine is.
-    deadline = time.monotonic() + 50
-    while not pid_file.exists() or sum(psutil.Process(proc.pid).cpu_times()[:2]) < 0.5:
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.02)
+    measured = wait_for(lambda: proc.poll() is not None
+                        or (pid_file.exists() and sum(psutil.Process(proc.pid).cpu_times()[:2]) >= 0.5), 50)
+    assert measured and proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGUSR1)
     out, err = proc.communicate(timeout=50)  # ended by the signal, well before its 60 s
     assert proc.returncode == 0, err
@@ -167,10 +167,8 @@ def test_the_runners_stop_signals_only_its_own_run(lockbench: Path, tmp_path: Pa
         return False
 
     stop = subprocess.Popen(argv)
-    deadline = time.monotonic() + 10
-    while not between_looks():
-        assert stop.poll() is None and time.monotonic() < deadline, "the stop never started looking"
-        time.sleep(0.005)
+    looking = wait_for(lambda: stop.poll() is not None or between_looks(), 10, poll=0.005)
+    assert looking and stop.poll() is None, "the stop never started looking"
     run = subprocess.Popen(run_argv, stdout=subprocess.PIPE, text=True)
     assert stop.wait(timeout=30) == 0
     out, _ = run.communicate(timeout=30)

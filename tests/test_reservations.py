@@ -61,6 +61,7 @@ import os, sys, time
 from pathlib import Path
 from runner.lab.reservations import hold_hosts
 from runner.provision.inventory import load_inventory
+from tests.events import wait_for
 
 inventory, name, other, rounds, work = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), Path(sys.argv[5])
 specs = load_inventory(inventory).resolve("testbed")
@@ -71,8 +72,7 @@ def waited(message):
     (work / f"{name}.waited").touch()
 
 print("ready", flush=True)
-while not (work / "go").exists():
-    time.sleep(0.01)
+wait_for(lambda: (work / "go").exists(), 600, poll=0.01)
 for i in range(rounds):
     with hold_hosts(specs, f"{name}@test", f"camp-{name}", wait=True, timeout=120, ttl=30, poll_s=0.2, on_wait=waited) as hs:
         for host in hs.held:
@@ -82,9 +82,7 @@ for i in range(rounds):
                 print(f"VIOLATION {host}", flush=True)
         # Keep the hosts until the other controller has met our holds and waited (or has finished), so the two
         # do meet however the machine schedules them (bounded, so nothing hangs).
-        deadline = time.monotonic() + 60
-        while not ((work / f"{other}.waited").exists() or (work / f"{other}.done").exists()) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: (work / f"{other}.waited").exists() or (work / f"{other}.done").exists(), 60)
         time.sleep(0.3)
         for host in hs.held:
             os.unlink(work / f"{host}.inuse")
@@ -108,7 +106,7 @@ def test_two_controllers_race_for_testbed_hosts(testbed, tmp_path: Path) -> None
     # Default hold path: one hold per sshd's network namespace, although the test hosts share one disk.
     with connect(specs[0]) as h1, connect(specs[1]) as h2:
         a, b = acquire(h1, "x@test", "one", 5), acquire(h2, "y@test", "two", 5)
-        assert a.path != b.path and a.path.startswith(reservations.DEFAULT_DIR)
+        assert a.path != b.path and a.path.startswith(reservations.hold_dir() + "/")
         a.release(), b.release()
         assert status(h1) is None and status(h2) is None
     procs = [_controller(testbed.inventory_path, n, o, 3, tmp_path) for n, o in (("alice", "bob"), ("bob", "alice"))]

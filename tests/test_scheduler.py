@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -237,9 +236,7 @@ def test_scheduler_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFix
         dask.wait_for_workers(1)
 
         def kill_when_started() -> None:
-            deadline = time.monotonic() + 60
-            while not marker.exists() and time.monotonic() < deadline:
-                time.sleep(0.02)
+            wait_for(marker.exists, 60)
             os.killpg(worker.pid, signal.SIGKILL)
 
         threading.Thread(target=kill_when_started, daemon=True).start()

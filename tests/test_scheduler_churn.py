@@ -98,15 +98,15 @@ def recorded_once(dataset: Path, n: int) -> None:
 
 
 def test_stall_reason_is_pure() -> None:
-    running = {"k1": "  File worker.py, in _execute\n"}
+    running = {"k1"}
     assert stall_reason({"k1": "tb1"}, {"w1": ["k1"]}, running, 2) is None  # running its workload: no stall
-    assert stall_reason({"k1": "tb1"}, {}, {}, 0) == "no Dask worker is connected to the scheduler"
-    leased = {"k1": "  File distributed/semaphore.py, in acquire\n"}
-    assert "every host tb1 held by another campaign" in stall_reason({"k1": "tb1"}, {"w1": ["k1"]}, leased, 2)
-    why = stall_reason({"k1": "tb1", "k2": "tb2"}, {"w1": ["k1", "other"]}, {"k1": leased["k1"]}, 1)
+    assert stall_reason({"k1": "tb1"}, {}, set(), 0) == "no Dask worker is connected to the scheduler"
+    leased = {"k1"}  # running, but waiting for the host's lease (worker.leases_waiting)
+    assert "every host tb1 held by another campaign" in stall_reason({"k1": "tb1"}, {"w1": ["k1"]}, {"k1"}, 2, leased)
+    why = stall_reason({"k1": "tb1", "k2": "tb2"}, {"w1": ["k1", "other"]}, {"k1"}, 1, leased)
     assert why.startswith("host tb1 held by another campaign")
     assert "all Dask workers busy elsewhere: 1 other tasks on the 1 worker threads; trials for tb2 wait" in why
-    assert stall_reason({"k1": "tb1"}, {}, {}, 2) == "trials for tb1 not taken by any Dask worker"
+    assert stall_reason({"k1": "tb1"}, {}, set(), 2) == "trials for tb1 not taken by any Dask worker"
     # More hosts than threads, every thread running this campaign's trials: waiting its turn, no stall.
     assert stall_reason({"k1": "tb1", "k2": "tb2"}, {"w1": ["k1", "k2"]}, running, 1) is None
 

@@ -18,6 +18,7 @@ from runner.errors import HostError, UsageError
 from runner.hosts.ssh import HANGUP_WRAPPER, HostSpec, SSHHost, remote_command
 from runner.provision.inventory import connect, load_inventory
 from runner.testing.testbed import TestBed, TestHost
+from tests.events import wait_for
 
 netns = [pytest.mark.netns, pytest.mark.integration]
 
@@ -45,9 +46,7 @@ def when_running(bed: TestBed, host: str, comm: str, action) -> threading.Thread
     command under test has started there, however busy the machine is."""
 
     def watch() -> None:
-        deadline = time.monotonic() + 60
-        while not processes_in(bed, host, comm) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: processes_in(bed, host, comm), 60)
         action()
 
     thread = threading.Thread(target=watch, daemon=True)
@@ -150,16 +149,12 @@ def test_remote_workload_dies_with_its_controller(testbed):
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "connected"
-        deadline = time.monotonic() + 10
-        while not processes_in(testbed, "tb2", "sleep") and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: processes_in(testbed, "tb2", "sleep"), 10)
         assert processes_in(testbed, "tb2", "sleep"), "the remote sleep never started"
     finally:
         proc.kill()
         proc.communicate()
-    deadline = time.monotonic() + 10
-    while processes_in(testbed, "tb2", "sleep") and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: not processes_in(testbed, "tb2", "sleep"), 10)
     assert processes_in(testbed, "tb2", "sleep") == []
 
 
@@ -274,9 +269,7 @@ def test_link_down_mid_command_raises_within_bounds_then_recovers(make_testbed):
             host.run(["sleep", "600"], timeout=2)  # the limit: timeout 2 + kill_after 1 + grace 1
         assert 4 <= time.monotonic() - start < 300  # at the limit, not before it nor at the command's own end (600 s)
         cut.join()
-        deadline = time.monotonic() + 60  # the remote `timeout` stops the workload without us (at 2 s; waited for)
-        while processes_in(bed, "tb1", "sleep") and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: not processes_in(bed, "tb1", "sleep"), 60)  # the remote `timeout` stops the workload without us (at 2 s; waited for)
         assert processes_in(bed, "tb1", "sleep") == []
         bed.link_up("tb1")
         assert host.run(["echo", "back"], timeout=5).stdout == "back\n"  # reconnects by itself
@@ -335,14 +328,10 @@ def test_ssh_through_another_host_and_its_spawned_guard(testbed: TestBed, tmp_pa
         guard = hop.spawn(["sh", "-c", 'read -r l; [ "$l" = done ] || touch "$1"', "g", str(marker)])
         assert guard.finish("done\n", timeout=10) == 0 and not marker.exists()
         guard = hop.spawn(["sh", "-c", 'read -r l; [ "$l" = done ] || touch "$1"', "g", str(marker)])
-        deadline = time.monotonic() + 30
-        while not command_running(testbed, "tb1", str(marker)):  # the guard runs on tb1, reading its stdin
-            assert time.monotonic() < deadline, "the guard never started on tb1"
-            time.sleep(0.05)
+        # the guard runs on tb1, reading its stdin
+        assert wait_for(lambda: command_running(testbed, "tb1", str(marker)), 30), "the guard never started on tb1"
     finally:
         target.close()
         hop.close()  # the connection goes: the guard's stdin ends and it cleans up
-    deadline = time.monotonic() + 10
-    while not marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: marker.exists(), 10)
     assert marker.exists()

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from runner.testing.testbed import (
     TestBed,
     cleanup_stale,
 )
+from tests.events import wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
 
@@ -312,9 +312,7 @@ def test_sshd_restart_on_hypervisor_host_keeps_or_restarts_libvirtd(make_hypervi
     for pid, comm in netns_procs(h.netns).items():
         if comm in ("libvirtd", "virtlogd"):
             os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while netns_procs(h.netns) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: not netns_procs(h.netns), 5)
     assert netns_procs(h.netns) == {}
     bed.start_sshd("tb1")
     fresh = remote_libvirtd_pid(bed, "tb1")

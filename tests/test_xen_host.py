@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from runner.provision.guest import campaign_slug
 from runner.provision.inventory import connect, load_inventory
 from runner.records.store import read_campaign
 from runner.testing import vmhost
+from tests.events import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.guest, pytest.mark.long]
 
@@ -166,17 +166,14 @@ def test_a_killed_controller_leaves_no_domain_and_cleanup_destroys_leftovers(xen
         proc = subprocess.Popen([str(Path(__file__).parents[1] / ".venv/bin/runner"), "launch", str(matrix),
                                  "--datasets", str(tmp_path / "ds")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 900
-            while not xen.xl_domains(dom0):  # the event: the campaign's guest exists
-                assert proc.poll() is None and time.monotonic() < deadline, "the campaign never created its domain"
-                time.sleep(2)
+            # the event: the campaign's guest exists
+            created = wait_for(lambda: proc.poll() is not None or xen.xl_domains(dom0), 900, poll=2)
+            assert created and proc.poll() is None, "the campaign never created its domain"
         finally:
             proc.kill()
             proc.wait()
-        deadline = time.monotonic() + 300
-        while xen.xl_domains(dom0):  # the guard's work: no fixed wait, only an upper bound
-            assert time.monotonic() < deadline, f"domains left after the controller died: {xen.xl_domains(dom0)}"
-            time.sleep(2)
+        # the guard's work: no fixed wait, only an upper bound
+        assert wait_for(lambda: not xen.xl_domains(dom0), 300, poll=2), f"domains left after the controller died: {xen.xl_domains(dom0)}"
         # A leftover: a paused PV domain named like the campaign's guests.
         kernel = image.newest_kernel()
         dom0.put(kernel, "/tmp/pytest-vmlinuz")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from runner.analysis.stats import as_pandas, repetitions_needed, robust_ci_halfwidth
+from runner.analysis.stats import as_pandas, relative_halfwidth, repetitions_needed, robust_ci_halfwidth
 from runner.records.schema import ordinary_role
 
 TIGHT, AT_MAX, OPEN = "met target", "stopped at max", "open"
@@ -41,10 +41,7 @@ def ci_rel(values: Sequence[float]) -> float:
     if x.size < 2:
         return math.nan
     q1, med, q3 = np.quantile(x, [0.25, 0.5, 0.75])
-    half = float(robust_ci_halfwidth(q3 - q1, x.size))
-    if med == 0:
-        return 0.0 if half == 0 else math.inf
-    return half / abs(float(med))
+    return float(relative_halfwidth(robust_ci_halfwidth(q3 - q1, x.size), med))
 
 
 def status(state: CellState, ci: float, max_reps: int) -> str:

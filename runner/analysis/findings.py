@@ -25,8 +25,18 @@ from runner.analysis import plots
 from runner.analysis.axes import label, shown
 from runner.analysis.overcommit import VMS_AXIS, overcommit_table
 from runner.analysis.stats import param_columns, spread_by_level
+from runner.provision import environments
 
-HOST_ENVS = ("host", "container")
+
+def _environment(name: Any) -> environments.Environment | None:
+    """The environment of that name; None for one this runner does not know (an older or foreign dataset)."""
+    return environments.get(str(name)) if str(name) in environments.known() else None
+
+
+def is_vm_env(name: Any) -> bool:
+    """Trials of that environment ran in virtual machines (which have an accelerator)."""
+    return (env := _environment(name)) is not None and env.virtual_machines
+
 MAX_LINES = 12
 # hypervisor facts (systemd-detect-virt) that name a container manager, not a virtual machine
 CONTAINERS = frozenset({"docker", "podman", "lxc", "lxc-libvirt", "systemd-nspawn", "openvz", "rkt", "wsl", "proot",
@@ -73,14 +83,14 @@ def cpu_count(params: Mapping[str, Any], rows: pd.DataFrame, axis: str, trials: 
     """The CPU count the load of a slice ran on, and what it counts: the guest's vCPUs (a container's CPUs) when
     the load runs inside guests, else the host's CPUs (also when the load axis is the vCPUs themselves: past the
     host's CPUs they are over-committed). None when the data does not say."""
-    env = str(params.get("env", "host"))
-    if shown(axis) != "vcpus" and env != "host":
+    env = _environment(params.get("env", "host"))
+    if shown(axis) != "vcpus" and env is not None and env.starts_guests:
         v = _value(params.get("vcpus"))
         if v is None and trials is not None and "guest_vcpus" in trials.columns and "trial_id" in rows.columns:
             sizes = trials.loc[trials["trial_id"].isin(rows["trial_id"]).to_numpy(), "guest_vcpus"].dropna()
             v = _value(sizes.iloc[0]) if len(sizes) else None
         if v is not None:
-            return v, "container CPUs" if env == "container" else "guest vCPUs"
+            return v, env.cpu_noun
     hosts = sorted(map(str, rows["host"].dropna().unique())) if "host" in rows.columns else []
     counts = [c for h in hosts if (c := host_cpus(facts.get(h))) is not None]
     return (min(counts), "host CPUs") if counts else None
@@ -90,11 +100,11 @@ def line_label(params: Mapping[str, Any], keys: Sequence[str], nested: set[str],
     """'env=kvm accel=kvm nested lock=ticket': the keys that vary, the accelerator of a guest always, `nested`
     where its host is a virtual machine."""
     first = {k: params[k] for k in keys if k in params}
-    env = str(params.get("env", "host"))
-    if env not in HOST_ENVS and "accel" in params:
+    vm = is_vm_env(params.get("env", "host"))
+    if vm and "accel" in params:
         first.setdefault("accel", params["accel"])
     text = label(first)
-    if env not in HOST_ENVS and set(hosts) & nested:
+    if vm and set(hosts) & nested:
         text += " nested"
     return text or "all"
 
@@ -183,7 +193,7 @@ def findings_section(rep: Any, tot: pd.DataFrame, metrics: pd.DataFrame, axis: s
     # 2. guest kernels
     parts.append("<h3>2. Scaling per guest kernel</h3>")
     kernels = rows["guest_kernel"].nunique() if "guest_kernel" in rows.columns else 0
-    guests = rows[~rows["env"].isin(HOST_ENVS).to_numpy()] if "env" in rows.columns else rows.iloc[:0]
+    guests = rows[rows["env"].map(is_vm_env).to_numpy(dtype=bool)] if "env" in rows.columns else rows.iloc[:0]
     if axis is not None and kernels > 1 and guests[axis].nunique() >= 2:
         lines = _lines(guests, axis, "guest_kernel", nested)
         parts.append(rep.figure("finding_kernel", plots.normalised, lines=lines[:MAX_LINES], axis=shown(axis), ylabel=what,

@@ -45,7 +45,7 @@ from runner.analysis.drift import (
     trial_states,
 )
 from runner.analysis.explain import explain_collapse, explained_rows
-from runner.analysis.findings import cpu_count, findings_section, host_cpus, is_virtual, nested_hosts
+from runner.analysis.findings import cpu_count, findings_section, host_cpus, is_virtual, is_vm_env, nested_hosts
 from runner.analysis.fmt import fitted, number
 from runner.analysis.overcommit import VMS_AXIS, overcommit_table
 from runner.analysis.stats import (
@@ -279,7 +279,7 @@ def _scaling_sections(rep: _Report, tot: pd.DataFrame, metric_names: Sequence[st
         rows, series = [], []
         for params, sdf in iter_slices(gdf, axis):
             label = _label({k: params[k] for k in label_cols if k in params}) or title
-            if str(params.get("env", "host")) not in ("host", "container") and "host" in sdf.columns \
+            if is_vm_env(params.get("env", "host")) and "host" in sdf.columns \
                     and set(map(str, sdf["host"].dropna().unique())) & nested:
                 label += " nested"
             n, x = sdf[axis].to_numpy(dtype=float), sdf["value"].to_numpy(dtype=float)

@@ -88,6 +88,14 @@ def scaling_axis(metrics: pd.DataFrame) -> str | None:
     return None
 
 
+def relative_halfwidth(half: np.ndarray | float, median: np.ndarray | float) -> np.ndarray:
+    """An interval's half-width relative to |median|: inf at a median of 0 with a nonzero half-width, 0 when
+    both are 0 (every value the same), nan where either is unknown."""
+    half_arr, med = np.asarray(half, dtype=float), np.abs(np.asarray(median, dtype=float))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return np.where((med == 0) & (half_arr == 0), 0.0, half_arr / med)
+
+
 def robust_ci_halfwidth(iqr: np.ndarray | float, n: np.ndarray | int) -> np.ndarray:
     """Half-width of the 95% interval of a median from the IQR of n values (see the module docstring)."""
     n_arr = np.asarray(n, dtype=float)
@@ -144,7 +152,7 @@ def cell_stats(metrics: Any, *, metric: str | None = None, target: float = DEFAU
         half = robust_ci_halfwidth(out["iqr"].to_numpy(dtype=float), out["n"].to_numpy())
         out["ci_low"] = med - half
         out["ci_high"] = med + half
-        out["ci_rel"] = half / absmed
+        out["ci_rel"] = relative_halfwidth(half, med)
     out["wide"] = (out["ci_rel"] > target).fillna(False).astype(bool) & (out["n"] >= 2)
     out["reps_needed"] = repetitions_needed(out["ci_rel"].to_numpy(dtype=float), out["n"].to_numpy(), target)
     return out
@@ -169,11 +177,30 @@ def bootstrap_ci(
     if any(x.size == 0 for x in samples):
         raise DatasetError("bootstrap_ci: no values")
     rng = np.random.default_rng(seed)
-    resampled = [x[rng.integers(0, x.size, size=(n_boot, x.size))] for x in samples]
+    resampled = [resample(x, n_boot, rng) for x in samples]
     with np.errstate(divide="ignore", invalid="ignore"):
         reps = stat(*resampled, axis=1)
-        lo, hi = np.quantile(reps, [(1 - level) / 2, 1 - (1 - level) / 2])
+        lo, hi = percentile_interval(reps, level)
     return float(lo), float(hi)
+
+
+def resample(x: np.ndarray, replicates: int, rng: np.random.Generator) -> np.ndarray:
+    """`replicates` rows of len(x) values of `x` drawn with replacement (the bootstrap's one draw)."""
+    return x[rng.integers(0, x.size, size=(replicates, x.size))]
+
+
+def resample_within(groups: np.ndarray, replicates: int, rng: np.random.Generator) -> np.ndarray:
+    """Index matrix (replicates x m): positions drawn with replacement within each distinct value of `groups`."""
+    idx = np.empty((replicates, groups.size), dtype=np.int64)
+    for lv in np.unique(groups):
+        pos = np.flatnonzero(groups == lv)
+        idx[:, pos] = resample(pos, replicates, rng)
+    return idx
+
+
+def percentile_interval(replicates: np.ndarray, level: float) -> np.ndarray:
+    """The percentile bootstrap interval (low, high) at `level` of the replicates (along the first axis)."""
+    return np.quantile(replicates, [(1 - level) / 2, 1 - (1 - level) / 2], axis=0)
 
 
 def spread_by_level(n: np.ndarray, x: np.ndarray) -> pd.DataFrame:

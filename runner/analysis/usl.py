@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
-from runner.analysis.stats import iter_slices, load_totals
+from runner.analysis.stats import iter_slices, load_totals, percentile_interval, resample, resample_within
 from runner.errors import DatasetError
 
 _LO = np.array([0.0, 0.0, 0.0])
@@ -220,15 +220,6 @@ def _batch_lm(n: np.ndarray, xb: np.ndarray, p0: np.ndarray, fix_kappa: bool, it
     return _at_bounds(p, n), np.isfinite(cost)
 
 
-def _resample_index(n: np.ndarray, replicates: int, rng: np.random.Generator) -> np.ndarray:
-    """Index matrix (replicates x m): repetitions drawn with replacement within each distinct N."""
-    idx = np.empty((replicates, n.size), dtype=np.int64)
-    for lv in np.unique(n):
-        pos = np.flatnonzero(n == lv)
-        idx[:, pos] = pos[rng.integers(0, pos.size, size=(replicates, pos.size))]
-    return idx
-
-
 @_QUIET
 def _standard_errors(n: np.ndarray, p: np.ndarray, rss: float, n_params: int, fix_kappa: bool) -> np.ndarray:
     """Asymptotic standard errors sqrt(diag((J'J)^-1) * rss/dof); kappa counts as free even at its bound
@@ -316,9 +307,9 @@ def fit_usl(n, x, *, bootstrap: int = 1000, seed: int = 0, level: float = 0.95, 
         for start in range(0, bootstrap, chunk):
             k = min(chunk, bootstrap - start)
             if method == "repetitions":
-                xb = x_arr[_resample_index(n_arr, k, rng)]
+                xb = x_arr[resample_within(n_arr, k, rng)]
             else:
-                xb = fitted + resid[rng.integers(0, resid.size, size=(k, resid.size))]
+                xb = fitted + resample(resid, k, rng)
             pb, good = _batch_lm(n_arr, xb, p, fix_kappa)
             kept.append(pb[good])
         pb = np.concatenate(kept)
@@ -326,9 +317,8 @@ def fit_usl(n, x, *, bootstrap: int = 1000, seed: int = 0, level: float = 0.95, 
         if used:
             with np.errstate(divide="ignore", invalid="ignore"):
                 nb = np.where(pb[:, 1] > 0, np.sqrt(np.clip(1 - pb[:, 0], 0, None) / pb[:, 1]), np.inf)
-            qs = [(1 - level) / 2, 1 - (1 - level) / 2]
             cols = [pb[:, 0], pb[:, 1], pb[:, 2], np.minimum(nb, 1e300)]
-            cis = [tuple(float(v) if v < 1e299 else math.inf for v in np.quantile(c, qs)) for c in cols]
+            cis = [tuple(float(v) if v < 1e299 else math.inf for v in percentile_interval(c, level)) for c in cols]
 
     reasons = []
     if not converged:

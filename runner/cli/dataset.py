@@ -23,7 +23,7 @@ Share datasets with collaborators and query them.
   import ARCHIVE                          verify, then add to the datasets: a new campaign, merged into
                                           the campaign of that name (no duplicate trials), or kept apart
                                           as CAMPAIGN--ID when the results are not comparable
-  query "SQL"                             DuckDB over every campaign: views `metrics` and `trials`
+  query "SQL" [--limit N]                 DuckDB over every campaign: views `metrics` and `trials`; read-only
   publish CAMPAIGN URL [--anonymize]      pack and copy to a shared location: a path, file://, sftp://,
                                           s3:// (an S3-compatible server with --s3-endpoint), gs://
   fetch URL/NAME                          copy from a shared location (the same, or http(s)://), check
@@ -66,6 +66,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     im.add_argument("archive", type=Path)
     qy = sub.add_parser("query", help="run SQL (DuckDB) over views `metrics` and `trials` of all campaigns")
     qy.add_argument("sql")
+    qy.add_argument("--limit", type=int, default=share.DEFAULT_LIMIT, metavar="N",
+                    help=f"print at most N rows (default {share.DEFAULT_LIMIT}); a last line says how many were left out")
     pb = sub.add_parser("publish", help="pack a campaign and copy it to an fsspec URL (a directory)")
     pb.add_argument("campaign")
     pb.add_argument("url", help="e.g. file:///srv/lab-datasets, s3://bucket/lab")
@@ -113,11 +115,13 @@ def run(args: argparse.Namespace) -> int:
     elif args.action == "import":
         report_import(console, share.import_archive(args.archive, args.datasets))
     elif args.action == "query":
-        columns, rows = share.query(args.sql, args.datasets)
-        table = Table(*columns, show_edge=False)
-        for row in rows:
+        result = share.run_query(args.sql, args.datasets, limit=args.limit)
+        table = Table(*result.columns, show_edge=False)
+        for row in result.rows:
             table.add_row(*("" if v is None else str(v) for v in row))
         console.print(table)
+        if result.left_out:
+            console.print(f"{result.left_out} more rows not shown (--limit {args.limit})", highlight=False)
     elif args.action == "publish":
         done = share.publish(args.campaign, args.url, datasets=args.datasets, anonymize=args.anonymize, s3_endpoint=args.s3_endpoint)
         console.print(f"published {done} (and {done}{share.CHECKSUM_SUFFIX})", highlight=False)

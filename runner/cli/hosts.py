@@ -56,7 +56,7 @@ def host_states(inventory: str | Path | None, pattern: str = "all", known_hosts:
     inv_path = Path(inventory) if inventory else PROJECT_INVENTORY
     specs = load_inventory(inv_path, known_hosts, scripts=bool(inventory)).resolve(pattern)
     check_known_hosts(specs)
-    paths = reservations.hold_paths(inv_path)
+    paths = {s.name: s.hold_path for s in specs}  # runner_hold_path, read by load_inventory
 
     def ask(spec: object) -> HostState:
         try:
@@ -77,7 +77,7 @@ def release_host(inventory: str | Path | None, name: str, known_hosts: Path | No
     if len(specs) != 1:
         raise UsageError(f"{name!r} is a group of {len(specs)} hosts; release one host at a time")
     with connect(specs[0]) as host:
-        return reservations.force_release(host, path=reservations.hold_paths(inv_path).get(name))
+        return reservations.force_release(host, path=specs[0].hold_path)
 
 
 def state_json(s: HostState) -> dict[str, object]:

@@ -9,17 +9,20 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from runner.cli import add_inventory_option, add_json_option, add_known_hosts_option, exit_status, int_at_least
+from runner import defaults
 from runner.errors import UnknownNameError
 from runner.execution import environments
 from runner.execution.campaign import check_guests, inventory_path, resolve_hosts
 from runner.hosts.ssh import check_known_hosts_file
 from runner.matrix.expand import is_relative
 from runner.matrix.load import Matrix, load_matrix
+from runner.provision import environments as envs
 from runner.provision import kernelbuild
 from runner.trials import CANARY, Trial, boots_needed, canary_cells, canary_rule, place_canaries, plan, trial_guest_key
 from runner.workloads import base
@@ -154,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     if planned.note:
         console.print(f"[yellow]{planned.note}[/]", highlight=False)
     plugin = base.get(matrix.workload)
-    for warning in dict.fromkeys(w for t in trials for w in plugin.plan_warnings(t.param_dict)):
+    for warning in dict.fromkeys(w for t in trials for w in _plan_warnings(plugin, t.param_dict)):
         console.print(f"[yellow]warning: {warning}[/]", highlight=False)
     if counts:
         console.print("trials per host: " + ", ".join(f"{h} {n}" for h, n in counts.items()), highlight=False)
@@ -291,3 +294,9 @@ def _fmt(seconds: float) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def _plan_warnings(plugin: base.Workload, params: Mapping[str, Any]) -> list[str]:
+    """The workload's warnings for one trial, given the memory its environment leaves it."""
+    env = envs.get(str(params.get("env", defaults.ENV)))
+    return plugin.plan_warnings(params, env.memory_limit_mib(params), env.shm_mib(params))

@@ -8,7 +8,7 @@ hypervisor host (`Host.spawn`) destroys the guests if this worker process or its
 SIGKILL of the controller, a killed Dask worker). Guests are destroyed by `release` (another configuration
 arrives, a trial failed, the campaign ends: `release_all`) and dropped unseen by `forget` (the host failed).
 
-Booting has its own limit, BOOT_TIMEOUT_S (env RUNNER_GUEST_BOOT_TIMEOUT).
+Booting has its own limit, boot_timeout_s() (env RUNNER_GUEST_BOOT_TIMEOUT).
 """
 
 from __future__ import annotations
@@ -31,10 +31,15 @@ from runner.provision.environments import BootOrder, Environment, Network, destr
 from runner.provision.guest import GuestSpec, campaign_slug, describe_guest
 from runner.provision.topology import Topology
 from runner.trials import guest_config_key
+from runner.util import env_seconds
 from runner.workloads.base import Workload, WorkloadContext
 
-BOOT_TIMEOUT_S = float(os.environ.get("RUNNER_GUEST_BOOT_TIMEOUT", "240"))
-PROBE_TIMEOUT_S = float(os.environ.get("RUNNER_PROBE_TIMEOUT", "15"))  # a nested KVM host boots its probe slowly
+def boot_timeout_s() -> float:  # read when used: a bad value fails the trial with one line, in its worker
+    return env_seconds("RUNNER_GUEST_BOOT_TIMEOUT", 240.0)
+
+
+def probe_timeout_s() -> float:  # a nested KVM host boots its probe slowly
+    return env_seconds("RUNNER_PROBE_TIMEOUT", 15.0)
 
 # Prints what a guest reports about itself, one "key value" line each.
 # Prints what a guest reports about itself, one "key value" line each.
@@ -146,7 +151,7 @@ def _boot(environment: Environment, host: Host, plugin: Workload, params: Mappin
         environment.destroy(host, name)
     boot_id = uuid.uuid4().hex[:12]
     order = BootOrder(campaign=campaign, gp=gp, params=params, describe=partial(_describe, environment.name, topo, campaign), net=net,
-                      logs=logs, images=shop, boot_timeout_s=BOOT_TIMEOUT_S, probe_timeout_s=PROBE_TIMEOUT_S,
+                      logs=logs, images=shop, boot_timeout_s=boot_timeout_s(), probe_timeout_s=probe_timeout_s(),
                       guard=partial(_guard, host), boot_id=boot_id)
     started = environment.boot(host, order)
     boot = Boot(environment, key, boot_id, host, started.specs, started.guests, started.ready_s, started.accel, started.guard, net,

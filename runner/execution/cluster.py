@@ -3,7 +3,7 @@
 Trials ask Dask for no resources and name only a preferred worker (other workers are allowed), so a task
 can never wait for something no worker has; the controller itself keeps one trial per host in flight.
 How the controller lives with workers that come and go, and with a scheduler that goes away, is in
-campaign._Dispatch._loop; the waits it uses are here (RUNNER_WORKER_WAIT, RUNNER_STALL_AFTER).
+runner.execution.dispatch (Dispatch._loop); the waits it uses are here (RUNNER_WORKER_WAIT, RUNNER_STALL_AFTER).
 """
 
 from __future__ import annotations
@@ -11,23 +11,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
 import socket
-import struct
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from runner import __version__
 from runner.errors import RunnerError, UsageError
+from runner.util import env_seconds, one_line
 
 WORKER_WAIT_ENV = "RUNNER_WORKER_WAIT"
 WORKER_WAIT_S = 30.0  # how long to wait for a worker to join an external scheduler (env RUNNER_WORKER_WAIT)
 CONNECT_TIMEOUT_S = 10.0
-HANDSHAKE_MAX = 1 << 20  # a Dask handshake is ~60 bytes; a first frame larger than this is not Dask
 
 
 STALL_AFTER_ENV = "RUNNER_STALL_AFTER"
@@ -42,26 +38,13 @@ class SchedulerLost(RunnerError):
 def worker_wait_s() -> float:
     """Seconds to wait for workers of an external scheduler, at the start and whenever every worker has left
     (RUNNER_WORKER_WAIT, default 30)."""
-    return _seconds_env(WORKER_WAIT_ENV, WORKER_WAIT_S)
+    return env_seconds(WORKER_WAIT_ENV, WORKER_WAIT_S)
 
 
 def stall_after_s() -> float:
     """Seconds without a trial starting or finishing, trials pending, before the progress output says why
     (RUNNER_STALL_AFTER, default 60); said again after each such period while it lasts."""
-    return _seconds_env(STALL_AFTER_ENV, STALL_AFTER_S)
-
-
-def _seconds_env(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise UsageError(f"{name}={raw!r} is not a number of seconds") from None
-    if not value > 0 or value == float("inf"):
-        raise UsageError(f"{name}={raw!r} must be a number of seconds > 0")
-    return value
+    return env_seconds(STALL_AFTER_ENV, STALL_AFTER_S)
 
 
 def worker_addresses(client: Any) -> list[str]:
@@ -80,7 +63,7 @@ LOCAL_DASK_CONFIG = {
     "distributed.admin.tick.interval": "500ms",  # event-loop stall detection (20 ms)
     "distributed.admin.system-monitor.interval": "2s",  # CPU/memory samples for the dashboard (500 ms)
     "distributed.worker.memory.monitor-interval": "1s",  # the nanny's memory check (100 ms)
-    # Every trial names its host's worker; the next trial of a host waits there (campaign._Dispatch._depth).
+    # Every trial names its host's worker; the next trial of a host waits there (dispatch.Dispatch._depth).
     # Stealing would move it to an idle worker, to wait there for the host's turn on a new connection.
     "distributed.scheduler.work-stealing": False,
 }
@@ -158,7 +141,7 @@ def client_for(scheduler: str | None, *, n_hosts: int) -> Iterator[Any]:
         try:
             client = Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S:g}s")
         except (OSError, TimeoutError, ValueError) as exc:
-            raise RunnerError(f"cannot reach the Dask scheduler at {scheduler}: {_one_line(exc)}") from None
+            raise RunnerError(f"cannot reach the Dask scheduler at {scheduler}: {one_line(exc)}") from None
         try:
             _check_workers(client, scheduler, wait_s)
             yield client
@@ -185,7 +168,7 @@ def local_shape(n_hosts: int) -> tuple[int, int]:
     """(worker processes, threads per worker) of the local cluster for `n_hosts` hosts (pure). One worker
     process per host, at most 8 (beyond that, hosts share them): trials mostly wait on their hosts, and
     separate processes keep a crashed trial from taking the rest along. Two threads per host: a host's next
-    trial waits in its worker, behind the host's turn (campaign._Dispatch._depth), and must never keep
+    trial waits in its worker, behind the host's turn (dispatch.Dispatch._depth), and must never keep
     another host's trial from a thread."""
     n_workers = max(1, min(n_hosts, 8))
     return n_workers, 2 * -(-max(1, n_hosts) // n_workers)
@@ -254,60 +237,35 @@ def check_scheduler(scheduler: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     host, sep, port = rest.rpartition(":")
     if not sep or not host.strip("[]") or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise UsageError(f"--scheduler {scheduler!r} is not a scheduler address; {allowed}")
-    deadline = time.monotonic() + timeout
-    try:
-        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+    try:  # nothing listening is said by the socket itself (Dask's connect would retry until its timeout)
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as exc:
-        why = exc.strerror or _one_line(exc)
+        why = exc.strerror or one_line(exc)
         raise UsageError(f"cannot reach the Dask scheduler at {scheduler}: {why}; is `dask scheduler` running there?") from None
-    not_dask = f"{scheduler} does not speak Dask's protocol (is it the scheduler's port? `dask scheduler` listens on 8786 by default)"
-    try:
-        with sock:
-            handshake = _read_message(sock, deadline)
-            if not (isinstance(handshake, dict) and "pickle-protocol" in handshake):
-                raise UsageError(not_dask)
-            _write_message(sock, {"compression": None, "python": tuple(sys.version_info[:3]), "pickle-protocol": pickle.HIGHEST_PROTOCOL})
-            _write_message(sock, {"op": "identity", "reply": True})
-            identity = _read_message(sock, deadline)
-    except (OSError, ValueError, struct.error):
-        raise UsageError(not_dask) from None
+    identity = _identity(f"tcp://{rest}", timeout)
+    if identity is None:
+        raise UsageError(f"{scheduler} does not speak Dask's protocol (is it the scheduler's port? `dask scheduler` listens on 8786 by default)")
     kind = identity.get("type") if isinstance(identity, dict) else None
     if kind != "Scheduler":
         raise UsageError(f"{scheduler} is a Dask {kind or 'server'}, not a scheduler; give the address of `dask scheduler`")
 
 
-def _read_message(sock: socket.socket, deadline: float) -> Any:
-    """One message of Dask's TCP framing (8-byte little-endian length, then packed frames); ValueError when
-    the bytes are not that."""
-    from distributed.protocol.core import loads
-    from distributed.protocol.utils import unpack_frames
+def _identity(address: str, timeout: float) -> Any:
+    """What the Dask server at `address` says it is (its `identity` reply, asked with Dask's own rpc); None
+    when what answers there is not a Dask server (no handshake, foreign bytes, no reply within `timeout`)."""
+    import asyncio
 
-    (size,) = struct.unpack("<Q", _read_exactly(sock, 8, deadline))
-    if not 0 < size <= HANDSHAKE_MAX:
-        raise ValueError(f"frame of {size} bytes")
-    try:
-        return loads(unpack_frames(_read_exactly(sock, size, deadline)))
-    except Exception as exc:  # noqa: BLE001 - whatever the decoder makes of foreign bytes
-        raise ValueError(_one_line(exc)) from None
+    from distributed.core import rpc  # distributed: a second of imports, only for --scheduler
 
+    async def ask() -> Any:
+        async with rpc(address, timeout=timeout) as server:
+            return await server.identity()
 
-def _write_message(sock: socket.socket, msg: Any) -> None:
-    from distributed.protocol.core import dumps
-    from distributed.protocol.utils import pack_frames
-
-    body = pack_frames(dumps(msg))
-    sock.sendall(struct.pack("<Q", len(body)) + body)
-
-
-def _read_exactly(sock: socket.socket, n: int, deadline: float) -> bytes:
-    data = bytearray()
-    while len(data) < n:
-        sock.settimeout(max(0.01, deadline - time.monotonic()))
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ValueError("connection closed")
-        data += chunk
-    return bytes(data)
+    try:  # in a thread of its own: the caller's event loop (and tornado's idea of it) stays as it was
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="runner-scheduler-check") as pool:
+            return pool.submit(asyncio.run, asyncio.wait_for(ask(), timeout)).result()
+    except Exception:  # noqa: BLE001 - whatever Dask makes of a server that is not one (MemoryError for a huge frame)
+        return None
 
 
 def _check_workers(client: Any, scheduler: str, wait_s: float) -> None:
@@ -327,7 +285,7 @@ def _check_workers(client: Any, scheduler: str, wait_s: float) -> None:
         versions = client.run(worker_version)
     except Exception as exc:  # noqa: BLE001 - e.g. ModuleNotFoundError unpickling on a worker without runner
         raise UsageError(
-            f"the Dask workers of {scheduler} cannot run the runner ({type(exc).__name__}: {_one_line(exc)}); "
+            f"the Dask workers of {scheduler} cannot run the runner ({type(exc).__name__}: {one_line(exc)}); "
             "start `dask worker` from the environment where runner is installed"
         ) from None
     wrong = {addr: v for addr, v in versions.items() if v != __version__}
@@ -337,7 +295,3 @@ def _check_workers(client: Any, scheduler: str, wait_s: float) -> None:
             f"Dask worker {addr} of {scheduler} runs runner {version}, this controller {__version__}; "
             "restart the workers from this runner's environment"
         )
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

@@ -19,7 +19,7 @@ Guests are kept for the next trial when the controller says one of the same conf
 this host (`keep_guests`), and destroyed otherwise, after a failed or timed-out trial, when a trial with
 another configuration arrives, on Ctrl-C and at the end of the campaign (`boots.release_all`).
 
-The trial's `timeout` bounds the workload; booting has its own limit (boots.BOOT_TIMEOUT_S).
+The trial's `timeout` bounds the workload; booting has its own limit (boots.boot_timeout_s(), env RUNNER_GUEST_BOOT_TIMEOUT).
 """
 
 from __future__ import annotations

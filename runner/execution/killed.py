@@ -9,20 +9,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from runner import defaults
+from runner.provision import environments
 
 SIGKILL_STATUSES = (137, -9)
 
 
 def memory_limit_mib(params: Mapping[str, Any]) -> int | None:
-    """The memory limit a trial runs under: the `memory` of its container or guest (a guest's default when it
-    gives none); None on the bare host or in a container without one."""
-    env = str(params.get("env", defaults.ENV))
-    memory = params.get("memory")
-    if env == "host":
-        return None
-    if isinstance(memory, int) and not isinstance(memory, bool):
-        return memory
-    return defaults.GUEST_MEMORY_MIB if env in defaults.VM_ENVS else None
+    """The memory limit a trial runs under, as its environment says (None on the bare host or in a container
+    without one)."""
+    return environments.get(str(params.get("env", defaults.ENV))).memory_limit_mib(params)
 
 
 def killed_for_memory(rc: int, params: Mapping[str, Any], stderr: str = "") -> str | None:

@@ -26,7 +26,8 @@ from runner import __version__, defaults
 from runner.errors import HostError, RunnerError, TrialError
 from runner.execution import environments
 from runner.hosts.base import Host
-from runner.lab.reservations import HoldGuard, HoldLost
+from runner.lab.guard import HoldGuard
+from runner.lab.holdfile import HoldLost
 from runner.records.store import AttemptRecord
 from runner.trials import Trial
 from runner.workloads import base
@@ -52,7 +53,7 @@ class AttemptSpec:
     # first command: a hold lost meanwhile stops the trial before anything of it runs (record kind "hold").
     hold: HoldGuard | None = None
     # (launch token, n): the n-th trial this launch sent to the host. A host's next trial may wait in its worker
-    # while the previous one runs (campaign._Dispatch._depth): they take the host in this order (_turn).
+    # while the previous one runs (dispatch.Dispatch._depth): they take the host in this order (_turn).
     turn: tuple[str, int] | None = None
 
 
@@ -120,15 +121,29 @@ def lease_name(spec: Any) -> str:
     return f"runner-host:{where}"
 
 
+_lease_waits: set[Any] = set()  # Dask keys of the trials in this worker waiting for their host's lease (_leased)
+
+
+def leases_waiting() -> list[Any]:
+    """The Dask keys of the trials in this worker that wait for their host's scheduler-wide lease: another
+    campaign measures on the host (run on every worker by the controller when nothing moves)."""
+    return list(_lease_waits)
+
+
 @contextlib.contextmanager
 def _leased(spec: AttemptSpec) -> Iterator[None]:
     if not spec.host_lease:
         yield
         return
-    from distributed import Semaphore
+    from distributed import Semaphore, get_worker
 
     lease = Semaphore(max_leases=1, name=lease_name(spec.host))
-    lease.acquire()
+    key = get_worker().get_current_task()
+    _lease_waits.add(key)  # said to the controller while it waits (leases_waiting)
+    try:
+        lease.acquire()
+    finally:
+        _lease_waits.discard(key)
     try:
         yield
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from runner.util import proc_state
 
 PROC = Path("/proc")
 BOOT_ID = PROC / "sys/kernel/random/boot_id"
@@ -47,7 +48,10 @@ def identify(pid: int) -> ProcessId | None:
     if pid <= 0:
         return None
     try:
-        return ProcessId(pid, stat_start((PROC / str(pid) / "stat").read_text()), boot_id())
+        stat = (PROC / str(pid) / "stat").read_text()
+        if proc_state(stat) in ("Z", "X", "x"):  # a zombie has ended (util.alive)
+            return None
+        return ProcessId(pid, stat_start(stat), boot_id())
     except FileNotFoundError:
         if PROC.joinpath("self").exists():
             return None  # /proc is there: no such process

@@ -42,6 +42,7 @@ from paramiko.ssh_exception import AuthenticationException, BadHostKeyException,
 from runner.errors import HostError, UsageError
 from runner.hosts.base import CommandResult, Host
 from runner.textfile import read_text
+from runner.util import one_line
 
 SYSTEM_KNOWN_HOSTS = (Path("/etc/ssh/ssh_known_hosts"), Path("/etc/ssh/ssh_known_hosts2"))
 USER_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
@@ -82,6 +83,7 @@ class HostSpec:
     local: bool = False
     guest_bridge: str | None = None  # the host's guest network for kvm/xen guests (None: the default)
     guest_subnet: str | None = None
+    hold_path: str | None = None  # the host's hold file (inventory runner_hold_path; None: runner.lab's default)
 
     def where(self) -> str:
         """'host tb1 (root@10.0.0.2:22)' for messages."""
@@ -209,7 +211,7 @@ class SSHHost(Host):
             try:
                 kwargs["sock"] = self.via.open_channel(spec.address, spec.port, t)
             except OSError as e:
-                raise HostError(f"{where}: unreachable through {self.via.name}: {_one_line(e)}") from None
+                raise HostError(f"{where}: unreachable through {self.via.name}: {one_line(e)}") from None
         # An empty SSHConfig: ~/.ssh/config must not silently change where or how we connect.
         conn = Connection(
             host=spec.address, user=spec.user, port=spec.port, connect_kwargs=kwargs,
@@ -243,7 +245,7 @@ class SSHHost(Host):
             raise HostError(f"{where}: unreachable: no answer within {t:g} s") from None
         except (SSHException, OSError, EOFError) as e:
             client.close()
-            raise HostError(f"{where}: cannot connect: {_one_line(e)}") from None
+            raise HostError(f"{where}: cannot connect: {one_line(e)}") from None
         transport = conn.transport
         transport.set_keepalive(KEEPALIVE_S)
         if isinstance(transport.sock, socket.socket):
@@ -281,7 +283,7 @@ class SSHHost(Host):
             except (SSHException, OSError, EOFError) as e:
                 self._drop()
                 if fresh:
-                    raise HostError(f"{self.spec.where()}: cannot open a session: {_one_line(e)}") from None
+                    raise HostError(f"{self.spec.where()}: cannot open a session: {one_line(e)}") from None
                 fresh = True
 
     def _take_standby(self) -> Channel | None:
@@ -356,7 +358,7 @@ class SSHHost(Host):
             if not transport.is_active():
                 self._drop()
                 raise HostError(f"{self.spec.where()}: connection lost opening a channel to {address}:{port}") from None
-            raise ConnectionRefusedError(f"{self.name} cannot connect to {address}:{port}: {_one_line(e)}") from None
+            raise ConnectionRefusedError(f"{self.name} cannot connect to {address}:{port}: {one_line(e)}") from None
         chan.settimeout(None)
         return chan
 
@@ -367,7 +369,7 @@ class SSHHost(Host):
             chan.exec_command(shlex.join(argv))
         except (SSHException, OSError, EOFError) as e:
             self._drop()
-            raise HostError(f"{self.spec.where()}: cannot start {argv[0]}: {_one_line(e)}") from None
+            raise HostError(f"{self.spec.where()}: cannot start {argv[0]}: {one_line(e)}") from None
         return _SpawnedChannel(chan)
 
     # ----- Host API ----------------------------------------------------------------------------------
@@ -386,13 +388,13 @@ class SSHHost(Host):
             chan = self._started(command)
         except (SSHException, OSError, EOFError) as e:
             self._drop()
-            raise HostError(f"{self.spec.where()}: connection lost while running {argv[0]}: {_one_line(e)}") from None
+            raise HostError(f"{self.spec.where()}: connection lost while running {argv[0]}: {one_line(e)}") from None
         try:
             self._start_standby()  # the next command's session starts while this one runs
             rc, out, err = self._collect(chan, start + limit, argv, limit)
         except (SSHException, OSError, EOFError) as e:
             self._drop()
-            raise HostError(f"{self.spec.where()}: connection lost while running {argv[0]}: {_one_line(e)}") from None
+            raise HostError(f"{self.spec.where()}: connection lost while running {argv[0]}: {one_line(e)}") from None
         finally:
             chan.close()
         wall = time.monotonic() - start
@@ -457,7 +459,7 @@ class SSHHost(Host):
             if lost:
                 self._drop()
             what = "connection lost" if lost else "failed"
-            raise HostError(f"{where}: copying {local} to {remote} {what}: {_one_line(e)}") from None
+            raise HostError(f"{where}: copying {local} to {remote} {what}: {one_line(e)}") from None
 
 
 class _SpawnedChannel:
@@ -475,7 +477,3 @@ class _SpawnedChannel:
             return None
         finally:
             self._chan.close()
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__

@@ -9,10 +9,28 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from runner.matrix.load import PERCENT, _same, normal_numbers
+PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")  # a value relative to the host's CPUs: '50%'
+
+
+def normal_numbers(value: Any) -> Any:
+    """`value` with every integral float made an int (2.0 -> 2), inside lists and mappings: equal numbers are one
+    value, so `1`, `1.0` and `1e0` make one cell, one trial id, and `repetitions: 2.0` is 2. Booleans stay."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:  # larger: kept a float (int64 columns)
+        return int(value)
+    if isinstance(value, list | tuple):
+        return type(value)(normal_numbers(v) for v in value)
+    if isinstance(value, dict):
+        return {normal_numbers(k): normal_numbers(v) for k, v in value.items()}
+    return value
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equal as matrix values: 2 is 2.0, but true is not 1."""
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
 
 Cell = dict[str, Any]
 
@@ -55,18 +73,18 @@ def _add(cells: list[Cell], seen: set[str], cell: Cell) -> None:
 
 
 def _matches(cell: Mapping[str, Any], rule: Mapping[str, Any]) -> bool:
-    return all(k in cell and _same(cell[k], v) for k, v in rule.items())
+    return all(k in cell and same_value(cell[k], v) for k, v in rule.items())
 
 
 def is_relative(value: Any) -> bool:
-    return isinstance(value, str) and PERCENT.match(value) is not None
+    return isinstance(value, str) and PERCENT.fullmatch(value) is not None
 
 
 def resolve_value(value: Any, cpus: int) -> Any:
     """'50%' of 8 CPUs -> 4; at least 1; other values unchanged."""
     if not is_relative(value):
         return value
-    pct = float(PERCENT.match(value).group(1))
+    pct = float(PERCENT.fullmatch(value).group(1))
     return max(1, round(pct * cpus / 100.0))
 
 

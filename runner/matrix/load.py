@@ -21,6 +21,7 @@ import yaml
 
 from runner import defaults
 from runner.errors import MatrixError, UsageError
+from runner.matrix.expand import PERCENT, expand_cells, normal_numbers, same_value
 from runner.provision import environments
 from runner.textfile import StrictLoader, load_yaml, read_text
 
@@ -36,7 +37,6 @@ _Loader.yaml_implicit_resolvers = {
 }
 _Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
-PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 
 # Parameters the runner itself understands (environments and guests), allowed in axes and workload.params
 # next to the workload's own. See docs/matrix.md.
@@ -146,18 +146,6 @@ def read_yaml(text: str) -> Any:
     return normal_numbers(yaml.load(text, Loader=_Loader))  # noqa: S506 - a SafeLoader subclass
 
 
-def normal_numbers(value: Any) -> Any:
-    """`value` with every integral float made an int (2.0 -> 2), inside lists and mappings: equal numbers are one
-    value, so `1`, `1.0` and `1e0` make one cell, one trial id, and `repetitions: 2.0` is 2. Booleans stay."""
-    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:  # larger: kept a float (int64 columns)
-        return int(value)
-    if isinstance(value, list | tuple):
-        return type(value)(normal_numbers(v) for v in value)
-    if isinstance(value, dict):
-        return {normal_numbers(k): normal_numbers(v) for k, v in value.items()}
-    return value
-
-
 # The most trials a matrix may expand to (cells before `exclude` x repetitions): counted before expanding,
 # so a matrix that would take more memory than the machine has is one line with its size.
 MAX_TRIALS = 1_000_000
@@ -241,7 +229,7 @@ def parse_matrix(text: str, path: Path = Path("matrix.yml")) -> Matrix:
                     raise MatrixError(f"{name}: {kind}[{ri}].{key}: not an axis; axes: {', '.join(axes) or 'none'}")
                 if kind == "include":
                     _check_value(value, props[key], name, f"include[{ri}].{key}")
-                elif not any(_same(value, x) for x in axes[key]):  # a typo would exclude nothing, in silence
+                elif not any(same_value(value, x) for x in axes[key]):  # a typo would exclude nothing, in silence
                     raise MatrixError(f"{name}: exclude[{ri}].{key}: {value!r} is not a value of axis {key!r}; "
                                       f"its values: {', '.join(map(repr, axes[key]))}")
             if kind == "include":
@@ -254,8 +242,11 @@ def parse_matrix(text: str, path: Path = Path("matrix.yml")) -> Matrix:
     plugin = base.get(workload)
     if (missing := plugin.missing()) is not None:
         raise MatrixError(f"{name}: workload.name: workload {workload!r} cannot run here: {missing}")
-    try:
-        plugin.validate({**params, **{k: v[0] for k, v in axes.items()}})
+    from runner.matrix.expand import expand_cells  # expand imports this module
+
+    try:  # every cell: a check may depend on a combination (stressng: env kvm with the minimal image)
+        for cell in expand_cells(axes, zips, tuple(doc.get("exclude") or ()), tuple(doc.get("include") or ())) or [{}]:
+            plugin.validate({**params, **cell})
     except UsageError as exc:
         raise MatrixError(f"{name}: {exc}") from None
 
@@ -337,16 +328,15 @@ def _canary(
     anything else is one line naming the file, the key and the value."""
     if value is None:
         return None
-    from runner.matrix.expand import expand_cells  # expand imports this module
 
     wanted = dict(value["cell"])
     for key, v in wanted.items():
         if key not in axes:
             raise MatrixError(f"{name}: canary.cell.{key}: not an axis; axes: {', '.join(axes) or 'none'}")
-        if not any(_same(v, x) for x in axes[key]):
+        if not any(same_value(v, x) for x in axes[key]):
             raise MatrixError(f"{name}: canary.cell.{key}: {v!r} is not a value of axis {key!r}; "
                               f"its values: {', '.join(map(repr, axes[key]))}")
-    found = [c for c in expand_cells(axes, zips, exclude, include) if all(_same(c[k], v) for k, v in wanted.items())]
+    found = [c for c in expand_cells(axes, zips, exclude, include) if all(same_value(c[k], v) for k, v in wanted.items())]
     if not found:
         raise MatrixError(f"{name}: canary.cell: {_flow(wanted)} names no cell of the matrix "
                           "(exclude drops it, or the zipped axes never pair these values)")
@@ -360,11 +350,6 @@ def _canary(
                           "(every: 10), minutes (minutes: 30) or both (a canary run is due when either is reached)")
     return Canary(cell=dict(found[0]), every=None if every is None else int(every), metric=value.get("metric"),
                   minutes=None if minutes is None else float(minutes))
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal as matrix values: 2 is 2.0, but true is not 1."""
-    return a == b and isinstance(a, bool) == isinstance(b, bool)
 
 
 def _flow(cell: Mapping[str, Any]) -> str:
@@ -455,7 +440,7 @@ def _allows_extra(workload: str) -> bool:
 def _check_value(value: Any, schema: Mapping[str, Any], name: str, path: str) -> None:
     """Validate one parameter value; CPU-count parameters (x-cpus) may also be percentages like "50%"."""
     if schema.get("x-cpus") and isinstance(value, str):
-        m = PERCENT.match(value)
+        m = PERCENT.fullmatch(value)
         if m and float(m.group(1)) > 0:
             return
         raise MatrixError(f"{name}: {path}: {value!r} is not a CPU count; allowed: an integer >= 1 or a percentage of the host's CPUs like '50%'")

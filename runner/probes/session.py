@@ -21,6 +21,7 @@ from typing import Any
 from runner.hosts.base import Host
 from runner.probes.base import Probe, ProbeContext, get
 from runner.records.metric import Metric
+from runner.util import one_line
 
 _lock = threading.Lock()
 _checked: dict[tuple[str, str, str, str], str | None] = {}  # (owner, side, where, probe) -> None (usable) or the reason
@@ -104,7 +105,7 @@ class ProbeWindow:
                 try:
                     reason = bounded(lambda: probe.check(self.host, self.ctx), probe.timeout, probe.name)
                 except Exception as exc:  # noqa: BLE001 - a failing check means unusable, said once
-                    reason = f"check failed: {_one_line(exc)}"
+                    reason = f"check failed: {one_line(exc)}"
             with _lock:
                 _checked[key] = reason
         finally:  # also on Ctrl-C: nobody waits for a check that ended
@@ -128,7 +129,7 @@ class ProbeWindow:
             try:
                 state = bounded(lambda p=probe: p.start(self.host, self.ctx), probe.timeout, probe.name)
             except Exception as exc:  # noqa: BLE001 - the trial goes on without this probe
-                self._notes.append(f"probe {probe.name} failed to start on {self._where()}: {_one_line(exc)}; left out of this trial")
+                self._notes.append(f"probe {probe.name} failed to start on {self._where()}: {one_line(exc)}; left out of this trial")
                 continue
             self._running.append((probe, state))
         self.notes = tuple(self._notes)
@@ -143,13 +144,9 @@ class ProbeWindow:
             try:
                 got = bounded(lambda p=probe, s=state: p.stop(self.host, self.ctx, s), probe.timeout, probe.name)
             except Exception as err:  # noqa: BLE001
-                self._notes.append(f"probe {probe.name} failed on {self._where()}: {_one_line(err)}; left out of this trial")
+                self._notes.append(f"probe {probe.name} failed on {self._where()}: {one_line(err)}; left out of this trial")
                 continue
             rows += [dataclasses.replace(m, probe=probe.name, side=self.ctx.side) for m in got or ()]
         self._running = []
         self.metrics = tuple(rows)
         self.notes = tuple(self._notes)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300] or type(exc).__name__

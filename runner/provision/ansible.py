@@ -25,6 +25,7 @@ import ansible_runner
 from runner.errors import ProvisionError
 from runner.provision.fingerprint import Change, diff_fingerprints, load_facts, summarize
 from runner.provision.tuning import knobs_from_vars
+from runner.util import one_line
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE_CFG = PROJECT_ROOT / "ansible.cfg"
@@ -77,15 +78,10 @@ class PlaybookResult:
         return tuple(sorted(h for h, s in self.stats.items() if s.failed or s.unreachable))
 
 
-def _one_line(text: Any, limit: int = 300) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
 def _failure_message(res: Mapping[str, Any]) -> str:
     for key in ("msg", "stderr", "module_stderr", "stdout"):
         if res.get(key):
-            return _one_line(res[key])
+            return one_line(res[key])
     return "failed"
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import ProvisionError
+from runner.util import run_checked
 
 # Bump when the layout or the init script changes, so cached images are rebuilt.
 BUILDER_VERSION = 1
@@ -40,6 +41,18 @@ NET_MODULES = ("virtio_pci", "virtio_net")
 XEN_NET_MODULES = ("xen_netfront",)
 DEFAULT_CMDLINE = "console=ttyS0 panic=-1 quiet"
 
+# The start of every guest init (this image's and runner.provision.rootfs's): the marker, then the guest's
+# address, gateway and probe flag from the kernel command line.
+INIT_ARGS = f"""echo {INIT_MARKER}
+IP=; GW=; PROBE=
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in
+    runner.ip=*) IP="${{arg#runner.ip=}}" ;;
+    runner.gw=*) GW="${{arg#runner.gw=}}" ;;
+    runner.probe) PROBE=1 ;;
+  esac
+done
+"""
 INIT_SCRIPT = f"""#!/bin/sh
 # /init of a runner guest image (runner.provision.image).
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -51,16 +64,7 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
-echo {INIT_MARKER}
-IP=; GW=; PROBE=
-for arg in $(cat /proc/cmdline); do
-  case "$arg" in
-    runner.ip=*) IP="${{arg#runner.ip=}}" ;;
-    runner.gw=*) GW="${{arg#runner.gw=}}" ;;
-    runner.probe) PROBE=1 ;;
-  esac
-done
-[ -n "$PROBE" ] && poweroff -f
+{INIT_ARGS}[ -n "$PROBE" ] && poweroff -f
 for m in $(cat /etc/runner-modules); do insmod "/lib/modules/$m.ko" || echo "runner-guest: insmod $m failed"; done
 hostname runner-guest
 ip link set lo up
@@ -310,7 +314,7 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
 
 
 def _run(argv: list[str]) -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if proc.returncode:
-        raise ProvisionError(f"{argv[0]} failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
-    return proc.stdout
+    return run_checked(argv, timeout=LOCAL_TOOL_TIMEOUT_S, what=argv[0], error=ProvisionError).stdout
+
+
+LOCAL_TOOL_TIMEOUT_S = 600  # a key, a list of applets: seconds; more means the tool hangs

@@ -299,7 +299,8 @@ def _shown_path(path: Path, source: Path, shown: Path) -> Path:
 
 # The host's guest network (bridge name, CIDR) for kvm and xen guests; every host may use the same.
 _GUEST_NET = ("runner_guest_bridge", "runner_guest_subnet")
-_CONNECTION_VARS = ("ansible_connection", *_ADDRESS, *_PORT, *_USER, *_KEY, *_TIMEOUT, *_SSH_ARGS, *_GUEST_NET)
+HOLD_PATH = "runner_hold_path"  # the host's hold file (runner.lab.reservations), a full path
+_CONNECTION_VARS = ("ansible_connection", *_ADDRESS, *_PORT, *_USER, *_KEY, *_TIMEOUT, *_SSH_ARGS, *_GUEST_NET, HOLD_PATH)
 
 
 def _template(templar: Any, value: Any, path: Path, host: str, key: str) -> Any:
@@ -343,6 +344,10 @@ def host_spec(name: str, conn_vars: Mapping[str, Any], path: Path) -> HostSpec:
             raise UsageError(f"{path}: host {name}: runner_guest_subnet {subnet!r} is not a network such as 10.214.0.0/24") from None
         if net.num_addresses < 16:
             raise UsageError(f"{path}: host {name}: runner_guest_subnet {subnet} is too small; use a /28 or larger")
+    hold = conn_vars.get(HOLD_PATH)
+    if hold not in (None, "") and (not isinstance(hold, str) or not hold.startswith("/") or hold.endswith("/")
+                                   or any(c in hold for c in "\n\0")):
+        raise UsageError(f"{path}: host {name}: {HOLD_PATH} {hold!r} is not the full path of a file, e.g. /var/lib/runner/holds/hold.json")
     return HostSpec(
         name=name,
         address=str(address or name),
@@ -354,6 +359,7 @@ def host_spec(name: str, conn_vars: Mapping[str, Any], path: Path) -> HostSpec:
         local=local,
         guest_bridge=str(bridge) if bridge is not None else None,
         guest_subnet=str(subnet) if subnet is not None else None,
+        hold_path=hold or None,
     )
 
 

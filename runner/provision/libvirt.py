@@ -36,6 +36,7 @@ from runner.hosts.base import Host
 from runner.provision.guestspec import GuestSpec, belongs_to
 from runner.provision.image import INIT_MARKER
 from runner.provision.topology import format_cpulist
+from runner.util import answers_ssh, wait_until
 
 URI = "qemu:///system"
 BRIDGE = "rnrbr0"
@@ -175,11 +176,8 @@ def ensure_libvirtd(host: Host, timeout: float = 20.0) -> None:
     res = host.run(["sh", "-c", script], timeout=30)
     if not res.ok:
         raise ProvisionError(f"{host.name}: cannot start libvirtd: {res.tail()}; install libvirt-daemon-system")
-    deadline = time.monotonic() + timeout
-    while not _libvirt_answers(host):
-        if time.monotonic() > deadline:
-            raise ProvisionError(f"{host.name}: libvirtd did not answer on {URI} within {timeout:.0f} s")
-        time.sleep(0.3)
+    if not wait_until(lambda: _libvirt_answers(host), timeout, interval=0.3):
+        raise ProvisionError(f"{host.name}: libvirtd did not answer on {URI} within {timeout:.0f} s")
 
 
 def _libvirt_answers(host: Host) -> bool:
@@ -271,10 +269,8 @@ def console_tail(host: Host, log: str, lines: int = 8) -> str:
 def wait_console(host: Host, log: str, marker: str, timeout: float) -> float | None:
     """Seconds until `marker` appears in the console log on the host, or None after `timeout`."""
     start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if host.run(["grep", "-qF", marker, log], timeout=15).rc == 0:
-            return time.monotonic() - start
-        time.sleep(0.3)
+    if wait_until(lambda: host.run(["grep", "-qF", marker, log], timeout=15).rc == 0, timeout, interval=0.3):
+        return time.monotonic() - start
     return None
 
 
@@ -286,21 +282,9 @@ def wait_ssh(host: Host, address: str, timeout: float, port: int = 22) -> float:
     """
     ip = address.split("/")[0]
     start = time.monotonic()
-    while True:
-        left = timeout - (time.monotonic() - start)
-        if left <= 0:
-            raise ProvisionError(f"no SSH server answered at {ip}:{port} (from {host.name}) within {timeout:.0f} s")
-        try:
-            chan = host.open_channel(ip, port, timeout=min(5.0, left))
-            try:
-                chan.settimeout(min(5.0, max(left, 0.1)))
-                if chan.recv(64).startswith(b"SSH-"):
-                    return time.monotonic() - start
-            finally:
-                chan.close()
-        except OSError:
-            pass
-        time.sleep(0.3)
+    if wait_until(lambda: answers_ssh(lambda: host.open_channel(ip, port, timeout=5.0)), timeout, interval=0.3):
+        return time.monotonic() - start
+    raise ProvisionError(f"no SSH server answered at {ip}:{port} (from {host.name}) within {timeout:.0f} s")
 
 
 def probe_accel(host: Host, kernel: str, initrd: str, timeout: float = 15.0, *, log_dir: str = LOG_DIR) -> str:

@@ -37,14 +37,17 @@ from pathlib import Path
 
 from runner.errors import ImageBuildError, ProvisionError
 from runner.provision import image
+from runner.util import run_checked
 
 BUILDER_VERSION = 1
 SUITE = "bookworm"
 # What the built-in workloads and the runner need inside a guest: sshd (and sftp) for the runner,
-# python3 and the kernel build tools and source for gmake, perf for the probes, iproute2 and kmod for init.
+# python3 and the kernel build tools and source for gmake, stress-ng for stressng, perf for the probes,
+# iproute2 and kmod for init.
 DEBIAN_PACKAGES = (
     "openssh-server", "openssh-sftp-server", "python3", "gcc", "make", "bc", "flex", "bison", "libelf-dev",
     "libssl-dev", "libc6-dev", "perl", "xz-utils", "linux-source-6.1", "linux-perf", "iproute2", "procps", "kmod", "mount",
+    "stress-ng",
 )  # fmt: skip
 DISK_SIZE = "8G"  # sparse: the qcow2 holds only what was written; room for a kernel tree and its build
 ROOT_CMDLINE = "root=/dev/vda rw init=/sbin/runner-init net.ifnames=0"  # no udev renames: eth0
@@ -63,16 +66,7 @@ mountpoint -q /dev/shm || mount -t tmpfs tmpfs /dev/shm
 mountpoint -q /run || mount -t tmpfs tmpfs /run
 mountpoint -q /tmp || mount -t tmpfs tmpfs /tmp
 mount -o remount,rw / 2>/dev/null
-echo {image.INIT_MARKER}
-IP=; GW=; PROBE=
-for arg in $(cat /proc/cmdline); do
-  case "$arg" in
-    runner.ip=*) IP="${{arg#runner.ip=}}" ;;
-    runner.gw=*) GW="${{arg#runner.gw=}}" ;;
-    runner.probe) PROBE=1 ;;
-  esac
-done
-[ -n "$PROBE" ] && {{ sync; echo o > /proc/sysrq-trigger; }}
+{image.INIT_ARGS}[ -n "$PROBE" ] && {{ sync; echo o > /proc/sysrq-trigger; }}
 for m in $(cat /etc/runner-modules); do
   insmod "/lib/modules/runner/$m.ko" 2>/dev/null || grep -q "^$m " /proc/modules || echo "runner-guest: insmod $m failed"
 done
@@ -352,9 +346,7 @@ def _step(argv: Sequence[str], staging: Path, what: str, final: Path) -> None:
 
 
 def _run_ok(argv: Sequence[str], what: str) -> None:
-    proc = subprocess.run(list(argv), capture_output=True, text=True, check=False)
-    if proc.returncode:
-        raise ImageBuildError(f"guest image build: {what} failed: {(proc.stderr or proc.stdout).strip()[-200:]}")
+    run_checked(argv, timeout=600, what=f"guest image build: {what}", error=ImageBuildError)
 
 
 def _need(tool: str, package: str) -> None:

@@ -67,6 +67,7 @@ import yaml
 
 from runner.errors import ProvisionError, RunnerError, UsageError
 from runner.hosts import process
+from runner.util import alive, answers_ssh, wait_until
 
 PREFIX = "rtb"
 SUBNET_BASE = "10.213"  # 10.213.<id>.0/24, one /24 per test bed, only on this machine
@@ -582,13 +583,14 @@ def _ip(*args: str) -> str:
 def _forget_holds(netns: str) -> None:
     """Remove campaign holds (runner.lab.reservations) kept for this namespace. The kernel reuses a deleted
     namespace's inode, and holds are named after it: a hold left by a test must not outlive its test bed."""
-    from runner.lab.reservations import DEFAULT_DIR
+    from runner.lab.holdfile import DEFAULT_DIR, hold_dir  # imported on teardown only: the bed needs no lab
 
     try:
         inode = os.stat(f"/run/netns/{netns}").st_ino
     except OSError:
         return
-    (Path(DEFAULT_DIR) / f"hold-net{inode}.json").unlink(missing_ok=True)
+    for folder in {DEFAULT_DIR, hold_dir()}:  # RUNNER_HOLD_DIR: the tests' own
+        (Path(folder) / f"hold-net{inode}.json").unlink(missing_ok=True)
 
 
 def _ip_quiet(*args: str) -> None:
@@ -647,12 +649,7 @@ def _comm(pid: int) -> str:
         return ""
 
 
-def _alive(pid: int) -> bool:
-    """True if pid runs (a zombie counts as dead: this machine's init does not reap orphans)."""
-    try:
-        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
-    except psutil.Error:
-        return False
+_alive = alive  # a zombie counts as dead: this machine's init does not reap orphans
 
 
 def _start_time(pid: int) -> int:
@@ -669,31 +666,27 @@ def _kill_and_wait(pids: Sequence[int], sig: signal.Signals, wait_s: float = 5.0
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + wait_s
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: not any(_alive(p) for p in pids), wait_s, interval=0.01)
 
 
 def _wait_pidfile(pidfile: Path, name: str, wait_s: float = 5.0) -> int:
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
+    def pid() -> int | None:
         text = pidfile.read_text().strip() if pidfile.exists() else ""
-        if text.isdigit():
-            return int(text)
-        time.sleep(0.01)
+        return int(text) if text.isdigit() else None
+
+    if (found := wait_until(pid, wait_s, interval=0.01)) is not None:
+        return found
     raise ProvisionError(f"test bed: sshd of {name} wrote no pid file {pidfile} within {wait_s:g} s")
 
 
 def _wait_listening(h: TestHost, proc: subprocess.Popen | None, logs: Sequence[Path], wait_s: float = 5.0) -> None:
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         if proc is not None and proc.poll() is not None:
             raise ProvisionError(f"test bed: sshd of {h.name} exited with {proc.returncode}: {_last_log_line(logs)}")
-        try:
-            with socket.create_connection((h.address, h.port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.02)
+        return answers_ssh(lambda: socket.create_connection((h.address, h.port), timeout=0.5))
+
+    if wait_until(listening, wait_s, interval=0.02):
+        return
     raise ProvisionError(f"test bed: sshd of {h.name} does not listen on {h.address}:{h.port} after {wait_s:g} s")
 
 

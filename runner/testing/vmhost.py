@@ -39,10 +39,12 @@ import yaml
 
 from runner.errors import ProvisionError
 from runner.provision import image, rootfs
+from runner.util import alive, answers_ssh, env_seconds, wait_until
 
 KVM_HOST_PACKAGES = (
     "openssh-server", "openssh-sftp-server", "python3", "libvirt-daemon-system", "libvirt-clients",
     "qemu-system-x86", "qemu-utils", "iproute2", "procps", "kmod", "mount", "util-linux",
+    "stress-ng",  # the stressng workload on the host itself (env host)
 )  # fmt: skip
 KVM_HOST_INIT = """#!/bin/sh
 # runner test bed: a KVM host VM's services (runner.testing.vmhost)
@@ -84,7 +86,7 @@ GUEST_ADDRESS, GATEWAY = "10.0.2.15/24", "10.0.2.2"  # QEMU user networking's de
 # An emulated host answers slowly, more so on a loaded machine (a channel took over 10 s to open with the
 # 2 cores busy): the inventory gives its SSH connections this much time.
 CONNECT_TIMEOUT_S = 120
-BOOT_TIMEOUT_S = float(os.environ.get("RUNNER_VM_HOST_BOOT_TIMEOUT", "300"))
+BOOT_TIMEOUT_ENV, BOOT_TIMEOUT_DEFAULT_S = "RUNNER_VM_HOST_BOOT_TIMEOUT", 300.0
 _procs: dict[int, subprocess.Popen] = {}  # the VMs this process started, by pid (kept until stop waits for them)
 
 
@@ -237,12 +239,7 @@ def _gone(pid: int, proc: subprocess.Popen | None, wait: float) -> bool:
             return True
         except subprocess.TimeoutExpired:
             return False
-    deadline = time.monotonic() + wait  # started by another process: watch /proc
-    while time.monotonic() < deadline:
-        if not Path(f"/proc/{pid}").exists():
-            return True
-        time.sleep(0.1)
-    return False
+    return bool(wait_until(lambda: not alive(pid), wait))  # started by another process: a zombie has ended too
 
 
 def write_inventory(vms: list[VMHost], directory: Path) -> Path:
@@ -272,21 +269,19 @@ def console_tail(vm: VMHost, lines: int = 5) -> str:
 
 
 def _wait_ready(vm: VMHost, proc: subprocess.Popen, t0: float) -> None:
-    while time.monotonic() - t0 < BOOT_TIMEOUT_S:
+    boot_timeout = env_seconds(BOOT_TIMEOUT_ENV, BOOT_TIMEOUT_DEFAULT_S)
+
+    def ready() -> bool:
         if proc.poll() is not None:
             log = vm.console.with_name(f"{vm.name}.qemu.log")
             err = (log.read_text(errors="replace").strip() if log.exists() else "")[-300:]
             raise ProvisionError(f"{vm.name}: QEMU exited with status {proc.returncode}: {err or console_tail(vm)}")
-        if image.SSH_MARKER in (vm.console.read_text(errors="replace") if vm.console.exists() else ""):
-            try:
-                with socket.create_connection(("127.0.0.1", vm.port), timeout=5) as s:
-                    s.settimeout(20)
-                    if s.recv(64).startswith(b"SSH-"):
-                        return
-            except OSError:
-                pass
-        time.sleep(1.0)
-    raise ProvisionError(f"{vm.name}: no SSH {BOOT_TIMEOUT_S:.0f} s after QEMU started; console: {console_tail(vm)}")
+        return image.SSH_MARKER in (vm.console.read_text(errors="replace") if vm.console.exists() else "") and \
+            answers_ssh(lambda: socket.create_connection(("127.0.0.1", vm.port), timeout=5), read_timeout=20)
+
+    if wait_until(ready, boot_timeout - (time.monotonic() - t0), interval=1.0):
+        return
+    raise ProvisionError(f"{vm.name}: no SSH {boot_timeout:.0f} s after QEMU started; console: {console_tail(vm)}")
 
 
 def _free_port() -> int:

@@ -82,9 +82,11 @@ class Workload:
     def prepare(self, host: Host, ctx: WorkloadContext) -> None:
         """Put what the workload needs on the host. Idempotent."""
 
-    def plan_warnings(self, params: Mapping[str, Any]) -> list[str]:
+    def plan_warnings(self, params: Mapping[str, Any], memory_mib: int | None, shm_mib: int | None) -> list[str]:
         """One-line warnings `runner plan` shows for a cell's resolved parameters (something that will likely fail
-        where it runs, such as a copy that cannot fit the environment's memory). Default: none. Pure."""
+        where it runs, such as a copy that cannot fit the environment's memory). `memory_mib` is the memory limit
+        the trial runs under and `shm_mib` what its /dev/shm can hold (None: no limit; the environment says:
+        runner.provision.environments). Default: none. Pure."""
         return []
 
     # The parameter holding the seconds of measurement, and its default (None: cannot be windowed).
@@ -112,6 +114,20 @@ class Workload:
         no metric name. Default: a `throughput` adds up over the guests (also as `aggregate_throughput`),
         with Jain's index of the guests' throughputs (`vm_jain`)."""
         return added_up(per_vm, "throughput", "aggregate_throughput")
+
+
+def signal_by_pid_file(pid_file: str, comm: str, signal: str, name: str) -> list[str]:
+    """A stop_argv: send `signal` (e.g. "USR1") to the process whose pid `pid_file` holds, once /proc says
+    its name is `comm` (the first 15 characters of the program's name), so a stale pid never reaches
+    another process. Shell builtins only (in a busy emulated guest each started process costs a lot); it
+    looks for up to about 15 s, in case the run has not started yet. `name`: the script's $0."""
+    script = (
+        'i=0; while [ "$i" -lt 300 ]; do '
+        'if [ -r "$1" ] && read -r p <"$1" && [ -r "/proc/$p/comm" ] && read -r n <"/proc/$p/comm" '
+        f'&& [ "$n" = "$2" ]; then kill -{signal} "$p" && exit 0; fi; '
+        'i=$((i+1)); sleep 0.05; done; exit 1'
+    )
+    return ["sh", "-c", script, name, pid_file, comm[:15]]
 
 
 _REGISTRY: dict[str, type[Workload]] = {}
@@ -148,7 +164,7 @@ def get(name: str) -> Workload:
 
 def _load_builtin() -> None:
     # Importing the modules registers them.
-    from runner.workloads import command, lockbench  # noqa: F401
+    from runner.workloads import command, lockbench, stressng  # noqa: F401
 
     try:
         from runner.workloads import gmake  # noqa: F401

@@ -21,6 +21,8 @@ What an environment says (class attributes, plain data, read at plan time):
   image as the guest sees it, and the network drivers the guest's init loads.
 - `no_virtual_numa`: why it cannot give a guest virtual NUMA nodes ("" when it can).
 - `guest_noun`: what one of its guests is called in messages ("libvirt domain", "container").
+- `cpu_noun`: what the CPUs its load runs on are called in reports ("guest vCPUs", "container CPUs").
+- `shm_share`: the share of its memory limit a tmpfs in /dev/shm may fill (a guest's is half its RAM).
 
 What an environment does (methods; the hypervisor host `hv` is any Host, this machine or a lab host over
 SSH, and every command runs through it):
@@ -135,6 +137,23 @@ class Environment:
     net_modules: ClassVar[tuple[str, ...]] = image.NET_MODULES
     no_virtual_numa: ClassVar[str] = ""
     guest_noun: ClassVar[str] = "guest"
+    cpu_noun: ClassVar[str] = "host CPUs"  # what the CPUs a trial's load runs on are called in reports
+    shm_share: ClassVar[float] = 1.0  # the share of a memory limit that its /dev/shm (tmpfs) may hold
+
+    def memory_limit_mib(self, params: Mapping[str, Any]) -> int | None:
+        """The memory limit a trial runs under (its `memory`; a guest's default when it gives none); None when
+        nothing limits it (the bare host, a container without `memory`)."""
+        if not self.starts_guests:
+            return None
+        memory = params.get("memory")
+        if isinstance(memory, int) and not isinstance(memory, bool):
+            return memory
+        return defaults.GUEST_MEMORY_MIB if self.virtual_machines else None
+
+    def shm_mib(self, params: Mapping[str, Any]) -> int | None:
+        """What /dev/shm can hold under the trial's memory limit (None: no limit)."""
+        limit = self.memory_limit_mib(params)
+        return None if limit is None else int(limit * self.shm_share)
 
     # ---------------------------------------------------------------------------- plan time (pure)
 

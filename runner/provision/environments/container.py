@@ -14,6 +14,7 @@ from runner.provision.environments.base import BootOrder, Environment, Started, 
 @register("container")
 class Containers(Environment):
     guest_noun = "container"
+    cpu_noun = "container CPUs"
     starts_guests = True
     failure_accel = "none"  # no hypervisor, whatever failed
     host_tools = (("podman", "docker"), "podman and runc")

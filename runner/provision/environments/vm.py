@@ -24,6 +24,8 @@ from runner.provision.guestspec import GuestSpec, campaign_slug
 class VirtualMachines(Environment):
     starts_guests = True
     virtual_machines = True
+    cpu_noun = "guest vCPUs"
+    shm_share = 0.5  # Linux sizes a tmpfs at half the RAM by default
     boots_kernel = True
     setup_estimate_s = 17.0  # measured under TCG on the development machines (docs/guests.md); real KVM boots faster
 

@@ -143,21 +143,17 @@ class Gmake(Workload):
         if not tmpdir.startswith("/"):
             raise UsageError(f"workload.params.tmpdir: {tmpdir!r} is not an absolute path")
 
-    def plan_warnings(self, params: Mapping[str, Any]) -> list[str]:
+    def plan_warnings(self, params: Mapping[str, Any], memory_mib: int | None, shm_mib: int | None) -> list[str]:
         """The tree copied to tmpfs (/dev/shm: a container's is as large as its memory, a guest's half of its RAM)
         with the build's objects needs about TMPFS_NEED_MIB; a smaller one ends the trial with SIGKILL."""
-        from runner.execution.killed import memory_limit_mib
-
-        limit = memory_limit_mib(params)
-        if limit is None or str(params.get("tmpdir", DEFAULTS["tmpdir"])) != DEFAULTS["tmpdir"]:
+        if memory_mib is None or shm_mib is None or str(params.get("tmpdir", DEFAULTS["tmpdir"])) != DEFAULTS["tmpdir"]:
             return []
-        env = str(params.get("env"))
-        room = limit if env == "container" else limit // 2
-        if room >= TMPFS_NEED_MIB:
+        if shm_mib >= TMPFS_NEED_MIB:
             return []
-        return [f"gmake in {env} with memory {limit} MiB: its {DEFAULTS['tmpdir']} holds {room} MiB, but the kernel tree copied there "
-                f"and its build need about {TMPFS_NEED_MIB} MiB; the trial will likely be killed for memory (give memory: "
-                f"{TMPFS_NEED_MIB if env == 'container' else 2 * TMPFS_NEED_MIB} or more)"]
+        enough = -(-TMPFS_NEED_MIB * memory_mib // max(shm_mib, 1))
+        return [f"gmake in {params.get('env')} with memory {memory_mib} MiB: its {DEFAULTS['tmpdir']} holds {shm_mib} MiB, but the "
+                f"kernel tree copied there and its build need about {TMPFS_NEED_MIB} MiB; the trial will likely be killed for "
+                f"memory (give memory: {enough} or more)"]
 
     def estimate_seconds(self, params: Mapping[str, Any]) -> float:
         """Rough: CPU-seconds of vmlinux for the config over min(cores, jobs), plus the copy (other targets: less)."""

@@ -17,8 +17,8 @@ from typing import Any
 
 from runner.errors import ProvisionError
 from runner.hosts.base import CommandResult, Host
-from runner.workloads.base import GUEST_WORKDIR, Workload, WorkloadContext, register
 from runner.records.metric import Metric
+from runner.workloads.base import GUEST_WORKDIR, Workload, WorkloadContext, register, signal_by_pid_file
 
 LOCKS = ["ttas", "ticket", "mcs", "mutex", "oticket", "spinpark"]
 
@@ -62,20 +62,12 @@ class Lockbench(Workload):
     def stop_argv(self, ctx: WorkloadContext) -> list[str] | None:
         """SIGUSR1 ends lockbench's measurement at once; it reports over the time it ran. The run is the
         one of ctx.extra["run_id"] (no run id: it cannot be stopped): its --pid-file, written once its
-        SIGUSR1 handler is in place, names the process, checked by name in /proc before the signal. The
-        loop uses shell builtins only (in a busy emulated guest each started process costs a lot) and
-        looks for up to about 15 s, in case the run has not started yet (a busy emulated guest can
-        take seconds to start a command)."""
+        SIGUSR1 handler is in place, names the process, checked by name in /proc before the signal
+        (signal_by_pid_file: a busy emulated guest can take seconds to start a command)."""
         pid_file = _pid_file(ctx)
         if pid_file is None:
             return None
-        script = (
-            'i=0; while [ "$i" -lt 300 ]; do '
-            'if [ -r "$1" ] && read -r p <"$1" && [ -r "/proc/$p/comm" ] && read -r n <"/proc/$p/comm" '
-            '&& [ "$n" = "$2" ]; then kill -USR1 "$p" && exit 0; fi; '
-            'i=$((i+1)); sleep 0.05; done; exit 1'
-        )
-        return ["sh", "-c", script, "lockbench-stop", pid_file, binary_name()[:15]]  # comm: 15 characters
+        return signal_by_pid_file(pid_file, binary_name(), "USR1", "lockbench-stop")
 
     def estimate_seconds(self, params: Mapping[str, Any]) -> float:
         return float(params.get("duration", 1.0)) + 0.2
