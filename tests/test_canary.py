@@ -379,7 +379,7 @@ def test_canary_runs_are_stored_with_their_role(tmp_path: Path) -> None:
     for t in (trial, canary):
         store.write_attempt("c", "lockbench", types, AttemptRecord.build(t, 1, "a", "ok", None, None, started_at=time.time(),
                                                                         metrics=[Metric("throughput", 5.0, "ops/s", True)]))
-    assert json.loads(store.meta_path.read_text())["schema_version"] == SCHEMA_VERSION == 6
+    assert json.loads(store.meta_path.read_text())["schema_version"] == SCHEMA_VERSION == 7
     trials = store.read_table("trials").to_pandas().set_index("trial_id")
     metrics = store.read_table("metrics").to_pandas()
     assert trials.loc[canary.trial_id, "role"] == CANARY and trials.loc[trial.trial_id, "role"] == TRIAL_ROLE == "trial"

@@ -40,7 +40,7 @@ def test_catalog_entries_reach_the_trials_and_their_identity() -> None:
         ("axes: {guest_kernel: [default, oticket]}\n", r"axes.guest_kernel\[1\]: no guest kernel 'oticket'; known: default, nopvspin"),
         ("guest_kernels: {default: {kernel: /k}}\n", "guest_kernels.default: 'default' is built in"),
         ("guest_kernels: {x: {kernel: vmlinuz}}\n", "guest_kernels.x.kernel: 'vmlinuz' is not an absolute path"),
-        ("guest_kernels: {x: {kernel: /k, initrd: /i}}\n", "guest_kernels.x: unknown key 'initrd'; allowed: cmdline, kernel"),
+        ("guest_kernels: {x: {kernel: /k, initrd: /i}}\n", "guest_kernels.x: unknown key 'initrd'; allowed: build, cmdline, kernel"),
     ],
 )
 def test_bad_catalogs(extra: str, message: str) -> None:

@@ -292,7 +292,7 @@ def test_probe_rows_are_stored_with_probe_and_side(tmp_path: Path) -> None:
     rows = (Metric("v", 1.0, "", None), Metric("schedstat.run_delay_s", 0.5, "s", False, probe="schedstat", side="host"))
     store.write_attempt("c", "command", {"n": "int"}, _record(rows))
     m = store.read_table("metrics").to_pandas()
-    assert json.loads(store.meta_path.read_text())["schema_version"] == SCHEMA_VERSION == 6
+    assert json.loads(store.meta_path.read_text())["schema_version"] == SCHEMA_VERSION == 7
     got = {r["metric"]: (r["probe"], r["side"]) for r in m.astype(object).where(m.notna(), None).to_dict("records")}
     assert got == {"v": (None, None), "schedstat.run_delay_s": ("schedstat", "host")}
 

@@ -23,6 +23,7 @@ from runner.hosts.ssh import check_known_hosts_file
 from runner.matrix.expand import is_relative
 from runner.matrix.load import Matrix, load_matrix
 from runner.provision import environments as envs
+from runner.provision import kernelbuild
 from runner.trials import CANARY, Trial, boots_needed, canary_cells, canary_rule, place_canaries, plan, trial_guest_key
 from runner.workloads import base
 
@@ -170,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
     if (line := canary_line(matrix, trials, planned.hosts, args.cpus or len(os.sched_getaffinity(0)))) is not None:
         console.print(line, highlight=False)
         trials = with_canaries(matrix, trials, planned.hosts, args.cpus or len(os.sched_getaffinity(0)))
+    for line in kernelbuild.plan_lines(kernelbuild.recipes_of(t.param_dict for t in trials)):
+        console.print(line, highlight=False)
     if info["boots"]:
         console.print(f"guest boots: {info['boots']} (guests.reuse: {matrix.reuse}; "
                       f"{sum(1 for t in trials if trial_guest_key(t) is not None)} trials in guests or containers)")

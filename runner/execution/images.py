@@ -21,7 +21,7 @@ from typing import Any
 from runner import defaults
 from runner.errors import HostError, ProvisionError
 from runner.hosts.base import Host
-from runner.provision import container, environments, image, rootfs
+from runner.provision import container, environments, image, kernelbuild, rootfs
 from runner.provision.environments import Environment
 from runner.provision.topology import TOPOLOGY_SCRIPT, Topology, parse_topology_dump
 from runner.workloads.base import Workload
@@ -77,8 +77,7 @@ def _guest_image(cache: Path, files: Mapping[str, Path], env: str, params: Mappi
     """The guest image (kernel + initramfs) for the trial: the host's kernel, or the matrix's guest_kernels entry."""
     nets = environments.get(env).net_modules
     key = image.campaign_keypair(cache / "keys")
-    spec = (params or {}).get("guest_kernel_spec") or {}
-    kernel = Path(spec["kernel"]) if spec.get("kernel") else None
+    kernel = kernelbuild.kernel_of(params or {}, cache)  # a path entry's kernel, a recipe's build, or None
     if kernel is not None and not kernel.is_file():
         raise ProvisionError(f"guest kernel {params['guest_kernel']!r}: {kernel} does not exist on this machine")
     return _memoized(("image", str(cache), tuple(sorted(files.items())), nets, str(kernel)),
@@ -114,12 +113,11 @@ def ship_image(host: Host, img: image.GuestImage) -> image.GuestImage:
 def _kernel_of(params: Mapping[str, Any]) -> tuple[Path, Path | None]:
     """The guest kernel of a disk-image trial and its initrd (/boot/initrd.img-<release> if there is one:
     Debian's has virtio_blk and ext4; a kernel without one must have them built in)."""
-    spec = params.get("guest_kernel_spec") or {}
-    kernel = Path(spec["kernel"]) if spec.get("kernel") else image.newest_kernel()
+    kernel = kernelbuild.kernel_of(params, _cache_dir()) or image.newest_kernel()
     if not kernel.is_file():
         raise ProvisionError(f"guest kernel {params.get('guest_kernel')!r}: {kernel} does not exist on this machine")
     initrd = kernel.parent / kernel.name.replace("vmlinuz", "initrd.img", 1)
-    return kernel, initrd if initrd.is_file() else None
+    return kernel, initrd if initrd.is_file() and initrd != kernel else None
 
 
 def _rootfs(cache: Path, entry: Mapping[str, Any] | None, progress: rootfs.Progress | None = None) -> rootfs.RootFS:

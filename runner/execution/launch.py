@@ -28,6 +28,7 @@ from runner.execution.preflight import PROJECT_ROOT, check_guests, check_host_to
 from runner.execution.rounds import Rounds
 from runner.lab.reservations import HoldSet, hold_hosts
 from runner.matrix.load import Matrix
+from runner.provision import kernelbuild
 from runner.provision.tuning import load_tune_file
 from runner.records.store import CampaignStore
 from runner.trials import axis_types, plan
@@ -183,6 +184,8 @@ def _launch_held(ctx: LaunchContext, live: Sequence[Any], facts: dict[str, dict[
     trials = plan(matrix, cpus)
     check_guests(matrix, trials)
     check_host_tools(live, {str(t.param_dict.get("env", defaults.ENV)) for t in trials})
+    kernelbuild.prepare_kernels([t.param_dict for t in trials], store.root, lambda line: print(f"runner: {line}", file=sys.stderr, flush=True),
+                                inventory=inventory, known_hosts=ctx.known_hosts)
     # Disk and container images are built here, once, before any trial (a minute or two the first time).
     images = prepare_images(base.get(matrix.workload), [t.param_dict for t in trials],
                             progress=lambda line: print(f"runner: {line}", file=sys.stderr, flush=True))

@@ -366,6 +366,9 @@ def _guest_kernels(doc: Mapping[str, Any], axes: Mapping[str, tuple[Any, ...]], 
     for key, entry in catalog.items():
         if key in BUILTIN_GUEST_KERNELS:
             raise MatrixError(f"{name}: guest_kernels.{key}: {key!r} is built in; give your kernel another name")
+        if "build" in entry:  # a recipe (issue 22): validated, its files checked, its paths made absolute
+            catalog[key] = _kernel_recipe(key, entry, Path(name).resolve().parent, name)
+            continue
         if not entry["kernel"].startswith("/"):
             raise MatrixError(f"{name}: guest_kernels.{key}.kernel: {entry['kernel']!r} is not an absolute path")
     known = [*BUILTIN_GUEST_KERNELS, *sorted(catalog)]
@@ -376,6 +379,17 @@ def _guest_kernels(doc: Mapping[str, Any], axes: Mapping[str, tuple[Any, ...]], 
         if value not in known:
             raise MatrixError(f"{name}: {path}: no guest kernel {value!r}; known: {', '.join(known)} (add it under guest_kernels)")
     return catalog
+
+
+def _kernel_recipe(key: str, entry: Mapping[str, Any], base: Path, name: str) -> dict[str, Any]:
+    """A guest_kernels recipe entry as the trials carry it (runner.provision.kernel checks it)."""
+    from runner.provision import kernel
+
+    recipe = kernel.parse_recipe(key, entry, base, name)
+    kernel.check_files(recipe, name)
+    doc = recipe.to_json()
+    build = {k: doc[k] for k in ("source", "ref", "patches", "config", "fragments", "set", "build_host") if doc[k] not in (None, [], {})}
+    return {"build": build, **({"cmdline": recipe.cmdline} if recipe.cmdline else {})}
 
 
 BUILTIN_GUEST_IMAGES = ("minimal", "debian")

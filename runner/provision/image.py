@@ -26,6 +26,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from runner.errors import ProvisionError
 from runner.util import run_checked
@@ -172,10 +173,11 @@ def build_image(
     net_modules: network drivers loaded by /init (NET_MODULES for KVM, XEN_NET_MODULES for Xen).
     """
     kernel = Path(kernel) if kernel else newest_kernel()
-    release = kernel.name.removeprefix("vmlinuz-")
+    built = built_kernel(kernel)
+    release = built["release"] if built else kernel.name.removeprefix("vmlinuz-")
     moddir = Path("/lib/modules") / release
-    try:
-        modules = module_load_order((moddir / "modules.dep").read_text(), net_modules)
+    try:  # a kernel the runner built (issue 22) has its drivers built in: /init loads no module
+        modules = [] if built else module_load_order((moddir / "modules.dep").read_text(), net_modules)
     except OSError as e:
         raise ProvisionError(f"cannot read the modules of kernel {release} in {moddir}: {e.strerror}") from None
     authorized = Path(f"{key_path}.pub").read_text()
@@ -193,6 +195,8 @@ def build_image(
             raise ProvisionError(f"extra file {host_path} for guest path {guest_path} does not exist")
         files[guest_path] = Path(host_path)
 
+    if built:  # the guest says which build it booted (runner.provision.kernelbuild.FACTS_LINES)
+        files["/etc/runner-kernel"] = kernel_note(out_dir, built)
     digest = _digest(kernel, files, authorized, [_module_name(m) for m in modules])
     final = Path(out_dir) / digest
     if not (final / "image.json").exists():
@@ -210,6 +214,25 @@ def build_image(
             shutil.rmtree(staging, ignore_errors=True)
     meta = json.loads((final / "image.json").read_text())
     return GuestImage(final / "vmlinuz", final / "initrd.img", Path(key_path), meta["host_key"], release, digest)
+
+
+def built_kernel(kernel: Path) -> dict[str, Any] | None:
+    """The kernel.json beside a kernel the runner built (runner.provision.kernelbuild), else None."""
+    try:
+        return json.loads((kernel.parent / "kernel.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def kernel_note(out_dir: Path, built: Mapping[str, Any]) -> Path:
+    """A file for the initramfs's /etc/runner-kernel: recipe, build digest, release, .config digest."""
+    note = Path(out_dir) / "kernel-notes" / f"{built['digest']}.txt"
+    if not note.exists():
+        note.parent.mkdir(parents=True, exist_ok=True)
+        tmp = note.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(f"{built['recipe']['name']} {built['digest']} {built['release']} {built['config_digest']}\n")
+        os.replace(tmp, note)
+    return note
 
 
 def _assemble(out: Path, kernel: Path, files: Mapping[str, Path], authorized: str, modules: list[str]) -> None:

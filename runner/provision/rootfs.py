@@ -201,14 +201,17 @@ def build_disk(
     extra_files: guest path -> local file (mode kept); an executable /etc/runner-init.d/NAME runs at boot
     before sshd. extra_trees: guest path -> local directory copied whole (e.g. a kernel's modules)."""
     kernel = Path(kernel)
-    release = kernel.name.removeprefix("vmlinuz-")
+    built = image.built_kernel(kernel)  # a recipe kernel (issue 22): its drivers built in, no module to load
+    release = built["release"] if built else kernel.name.removeprefix("vmlinuz-")
     moddir = Path("/lib/modules") / release
     try:
-        modules = image.module_load_order((moddir / "modules.dep").read_text(), net_modules)
+        modules = [] if built else image.module_load_order((moddir / "modules.dep").read_text(), net_modules)
     except OSError as e:
         raise ProvisionError(f"cannot read the modules of kernel {release} in {moddir}: {e.strerror}") from None
     authorized = Path(f"{key_path}.pub").read_text()
     files = {f"/lib/modules/runner/{image.module_name(m)}.ko": moddir / m for m in modules}
+    if built:
+        files["/etc/runner-kernel"] = image.kernel_note(Path(cache), built)
     for guest_path, host_path in (extra_files or {}).items():
         if not Path(host_path).is_file():
             raise ProvisionError(f"extra file {host_path} for guest path {guest_path} does not exist")

@@ -22,6 +22,10 @@ History of SCHEMA_VERSION:
       `role` is never null: `trial` for a trial of the matrix (was null), `canary` as before. Version 1-5
       datasets read as version 6: `upgrade` gives their null `role` the value `trial` (ordinary_role tells both
       apart from a canary run for frames read by other tools).
+  7 - trials gain the guest kernel columns (issue 22): kernel_recipe, kernel_build, kernel_release,
+      kernel_config_digest (a kernel the runner built from a recipe; its .config is kept once in the dataset as
+      kernels/<kernel_build>.config), guest_uname and guest_pvspin (what the guest said). Version 1-6 datasets
+      read as version 7 with those columns null.
 
 Layout of one campaign (see runner.records.store, the only module that writes it):
 
@@ -48,8 +52,8 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 6
-READABLE_SCHEMAS = frozenset({1, 2, 3, 4, 5, 6})
+SCHEMA_VERSION = 7
+READABLE_SCHEMAS = frozenset({1, 2, 3, 4, 5, 6, 7})
 TRIAL_ROLE = "trial"  # `role` of a trial of the matrix (a repetition of its cell); runner.trials.CANARY: a canary run
 
 # Columns that identify an attempt: the first columns of both tables (the store fills them from one dict).
@@ -96,6 +100,13 @@ GUEST_FIELDS: list[pa.Field] = [
     pa.field("guest_pins", pa.string()),
     pa.field("guest_cmdline", pa.string()),
     pa.field("guest_facts_json", pa.string()),
+    # the guest kernel (schema 6): a recipe build, and what the guest said about itself
+    pa.field("kernel_recipe", pa.string()),
+    pa.field("kernel_build", pa.string()),
+    pa.field("kernel_release", pa.string()),
+    pa.field("kernel_config_digest", pa.string()),
+    pa.field("guest_uname", pa.string()),
+    pa.field("guest_pvspin", pa.string()),
     pa.field("window_start", pa.timestamp("us", tz="UTC")),
     pa.field("window_end", pa.timestamp("us", tz="UTC")),
 ]
@@ -151,6 +162,12 @@ DICTIONARY: dict[str, str] = {
     "boot_id": "the guest boot that served the trial (same id: same running guests, reused)",
     "boot_s": "seconds from starting the guests to all answering SSH, on the first trial of a boot only",
     "guest_kernel": "guest kernel catalog name",
+    "kernel_recipe": "the guest_kernels recipe the guests booted (null: a kernel not built by the runner)",
+    "kernel_build": "build digest of that kernel (source, patches and final .config); its .config is kernels/<kernel_build>.config in the dataset",
+    "kernel_release": "release of the recipe kernel as built (make kernelrelease)",
+    "kernel_config_digest": "sha256 (16 hex) of the recipe kernel's final .config",
+    "guest_uname": "uname -r inside the first guest",
+    "guest_pvspin": "the guest kernel's boot line about paravirtual spinlocks (KVM: PV spinlocks enabled/disabled, ...; Xen: xen: PV spinlocks ...), null if it printed none",
     "guest_image": "guest image catalog name (minimal, debian or the matrix's guest_images); the provenance's guest_images lists its packages",
     "guest_image_digest": "content address of the guest image the guests (or containers) ran (disk or root filesystem digest)",
     "guest_vcpus": "vCPUs of each guest (cpuset size of a container)",

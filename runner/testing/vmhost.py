@@ -148,6 +148,7 @@ def xen_host_disk(cache: Path, progress: rootfs.Progress | None = None) -> tuple
             unzipped = subprocess.run(["gunzip", "-c"], stdin=tar.stdout, stdout=out, stderr=subprocess.PIPE, check=False)
             tar.stdout.close()  # type: ignore[union-attr]
             tar_err = tar.stderr.read().decode(errors="replace").strip()  # type: ignore[union-attr]
+            tar.stderr.close()  # type: ignore[union-attr]  # (left open, it was an unraisable ResourceWarning)
             if tar.wait() or unzipped.returncode:
                 tmp.unlink(missing_ok=True)
                 why = tar_err or unzipped.stderr.decode(errors="replace").strip()
