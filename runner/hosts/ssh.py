@@ -273,6 +273,16 @@ class SSHHost(Host):
             finally:
                 conn.client.close()
 
+    def _drop_if_dead(self) -> bool:
+        """Drop the connection if its transport is gone (True); a live one is kept for the commands (and the
+        guests' channels) that use it at the same time."""
+        with self._lock:
+            conn = self._conn
+        if conn is not None and conn.is_connected and conn.transport is not None and conn.transport.is_active():
+            return False
+        self._drop()
+        return True
+
     def _session(self) -> Channel:
         """A new session channel. A kept connection found dead is replaced once; a fresh one is not retried."""
         fresh = self._conn is None or not self._conn.is_connected
@@ -281,6 +291,9 @@ class SSHHost(Host):
             try:
                 return conn.transport.open_session(timeout=self.spec.connect_timeout)
             except (SSHException, OSError, EOFError) as e:
+                if conn.transport.is_active():  # refused or slow (a busy guest): the commands running on this
+                    # connection, and the guests reached through it, are not ours to end
+                    raise HostError(f"{self.spec.where()}: cannot open a session: {one_line(e)}") from None
                 self._drop()
                 if fresh:
                     raise HostError(f"{self.spec.where()}: cannot open a session: {one_line(e)}") from None
@@ -387,7 +400,8 @@ class SSHHost(Host):
         try:
             chan = self._started(command)
         except (SSHException, OSError, EOFError) as e:
-            self._drop()
+            if not self._drop_if_dead():  # the host refused this one command; other commands on the connection go on
+                raise HostError(f"{self.spec.where()}: could not start {argv[0]}: {one_line(e)}") from None
             raise HostError(f"{self.spec.where()}: connection lost while running {argv[0]}: {one_line(e)}") from None
         try:
             self._start_standby()  # the next command's session starts while this one runs
