@@ -47,6 +47,7 @@ from runner.util import one_line
 SYSTEM_KNOWN_HOSTS = (Path("/etc/ssh/ssh_known_hosts"), Path("/etc/ssh/ssh_known_hosts2"))
 USER_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
 KEEPALIVE_S = 5  # SSH keepalive interval
+STANDBY_OPEN_S = 2.0  # the most a standby session's opening may hold up the command it is started beside
 DEAD_PEER_S = 15  # TCP_USER_TIMEOUT: unacknowledged data for this long closes the connection
 SFTP_TIMEOUT_S = 60.0  # per read on the SFTP channel
 # Exit codes of `timeout`: 124 (GNU, TERM sent), 137 (KILL after kill_after), 143 (busybox, TERM sent).
@@ -320,8 +321,8 @@ class SSHHost(Host):
             conn = self._conn
             if not self.use_standby or self._standby is not None or conn is None or not conn.is_connected:
                 return
-        try:
-            chan = conn.transport.open_session(timeout=self.spec.connect_timeout)
+        try:  # briefly: the command that just started is collected after this, and must not wait behind it
+            chan = conn.transport.open_session(timeout=min(self.spec.connect_timeout, STANDBY_OPEN_S))
             chan.exec_command(STANDBY_BOOT)
         except (SSHException, OSError, EOFError):
             return
