@@ -473,7 +473,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
     v, schema, value = error.validator, error.schema, error.instance
     if v == "additionalProperties":
         allowed = ", ".join(sorted(schema.get("properties", {})))
-        extra = sorted(set(value) - set(schema.get("properties", {})))
+        extra = sorted(set(value) - set(schema.get("properties", {})), key=str)
         return f"unknown key {extra[0]!r}; allowed: {allowed}"
     if v == "required":
         return error.message.replace("is a required property", "is required but missing")
