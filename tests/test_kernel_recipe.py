@@ -259,6 +259,30 @@ def test_the_facts_script_reads_the_pv_spinlock_line_from_dmesg(tmp_path: Path) 
     assert parse_guest_facts(out)["pvspin_line"] == "xen: PV spinlocks disabled"
 
 
+@pytest.mark.parametrize(("symbols", "expect"), [
+    ("ffffffff81000000 T _stext\nffffffff81c5f6d0 T native_queued_spin_lock_slowpath\n", kb.NO_PV_SPINLOCK_CODE),
+    ("ffffffff81c5f6d0 T native_queued_spin_lock_slowpath\nffffffff81c5fa30 T __pv_queued_spin_lock_slowpath\n", ""),
+    (None, ""),  # no symbol table (a tinyconfig kernel has no KALLSYMS): nothing is claimed
+])
+def test_a_kernel_without_pv_spinlock_code_says_so_when_it_printed_no_line(tmp_path: Path, symbols: str | None,
+                                                                            expect: str) -> None:
+    """A kernel built without PARAVIRT_SPINLOCKS (the nopv recipe) prints no PV spinlock line; its symbol
+    table tells, so the guest says it has no PV spinlock code rather than nothing."""
+    from runner.execution.boots import parse_guest_facts
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dmesg").write_text("#!/bin/sh\necho '[    0.1] other'\n")
+    (bin_dir / "dmesg").chmod(0o755)
+    kallsyms = tmp_path / "kallsyms"
+    if symbols is not None:
+        kallsyms.write_text(symbols)
+    script = kb.FACTS_LINES.replace("/proc/kallsyms", str(kallsyms))
+    out = subprocess.run(["sh", "-c", script + "exit 0"], capture_output=True, text=True,
+                         env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}).stdout
+    assert parse_guest_facts(out).get("pvspin_line", "") == expect.replace("/proc/kallsyms", str(kallsyms))
+
+
 def test_plan_says_which_kernels_will_be_built_and_what_the_runner_adds(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RUNNER_CACHE", str(tmp_path / "cache"))  # an empty cache: both are to build

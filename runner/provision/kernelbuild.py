@@ -578,10 +578,15 @@ def plan_lines(recipes: Mapping[str, kr.Recipe], cache: Path | None = None, core
 
 # Appended to the guest facts script: the recipe build the initramfs was made for, and the kernel's own
 # boot line about paravirtual spinlocks (KVM: "PV spinlocks enabled" / "PV spinlocks disabled, ..."; Xen:
-# "xen: PV spinlocks enabled/disabled").
+# "xen: PV spinlocks enabled/disabled"). A kernel built without PARAVIRT_SPINLOCKS prints no such line: when
+# its own symbol table (/proc/kallsyms, with KALLSYMS) has no PV slow path, the guest says that instead.
+NO_PV_SPINLOCK_CODE = "no PV spinlock code in this kernel (no __pv_queued_spin_lock_slowpath in /proc/kallsyms)"
 FACTS_LINES = (
     'echo "kernel_build $(cat /etc/runner-kernel 2>/dev/null)"; '
-    'echo "pvspin_line $(dmesg 2>/dev/null | grep -o "\\(xen: \\)\\?PV spinlocks.*" | head -n 1)"; '
+    'l=$(dmesg 2>/dev/null | grep -o "\\(xen: \\)\\?PV spinlocks.*" | head -n 1); '
+    'if [ -z "$l" ] && [ -r /proc/kallsyms ] && ! grep -q " __pv_queued_spin_lock_slowpath$" /proc/kallsyms; '
+    f'then l="{NO_PV_SPINLOCK_CODE}"; fi; '
+    'echo "pvspin_line $l"; '
 )
 GUEST_KERNEL_FILE = "/etc/runner-kernel"  # in the initramfs: "<recipe> <build digest> <release> <config digest>"
 

@@ -167,7 +167,7 @@ DICTIONARY: dict[str, str] = {
     "kernel_release": "release of the recipe kernel as built (make kernelrelease)",
     "kernel_config_digest": "sha256 (16 hex) of the recipe kernel's final .config",
     "guest_uname": "uname -r inside the first guest",
-    "guest_pvspin": "the guest kernel's boot line about paravirtual spinlocks (KVM: PV spinlocks enabled/disabled, ...; Xen: xen: PV spinlocks ...), null if it printed none",
+    "guest_pvspin": "the guest kernel's boot line about paravirtual spinlocks (KVM: PV spinlocks enabled/disabled, ...; Xen: xen: PV spinlocks ...); 'no PV spinlock code in this kernel (...)' if it printed none and its /proc/kallsyms has no PV slow path; else null",
     "guest_image": "guest image catalog name (minimal, debian or the matrix's guest_images); the provenance's guest_images lists its packages",
     "guest_image_digest": "content address of the guest image the guests (or containers) ran (disk or root filesystem digest)",
     "guest_vcpus": "vCPUs of each guest (cpuset size of a container)",
