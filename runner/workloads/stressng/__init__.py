@@ -22,6 +22,7 @@ from typing import Any
 from runner import defaults
 from runner.errors import ProvisionError, TrialError, UsageError
 from runner.hosts.base import CommandResult, Host
+from runner.provision import environments
 from runner.records.metric import Metric
 from runner.workloads.base import Workload, WorkloadContext, register, signal_by_pid_file
 from runner.workloads.stressng.parse import EXIT_LINE, WORKERS_LINE, parse_run, stressor_list, unknown_stressor
@@ -128,7 +129,7 @@ class StressNG(Workload):
     def validate(self, params: Mapping[str, Any]) -> None:
         env = str(params.get("env", defaults.ENV))
         image = str(params.get("guest_image", "minimal"))
-        if env != "host" and image == "minimal":
+        if environments.get(env).starts_guests and image == "minimal":
             raise UsageError(f"guest_image: the stressng workload needs stress-ng in the guest; env {env!r} with the "
                              "'minimal' image has none: set guest_image: debian")
 
