@@ -116,6 +116,13 @@ class Workload:
         return added_up(per_vm, "throughput", "aggregate_throughput")
 
 
+def run_pid_file(ctx: WorkloadContext, stem: str) -> str | None:
+    """Where the run of ctx.extra["run_id"] writes its pid for `stop_argv` (`<workdir>/<stem>.<run id>.pid`);
+    None without a run id (the run is not stopped early, so no pid file)."""
+    run_id = ctx.extra.get("run_id")
+    return None if run_id is None else f"{ctx.workdir}/{stem}.{run_id}.pid"
+
+
 def signal_by_pid_file(pid_file: str, comm: str, signal: str, name: str) -> list[str]:
     """A stop_argv: send `signal` (e.g. "USR1") to the process whose pid `pid_file` holds, once /proc says
     its name is `comm` (the first 15 characters of the program's name), so a stale pid never reaches
