@@ -24,6 +24,7 @@ from runner.errors import MatrixError
 from runner.matrix.expand import expand_cells, normal_numbers, resolve_params, uses_relative
 from runner.matrix.load import Matrix
 from runner.provision import environments
+from runner.records.schema import RESERVED
 
 ID_LEN = 16
 CANARY = "canary"  # Trial.role (and the dataset's `role` column) of a canary run
@@ -301,8 +302,6 @@ def order_trials(per_cell: Sequence[Sequence[Trial]], order: str, seed: int) -> 
 
 def axis_types(trials: Sequence[Trial], axes: Sequence[str]) -> dict[str, str]:
     """Column type of each axis over all trials: int, float, bool or str (mixed types become str)."""
-    from runner.records.schema import RESERVED
-
     types: dict[str, str] = {}
     for axis in axes:
         if axis in RESERVED:  # e.g. env: the dataset's fixed column of that name holds it

@@ -19,6 +19,7 @@ from runner.errors import ProvisionError
 from runner.hosts.base import CommandResult, Host
 from runner.records.metric import Metric
 from runner.workloads.base import GUEST_WORKDIR, Workload, WorkloadContext, register, run_pid_file, signal_by_pid_file
+from runner.workloads.lockbench.parse import parse_output, to_metrics
 
 LOCKS = ["ttas", "ticket", "mcs", "mutex", "oticket", "spinpark"]
 
@@ -107,6 +108,4 @@ class Lockbench(Workload):
         return argv
 
     def parse(self, result: CommandResult, params: Mapping[str, Any]) -> list[Metric]:
-        from runner.workloads.lockbench.parse import parse_output, to_metrics
-
         return to_metrics(parse_output(result.stdout))
