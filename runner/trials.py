@@ -24,6 +24,7 @@ from runner.errors import MatrixError
 from runner.matrix.expand import expand_cells, normal_numbers, resolve_params, uses_relative
 from runner.matrix.load import Matrix
 from runner.provision import environments
+from runner.records.schema import RESERVED
 
 ID_LEN = 16
 CANARY = "canary"  # Trial.role (and the dataset's `role` column) of a canary run
@@ -106,9 +107,10 @@ def _cell_params(matrix: Matrix, cell: Mapping[str, Any], cpus: int, relative: f
     """A cell's parameters as its trials get them: fixed parameters, axis values, catalog entries, resolved."""
     merged = {**matrix.params, **cell}
     if (kernel := matrix.guest_kernels.get(str(merged.get("guest_kernel")))) is not None:
-        if "build" in kernel and merged.get("env", defaults.ENV) == "container":
-            raise MatrixError(f"{matrix.path}: guest_kernel {merged['guest_kernel']!r} is a kernel recipe: env container runs "
-                              "the host's kernel; boot it in kvm or xen guests, or exclude the container cells")
+        env = environments.get(str(merged.get("env", defaults.ENV)))
+        if "build" in kernel and env.starts_guests and not env.boots_kernel:  # a container: the host's kernel
+            raise MatrixError(f"{matrix.path}: guest_kernel {merged['guest_kernel']!r} is a kernel recipe: env {env.name} runs "
+                              f"the host's kernel; boot it in kvm or xen guests, or exclude the {env.name} cells")
         merged["guest_kernel_spec"] = dict(kernel)  # the guest runner boots it; part of the cell's identity
     if (img := matrix.guest_images.get(str(merged.get("guest_image")))) is not None:
         merged["guest_image_spec"] = dict(img)  # likewise for the lab's own images
@@ -300,8 +302,6 @@ def order_trials(per_cell: Sequence[Sequence[Trial]], order: str, seed: int) -> 
 
 def axis_types(trials: Sequence[Trial], axes: Sequence[str]) -> dict[str, str]:
     """Column type of each axis over all trials: int, float, bool or str (mixed types become str)."""
-    from runner.records.schema import RESERVED
-
     types: dict[str, str] = {}
     for axis in axes:
         if axis in RESERVED:  # e.g. env: the dataset's fixed column of that name holds it

@@ -17,7 +17,9 @@ See docs/analysis.md.
 import importlib
 from typing import Any
 
-# Every name is imported on first use (PEP 562), so `import runner.analysis.adaptive` from the campaign loop
+from runner.fairness import jain as jain_index  # the one Jain's index (all-zero shares: 1), shared with the workloads
+
+# Every other name is imported on first use (PEP 562), so `import runner.analysis.adaptive` from the campaign loop
 # does not pull in scipy.stats and matplotlib (comparisons, the report, the plots): that cost every command
 # seconds before it started (`runner launch` to its first trial). The comparisons live in `comparison`, not
 # `compare`: importing a submodule sets the package attribute of its name, which would hide the function.
@@ -33,9 +35,6 @@ _WHERE = {
 
 
 def __getattr__(name: str) -> Any:
-    if name == "jain_index":  # the one Jain's index (all-zero shares: 1), shared with the workloads
-        from runner.fairness import jain
-        return jain
     if name in _WHERE:
         return getattr(importlib.import_module(f"runner.analysis.{_WHERE[name]}"), name)
     raise AttributeError(f"module 'runner.analysis' has no attribute {name!r}")

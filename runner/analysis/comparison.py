@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 from scipy.stats import false_discovery_control, mannwhitneyu
 
 from runner.analysis.stats import as_pandas, bootstrap_ci, check_metrics, param_columns, totals
@@ -193,8 +194,6 @@ def version_warnings(pa: Mapping[str, Any], pb: Mapping[str, Any], label_a: str,
 
 def _fixed_params(matrix_text: Any) -> dict[str, Any]:
     """workload.params of a matrix text; {} when it is absent or does not parse (the data stays comparable)."""
-    import yaml
-
     try:
         doc = yaml.safe_load(matrix_text) if isinstance(matrix_text, str) else None
         params = doc["workload"].get("params") if isinstance(doc, dict) and isinstance(doc.get("workload"), dict) else None

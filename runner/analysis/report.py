@@ -11,9 +11,12 @@ one line what the matrix needs to get it.
 from __future__ import annotations
 
 import html
+import multiprocessing
+import os
 import re
 import time
 from collections.abc import Collection, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -106,10 +109,6 @@ class _Report:
 
     def _pool(self) -> Any:
         if self._painters is None:
-            import multiprocessing
-            import os
-            from concurrent.futures import ProcessPoolExecutor
-
             # fork (Python 3.11's default here): the workers have matplotlib and the data already, and a script
             # that builds a report at module level works (spawn and forkserver import the caller's main module again)
             self._painters = ProcessPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1)),

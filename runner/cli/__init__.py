@@ -7,8 +7,10 @@ exit status (2 for bad input, 1 for other failures, 130 when interrupted). `--ve
 from __future__ import annotations
 
 import argparse
+import errno as errnos
 import importlib
 import os
+import re
 import shlex
 import sys
 import traceback
@@ -150,9 +152,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def os_error_line(exc: OSError) -> str:
     """`PATH: the system's words` for an OSError (both paths of a rename), also when a library wraps the errno."""
-    import errno as errnos
-    import re
-
     code = exc.errno
     if code is None and (m := re.search(r"\[errno (\d+)\]", str(exc), re.IGNORECASE)):
         code = int(m.group(1))

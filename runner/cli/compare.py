@@ -12,9 +12,12 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from runner.analysis.drift import Side, comparability_warnings
+from runner.analysis.stats import axis_columns
 from runner.cli import add_datasets_option, add_json_option, exit_status, number_between
 from runner.cli.report import check_choice
 from runner.errors import UsageError
+from runner.records.store import find_campaign, read_campaign
 
 EPILOG = """\
 examples:
@@ -69,11 +72,10 @@ def compare_campaigns(a: str, b: str | None, *, vary: str | None = None, dataset
                       as_json: bool = False) -> pd.DataFrame:
     """Compare campaign b against a (see `runner compare --help`); print the table (or with `as_json` the JSON
     document); return it, with the warnings in .attrs["warnings"]."""
+    # Here, not at the top: the comparisons import scipy and the page matplotlib (a second), and `runner --help`
+    # imports every command's module.
     from runner.analysis import compare, compare_variants, write_compare_html
     from runner.analysis.comparison import parameter_warnings, version_warnings
-    from runner.analysis.drift import Side, comparability_warnings
-    from runner.analysis.stats import axis_columns
-    from runner.records.store import find_campaign, read_campaign
 
     console = console or Console()
 
@@ -128,7 +130,7 @@ def _pct(fraction: float) -> float | None:
 
 def compare_json(result: pd.DataFrame, label_a: str, label_b: str, q: float) -> dict[str, object]:
     """What `runner compare --json` prints: changes in percent, one object per cell (pure)."""
-    from runner.analysis.comparison import cell_keys, counts
+    from runner.analysis.comparison import cell_keys, counts  # scipy: see compare_campaigns
 
     keys = [c for c in cell_keys(result) if c != "metric"]
     cells = []
@@ -153,7 +155,7 @@ def _plain(value: object) -> object:
 def print_comparison(console: Console, result: pd.DataFrame, title: str, max_rows: int = 40) -> None:
     """The comparison for a terminal of 80 columns: the cell in words (folded when long), n, the change with its
     interval in percent, q and the verdict; the reason for `too few` once, under the table."""
-    from runner.analysis.compare_page import cell_label, varying_keys
+    from runner.analysis.compare_page import cell_label, varying_keys  # scipy: see compare_campaigns
     from runner.analysis.comparison import TOO_FEW, counts, percent
 
     keys = varying_keys(result)
@@ -213,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
 
 def fails(result: pd.DataFrame, fail_on: str | None) -> bool:
     """Whether --fail-on finds what it fails on: a worse cell (regression), or any significant change (pure)."""
-    from runner.analysis.comparison import BETTER, CHANGED, WORSE
+    from runner.analysis.comparison import BETTER, CHANGED, WORSE  # scipy: see compare_campaigns
 
     if fail_on is None:
         return False

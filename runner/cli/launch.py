@@ -77,7 +77,7 @@ def launch_matrix(
     """What `runner launch` does. `known_hosts` None: RUNNER_KNOWN_HOSTS, else the inventory's (scheduled
     runs call this without argv)."""
     prestart(scheduler)  # the local cluster's worker processes start importing while this one imports the rest
-    from runner.execution import campaign
+    from runner.execution import campaign  # after prestart, on purpose (see above): half a second of imports
     from runner.matrix.load import load_matrix
 
     matrix = load_matrix(matrix_path)

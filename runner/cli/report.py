@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import os
 import webbrowser
 from collections.abc import Sequence
@@ -12,8 +14,14 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from runner import analysis  # its names load their modules on first use (matplotlib and scipy: the report's)
+from runner.analysis.fmt import number
+from runner.analysis.stats import axis_columns
 from runner.cli import add_datasets_option, add_json_option, int_at_least
 from runner.errors import BadDatasetError, UsageError
+from runner.records.store import find_campaign, read_campaign
+from runner.staging import staged_output
+from runner.workloads.base import scaling_metrics
 
 EPILOG = """\
 examples:
@@ -54,8 +62,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def print_frame(console: Console, df: pd.DataFrame, *, title: str, max_rows: int = 40, whole: Sequence[str] = ()) -> None:
     """Print a DataFrame as a rich table (first max_rows rows; numbers for people: runner.analysis.fmt); the
     columns in `whole` (a cell's key: its axes) keep their whole header and values, never cut with an ellipsis."""
-    from runner.analysis.fmt import number
-
     table = Table(title=title, show_lines=False)
     for c in df.columns:
         wide = max([len(str(c)), *(len(number(v)) for v in df[c].head(max_rows))]) if c in whole else None
@@ -75,8 +81,6 @@ def check_choice(option: str, value: str, allowed: list[str], where: str) -> Non
 
 def load_axes(metrics: pd.DataFrame) -> list[str]:
     """Axis columns of a metrics table that can be a load axis: numeric ones."""
-    from runner.analysis.stats import axis_columns
-
     return [c for c in axis_columns(metrics) if pd.api.types.is_numeric_dtype(metrics[c])]
 
 
@@ -97,11 +101,6 @@ def report(campaign: str | None = None, *, datasets: Path | str = "datasets", ou
            console: Console | None = None) -> Path:
     """Build the report of a campaign (see `runner report --help`); print its cell table; return report.html.
     A metric or axis the campaign does not have is refused (UsageError naming the option and what is allowed)."""
-    from runner.analysis import build_report, summary_table, totals
-    from runner.records.store import find_campaign, read_campaign
-    from runner.staging import staged_output
-    from runner.workloads.base import scaling_metrics
-
     console = console or Console()
     cdir = find_campaign(campaign, Path(datasets))
     metrics, trials, provenance = read_campaign(cdir)
@@ -110,17 +109,17 @@ def report(campaign: str | None = None, *, datasets: Path | str = "datasets", ou
         check_choice("--metric", metric, ["all", *present], f"campaign {cdir.name}")
     if axis is not None:
         check_choice("--axis", axis, load_axes(metrics), f"the numeric axes of campaign {cdir.name}")
-    if not totals(metrics)["value"].notna().any():  # checked before --out is made: a refusal leaves nothing behind
+    if not analysis.totals(metrics)["value"].notna().any():  # checked before --out is made: a refusal leaves nothing behind
         raise BadDatasetError(f"{cdir}: the metrics table has no total rows (thread and vm null) to report")
     out_dir = Path(out) if out else Path("reports") / cdir.name
     check_out_dir(out_dir)  # made by build_report, after its own checks: a refused report leaves nothing behind
     with staged_output(out_dir) as stage:  # a full disk or Ctrl-C leaves no partial report (an earlier one intact)
-        staged = build_report(metrics, trials, provenance, stage, axis=axis, bootstrap=bootstrap,
+        staged = analysis.build_report(metrics, trials, provenance, stage, axis=axis, bootstrap=bootstrap,
                               scaling_metrics=scaling_metrics())
     path = out_dir / staged.relative_to(stage)
     stats = ["n", "median", "rel_iqr", "reps_needed"]
     stats += [f"stat_{c}" for c in stats]  # a statistic beside an axis of its name (runner.analysis.axes)
-    table = summary_table(metrics, trials=trials)  # every axis, guest_kernel too, under its own name
+    table = analysis.summary_table(metrics, trials=trials)  # every axis, guest_kernel too, under its own name
     metric = metric or ("throughput" if "throughput" in present else "all")
     if metric != "all":  # one metric: named in the title, its column left out (room for the axes at 80 columns)
         table = table[table["metric"] == metric].drop(columns=["metric"])
@@ -135,17 +134,11 @@ def report(campaign: str | None = None, *, datasets: Path | str = "datasets", ou
 
 def print_json(args: argparse.Namespace) -> int:
     """--json: the report is built as without it; stdout gets one JSON document (the summary and its path)."""
-    import io
-    import json
-
-    from runner.analysis import summary_table
-    from runner.records.store import find_campaign, read_campaign
-
     path = report(args.campaign, datasets=args.datasets, out=args.out, axis=args.axis, bootstrap=args.bootstrap,
                   metric=args.metric, console=Console(file=io.StringIO()))
     cdir = find_campaign(args.campaign, Path(args.datasets))
     metrics, trials, _ = read_campaign(cdir)
-    table = summary_table(metrics, trials=trials)  # every axis, guest_kernel too, under its own name
+    table = analysis.summary_table(metrics, trials=trials)  # every axis, guest_kernel too, under its own name
     if args.metric not in (None, "all"):
         table = table[table["metric"] == args.metric]
     doc = {"campaign": cdir.name, "report": str(path), "cells": json.loads(table.to_json(orient="records"))}

@@ -14,7 +14,6 @@ Booting has its own limit, boot_timeout_s() (env RUNNER_GUEST_BOOT_TIMEOUT).
 from __future__ import annotations
 
 import contextlib
-import os
 import shlex
 import threading
 import uuid

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import threading
 from collections.abc import Iterator
@@ -20,6 +21,11 @@ from typing import Any
 from runner import __version__
 from runner.errors import RunnerError, UsageError
 from runner.util import env_seconds, one_line
+
+# Imported in the functions that use them, not here: Dask (distributed: about a second of imports), asyncio with
+# it, and runner.execution.worker (what trials need: SSH, the plugins). `runner launch` imports this module
+# first, to start the forkserver (prestart) before it pays for them; `runner plan` imports it and starts no
+# cluster.
 
 WORKER_WAIT_ENV = "RUNNER_WORKER_WAIT"
 WORKER_WAIT_S = 30.0  # how long to wait for a worker to join an external scheduler (env RUNNER_WORKER_WAIT)
@@ -81,11 +87,8 @@ def prestart(scheduler: str | None) -> None:
 def _start_forkserver() -> None:
     """Start the server that local workers fork from (once per process), importing WORKER_PRELOAD in it while
     this process goes on (importing Dask itself, facts, holds). Only the standard library: it may run first."""
-    import multiprocessing
+    import multiprocessing  # only a launch that starts a local cluster starts the server
     from multiprocessing import forkserver
-
-    import signal
-    import threading
 
     multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_PRELOAD))
     # The server starts with Ctrl-C ignored (until quiet_workers, its first import, takes over): a SIGINT to the
@@ -106,7 +109,7 @@ def _local_cluster(n_workers: int, threads: int) -> Any:
     main module (multiprocessing does, as __mp_main__): a script that launches campaigns keeps its heavy
     imports out of module level (bench/fanout_bench.py), or every worker pays them before the first trial."""
     _start_forkserver()
-    import dask
+    import dask  # see the imports
     from distributed import LocalCluster
 
     with dask.config.set(LOCAL_DASK_CONFIG):
@@ -133,7 +136,7 @@ def _local_cluster(n_workers: int, threads: int) -> Any:
 @contextlib.contextmanager
 def client_for(scheduler: str | None, *, n_hosts: int) -> Iterator[Any]:
     """A connected Client with at least one worker; RunnerError (one line) when there is none."""
-    from distributed import Client
+    from distributed import Client  # see the imports
 
     if scheduler:
         wait_s = worker_wait_s()
@@ -175,7 +178,7 @@ def local_shape(n_hosts: int) -> tuple[int, int]:
 
 
 def _worker_version() -> str:
-    from runner.execution.worker import worker_version
+    from runner.execution.worker import worker_version  # see the imports
 
     return worker_version()
 
@@ -183,7 +186,7 @@ def _worker_version() -> str:
 def _started_cluster(n_workers: int, threads: int) -> Any:
     """A local cluster whose workers have imported what trials need (worker_version)."""
     _start_forkserver()  # first: it imports in its own process while this one imports Dask
-    from distributed import Client
+    from distributed import Client  # see the imports
 
     cluster = _local_cluster(n_workers, threads)
     try:
@@ -222,7 +225,7 @@ def check_scheduler(scheduler: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     Dask worker, not a scheduler. Asks the scheduler's identity over its own protocol, so a lab scheduler's
     log stays quiet. An address that is not one (no port, an unknown scheme) is refused before anything
     connects; other protocols (tls://, inproc://, ...) are left to Dask."""
-    from distributed.comm.registry import backends, get_backend
+    from distributed.comm.registry import backends, get_backend  # see the imports
 
     allowed = "allowed: tcp://HOST:PORT or HOST:PORT (`dask scheduler` listens on 8786 by default), or another Dask protocol"
     scheme, sep, rest = scheduler.partition("://")
@@ -253,9 +256,9 @@ def check_scheduler(scheduler: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
 def _identity(address: str, timeout: float) -> Any:
     """What the Dask server at `address` says it is (its `identity` reply, asked with Dask's own rpc); None
     when what answers there is not a Dask server (no handshake, foreign bytes, no reply within `timeout`)."""
-    import asyncio
+    import asyncio  # with distributed (see the imports): only for --scheduler
 
-    from distributed.core import rpc  # distributed: a second of imports, only for --scheduler
+    from distributed.core import rpc
 
     async def ask() -> Any:
         async with rpc(address, timeout=timeout) as server:
@@ -271,7 +274,7 @@ def _identity(address: str, timeout: float) -> Any:
 def _check_workers(client: Any, scheduler: str, wait_s: float) -> None:
     """At least one worker (RunnerError after `wait_s`: workers may be starting), and every worker imports this
     runner version (UsageError: `--scheduler` names a scheduler this runner cannot use, exit 2)."""
-    from runner.execution.worker import worker_version
+    from runner.execution.worker import worker_version  # see the imports
 
     try:
         if not worker_addresses(client):

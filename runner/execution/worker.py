@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
+import hashlib
 import os
 import signal
 import socket
+import tempfile
 import threading
 import time
 import traceback
@@ -26,8 +29,10 @@ from runner import __version__, defaults
 from runner.errors import HostError, RunnerError, TrialError
 from runner.execution import environments
 from runner.hosts.base import Host
+from runner.hosts.local import running_groups
 from runner.lab.guard import HoldGuard
 from runner.lab.holdfile import HoldLost
+from runner.provision.inventory import connect
 from runner.records.store import AttemptRecord
 from runner.trials import Trial
 from runner.workloads import base
@@ -63,8 +68,6 @@ _cpus: dict[Any, int] = {}
 
 
 def _host(spec: Any) -> Host:
-    from runner.provision.inventory import connect
-
     with _lock:
         host = _hosts.get(spec)
         if host is None:
@@ -135,7 +138,7 @@ def _leased(spec: AttemptSpec) -> Iterator[None]:
     if not spec.host_lease:
         yield
         return
-    from distributed import Semaphore, get_worker
+    from distributed import Semaphore, get_worker  # a second of imports: `runner plan` imports this module too
 
     lease = Semaphore(max_leases=1, name=lease_name(spec.host))
     key = get_worker().get_current_task()
@@ -166,10 +169,6 @@ def _turn(spec: AttemptSpec) -> Iterator[None]:
     if spec.turn is None:
         yield
         return
-    import fcntl
-    import hashlib
-    import tempfile
-
     launch, n = spec.turn
     name = lease_name(spec.host)
 
@@ -278,9 +277,8 @@ def release_guests(campaign: str | None = None) -> int:
 
 def worker_version() -> str:
     """The runner version this worker imports; the controller calls it on every worker before the first
-    trial, which also loads what trials need (SSH, workload plugins) so the first trial does not pay for it."""
-    import runner.provision.inventory  # noqa: F401 - connect(): Fabric and paramiko
-
+    trial, which also loads what trials need (the workload plugins; SSH came with this module) so the first
+    trial does not pay for it."""
     base.known()
     return __version__
 
@@ -311,8 +309,6 @@ def kill_running(workdirs: Sequence[tuple[Any, str]] | None = None, campaign: st
             except RunnerError:
                 pass  # the host is gone; its remote `timeout` stops the workload
         return n
-    from runner.hosts.local import running_groups
-
     n = 0
     for pgid in list(running_groups()):
         try:

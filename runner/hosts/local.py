@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -106,8 +107,6 @@ class _Spawned:
 
 def _die_with_parent() -> None:
     """In the child: get SIGKILL if the process that started us dies (a killed Dask worker)."""
-    import ctypes
-
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 

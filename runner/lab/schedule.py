@@ -294,6 +294,8 @@ def systemd_available() -> bool:
 
 def _resolve_inventory(matrix: Any, given: str | None) -> str | None:
     """The inventory a launch of this matrix from here would use, as an absolute path (None: the project's)."""
+    # Here, not at the top: the inventory module brings Fabric and paramiko (0.1-0.3 s), and only adding a schedule
+    # resolves an inventory.
     from runner.provision.inventory import inventory_files, refuse_scripts
 
     path = given or matrix.inventory

@@ -20,6 +20,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from runner.matrix.load import RUNNER_PARAMS_SCHEMA
+from runner.workloads import base
+
 SCHEMA = Path(__file__).with_name("schema.json")
 # A CPU count relative to the trial's CPUs, as runner.matrix.load.PERCENT reads it ("50%", "200 %").
 PERCENT_PATTERN = r"^\s*\d+(\.\d+)?\s*%\s*$"
@@ -55,9 +58,6 @@ def workload_rule(name: str, params_schema: Mapping[str, Any], runner_params: Ma
 
 def editor_rules() -> list[dict[str, Any]]:
     """schema.json's `allOf`: the workload names, then one block per registered workload."""
-    from runner.matrix.load import RUNNER_PARAMS_SCHEMA
-    from runner.workloads import base
-
     names = base.known()
     return [{"properties": {"workload": {"properties": {"name": {"enum": names}}}}},
             *(workload_rule(n, base.get(n).params_schema, RUNNER_PARAMS_SCHEMA) for n in names)]

@@ -22,8 +22,11 @@ import yaml
 from runner import defaults
 from runner.errors import MatrixError, UsageError
 from runner.matrix.expand import PERCENT, expand_cells, normal_numbers, same_value
-from runner.provision import environments
+from runner.probes import base as probes
+from runner.provision import environments, kernel
+from runner.records.schema import RESERVED
 from runner.textfile import StrictLoader, load_yaml, read_text
+from runner.workloads import base as workloads
 
 
 class _Loader(StrictLoader):
@@ -188,8 +191,6 @@ def parse_matrix(text: str, path: Path = Path("matrix.yml")) -> Matrix:
         _check_value(value, props[key], name, f"workload.params.{key}")
 
     axes = {k: tuple(v) for k, v in (doc.get("axes") or {}).items()}
-    from runner.records.schema import RESERVED
-
     for key, values in axes.items():
         if key not in props:
             raise MatrixError(f"{name}: axes.{key}: unknown parameter of workload {workload!r}; known: {props_known}")
@@ -237,13 +238,9 @@ def parse_matrix(text: str, path: Path = Path("matrix.yml")) -> Matrix:
                 if missing:
                     raise MatrixError(f"{name}: include[{ri}]: an included cell must name every axis; missing: {', '.join(missing)}")
 
-    from runner.workloads import base
-
-    plugin = base.get(workload)
+    plugin = workloads.get(workload)
     if (missing := plugin.missing()) is not None:
         raise MatrixError(f"{name}: workload.name: workload {workload!r} cannot run here: {missing}")
-    from runner.matrix.expand import expand_cells  # expand imports this module
-
     try:  # every cell: a check may depend on a combination (stressng: env kvm with the minimal image)
         for cell in expand_cells(axes, zips, tuple(doc.get("exclude") or ()), tuple(doc.get("include") or ())) or [{}]:
             plugin.validate({**params, **cell})
@@ -307,8 +304,6 @@ def _adaptive(value: int | Mapping[str, Any], name: str) -> AdaptiveRepetitions 
 
 def _probes(names: Any, name: str) -> tuple[str, ...]:
     """The matrix's probes; an unknown name is one line listing the known ones."""
-    from runner.probes import base as probes
-
     known = probes.known()
     for i, probe in enumerate(names):
         if probe not in known:
@@ -383,8 +378,6 @@ def _guest_kernels(doc: Mapping[str, Any], axes: Mapping[str, tuple[Any, ...]], 
 
 def _kernel_recipe(key: str, entry: Mapping[str, Any], base: Path, name: str) -> dict[str, Any]:
     """A guest_kernels recipe entry as the trials carry it (runner.provision.kernel checks it)."""
-    from runner.provision import kernel
-
     recipe = kernel.parse_recipe(key, entry, base, name)
     kernel.check_files(recipe, name)
     doc = recipe.to_json()
@@ -422,9 +415,7 @@ def _provision(value: bool | Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 
 def _param_properties(workload: str) -> dict[str, Any]:
-    from runner.workloads import base
-
-    plugin = base.get(workload)
+    plugin = workloads.get(workload)
     props = dict(plugin.params_schema.get("properties", {}))
     for key, schema in RUNNER_PARAMS_SCHEMA.items():
         props.setdefault(key, schema)
@@ -432,9 +423,7 @@ def _param_properties(workload: str) -> dict[str, Any]:
 
 
 def _allows_extra(workload: str) -> bool:
-    from runner.workloads import base
-
-    return base.get(workload).params_schema.get("additionalProperties", False) is not False
+    return workloads.get(workload).params_schema.get("additionalProperties", False) is not False
 
 
 def _check_value(value: Any, schema: Mapping[str, Any], name: str, path: str) -> None:

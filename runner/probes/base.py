@@ -32,9 +32,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from runner.errors import UnknownNameError
 from runner.hosts.base import Host, Spawned
 from runner.records.metric import Metric
+from runner.registry import Registry
 
 SIDES = ("host", "guest")
 
@@ -74,34 +74,21 @@ class Probe:
         raise NotImplementedError
 
 
-_REGISTRY: dict[str, type[Probe]] = {}
+# Every module of runner.probes is imported on the first lookup: a new probe is one new module there.
+PROBES: Registry[Probe] = Registry("runner.probes", "no probe {name!r}; known: {known}")
+_REGISTRY = PROBES.classes  # name -> class (tests register fake probes here)
 
 
 def register(name: str) -> Callable[[type[Probe]], type[Probe]]:
-    def deco(cls: type[Probe]) -> type[Probe]:
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
+    return PROBES.register(name)
 
 
 def known() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
+    return PROBES.names()
 
 
 def get(name: str) -> Probe:
-    _load_builtin()
-    try:
-        return _REGISTRY[name]()
-    except KeyError:
-        raise UnknownNameError(f"no probe {name!r}; known: {', '.join(known())}") from None
-
-
-def _load_builtin() -> None:
-    # Importing the modules registers them.
-    from runner.probes import cpufreq, host_state, kvm_exits, lock_stat, perf_stat, schedstat  # noqa: F401
+    return PROBES.get(name)
 
 
 # ----- helpers for probes ------------------------------------------------------------------------------

@@ -53,6 +53,17 @@ for arg in $(cat /proc/cmdline); do
   esac
 done
 """
+
+# Every guest init's network, once its modules are loaded: the name, loopback, and eth0 with the address and
+# gateway INIT_ARGS read (none: no network but loopback).
+INIT_NET = """hostname runner-guest
+ip link set lo up
+if [ -n "$IP" ]; then
+  ip link set eth0 up
+  ip addr add "$IP" dev eth0
+  [ -n "$GW" ] && ip route add default via "$GW"
+fi
+"""
 INIT_SCRIPT = f"""#!/bin/sh
 # /init of a runner guest image (runner.provision.image).
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -66,14 +77,7 @@ mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
 {INIT_ARGS}[ -n "$PROBE" ] && poweroff -f
 for m in $(cat /etc/runner-modules); do insmod "/lib/modules/$m.ko" || echo "runner-guest: insmod $m failed"; done
-hostname runner-guest
-ip link set lo up
-if [ -n "$IP" ]; then
-  ip link set eth0 up
-  ip addr add "$IP" dev eth0
-  [ -n "$GW" ] && ip route add default via "$GW"
-fi
-dropbear -s -p 22 -r /etc/dropbear/dropbear_ed25519_host_key -P /run/dropbear.pid
+{INIT_NET}dropbear -s -p 22 -r /etc/dropbear/dropbear_ed25519_host_key -P /run/dropbear.pid
 echo {SSH_MARKER}
 while :; do sleep 3600; done
 """

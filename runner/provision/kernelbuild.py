@@ -38,6 +38,7 @@ from typing import Any
 from runner.errors import ProvisionError
 from runner.hosts.base import Host
 from runner.provision import kernel as kr
+from runner.provision.inventory import connect, load_inventory
 
 Progress = Callable[[str], None]
 LOG_TAIL_LINES = 25
@@ -521,8 +522,6 @@ def prepare_kernels(trials_params: Iterable[Mapping[str, Any]], dataset: Path | 
 
 def build_host(recipe: str, name: str, inventory: Path | None, known_hosts: Path | None = None) -> Host:
     """The Host of a recipe's build_host, from the campaign's inventory."""
-    from runner.provision.inventory import connect, load_inventory
-
     if inventory is None:
         raise ProvisionError(f"guest kernel {recipe!r}: build_host {name!r} needs an inventory")
     found = load_inventory(inventory, known_hosts).resolve(name)

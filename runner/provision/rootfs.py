@@ -70,14 +70,7 @@ mount -o remount,rw / 2>/dev/null
 for m in $(cat /etc/runner-modules); do
   insmod "/lib/modules/runner/$m.ko" 2>/dev/null || grep -q "^$m " /proc/modules || echo "runner-guest: insmod $m failed"
 done
-hostname runner-guest
-ip link set lo up
-if [ -n "$IP" ]; then
-  ip link set eth0 up
-  ip addr add "$IP" dev eth0
-  [ -n "$GW" ] && ip route add default via "$GW"
-fi
-for f in /etc/runner-init.d/*; do [ -x "$f" ] && "$f"; done  # an image's own services (e.g. libvirtd)
+{image.INIT_NET}for f in /etc/runner-init.d/*; do [ -x "$f" ] && "$f"; done  # an image's own services (e.g. libvirtd)
 mkdir -p /run/sshd
 /usr/sbin/sshd -f /etc/ssh/sshd_config
 echo {image.SSH_MARKER}

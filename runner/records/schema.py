@@ -51,6 +51,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 SCHEMA_VERSION = 7
 READABLE_SCHEMAS = frozenset({1, 2, 3, 4, 5, 6, 7})
@@ -224,8 +225,6 @@ def upgrade(table: pa.Table) -> pa.Table:
     matrix before version 6) is `trial`."""
     if "role" not in table.column_names or table.num_rows == 0 or table.column("role").null_count == 0:
         return table
-    import pyarrow.compute as pc
-
     i = table.column_names.index("role")
     return table.set_column(i, table.schema.field(i), pc.fill_null(table.column("role"), TRIAL_ROLE))
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
 
 from runner import defaults
 from runner.errors import DatasetError, UsageError
@@ -55,7 +56,7 @@ from runner.records.schema import (
     metrics_schema,
     trials_schema,
 )
-from runner.textfile import check_file_name
+from runner.textfile import StrictLoader, check_file_name
 
 __all__ = [  # this module's names and those it re-exports (runner.records.atomic, runner.records.reading)
     "CAMPAIGN_NAME", "CORE_COLUMNS", "FILE_RE", "HOST_FACT_TIMES", "ID_KEYS", "META_KINDS", "META_TYPES", "NUMBERS",
@@ -439,10 +440,6 @@ ID_KEYS = ("workload", "axes", "include", "exclude", "canary", "guest_kernels", 
 def integral_float(matrix_text: str) -> str | None:
     """The first integral float (`2.0`, `1e3`) written where a matrix's values make trial ids (ID_KEYS), as written;
     None if there is none (or the text does not read: it was checked when launched)."""
-    import yaml
-
-    from runner.textfile import StrictLoader
-
     try:
         root = yaml.compose(matrix_text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except (yaml.YAMLError, RecursionError):

@@ -42,9 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from runner.errors import UnknownNameError
 from runner.hosts.base import CommandResult, Host
 from runner.records.metric import Metric, added_up
+from runner.registry import Registry
 
 GUEST_WORKDIR = "/opt/runner"  # the workload's directory inside a guest or container
 
@@ -116,6 +116,13 @@ class Workload:
         return added_up(per_vm, "throughput", "aggregate_throughput")
 
 
+def run_pid_file(ctx: WorkloadContext, stem: str) -> str | None:
+    """Where the run of ctx.extra["run_id"] writes its pid for `stop_argv` (`<workdir>/<stem>.<run id>.pid`);
+    None without a run id (the run is not stopped early, so no pid file)."""
+    run_id = ctx.extra.get("run_id")
+    return None if run_id is None else f"{ctx.workdir}/{stem}.{run_id}.pid"
+
+
 def signal_by_pid_file(pid_file: str, comm: str, signal: str, name: str) -> list[str]:
     """A stop_argv: send `signal` (e.g. "USR1") to the process whose pid `pid_file` holds, once /proc says
     its name is `comm` (the first 15 characters of the program's name), so a stale pid never reaches
@@ -130,43 +137,24 @@ def signal_by_pid_file(pid_file: str, comm: str, signal: str, name: str) -> list
     return ["sh", "-c", script, name, pid_file, comm[:15]]
 
 
-_REGISTRY: dict[str, type[Workload]] = {}
+# Every module of runner.workloads is imported on the first lookup: a new workload is one new module there.
+WORKLOADS: Registry[Workload] = Registry("runner.workloads", "no workload {name!r}; known: {known}")
 
 
 def register(name: str) -> Callable[[type[Workload]], type[Workload]]:
-    def deco(cls: type[Workload]) -> type[Workload]:
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
+    return WORKLOADS.register(name)
 
 
 def scaling_metrics() -> dict[str, frozenset[str]]:
     """Workload name -> its metrics that scale, for every known workload that says (see Workload.scaling_metrics);
     what `runner report` hands to runner.analysis.build_report."""
-    _load_builtin()
-    return {name: cls.scaling_metrics for name, cls in sorted(_REGISTRY.items()) if cls.scaling_metrics is not None}
+    WORKLOADS.load()
+    return {name: cls.scaling_metrics for name, cls in sorted(WORKLOADS.classes.items()) if cls.scaling_metrics is not None}
 
 
 def known() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
+    return WORKLOADS.names()
 
 
 def get(name: str) -> Workload:
-    _load_builtin()
-    try:
-        return _REGISTRY[name]()
-    except KeyError:
-        raise UnknownNameError(f"no workload {name!r}; known: {', '.join(known())}") from None
-
-
-def _load_builtin() -> None:
-    # Importing the modules registers them.
-    from runner.workloads import command, lockbench, stressng  # noqa: F401
-
-    try:
-        from runner.workloads import gmake  # noqa: F401
-    except ImportError:  # pragma: no cover - gmake is optional until its module lands
-        pass
+    return WORKLOADS.get(name)

@@ -1,11 +1,8 @@
 """The environments a trial can run in (the matrix's `env`): the contract and registry are in `base`, one
-module per environment family beside it. Importing the package imports every module in it, so a new
-environment is one new file here (docs/architecture.md, "Environments")."""
+module per environment family beside it. The registry (runner.registry) imports every module in it on the first
+lookup, so a new environment is one new file here (docs/architecture.md, "Environments")."""
 
 from __future__ import annotations
-
-import importlib
-import pkgutil
 
 from runner.provision.environments.base import (
     BootOrder,
@@ -21,9 +18,6 @@ from runner.provision.environments.base import (
     known,
     register,
 )
-
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["BootOrder", "Environment", "Images", "Network", "Started", "annotate", "destroy_all", "get", "guest_names", "in_parallel", "known",
            "register"]

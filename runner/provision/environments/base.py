@@ -3,7 +3,7 @@
 One class per environment, registered by name with `@register("kvm")`, holds everything that environment
 is and does; nothing else in the runner branches on an environment's name. A newcomer adds an environment
 in one module of this package (runner.provision.environments.qemu is the worked example,
-docs/architecture.md walks through it); the package imports every module it holds.
+docs/architecture.md walks through it); the registry imports every module the package holds.
 
 What an environment says (class attributes, plain data, read at plan time):
 
@@ -58,9 +58,10 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 from runner import defaults
 from runner.hosts.base import Host, Spawned
-from runner.errors import HostError, ProvisionError, UnknownNameError, UsageError
+from runner.errors import HostError, ProvisionError, UsageError
 from runner.provision import image, libvirt, rootfs
 from runner.provision.guestspec import GuestSpec
+from runner.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -236,35 +237,28 @@ class Environment:
 
 
 E = TypeVar("E", bound=type[Environment])
-_REGISTRY: dict[str, Environment] = {}
+# Every module of this package is imported on the first lookup: a new environment is one new module here.
+ENVIRONMENTS: Registry[Environment] = Registry("runner.provision.environments", "environment {name!r} is not available; known: {known}",
+                                               shared=True)
 
 
 def register(name: str) -> Callable[[E], E]:
     """Class decorator: the environment `name` (one instance, shared)."""
-
-    def deco(cls: E) -> E:
-        cls.name = name
-        _REGISTRY[name] = cls()
-        return cls
-
-    return deco
+    return ENVIRONMENTS.register(name)
 
 
 def get(name: str) -> Environment:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownNameError(f"environment {name!r} is not available; known: {', '.join(sorted(_REGISTRY))}") from None
+    return ENVIRONMENTS.get(name)
 
 
 def known() -> tuple[str, ...]:
     """Every environment a trial can name, `host` first."""
-    return tuple(sorted(_REGISTRY, key=lambda n: (n != defaults.ENV, n)))
+    return tuple(sorted(ENVIRONMENTS.names(), key=lambda n: (n != defaults.ENV, n)))
 
 
 def guest_names() -> tuple[str, ...]:
     """The environments that start guests or containers."""
-    return tuple(n for n in known() if _REGISTRY[n].starts_guests)
+    return tuple(n for n in known() if get(n).starts_guests)
 
 
 # ------------------------------------------------------------------------------ helpers for boots

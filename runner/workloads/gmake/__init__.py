@@ -22,6 +22,7 @@ from runner.hosts.base import CommandResult, Host
 from runner.fairness import jain
 from runner.records.metric import Metric, vm_values
 from runner.workloads.base import Workload, WorkloadContext, register
+from runner.workloads.gmake.hostside import missing_tools
 
 DEFAULTS = {"source": "linux-source", "config": "x86_64_defconfig", "target": "vmlinux", "tmpdir": "/dev/shm"}
 # Measured CPU-seconds of one `make vmlinux` from the prepared state (Debian linux-source 6.1, this 2-core VM).
@@ -99,8 +100,6 @@ def to_metrics(doc: Mapping[str, Any]) -> list[Metric]:
 
 def local_missing(which: Any = shutil.which) -> str | None:
     """What this machine lacks to build a kernel, or None."""
-    from runner.workloads.gmake.hostside import missing_tools
-
     absent = missing_tools(which)
     if not absent:
         return None

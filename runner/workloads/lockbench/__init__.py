@@ -18,7 +18,8 @@ from typing import Any
 from runner.errors import ProvisionError
 from runner.hosts.base import CommandResult, Host
 from runner.records.metric import Metric
-from runner.workloads.base import GUEST_WORKDIR, Workload, WorkloadContext, register, signal_by_pid_file
+from runner.workloads.base import GUEST_WORKDIR, Workload, WorkloadContext, register, run_pid_file, signal_by_pid_file
+from runner.workloads.lockbench.parse import parse_output, to_metrics
 
 LOCKS = ["ttas", "ticket", "mcs", "mutex", "oticket", "spinpark"]
 
@@ -30,11 +31,6 @@ def source_path() -> Path:
 def binary_name() -> str:
     digest = hashlib.sha256(source_path().read_bytes()).hexdigest()[:12]
     return f"lockbench-{digest}"
-
-
-def _pid_file(ctx: WorkloadContext) -> str | None:
-    run_id = ctx.extra.get("run_id")
-    return None if run_id is None else f"{ctx.workdir}/{binary_name()}.{run_id}.pid"
 
 
 @register("lockbench")
@@ -64,7 +60,7 @@ class Lockbench(Workload):
         one of ctx.extra["run_id"] (no run id: it cannot be stopped): its --pid-file, written once its
         SIGUSR1 handler is in place, names the process, checked by name in /proc before the signal
         (signal_by_pid_file: a busy emulated guest can take seconds to start a command)."""
-        pid_file = _pid_file(ctx)
+        pid_file = run_pid_file(ctx, binary_name())
         if pid_file is None:
             return None
         return signal_by_pid_file(pid_file, binary_name(), "USR1", "lockbench-stop")
@@ -106,12 +102,10 @@ class Lockbench(Workload):
             if key in params:
                 argv += [flag, str(params[key])]
         argv += ["--pin", str(params.get("thread_pin", "none"))]
-        pid_file = _pid_file(ctx)
+        pid_file = run_pid_file(ctx, binary_name())
         if pid_file is not None:
             argv += ["--pid-file", pid_file]
         return argv
 
     def parse(self, result: CommandResult, params: Mapping[str, Any]) -> list[Metric]:
-        from runner.workloads.lockbench.parse import parse_output, to_metrics
-
         return to_metrics(parse_output(result.stdout))

@@ -22,8 +22,9 @@ from typing import Any
 from runner import defaults
 from runner.errors import ProvisionError, TrialError, UsageError
 from runner.hosts.base import CommandResult, Host
+from runner.provision import environments
 from runner.records.metric import Metric
-from runner.workloads.base import Workload, WorkloadContext, register, signal_by_pid_file
+from runner.workloads.base import Workload, WorkloadContext, register, run_pid_file, signal_by_pid_file
 from runner.workloads.stressng.parse import EXIT_LINE, WORKERS_LINE, parse_run, stressor_list, unknown_stressor
 
 PACKAGE = "stress-ng"  # the Debian package
@@ -63,11 +64,6 @@ def settings(params: Mapping[str, Any], cpus: int) -> tuple[str, int, int]:
     return stressor, workers, duration
 
 
-def _pid_file(ctx: WorkloadContext) -> str | None:
-    run_id = ctx.extra.get("run_id")
-    return None if run_id is None else f"{ctx.workdir}/stressng.{run_id}.pid"
-
-
 # Runs stress-ng with its log on stderr and its YAML in a private file, then prints the YAML on stdout and
 # stress-ng's exit status on stderr; exits 0 so that parse() judges the run from stress-ng's own words.
 # $1: work directory, $2: pid file ("" for none), $3: workers (said on stderr for parse()), the rest:
@@ -87,7 +83,7 @@ def trial_argv(params: Mapping[str, Any], ctx: WorkloadContext) -> list[str]:
     """The argv of one trial: every value its own element, never pasted into the shell text."""
     stressor, workers, duration = settings(params, ctx.cpus)
     stress = [BINARY, f"--{stressor}", str(workers), "--timeout", f"{duration}s", "--metrics"]
-    return ["sh", "-c", _RUN, "stressng", ctx.workdir, _pid_file(ctx) or "", str(workers), *stress]
+    return ["sh", "-c", _RUN, "stressng", ctx.workdir, run_pid_file(ctx, "stressng") or "", str(workers), *stress]
 
 
 def check_stressor(stressor: str, ctx: WorkloadContext) -> None:
@@ -128,7 +124,7 @@ class StressNG(Workload):
     def validate(self, params: Mapping[str, Any]) -> None:
         env = str(params.get("env", defaults.ENV))
         image = str(params.get("guest_image", "minimal"))
-        if env != "host" and image == "minimal":
+        if environments.get(env).starts_guests and image == "minimal":
             raise UsageError(f"guest_image: the stressng workload needs stress-ng in the guest; env {env!r} with the "
                              "'minimal' image has none: set guest_image: debian")
 
@@ -155,7 +151,7 @@ class StressNG(Workload):
         """SIGINT ends stress-ng's run at once; it reports over the time it ran. The run is the one of
         ctx.extra["run_id"] (none: it cannot be stopped), named by the pid file the trial's command writes
         and checked by name in /proc before the signal (signal_by_pid_file)."""
-        pid_file = _pid_file(ctx)
+        pid_file = run_pid_file(ctx, "stressng")
         if pid_file is None:
             return None
         return signal_by_pid_file(pid_file, BINARY, "INT", "stressng-stop")
