@@ -163,6 +163,18 @@ for _ch, _resolvers in StrictLoader.yaml_implicit_resolvers.items():  # an int (
     _resolvers.sort(key=lambda r: r[0] != _INT_TAG)
 
 
+class Yaml12Loader(StrictLoader):
+    """StrictLoader with YAML 1.2 booleans: only true/false. (YAML 1.1 reads `on:`, `no`, `off` as booleans, so a
+    `retry: {on: ...}` key or a description `no` would change.) The loader of matrix files and what quotes them."""
+
+
+Yaml12Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for ch, resolvers in StrictLoader.yaml_implicit_resolvers.copy().items()
+}
+Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
 def _check_expansion(root: Any, limit: int) -> None:
     """Refuse a node graph whose tree (aliases expanded) has more than `limit` nodes, or a cycle of aliases."""
     if root is None:

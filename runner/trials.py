@@ -108,7 +108,7 @@ def _cell_params(matrix: Matrix, cell: Mapping[str, Any], cpus: int, relative: f
     merged = {**matrix.params, **cell}
     if (kernel := matrix.guest_kernels.get(str(merged.get("guest_kernel")))) is not None:
         env = environments.get(str(merged.get("env", defaults.ENV)))
-        if "build" in kernel and env.starts_guests and not env.boots_kernel:  # a container: the host's kernel
+        if "build" in kernel and not env.boots_kernel:  # the host itself, a container: the host's kernel
             raise MatrixError(f"{matrix.path}: guest_kernel {merged['guest_kernel']!r} is a kernel recipe: env {env.name} runs "
                               f"the host's kernel; boot it in kvm or xen guests, or exclude the {env.name} cells")
         merged["guest_kernel_spec"] = dict(kernel)  # the guest runner boots it; part of the cell's identity

@@ -25,20 +25,8 @@ from runner.matrix.expand import PERCENT, expand_cells, normal_numbers, same_val
 from runner.probes import base as probes
 from runner.provision import environments, kernel
 from runner.records.schema import RESERVED
-from runner.textfile import StrictLoader, load_yaml, read_text
+from runner.textfile import Yaml12Loader, load_yaml, read_text
 from runner.workloads import base as workloads
-
-
-class _Loader(StrictLoader):
-    """YAML 1.2 booleans: only true/false. (YAML 1.1 reads `on:`, `no`, `off` as booleans.) Duplicate keys, alias
-    bombs, NaN and infinity refused; `1e3` is a number (runner.textfile.StrictLoader)."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for ch, resolvers in StrictLoader.yaml_implicit_resolvers.copy().items()
-}
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
 # Parameters the runner itself understands (environments and guests), allowed in axes and workload.params
@@ -146,7 +134,7 @@ def load_matrix(path: str | Path) -> Matrix:
 def read_yaml(text: str) -> Any:
     """A matrix file's YAML as the runner reads it (YAML 1.2 booleans: `on:` stays the key "on"; duplicate keys,
     alias bombs, NaN and infinity raise yaml.YAMLError)."""
-    return normal_numbers(yaml.load(text, Loader=_Loader))  # noqa: S506 - a SafeLoader subclass
+    return normal_numbers(yaml.load(text, Loader=Yaml12Loader))  # noqa: S506 - a SafeLoader subclass
 
 
 # The most trials a matrix may expand to (cells before `exclude` x repetitions): counted before expanding,
@@ -170,7 +158,7 @@ def _check_size(axes: Mapping[str, tuple[Any, ...]], zips: tuple[tuple[str, ...]
 
 def parse_matrix(text: str, path: Path = Path("matrix.yml")) -> Matrix:
     name = str(path)
-    doc = normal_numbers(load_yaml(text, name, "matrix file", loader=_Loader, error=MatrixError, line_first=True))
+    doc = normal_numbers(load_yaml(text, name, "matrix file", loader=Yaml12Loader, error=MatrixError, line_first=True))
     if doc is None:
         raise MatrixError(f"{name}: the file is empty; a matrix needs at least 'campaign' and 'workload'")
     if not isinstance(doc, dict):

@@ -8,9 +8,10 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import yaml
 
-from runner.matrix.load import read_yaml
 from runner.records.schema import DICTIONARY, METRIC_FIELDS, TRIAL_FIELDS
+from runner.textfile import Yaml12Loader
 
 UNITS = {"wall_s": "s", "workload_wall_s": "s", "started_at": "UTC time", "ended_at": "UTC time", "value": "given by `unit`"}
 DIRECTION = {"value": "given by `higher_is_better`", "wall_s": "lower is better", "workload_wall_s": "lower is better"}
@@ -48,7 +49,7 @@ def data_dictionary(meta: Mapping[str, Any], metrics: pa.Table) -> dict[str, Any
 
 def data_card(meta: Mapping[str, Any], prov: Mapping[str, Any], trials: pa.Table, dictionary: Mapping[str, Any], prints: Mapping[str, Any], matrix_text: str, anonymized: bool) -> str:
     """DATA-CARD.md. Pure."""
-    matrix = read_yaml(matrix_text) or {}  # the matrix's own loader: a description `no` stays text
+    matrix = yaml.load(matrix_text, Loader=Yaml12Loader) or {}  # noqa: S506 - the matrix's own loader: a description `no` stays text
     statuses = trials.column("status").to_pylist() if trials.num_rows else []
     envs = sorted(set(trials.column("env").to_pylist())) if trials.num_rows else []
     accels = sorted({a for a in trials.column("accel").to_pylist() if a}) if trials.num_rows else []
