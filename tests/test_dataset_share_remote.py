@@ -266,3 +266,83 @@ def test_http_server_that_is_gone(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["dataset", "--datasets", str(tmp_path / "mine"), "fetch", f"http://127.0.0.1:{port}/lab/shared"]) == 1
     assert "cannot fetch" in one_line_error(capsys)
     assert not (tmp_path / "mine").exists()
+
+
+class EndlessChunks(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with 200, no Content-Length and a chunked body that never ends: it writes until the
+    client hangs up, counting what it sent (`sent`) and setting `hung_up` then. A checksum file is not there."""
+
+    protocol_version = "HTTP/1.1"
+    sent = 0
+    hung_up = threading.Event()
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if self.path.endswith(share.CHECKSUM_SUFFIX):
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/gzip")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        block = b"\0" * 65536
+        try:
+            while True:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(block), block))
+                type(self).sent += len(block)
+        except OSError:
+            type(self).hung_up.set()
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        pass
+
+
+def test_fetch_stops_reading_a_body_without_a_size_at_the_bound(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that gives no size and never stops sending: fetch reads one byte past the bound, says so in one
+    line and leaves nothing behind (no dataset, no temporary file), instead of downloading it all first."""
+    bound = 4 << 20
+    monkeypatch.setenv(share.MAX_BYTES_ENV, str(bound))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), EndlessChunks)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/lab/endless"
+        assert main(["dataset", "--datasets", str(tmp_path / "mine"), "fetch", url]) == 2
+        line = one_line_error(capsys)
+        assert f"refused: the archive has more than {bound} bytes (stopped reading there" in line, line
+        assert "nothing fetched" in line and share.MAX_BYTES_ENV in line, line
+        assert EndlessChunks.hung_up.wait(timeout=600)  # the client went away; a bound against a hang only
+        assert EndlessChunks.sent < 64 * bound  # what socket buffers hold beyond the bound, not the whole body
+        assert not (tmp_path / "mine").exists()
+        assert list((tmp_path / "tmp").iterdir()) == []
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_server_error_is_not_a_missing_archive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:  # noqa: N802 - http.server's name
+            self.send_error(503)
+
+        do_GET = do_HEAD  # noqa: N815
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/lab/shared"
+        assert main(["dataset", "--datasets", str(tmp_path / "mine"), "fetch", url]) == 1  # the server's fault
+        assert "cannot fetch: 503" in one_line_error(capsys)
+        assert not (tmp_path / "mine").exists()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

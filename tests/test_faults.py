@@ -43,7 +43,7 @@ def when_started(campaign_name: str, host: str, action: Callable[[], None]) -> t
 
     def watch() -> None:
         try:
-            if wait_for(lambda: list((WORK_BASE / campaign_name / host).glob("started.*")), 120):
+            if wait_for(lambda: list((WORK_BASE / campaign_name / host).glob("started.*")), 600):
                 action()  # the trial is waiting on the hold file: inside it, whatever the load
         finally:
             hold.unlink(missing_ok=True)
@@ -130,7 +130,7 @@ def test_controller_sigkill_then_relaunch(make_testbed: Callable[[int], TestBed]
     dataset = tmp_path / "ds" / matrix.campaign
     argv = [*RUNNER, "launch", str(matrix.path), "--datasets", str(tmp_path / "ds"), "--quiet"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    wait_for(lambda: len(list(dataset.glob("trials/*/*.ok.parquet"))) >= 4, 60)
+    assert wait_for(lambda: len(list(dataset.glob("trials/*/*.ok.parquet"))) >= 4, 600)
     os.killpg(proc.pid, signal.SIGKILL)  # the controller and its local Dask workers, mid-campaign
     proc.communicate()
     kept = {p.name: p.stat().st_mtime_ns for p in dataset.glob("trials/*/*.ok.parquet")}

@@ -16,13 +16,16 @@ import pytest
 from runner import defaults
 from runner.cli import main
 from runner.execution import environments
+from runner.hosts.local import LocalHost
 from runner.lab import schedule as sch
+from runner.provision import container
 from runner.records.store import read_campaign
 from runner.workloads import base
 from tests.events import wait_for
 
 PROJECT = Path(__file__).resolve().parents[1]
 RUNNER = [sys.executable, "-m", "runner.cli"]
+HERE = LocalHost()
 ENV = {**os.environ, "PYTHONPATH": str(PROJECT), "COLUMNS": "1000"}  # this checkout's runner, whatever is installed
 
 
@@ -72,6 +75,51 @@ def _result(rc: int, stderr: str = "") -> SimpleNamespace:
 def test_a_workload_killed_for_memory_says_so(params: dict, rc: int, expect: str) -> None:
     outcome = environments.finish(None, params, "h", _result(rc), 10.0)  # type: ignore[arg-type]
     assert outcome.status == "failed" and outcome.error.startswith(expect), outcome.error
+
+
+@pytest.mark.parametrize(("params", "oom_kills", "expect"), [
+    ({"env": "container", "memory": 64}, 1,
+     "h: workload killed (SIGKILL, status 137): out of memory (limit 64 MiB; the cgroup's OOM killer ended it)"),
+    ({"env": "container", "memory": 64}, 0,
+     "h: workload killed by SIGKILL (status 137), not for memory: the container's memory cgroup counted no OOM kill"),
+    ({"env": "container"}, 2, "h: workload killed (SIGKILL, status 137): out of memory (no limit; the kernel's OOM killer"),
+])
+def test_a_sigkill_is_called_out_of_memory_only_when_the_cgroup_counted_an_oom_kill(params: dict, oom_kills: int,
+                                                                                     expect: str) -> None:
+    outcome = environments.finish(None, params, "h", _result(137), 10.0, oom_kills=oom_kills)  # type: ignore[arg-type]
+    assert outcome.status == "failed" and outcome.error.startswith(expect), outcome.error
+    assert "most likely" not in outcome.error
+
+
+def test_oom_kill_counters_parse() -> None:
+    assert container.parse_oom_kills("rnr-a\t0\nrnr-b\t3\n\ngarbage\nrnr-c\t\n") == {"rnr-a": 0, "rnr-b": 3}
+
+
+@pytest.mark.integration
+@pytest.mark.guest
+def test_a_container_trial_is_out_of_memory_only_when_its_cgroup_says_so(tmp_path: Path) -> None:
+    """Two real container trials under a 64 MiB limit: one holds 256 MiB in a shell variable (the cgroup's OOM
+    killer ends it), one sends itself SIGKILL with nothing allocated. Both exit with status 137; only the
+    first is out of memory."""
+    name = "pytest-trust-oom"
+    matrix = tmp_path / "oom.yml"
+    matrix.write_text(
+        f"campaign: {name}\nhosts: {{group: local, inventory: {PROJECT / 'inventory'}}}\n"
+        "workload: {name: command, params: {env: container, memory: 64, run: 'if [ $RUNNER_HOW = grow ]; then "
+        "x=$(head -c 256m /dev/zero | tr \"\\\\0\" a); echo ${#x}; else kill -9 $$; fi'}}\n"
+        "axes: {how: [grow, kill]}\nrepetitions: 1\ntimeout: 300\nretry: {attempts: 1}\n")
+    try:
+        assert main(["launch", str(matrix), "--datasets", str(tmp_path / "ds")]) == 1
+        _, trials, _ = read_campaign(name, tmp_path / "ds")
+        errors = dict(zip(trials["how"], trials["error"], strict=True))
+        assert set(trials["status"]) == {"failed"}, errors
+        assert ("workload killed (SIGKILL, status 137): out of memory (limit 64 MiB; the cgroup's OOM killer ended it); "
+                "give the environment more `memory`") in errors["grow"], errors
+        assert ("workload killed by SIGKILL (status 137), not for memory: the container's memory cgroup counted no OOM kill; "
+                "another process ended it") in errors["kill"], errors
+        assert container.list_campaign(HERE, name) == []
+    finally:
+        main(["cleanup", name])
 
 
 def test_plan_warns_when_gmake_cannot_fit_its_tmpfs(tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,5 +1,5 @@
 """Recorded data is never lost or duplicated (issue 20), end to end: a generator of damaged datasets (each
-recorded file truncated, garbled, of the wrong schema, or holding another trial), a directory that cannot be
+recorded file truncated, garbled (also one page behind a sound footer), of the wrong schema, or holding another trial), a directory that cannot be
 read (CAP_DAC_OVERRIDE dropped: root reads mode-000 files otherwise) and a full disk (a small tmpfs of the
 test's own). After each fault the rows per trial_id are counted: every trial once, nothing lost."""
 
@@ -26,7 +26,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 RUNNER = [sys.executable, "-m", "runner.cli"]
 ENV = {**os.environ, "PYTHONPATH": str(PROJECT), "COLUMNS": "1000"}  # this checkout's runner, whatever is installed
 NO_DAC = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
-N = 6
+N = 7
 
 
 def write_matrix(tmp: Path, name: str = "trust") -> Path:
@@ -78,6 +78,15 @@ def _garble(path: Path, other: Path) -> None:
     path.write_bytes(data[:4] + bytes(b ^ 0x5A for b in data[4:half]) + data[half:])
 
 
+def _garble_page(path: Path, other: Path) -> None:
+    """The first page's header garbled behind a sound footer: only reading the pages finds it."""
+    chunk = pq.read_metadata(path).row_group(0).column(0)
+    start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start:start + 6] = bytes(b ^ 0xFF for b in data[start:start + 6])
+    path.write_bytes(bytes(data))
+
+
 def _wrong_schema(path: Path, other: Path) -> None:
     trial = path.name.split(".")[0]
     pq.write_table(pa.table({"trial_id": [trial], "attempt": ["one"], "status": [3], "metric": ["v"], "value": ["x"]}), path)
@@ -92,7 +101,8 @@ def _other_trial(path: Path, other: Path) -> None:
 
 
 DAMAGE: dict[str, Callable[[Path, Path], None]] = {
-    "truncated": _truncate, "garbled": _garble, "wrong_schema": _wrong_schema, "no_column": _no_column, "other_trial": _other_trial,
+    "truncated": _truncate, "garbled": _garble, "garbled_page": _garble_page, "wrong_schema": _wrong_schema,
+    "no_column": _no_column, "other_trial": _other_trial,
 }
 
 
@@ -122,7 +132,7 @@ def test_relaunch_moves_damaged_records_aside_and_measures_them_again(dataset: t
     metric_files = sorted((root / "metrics").glob("workload=*/*.parquet"))
     damaged = {  # one trial per kind of damage, in either table
         "truncated": trials[0], "garbled": metric_files[1], "wrong_schema": trials[2], "no_column": metric_files[3],
-        "other_trial": trials[4],
+        "other_trial": trials[4], "garbled_page": metric_files[6],
     }
     for kind, path in damaged.items():
         DAMAGE[kind](path, trials[5] if path.parent.parent.name == "trials" else metric_files[5])

@@ -63,16 +63,16 @@ def test_trials_take_the_host_in_the_order_they_were_sent(tmp_path: Path, monkey
         with worker._turn(spec(40001, n)):
             order.append(n)
             if n == 1:  # the second waits for the host meanwhile: seen in /proc/locks, however loaded the machine
-                seen_waiting.append(wait_for(lambda: _blocked_on(str(lock)), 30))
+                seen_waiting.append(wait_for(lambda: _blocked_on(str(lock)), 600))
 
     second = threading.Thread(target=trial, args=(2,))
     second.start()  # sent second, arrives first: it waits for trial 1
-    assert turns.waiting.wait(30)  # the event: it waits for its predecessor to take the host
+    assert turns.waiting.wait(600)  # the event: it waits for its predecessor to take the host
     assert order == []
     first = threading.Thread(target=trial, args=(1,))
     first.start()
-    first.join(60)
-    second.join(60)
+    first.join(600)
+    second.join(600)
     assert seen_waiting == [True]
     assert order == [1, 2]
 
@@ -88,7 +88,7 @@ def test_a_predecessor_that_never_comes_delays_at_most_the_grace(monkeypatch) ->
 def _hold_the_host(port: int, started, release) -> None:  # noqa: ANN001 - multiprocessing events
     with worker._turn(spec(port, 1, launch="L3")):
         started.set()
-        release.wait(10)
+        release.wait(600)  # set by the test (also when it fails): held until then, however slow the test
 
 
 def test_the_host_is_held_across_processes() -> None:
@@ -97,7 +97,7 @@ def test_the_host_is_held_across_processes() -> None:
     other = ctx.Process(target=_hold_the_host, args=(40003, started, release))
     other.start()
     try:
-        assert started.wait(10)
+        assert started.wait(600)
         got = threading.Event()
 
         def take() -> None:
@@ -106,11 +106,11 @@ def test_the_host_is_held_across_processes() -> None:
 
         taker = threading.Thread(target=take)
         taker.start()
-        assert wait_for(lambda: _blocked_on(str(_lock_file(40003))), 30)  # it waits: the other process has the host
+        assert wait_for(lambda: _blocked_on(str(_lock_file(40003))), 600)  # it waits: the other process has the host
         assert not got.is_set()
         release.set()
-        assert got.wait(10)  # and this one gets it when that trial ends
-        taker.join(5)
+        assert got.wait(600)  # and this one gets it when that trial ends
+        taker.join(600)
     finally:
         release.set()
         other.join(10)

@@ -58,7 +58,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def campaign_status(campaign: str | None, datasets: Path) -> Status:
     store = CampaignStore(find_campaign(campaign, datasets))
     meta = store.meta()
-    trials = store.read_table("trials").to_pandas()
+    trials = store.read_table("trials").to_pandas()  # every file read and checked, as a relaunch checks it
+    store.check_recorded(["metrics"])  # and the metrics: launch would measure a trial with a damaged one again
     if "role" in trials.columns:  # canary runs are re-runs of one cell beside the plan, not planned trials
         trials = trials[ordinary_role(trials["role"])]
     ok_ids = set(trials.loc[trials["status"] == "ok", "trial_id"])

@@ -102,13 +102,16 @@ def prepare_once(host: Host, plugin: Workload, ctx: WorkloadContext, cache: set[
     cache.add(key)
 
 
-def finish(plugin: Workload, params: Mapping[str, Any], host_name: str, result: Any, timeout: float, **fields: Any) -> Outcome:
-    """Turn a finished workload command into an Outcome (timeout, exit status, parsed metrics)."""
+def finish(plugin: Workload, params: Mapping[str, Any], host_name: str, result: Any, timeout: float, *,
+           oom_kills: int | None = None, **fields: Any) -> Outcome:
+    """Turn a finished workload command into an Outcome (timeout, exit status, parsed metrics). `oom_kills`:
+    how many processes the OOM killer ended in the workload's memory cgroup during the run (None: not known),
+    so that a SIGKILL is called "out of memory" only when it was (runner.execution.killed)."""
     if result.timed_out:
         return Outcome("timeout", f"{host_name}: trial ran past its timeout of {timeout:g} s and was stopped", workload_wall_s=result.wall_s, **fields)
     if result.rc != 0:
         tail = (result.stderr.strip().splitlines() or result.stdout.strip().splitlines() or ["no output"])[-1]
-        if (killed := killed_for_memory(result.rc, params, result.stderr)) is not None:  # 137: say why, not "no output"
+        if (killed := killed_for_memory(result.rc, params, result.stderr, oom_kills)) is not None:  # 137: say why, not "no output"
             return Outcome("failed", f"{host_name}: workload {killed}", workload_wall_s=result.wall_s, **fields)
         return Outcome("failed", f"{host_name}: workload exited with status {result.rc}: {tail[:300]}", workload_wall_s=result.wall_s, **fields)
     return Outcome("ok", None, tuple(plugin.parse(result, params)), result.wall_s, **fields)

@@ -36,6 +36,7 @@ from runner.errors import HostError, ProvisionError
 from runner.execution import boots
 from runner.execution.boots import Boot, guest_lost, provide
 from runner.execution.environments import Outcome, finish, probe_window, register_guests, with_probes
+from runner.execution.killed import SIGKILL_STATUSES
 from runner.execution.pervm import common_window, merge_outcomes, run_delay_s, steal_pct
 from runner.hosts.base import CommandResult, Host, Spawned
 from runner.probes.session import ProbeWindow
@@ -158,6 +159,12 @@ def _run_workload(boot: Boot, plugin: Workload, params: Mapping[str, Any], ctx: 
                 return
             sched[when] = {spec.index: stats[spec.name] for spec in specs if spec.name in stats}
 
+    ooms_before: list[Mapping[str, int] | None] = [None]
+
+    def before_run() -> None:
+        snapshot("before")
+        ooms_before[0] = _oom_kills(boot)
+
     window = window_plan(plugin, params, len(specs), timeout)
     run_params = params if window is None else window[1]
     run_id = uuid.uuid4().hex[:12]  # names this run to its stop command (a stale stop never reaches a later run)
@@ -188,9 +195,9 @@ def _run_workload(boot: Boot, plugin: Workload, params: Mapping[str, Any], ctx: 
         return run
 
     # The host-side snapshots run beside the guests' own reads, not after them: on a remote host each is
-    # a round trip. "before" is taken while the guests read /proc/stat and is waited for at the barrier;
-    # "after" starts when the last guest's workload ends.
-    before = threading.Thread(target=snapshot, args=("before",), daemon=True)
+    # a round trip. "before" (with the guests' OOM kill counters) is taken while the guests read /proc/stat
+    # and is waited for at the barrier; "after" starts when the last guest's workload ends.
+    before = threading.Thread(target=before_run, daemon=True)
     after = threading.Thread(target=snapshot, args=("after",), daemon=True)
     left = [len(specs)]
     left_lock = threading.Lock()
@@ -225,9 +232,11 @@ def _run_workload(boot: Boot, plugin: Workload, params: Mapping[str, Any], ctx: 
     w_start, w_end, overlaps = common_window([(r[3], r[4]) for r in runs])
     fields = _trial_fields(boot)
     fields["extra"] |= {"window_start": w_start, "window_end": w_end}
+    ooms = _oom_kills_during(boot, ooms_before[0], [r[0] for r in runs])
     outcomes, telemetry = [], []
     for spec, (result, stat0, stat1, _t0, _t1), ready_s, overlap in zip(specs, runs, boot.ready_s, overlaps, strict=True):
-        outcomes.append(finish(plugin, params, f"{host.name} vm {spec.index} ({spec.name})", result, timeout))
+        outcomes.append(finish(plugin, params, f"{host.name} vm {spec.index} ({spec.name})", result, timeout,
+                               oom_kills=ooms.get(spec.name)))
         b, a = sched["before"].get(spec.index), sched["after"].get(spec.index)
         telemetry.append({
             "ssh_ready_s": ready_s if boot.trials == 0 and boot.env.virtual_machines else None,
@@ -241,6 +250,24 @@ def _run_workload(boot: Boot, plugin: Workload, params: Mapping[str, Any], ctx: 
         if spec.index in probed:
             outcome = with_probes(outcome, probed[spec.index], vm=spec.index)
     return outcome
+
+
+def _oom_kills(boot: Boot) -> Mapping[str, int] | None:
+    """The OOM kill counters of the boot's guests (Environment.oom_kills), None if they cannot be read."""
+    try:
+        return boot.env.oom_kills(boot.hypervisor, [spec.name for spec in boot.specs])
+    except (ProvisionError, HostError, OSError, ValueError):
+        return None
+
+
+def _oom_kills_during(boot: Boot, before: Mapping[str, int] | None, results: Sequence[CommandResult]) -> dict[str, int]:
+    """Guest name -> processes the OOM killer ended in its memory cgroup during the run, for the guests whose
+    counter was read before and after. Read again only when a workload ended by SIGKILL (what the count
+    explains), while the guests and their cgroups still exist: they are removed after the outcome."""
+    if before is None or not any(r.rc in SIGKILL_STATUSES and not r.timed_out for r in results):
+        return {}
+    after = _oom_kills(boot) or {}
+    return {name: after[name] - before[name] for name in before.keys() & after.keys()}
 
 
 def _probe_scope(boot: Boot) -> str:

@@ -8,8 +8,8 @@ CONTAINERS_CONF=... podman --runtime /usr/sbin/runc`).
 
 Images are imported from a root filesystem archived on the controller and copied to the host (`podman
 import FILE NAME`), never pulled. A trial's containers start detached with `--network none` and a sleeping
-init (`start`), workloads run in them with `exec` (runner.hosts.container.ContainerHost), and `remove`
-ends them; their names come from `guest.describe_guest` (env "container") and carry the campaign, so
+init (`start`), workloads run in them with `exec` (runner.hosts.container.ContainerHost), `oom_kills` reads
+how many of their processes the memory cgroup's OOM killer ended, and `remove` ends them; their names come from `guest.describe_guest` (env "container") and carry the campaign, so
 `list_campaign` finds exactly what a campaign started.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tarfile
@@ -235,6 +236,49 @@ def list_campaign_images(host: Host, campaign: str) -> list[str]:
         if repo.rsplit("/", 1)[-1] == IMAGE_REPO and tag.fullmatch(t):
             out.append(f"{IMAGE_REPO}:{t}")
     return sorted(set(out))
+
+
+# Prints "<name>\t<oom_kill count>" for each running container named in "$@": the counter of the memory cgroup
+# its init is in, read on the host (cgroup v1 memory.oom_control, or v2 memory.events; both say `oom_kill N`),
+# in one round trip for all of them. A container that is gone or a counter that cannot be read is left out.
+_OOM_KILLS = r"""
+m1=$(awk '$3 == "cgroup" && ("," $4 ",") ~ /,memory,/ { print $2; exit }' /proc/mounts)
+m2=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
+for n in "$@"; do
+  p=$(CLI inspect --format '{{.State.Pid}}' "$n" 2>/dev/null)
+  case "$p" in ''|0|*[!0-9]*) continue ;; esac
+  v1=; v2=; f=
+  while IFS= read -r l; do
+    r=${l#*:}; c=${r%%:*}; path=${r#*:}
+    case ",$c," in *,memory,*) v1=$path ;; ,,) v2=$path ;; esac
+  done < "/proc/$p/cgroup"
+  if [ -n "$m1" ] && [ -n "$v1" ]; then f=$m1$v1/memory.oom_control
+  elif [ -n "$m2" ] && [ -n "$v2" ]; then f=${m2%/}$v2/memory.events; fi
+  k=$(awk '$1 == "oom_kill" { print $2 }' "$f" 2>/dev/null)
+  [ -n "$k" ] && printf '%s\t%s\n' "$n" "$k"
+done 2>/dev/null
+exit 0
+"""
+
+
+def parse_oom_kills(text: str) -> dict[str, int]:
+    """Lines "<container>\t<count>" -> container -> count (other lines are left out)."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        name, _, count = line.partition("\t")
+        if name and count.strip().isdigit():
+            out[name] = int(count)
+    return out
+
+
+def oom_kills(host: Host, names: Sequence[str]) -> dict[str, int]:
+    """How many processes the OOM killer has ended in each running container's memory cgroup (its `oom_kill`
+    counter, which only rises), read on the host before the container and its cgroup are removed. A container
+    whose counter cannot be read is left out: the caller then knows nothing about it."""
+    if not names:
+        return {}
+    script = _OOM_KILLS.replace("CLI", shlex.join(container_cli(host)))
+    return parse_oom_kills(host.run(["sh", "-c", script, "sh", *names], timeout=30).stdout)
 
 
 def list_containers(host: Host) -> list[str]:

@@ -1,23 +1,26 @@
 """Reading a campaign dataset and checking what it holds (runner.records.store writes it): dataset.json and the
 other JSON files, each checked; the tables, read as the current schema version; damaged recorded files (unreadable,
-of the wrong schema, not the record their name says), found from the whole file or its footer; finding a campaign
+of the wrong schema, not the record their name says), found by reading every page; finding a campaign
 by name or path; and `read_campaign`, a campaign's tables and provenance for analysis.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from runner.errors import BadDatasetError, DatasetError, UnknownNameError, UsageError
-from runner.records.schema import AXIS_TYPES, READABLE_SCHEMAS, SCHEMA_VERSION, metrics_schema, trials_schema, upgrade
+from runner.records.schema import AXIS_TYPES, PARTITION_COLUMN, READABLE_SCHEMAS, SCHEMA_VERSION, metrics_schema, trials_schema, upgrade
 
 FILE_RE = re.compile(r"^(?P<trial>[0-9a-f]+)\.a(?P<attempt>\d+)\.(?P<status>ok|failed|timeout)\.parquet$")
 
@@ -47,7 +50,7 @@ class CampaignReader:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self._checked: dict[tuple[str, int, int, bool], str | None] = {}  # damaged_file's answers, by file state
+        self._checked: dict[tuple[str, int, int], str | None] = {}  # damaged_file's answers, by file state
 
     # -- opening ------------------------------------------------------------------------------------
     @property
@@ -133,13 +136,13 @@ class CampaignReader:
                 out.extend(f for f in _listdir(part) if f.suffix == ".parquet" and not f.name.startswith("."))
         return sorted(out)
 
-    def damaged(self, *, whole: bool = True) -> list[tuple[Path, str]]:
-        """(file, why) of every recorded Parquet file that cannot be read, is of the wrong schema or is not the
-        record its name says: such a trial is not recorded, for launch, status and report alike. `whole`: read
-        every page (damaged_file); else the footers only, each file once per store while it is unchanged."""
+    def damaged(self, *, tables: Sequence[str] = ("trials", "metrics")) -> list[tuple[Path, str]]:
+        """(file, why) of every recorded Parquet file (of `tables`) that cannot be read, is of the wrong schema or is
+        not the record its name says: such a trial is not recorded, for launch, status and report alike. Every
+        page is read (damaged_file), each file once per reader while it is unchanged (reading its table counts)."""
         meta = self.meta()
         out = []
-        for table in ("trials", "metrics"):
+        for table in tables:
             schema = (metrics_schema if table == "metrics" else trials_schema)(meta["axis_types"])
             for path in self._files(table):
                 try:
@@ -147,34 +150,43 @@ class CampaignReader:
                 except OSError as exc:
                     out.append((path, exc.strerror or str(exc)))
                     continue
-                key = (str(path), st.st_mtime_ns, st.st_size, whole)
+                key = (str(path), st.st_mtime_ns, st.st_size)
                 if key not in self._checked:
-                    self._checked[key] = damaged_file(path, table, schema, whole=whole)
+                    self._checked[key] = damaged_file(path, table, schema)
                 if (why := self._checked[key]) is not None:
                     out.append((path, why))
         return out
 
+    def check_recorded(self, tables: Sequence[str] = ("trials", "metrics")) -> None:
+        """Refuse the dataset (BadDatasetError naming the file) if a recorded file of `tables` is damaged, every
+        page read: what `runner launch` moves aside is not counted as recorded by a command that reads less of it."""
+        for path, why in self.damaged(tables=tables):
+            raise _damaged_error(path, why)
+
     # -- reading -------------------------------------------------------------------------------------------
     def read_table(self, table: str) -> pa.Table:
+        """The table, every recorded file read whole and checked as a relaunch checks it (damaged_file): a
+        damaged one raises BadDatasetError naming it. Files of older schema versions read as the current one
+        (columns they lack are null; schema.upgrade); `workload` comes from each file's partition directory."""
         meta = self.meta()
         schema = (metrics_schema if table == "metrics" else trials_schema)(meta["axis_types"])
-        schema = schema.append(pa.field("workload", pa.string()))
-        files = [str(p) for p in self._files(table)]
-        if not files:
-            return schema.empty_table()
-        for path, why in self.damaged(whole=False):  # named by file, before pyarrow casts or fills in what is wrong
-            raise _damaged_error(path, why)
-        part = pads.partitioning(pa.schema([("workload", pa.string())]), flavor="hive")
-        try:
-            dataset = pads.dataset(files, schema=schema, format="parquet", partitioning=part, partition_base_dir=str(self.root / table))
-            return upgrade(dataset.to_table())  # older versions read as the current one (schema.upgrade)
-        except (pa.ArrowException, OSError) as exc:  # a damaged page behind a sound footer, a file changed meanwhile
-            for path, why in self.damaged():
-                raise _damaged_error(path, why) from None
-            why = " ".join(str(exc).split())
-            m = re.match(r"Could not open Parquet input source '([^']+)': (.*)", why)
-            where, why = (m[1], m[2]) if m else (str(self.root / table), why)
-            raise BadDatasetError(f"{where}: damaged {table} data: {why}") from None
+        full = schema.append(pa.field(PARTITION_COLUMN, pa.string()))
+        parts, partitions = [], []
+        for path in self._files(table):
+            try:
+                st = path.stat()
+                got = read_whole(path)
+            except (pa.ArrowException, OSError) as exc:
+                raise _damaged_error(path, _why(exc)) from None
+            key = (str(path), st.st_mtime_ns, st.st_size)
+            if (why := self._checked.setdefault(key, _why_damaged(path, table, schema, got.schema, got.num_rows, _ids(got)))) is not None:
+                raise _damaged_error(path, why)
+            parts.append(got.replace_schema_metadata(None))
+            partitions.append((unquote(path.parent.name.partition("=")[2]), got.num_rows))
+        if not parts:
+            return full.empty_table()
+        # One table of all the files (a column some lack, an older version's, is null there), as `full` has it.
+        return upgrade(_conform(pa.concat_tables(parts, promote_options="default"), full, partitions))
 
 
 def _listdir(path: Path, missing_ok: bool = False) -> list[Path]:
@@ -199,27 +211,37 @@ def _damaged_error(path: Path, why: str) -> BadDatasetError:
 CORE_COLUMNS = {"trials": ("trial_id", "attempt", "status"), "metrics": ("trial_id", "metric", "value")}
 
 
-def damaged_file(path: Path, table: str, schema: pa.Schema, *, whole: bool = True) -> str | None:
+def damaged_file(path: Path, table: str, schema: pa.Schema) -> str | None:
     """Why one recorded file is damaged (None when it is sound): it cannot be read (truncated, garbled,
-    unreadable), lacks a core column or has a column of another type than `schema` says, or is not the record
-    of the trial its name says. `whole`: every page is read (what a relaunch does before it trusts a record);
-    else only the footer (schema, row count, the trial_id column's statistics: what status and report check
-    before reading the table, whose reading then finds damaged pages)."""
+    unreadable: every page is decoded, as a footer alone misses a damaged page behind a sound one), lacks a
+    core column or has a column of another type than `schema` says, or is not the record of the trial its
+    name says."""
     try:
-        if whole:
-            got = pq.read_table(path)
-            fields, rows, ids = got.schema, got.num_rows, set(got.column("trial_id").to_pylist()) if "trial_id" in got.column_names else set()
-        else:
-            pf = pq.ParquetFile(path)
-            fields, rows, ids = pf.schema_arrow, pf.metadata.num_rows, _stat_values(pf, "trial_id")
+        got = read_whole(path)
     except (pa.ArrowException, OSError) as exc:
-        why = re.sub(r"^Could not open Parquet input source '[^']*': ", "", " ".join(str(exc).split()))
-        return (exc.strerror if isinstance(exc, OSError) and exc.strerror else why)[:200]
-    missing = [c for c in CORE_COLUMNS[table] if c not in fields.names]
+        return _why(exc)
+    return _why_damaged(path, table, schema, got.schema, got.num_rows, _ids(got))
+
+
+def _why(exc: BaseException) -> str:
+    """One line of why a recorded file cannot be read."""
+    why = re.sub(r"^Could not open Parquet input source '[^']*': ", "", " ".join(str(exc).split()))
+    return (exc.strerror if isinstance(exc, OSError) and exc.strerror else why)[:200]
+
+
+def _ids(got: pa.Table) -> set[str]:
+    return set(got.column("trial_id").unique().to_pylist()) if "trial_id" in got.column_names else set()
+
+
+def _why_damaged(path: Path, table: str, schema: pa.Schema, fields: pa.Schema, rows: int, ids: set[str]) -> str | None:
+    """Why a readable recorded file (its schema `fields`, `rows` rows, trial ids `ids`) is damaged, or None."""
+    names = set(fields.names)
+    missing = [c for c in CORE_COLUMNS[table] if c not in names]
     if missing:
         return f"wrong schema: no column {', '.join(missing)}"
+    types = _types(schema)
     for f in fields:
-        want = schema.field(f.name).type if f.name in schema.names else None
+        want = types.get(f.name)
         if want is not None and f.type != want and not pa.types.is_null(f.type):
             return f"wrong schema: column {f.name} is {f.type}, not {want}"
     m = FILE_RE.fullmatch(path.name)
@@ -230,18 +252,33 @@ def damaged_file(path: Path, table: str, schema: pa.Schema, *, whole: bool = Tru
     return None
 
 
-def _stat_values(pf: pq.ParquetFile, column: str) -> set[str]:
-    """The min and max of a string column in every row group's statistics (empty where none are written)."""
-    try:
-        i = pf.schema_arrow.get_field_index(column)
-        out: set[str] = set()
-        for g in range(pf.metadata.num_row_groups):
-            stats = pf.metadata.row_group(g).column(i).statistics
-            if stats is not None and stats.has_min_max:
-                out |= {v.decode() if isinstance(v, bytes) else str(v) for v in (stats.min, stats.max)}
-        return out
-    except (pa.ArrowException, IndexError, KeyError, UnicodeDecodeError):
-        return set()
+@functools.lru_cache(maxsize=16)
+def _types(schema: pa.Schema) -> dict[str, pa.DataType]:
+    return {f.name: f.type for f in schema}
+
+
+def read_whole(path: Path) -> pa.Table:
+    """Every page of one recorded file, decoded: the file read in one call and decoded on this thread. A
+    recorded file is one attempt's rows (kilobytes), and pq.read_table's dataset machinery (a filesystem,
+    threads, partition discovery) cost a relaunch about three times as much per file (bench/resume_bench.py)."""
+    return pq.ParquetFile(pa.BufferReader(path.read_bytes())).read(use_threads=False)
+
+
+def _conform(got: pa.Table, schema: pa.Schema, partitions: Sequence[tuple[str, int]]) -> pa.Table:
+    """The recorded files' rows as `schema` has them: its columns in its order and types (a column of all nulls
+    is written as type null), the ones no file has null, and the partition column from `partitions`, each
+    file's (workload, rows) in order."""
+    columns = []
+    for f in schema:
+        if f.name == PARTITION_COLUMN:
+            runs = [(w, sum(n for _, n in group)) for w, group in itertools.groupby(partitions, key=lambda p: p[0])]
+            columns.append(pa.chunked_array([pa.repeat(pa.scalar(w, pa.string()), n) for w, n in runs], pa.string()))
+        elif f.name in got.column_names:
+            column = got.column(f.name)
+            columns.append(column if column.type == f.type else column.cast(f.type))
+        else:
+            columns.append(pa.nulls(got.num_rows, f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def find_campaign(name_or_path: str | None, datasets: Path) -> Path:

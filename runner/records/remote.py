@@ -156,14 +156,15 @@ def fetch(url: str, datasets: Path, *, s3_endpoint: str | None = None) -> Import
             if size is not None and size > limits.max_bytes:  # told before anything is written here
                 raise BadDatasetError(f"{url}: refused: the archive has {size} bytes, more than {limits.max_bytes} bytes "
                                       f"(set {MAX_BYTES_ENV} for a larger dataset); nothing fetched")
-            fs.get_file(path, str(local))
-            if local.is_dir():  # a backend that copies a directory
-                raise IsADirectoryError(path)
+            _get_bounded(fs, path, local, limits.max_bytes, url)
             try:
                 expected: bytes | None = fs.cat_file(path + CHECKSUM_SUFFIX)
             except FileNotFoundError:
                 expected = None
-        except FileNotFoundError:  # the user named an archive that is not there: bad input, as for `verify`
+        except FileNotFoundError as exc:  # the user named an archive that is not there: bad input, as for `verify`
+            cause = exc.__cause__  # fsspec's HTTP backend says "not found" for a server it cannot reach or that fails
+            if isinstance(cause, errors) and not isinstance(cause, FileNotFoundError) and getattr(cause, "status", None) not in (404, 410):
+                raise DatasetError(f"{url}: cannot fetch: {_why(cause)}") from None
             raise UsageError(f"{url}: no such archive (give URL/NAME of an archive `runner dataset publish` wrote)") from None
         except IsADirectoryError:
             raise UsageError(f"{url}: no such archive (that is a directory)") from None
@@ -179,6 +180,27 @@ def fetch(url: str, datasets: Path, *, s3_endpoint: str | None = None) -> Import
                                    f"{PurePosixPath(path).name}{CHECKSUM_SUFFIX} says {want[:16]}... "
                                    "(changed or damaged since it was published); nothing imported")
         return import_archive(local, datasets, limits=limits)
+
+
+FETCH_BLOCK = 1 << 20  # bytes read at a time by fetch
+
+
+def _get_bounded(fs: Any, path: str, local: Path, max_bytes: int, url: str) -> None:
+    """Copy `path` to the file `local`, reading at most `max_bytes` + 1 bytes: a server that gives no size
+    (HTTP without Content-Length, chunked), or a larger body than the size it gave, is stopped as soon as the
+    bytes pass the bound, and the partial copy is removed."""
+    got = 0
+    try:
+        with fs.open(path, "rb") as src, open(local, "wb") as dst:
+            while block := src.read(min(FETCH_BLOCK, max_bytes + 1 - got)):
+                got += len(block)
+                if got > max_bytes:
+                    raise BadDatasetError(f"{url}: refused: the archive has more than {max_bytes} bytes (stopped reading there; "
+                                          f"set {MAX_BYTES_ENV} for a larger dataset); nothing fetched")
+                dst.write(block)
+    except BaseException:
+        local.unlink(missing_ok=True)
+        raise
 
 
 def _sha256_file(path: Path) -> str:

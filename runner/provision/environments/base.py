@@ -36,7 +36,8 @@ SSH, and every command runs through it):
   k guests on the same host CPUs, wait until each answers, and give a Host for each: how it is reached).
 - console: `console_tail(hv, spec, logs)` the last lines of a guest's console, for a boot that failed.
 - measure: `schedstats(hv, names)` per-vCPU schedstat of running guests, `pins(hv, name)` the vCPU
-  pinning actually applied (both None when the environment cannot say).
+  pinning actually applied, `oom_kills(hv, names)` how many processes the OOM killer has ended in each
+  running guest's memory cgroup (all None when the environment cannot say).
 - destroy and clean up (also `runner cleanup`, runner.provision.leftovers): `destroy(hv, name)` (no-op if gone), `destroy_argv(hv, name)` the same as one
   command for the dead man's switch that runs on the host if the runner dies, `release_network(hv, net)`
   after the last guest is gone.
@@ -221,6 +222,12 @@ class Environment:
 
     def pins(self, hv: Host, name: str) -> tuple[tuple[int, ...], ...] | None:
         """The host CPUs of each vCPU of a running guest, read back; None: not known here."""
+        return None
+
+    def oom_kills(self, hv: Host, names: Sequence[str]) -> Mapping[str, int] | None:
+        """Guest name -> processes its memory cgroup's OOM killer has ended so far (a counter that only rises),
+        in one round trip, read while the guests run; None: not known here (a guest missing from the
+        mapping: not known for that guest)."""
         return None
 
     # -------------------------------------------------------------------------- destroy and clean up

@@ -4,6 +4,7 @@ container is a Host whose commands run through `podman exec` on its host (runner
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 
 from runner.hosts.base import Host
 from runner.hosts.container import ContainerHost
@@ -40,6 +41,9 @@ class Containers(Environment):
         ready = [time.monotonic() - t0] * len(specs)
         guests: list[Host] = [ContainerHost(hv, s.name, cli) for s in specs]
         return Started(specs, guests, ready, "none", guard, (image_name, img.rsplit(":", 1)[-1].split("-", 1)[0]))
+
+    def oom_kills(self, hv: Host, names: Sequence[str]) -> Mapping[str, int] | None:
+        return container.oom_kills(hv, names)
 
     def destroy(self, hv: Host, name: str) -> None:
         container.remove(hv, name)
