@@ -26,7 +26,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 RUNNER = [sys.executable, "-m", "runner.cli"]
 ENV = {**os.environ, "PYTHONPATH": str(PROJECT), "COLUMNS": "1000"}  # this checkout's runner, whatever is installed
 NO_DAC = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
-N = 7
+N = 9
 
 
 def write_matrix(tmp: Path, name: str = "trust") -> Path:
@@ -87,6 +87,17 @@ def _garble_page(path: Path, other: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def _flip_value(path: Path, other: Path) -> None:
+    """One bit of the last column's values flipped, every header and the footer sound: the file still decodes
+    (to another number); only the page's CRC tells."""
+    meta = pq.read_metadata(path)
+    chunk = meta.row_group(0).column(meta.num_columns - 1)
+    last = chunk.data_page_offset - 1 if chunk.has_dictionary_page else chunk.data_page_offset + chunk.total_compressed_size - 1
+    data = bytearray(path.read_bytes())
+    data[last] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
 def _wrong_schema(path: Path, other: Path) -> None:
     trial = path.name.split(".")[0]
     pq.write_table(pa.table({"trial_id": [trial], "attempt": ["one"], "status": [3], "metric": ["v"], "value": ["x"]}), path)
@@ -102,7 +113,7 @@ def _other_trial(path: Path, other: Path) -> None:
 
 DAMAGE: dict[str, Callable[[Path, Path], None]] = {
     "truncated": _truncate, "garbled": _garble, "garbled_page": _garble_page, "wrong_schema": _wrong_schema,
-    "no_column": _no_column, "other_trial": _other_trial,
+    "no_column": _no_column, "other_trial": _other_trial, "flipped_value": _flip_value,
 }
 
 
@@ -132,7 +143,7 @@ def test_relaunch_moves_damaged_records_aside_and_measures_them_again(dataset: t
     metric_files = sorted((root / "metrics").glob("workload=*/*.parquet"))
     damaged = {  # one trial per kind of damage, in either table
         "truncated": trials[0], "garbled": metric_files[1], "wrong_schema": trials[2], "no_column": metric_files[3],
-        "other_trial": trials[4], "garbled_page": metric_files[6],
+        "other_trial": trials[4], "garbled_page": metric_files[6], "flipped_value": metric_files[7],
     }
     for kind, path in damaged.items():
         DAMAGE[kind](path, trials[5] if path.parent.parent.name == "trials" else metric_files[5])

@@ -260,8 +260,10 @@ def _types(schema: pa.Schema) -> dict[str, pa.DataType]:
 def read_whole(path: Path) -> pa.Table:
     """Every page of one recorded file, decoded: the file read in one call and decoded on this thread. A
     recorded file is one attempt's rows (kilobytes), and pq.read_table's dataset machinery (a filesystem,
-    threads, partition discovery) cost a relaunch about three times as much per file (bench/resume_bench.py)."""
-    return pq.ParquetFile(pa.BufferReader(path.read_bytes())).read(use_threads=False)
+    threads, partition discovery) cost a relaunch about three times as much per file (bench/resume_bench.py).
+    Each page's CRC (written since schema 7's files; older files have none to check) is verified, so a flipped
+    bit in a value that still decodes is damage too, not a different measurement."""
+    return pq.ParquetFile(pa.BufferReader(path.read_bytes()), page_checksum_verification=True).read(use_threads=False)
 
 
 def _conform(got: pa.Table, schema: pa.Schema, partitions: Sequence[tuple[str, int]]) -> pa.Table:

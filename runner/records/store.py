@@ -389,7 +389,7 @@ class CampaignStore(CampaignReader):
         table = pa.Table.from_pylist(list(rows), schema=schema)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, write_page_checksum=True)  # a page damaged later fails its CRC when read
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -467,7 +467,7 @@ def integral_float(matrix_text: str) -> str | None:
 def parquet_bytes(table: pa.Table) -> bytes:
     """A table as Parquet file contents (for archives); files in a dataset go through CampaignStore."""
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
+    pq.write_table(table, sink, write_page_checksum=True)
     return sink.getvalue().to_pybytes()
 
 
