@@ -3,6 +3,7 @@ and the tools the environments need on every host (one UsageError naming what is
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -70,22 +71,30 @@ def host_abilities(specs: Sequence[Any], wanted_envs: set[str]) -> tuple[dict[st
     wanted = sorted(wanted_envs)
     declared = placement.declared_abilities(wanted, specs)
 
+    # One command per host finds every environment's tools and whether it is a Xen dom0 (a round trip to a
+    # nested or distant host can take seconds); then each environment's own check runs where its tools are.
+    script = "; ".join([f"{xen.DOM0_PROBE} && echo dom0"] + [
+        f"{{ {' || '.join(f'command -v {shlex.quote(t)}' for t in environments.environment(env).host_tools[0])}; }} >/dev/null "
+        f"&& echo {shlex.quote(env)}" for env in wanted if environments.environment(env).host_tools] + ["true"])
+
     def probe(spec: Any) -> tuple[str, dict[str, str | None], bool] | None:
         host = connect(spec)
         try:
             found: dict[str, str | None] = {}
-            dom0 = xen.is_dom0(host)
+            listed = host.run(["sh", "-c", script], timeout=60)
+            if not listed.ok:
+                raise HostError(f"{spec.name}: cannot look for the environments' tools: {listed.tail()}")
+            present = set(listed.stdout.split())
+            dom0 = "dom0" in present
             for env in wanted:
                 if (why := declared[spec.name][env]) is not None:
                     found[env] = why
                     continue
                 environment = environments.environment(env)
-                if environment.host_tools:
+                if environment.host_tools and env not in present:
                     tools, package = environment.host_tools
-                    probe = " || ".join(f"command -v {t}" for t in tools)
-                    if not host.run(["sh", "-c", probe], timeout=30).ok:
-                        found[env] = f"needs {' or '.join(tools)} ({package}); not found there"
-                        continue
+                    found[env] = f"needs {' or '.join(tools)} ({package}); not found there"
+                    continue
                 try:
                     found[env] = _clause(environment.check_host(host), spec.name, env)
                 except HostError:
