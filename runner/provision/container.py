@@ -131,7 +131,7 @@ def build_image(host: Host, name: str, *, rootfs: Path | None = None, archive: P
     return name
 
 
-IMPORT_S_PER_MIB = 1.0  # a Debian rootfs (about 650 MiB) took over 120 s to import on a nested KVM host VM
+IMPORT_S_PER_MIB = 1.0  # the debian image's rootfs took over 120 s to import on the nested KVM host VM
 
 
 def import_timeout(size: int) -> float:
