@@ -85,3 +85,8 @@ def test_container_host_runs_lockbench_on_cpu_0(tmp_path: Path) -> None:
         container.remove_image(HERE, image)
     assert container.list_campaign(HERE, campaign) == []
     container.remove(HERE, spec.name)  # no-op
+
+
+def test_a_big_root_filesystem_gets_longer_to_import() -> None:
+    assert container.import_timeout(10 * 2**20) == 120.0
+    assert container.import_timeout(650 * 2**20) == 650.0

@@ -216,3 +216,24 @@ def test_vars_beside_the_real_file_of_a_symlinked_inventory(lab: Path, tmp_path:
     (lab.parent / "host_vars" / "n2.yml").write_bytes(b"ansible_port: caf\xe9\n")
     with pytest.raises(UsageError, match=rf"^{lab.parent / 'host_vars' / 'n2.yml'}: line 1: not UTF-8 text"):
         load_inventory(link)
+
+
+def test_what_a_host_runs_and_how_fast(tmp_path):
+    """runner_envs, runner_boot_s and runner_trial_s (runner.execution.placement), from group and host vars."""
+    path = tmp_path / "hosts.yml"
+    path.write_text(
+        "all:\n  children:\n    vmhosts:\n      vars: {runner_trial_s: 20}\n      hosts:\n"
+        "        kvm1: {runner_envs: [host, kvm, kvm], runner_boot_s: {kvm: 30}}\n"
+        "        xen1: {runner_envs: 'xen-pv, xen-hvm', runner_boot_s: {xen-pv: 15, xen-hvm: 480.5}, runner_trial_s: 35}\n"
+        "        any1: {}\n")
+    kvm1, xen1, any1 = load_inventory(path).resolve("vmhosts")
+    assert (kvm1.envs, kvm1.boot_s, kvm1.trial_s) == (("host", "kvm"), (("kvm", 30.0),), 20.0)
+    assert (xen1.envs, xen1.boot_s, xen1.trial_s) == (("xen-pv", "xen-hvm"), (("xen-hvm", 480.5), ("xen-pv", 15.0)), 35.0)
+    assert (any1.envs, any1.boot_s) == (None, ())
+    for bad, says in (("runner_envs: {a: 1}", "runner_envs {'a': 1} is not a list of environment names"),
+                      ("runner_boot_s: [1]", "runner_boot_s [1] is not a mapping of environment to seconds"),
+                      ("runner_boot_s: {kvm: -1}", "runner_boot_s.kvm -1 is not a number of seconds >= 0"),
+                      ("runner_trial_s: soon", "runner_trial_s 'soon' is not a number of seconds >= 0")):
+        path.write_text(f"all:\n  hosts:\n    h1: {{{bad}}}\n")
+        with pytest.raises(UsageError, match="host h1: " + says.replace("[", r"\[").replace("{", r"\{")):
+            load_inventory(path).resolve("h1")

@@ -213,3 +213,18 @@ def test_findings_skip_cells_the_load_axis_does_not_apply_to(tmp_path: Path) -> 
     m.loc[(m["lock"] == "mcs").to_numpy(), "threads"] = np.nan  # an axis that does not apply to these cells
     doc = build_report(m, None, None, tmp_path, bootstrap=0).read_text()
     assert '<img src="img/finding_env.png"' in doc
+
+
+def test_a_parameter_that_restates_the_load_does_not_split_the_lines(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """stress-ng's `workers: "100%"` resolves to each cell's vCPUs: a column that takes one value per load is no
+    variant of its own (the study's first figure was empty: every line a single point)."""
+    kept: list[list[tuple[str, int]]] = []
+    real = plots.normalised
+    monkeypatch.setattr(plots, "normalised", lambda path, **kw: kept.append([(line.label, len(line.levels)) for line in kw["lines"]])
+                        or real(path, **kw))
+    monkeypatch.setattr("runner.analysis.report.INLINE_FIGURES", 100)
+    m = synthetic_metrics(axes={"lock": ["ticket", "mcs"], "vcpus": [1, 2, 4]}, law=lambda p: Law(0.02, 0.0, 1e6), per_thread=False,
+                          load_axis="vcpus")
+    m["workers"] = m["vcpus"]
+    build_report(m, None, None, tmp_path, bootstrap=0, axis="vcpus")
+    assert kept and sorted(kept[0]) == [("lock=mcs", 3), ("lock=ticket", 3)]

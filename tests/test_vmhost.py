@@ -48,3 +48,19 @@ def test_xen_host_boots_xen_by_multiboot_with_dom0_as_modules() -> None:
     comma = rootfs.DiskImage(disk.disk, Path("/boot/vmlinuz,x"), None, disk.key_path, "k", "6.1", "d", None)
     with pytest.raises(ProvisionError, match="comma"):
         vmhost.qemu_argv(comma, Path("/o"), Path("/c"), 1, cpus=1, memory_mib=512, xen=Path("/x"))
+
+
+def test_the_inventory_says_what_each_vm_host_runs_and_the_state_reloads(tmp_path: Path) -> None:
+    """kvm1 runs the bare host and libvirt guests, xen1's dom0 only Xen guests; both give their own boot and
+    trial figures for estimates; the state `down` reads from another process reloads as it was written."""
+    from runner.provision.inventory import load_inventory
+
+    vms = [vmhost.VMHost("kvm1", "kvm", 40022, 11, tmp_path / "key", "ssh-ed25519 AAAA", tmp_path / "k.log", tmp_path / "k.qcow2", 50.0),
+           vmhost.VMHost("xen1", "xen", 40023, 12, tmp_path / "key", "ssh-ed25519 BBBB", tmp_path / "x.log", tmp_path / "x.qcow2", 90.0)]
+    kvm1, xen1 = load_inventory(vmhost.write_inventory(vms, tmp_path)).resolve("vmhosts")
+    assert kvm1.envs == ("host", "container", "kvm", "qemu") and xen1.envs == ("xen-pv", "xen-pvh", "xen-hvm")
+    assert dict(xen1.boot_s)["xen-hvm"] > dict(kvm1.boot_s)["kvm"] > 0 and kvm1.trial_s and xen1.trial_s
+    vmhost.save(vms, tmp_path)
+    assert vmhost.load(tmp_path) == vms
+    with pytest.raises(ProvisionError, match="no VM hosts recorded there"):
+        vmhost.load(tmp_path / "elsewhere")

@@ -113,10 +113,18 @@ def _varying(frame: pd.DataFrame, cols: Sequence[str]) -> list[str]:
     return [c for c in cols if c in frame.columns and frame[c].nunique(dropna=False) > 1]
 
 
+def _follows(frame: pd.DataFrame, col: str, axis: str) -> bool:
+    """`col` takes one value at each value of the load axis: it only restates the load (stress-ng's `workers:
+    "100%"` resolves to the vCPUs of each cell), so it must not split a line into single points."""
+    rows = frame[frame[axis].notna().to_numpy()]
+    return len(rows) > 0 and int(rows.groupby(axis, dropna=False, observed=True)[col].nunique(dropna=False).max()) <= 1
+
+
 def _lines(tot: pd.DataFrame, axis: str, lead: str, nested: set[str]) -> list[plots.Line]:
-    """One normalised line per combination of the parameters that vary, `lead` first in its label."""
+    """One normalised line per combination of the parameters that vary (less those that only restate the load
+    axis), `lead` first in its label."""
     params = [c for c in param_columns(tot) if c != axis]  # campaigns never pooled: one that varies is in the key
-    keys = _varying(tot, params)
+    keys = [k for k in _varying(tot, params) if k == lead or not _follows(tot, k, axis)]
     keys = [lead, *[k for k in keys if k != lead]] if lead in keys else keys
     out = []
     groups = tot.groupby(keys, sort=True, dropna=False, observed=True) if keys else [((), tot)]

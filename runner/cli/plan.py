@@ -19,7 +19,9 @@ from runner import defaults
 from runner.errors import UnknownNameError
 from runner.execution import environments
 from runner.execution.campaign import check_guests, inventory_path, resolve_hosts
-from runner.hosts.ssh import check_known_hosts_file
+from runner.execution.placement import EnvPlacement, Placement, declared_abilities, makespan, place_envs, trial_env
+from runner.execution.preflight import check_host_envs
+from runner.hosts.ssh import HostSpec, check_known_hosts_file
 from runner.matrix.expand import is_relative
 from runner.matrix.load import Matrix, load_matrix
 from runner.provision import environments as envs
@@ -70,12 +72,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 @dataclass(frozen=True)
 class Plan:
-    """What launch would run: the trials, on which hosts, and a note when the hosts are placeholders."""
+    """What launch would run: the trials, on which hosts, a note when the hosts are placeholders, the hosts'
+    inventory entries (specs: their runner_envs, runner_boot_s, runner_trial_s) and which hosts take which
+    environments as the inventory says (envs: launch narrows it down with what it finds on the hosts)."""
 
     matrix: Matrix
     trials: list[Trial]
     hosts: list[str]
     note: str | None = None
+    specs: tuple[Any, ...] = ()
+    envs: EnvPlacement | None = None
 
 
 def placeholder_hosts(n: int) -> list[str]:
@@ -86,11 +92,17 @@ def placeholder_hosts(n: int) -> list[str]:
 def plan_hosts(matrix: Matrix, inventory: str | None, n_hosts: int, known_hosts: Path | None = None) -> tuple[list[str], str | None]:
     """The hosts launch would run on (names), as launch resolves them; (placeholders, why) when no inventory
     was named and the default one does not exist or lacks the matrix's group."""
+    specs, note = plan_specs(matrix, inventory, n_hosts, known_hosts)
+    return [s.name for s in specs], note
+
+
+def plan_specs(matrix: Matrix, inventory: str | None, n_hosts: int, known_hosts: Path | None = None) -> tuple[list[Any], str | None]:
+    """plan_hosts with the hosts' inventory entries (HostSpecs; placeholders: bare specs named by placeholder_hosts)."""
     named = inventory is not None or matrix.inventory is not None
     path = inventory_path(matrix, inventory)
     if named or path.exists():
         try:
-            return [s.name for s in resolve_hosts(matrix, inventory, known_hosts)], None
+            return resolve_hosts(matrix, inventory, known_hosts), None
         except UnknownNameError:
             if named:
                 raise
@@ -100,7 +112,7 @@ def plan_hosts(matrix: Matrix, inventory: str | None, n_hosts: int, known_hosts:
     if known_hosts is not None:
         check_known_hosts_file(known_hosts)
     names = placeholder_hosts(n_hosts)
-    return names, f"{why}: planned for {len(names)} placeholder host(s) (--hosts)"
+    return [HostSpec(name=n, address=n) for n in names], f"{why}: planned for {len(names)} placeholder host(s) (--hosts)"
 
 
 def make_plan(
@@ -109,11 +121,21 @@ def make_plan(
     """The trials launch would run (placement `each`: every trial on every host of the group)."""
     matrix = load_matrix(matrix_path)
     n = cpus or len(os.sched_getaffinity(0))
-    names, note = plan_hosts(matrix, inventory, n_hosts, known_hosts)
-    names = names or placeholder_hosts(1)
+    specs, note = plan_specs(matrix, inventory, n_hosts, known_hosts)
+    specs = specs or [HostSpec(name=h, address=h) for h in placeholder_hosts(1)]
+    names = [s.name for s in specs]
     trials = plan(matrix, dict.fromkeys(names if matrix.placement == "each" else names[:1], n))
     check_guests(matrix, trials)
-    return Plan(matrix, trials, names, note)
+    # Which hosts take which environments, as the inventory says (runner_envs); launch also asks the hosts.
+    check_host_envs(specs)
+    wanted = list(dict.fromkeys(trial_env(t) for t in trials))
+    placed = place_envs(wanted, declared_abilities(wanted, specs), group=matrix.hosts)
+    if placed.left_out:
+        specs = [s for s in specs if s.name not in placed.left_out]
+        names = [s.name for s in specs]
+    if matrix.placement == "each":
+        trials = [t for t in trials if t.host is None or (t.host in names and placed.runs(str(t.host), trial_env(t)))]
+    return Plan(matrix, trials, names, note, tuple(specs), placed)
 
 
 def per_host(trials: list[Trial]) -> dict[str, int]:
@@ -121,22 +143,41 @@ def per_host(trials: list[Trial]) -> dict[str, int]:
     return dict(sorted(collections.Counter(t.host for t in trials if t.host is not None).items()))
 
 
-def summarize(trials: list[Trial], workload: str, hosts: int, reuse: str = "configuration") -> Mapping[str, float]:
+def summarize(trials: list[Trial], workload: str, hosts: int | Plan, reuse: str = "configuration") -> Mapping[str, float]:
+    """Counts and the estimate: over `hosts` hosts alike (a number), or as the dispatcher would spread the
+    trials over a Plan's hosts (each host its environments, its runner_boot_s and runner_trial_s)."""
     plugin = base.get(workload)
-    total = environments.estimate_trials(plugin, trials, reuse)
+    if isinstance(hosts, Plan):
+        planned = hosts
+        specs = {s.name: s for s in planned.specs}
+        estimate, _ = makespan(trials, planned.hosts or placeholder_hosts(1), environments.host_cost(plugin, reuse, specs),
+                               runs=Placement(planned.matrix.placement, planned.envs).runs, per_host=planned.matrix.placement == "each")
+    else:
+        estimate = environments.estimate_trials(plugin, trials, reuse) / max(1, hosts)
     return {
         "trials": len(trials),
         "cells": len({t.cell_id for t in trials}),
-        "estimate_s": total / max(1, hosts),
+        "estimate_s": estimate,
         "boots": boots_needed(trials, reuse),
     }
+
+
+def estimate_basis(planned: Plan) -> str:
+    """What the estimate rests on, in words (pure): the inventory's figures for the hosts that give them, else
+    the built-in ones (boots as under TCG on a development machine, no cost per trial beyond the workload)."""
+    given = [s.name for s in planned.specs if getattr(s, "boot_s", ()) or getattr(s, "trial_s", None) is not None]
+    if not given:
+        return "workload estimates and built-in boot times (runner_boot_s, runner_trial_s in the inventory make it the hosts' own)"
+    if len(given) == len(planned.specs):
+        return "workload estimates and the inventory's runner_boot_s and runner_trial_s of every host"
+    return f"workload estimates; the inventory's runner_boot_s and runner_trial_s for {', '.join(given)}, built-in figures for the others"
 
 
 def run(args: argparse.Namespace) -> int:
     planned = make_plan(args.matrix, args.cpus, args.inventory, args.hosts, args.known_hosts)
     matrix, trials = planned.matrix, planned.trials
     hosts = len(planned.hosts)
-    info = summarize(trials, matrix.workload, hosts, matrix.reuse)
+    info = summarize(trials, matrix.workload, planned, matrix.reuse)
     if args.json:
         cpus = args.cpus or len(os.sched_getaffinity(0))
         print(json.dumps(plan_json(planned, info, with_canaries(matrix, trials, planned.hosts, cpus)), indent=2, default=str))
@@ -163,7 +204,11 @@ def run(args: argparse.Namespace) -> int:
         console.print("trials per host: " + ", ".join(f"{h} {n}" for h, n in counts.items()), highlight=False)
     else:
         console.print(f"hosts sharing the trials: {', '.join(planned.hosts)}", highlight=False)
-    console.print(f"estimated duration: {_fmt(info['estimate_s'])} on {hosts} host(s), without provisioning")
+    if planned.envs is not None:
+        for line in env_lines(planned):
+            console.print(line, highlight=False)
+    console.print(f"estimated duration: {_fmt(info['estimate_s'])} on {hosts} host(s), without provisioning "
+                  f"({estimate_basis(planned)})", highlight=False)
     if (bounds := repetition_bounds(matrix, len(trials))) is not None:
         console.print(bounds, highlight=False)
     if matrix.probes:
@@ -203,12 +248,31 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def env_lines(planned: Plan) -> list[str]:
+    """Which hosts take which environments, with their trial counts, and the hosts left out (pure); nothing when
+    every host takes everything (the inventory gives no runner_envs) and no host is left out."""
+    envs = planned.envs
+    if envs is None:
+        return []
+    if all(envs.runs_all(h) for h in planned.hosts) and not envs.left_out and not envs.notes:
+        if len(planned.hosts) > 1:
+            return [f"every host takes every environment ({', '.join(envs.hosts)}) as far as the inventory says (runner_envs); "
+                    "launch checks each host's tools and hypervisor"]
+        return []
+    counts = collections.Counter(trial_env(t) for t in planned.trials)
+    lines = ["environments per host (the inventory's runner_envs; launch also checks each host's tools and hypervisor):"]
+    for env, names in envs.hosts.items():
+        lines.append(f"  {env}: {', '.join(names)} ({counts.get(env, 0)} trials)")
+    return lines + [f"  {why}" for why in envs.left_out.values()] + [f"  {note}" for note in envs.notes]
+
+
 def plan_json(planned: Plan, info: Mapping[str, float], trials: list[Trial]) -> dict[str, object]:
     """What `runner plan --json` prints: the counts, the estimate and every trial in the order it runs (pure)."""
     matrix = planned.matrix
     return {
         "campaign": matrix.campaign, "workload": matrix.workload, "hosts": planned.hosts, "placement": matrix.placement,
         "note": planned.note, "order": matrix.order, "repetitions": matrix.repetitions, **info,
+        "envs": {env: list(names) for env, names in planned.envs.hosts.items()} if planned.envs is not None else None,
         "trials_list": [{"trial_id": t.trial_id, "cell_id": t.cell_id, "host": t.host, "repetition": t.repetition,
                          "role": t.role, "params": t.param_dict} for t in trials],
     }

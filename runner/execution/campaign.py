@@ -1,11 +1,11 @@
 """A campaign, as callers see it: `launch` (or resume) one, its `Progress` and `Summary`, and the checks
 `runner plan` shares with it. The work is done by one module per job:
 
-- runner.execution.preflight   which inventory and hosts; guest and host-tool checks before any trial
+- runner.execution.preflight   which inventory and hosts; guest checks, what each host can run, before any trial
 - runner.execution.facts       host facts before and after, and what changed
 - runner.execution.launch      lock, holds, plan, provenance, summary
 - runner.execution.dispatch    the Dask loop that keeps every host busy and records every attempt
-- runner.execution.placement   placement each/pool, host working directories
+- runner.execution.placement   placement each/pool, which hosts take which environments, estimates, work dirs
 - runner.execution.stall       why nothing moves, asked of the scheduler
 """
 

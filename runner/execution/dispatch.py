@@ -21,7 +21,7 @@ from runner.errors import RunnerError
 from runner.execution import environments
 from runner.execution.canary import Canaries, probes_for
 from runner.execution.cluster import SchedulerLost, client_for, stall_after_s, worker_addresses, worker_wait_s
-from runner.execution.placement import Placement, workdir_for
+from runner.execution.placement import EnvPlacement, Placement, trial_env, workdir_for
 from runner.execution.rounds import Rounds
 from runner.execution.stall import why_stalled
 from runner.execution.worker import AttemptSpec, execute, kill_running, release_guests, warm
@@ -85,9 +85,10 @@ class Dispatch:
         on_drop: Callable[[str], None] | None = None,
         check_hold: Callable[[str], str | None] | None = None,
         hold_guard: Callable[[str], Any] | None = None,
+        envs: EnvPlacement | None = None,
     ) -> None:
         self.matrix = matrix
-        self.placement = Placement.of(matrix)
+        self.placement = Placement.of(matrix).with_envs(envs)  # envs: which hosts take which environments
         self.on_drop = on_drop or (lambda name: None)
         self.check_hold = check_hold  # host -> None while our hold is ours, else why not (HoldSet.confirm)
         self.hold_guard = hold_guard  # host -> the HoldGuard its trials confirm on the host (HoldSet.trial_guard)
@@ -231,23 +232,28 @@ class Dispatch:
             while queue:
                 trial, attempt = queue.popleft()
                 host = key or "pool"
-                self._record_unrun(trial, attempt, host, self._unrun_reason(host))
+                self._record_unrun(trial, attempt, host, self._unrun_reason(host, trial))
 
     def _fill(self, client: Any, f: _Flight, queues: dict[Any, collections.deque], shared: bool) -> None:
         """Every host its next trial first, then a second where one may wait (_depth); a canary run goes first
         when one is due."""
         for _pass in range(2):
-            ready = [n for n in sorted(self.specs) if n not in self.dead and n not in self.lost and queues.get(self._queue_key(n))]
+            ready = [n for n in sorted(self.specs) if n not in self.dead and n not in self.lost and self._pick(queues, n) is not None]
             for name in ready:
                 queue = queues.get(self._queue_key(name))
-                if not queue or len(f.per_host[name]) >= self._depth(name, queue, f.per_host, f.inflight, shared):
+                i = self._pick(queues, name)  # the first trial of its queue this host may run (its environments)
+                if queue is None or i is None or len(f.per_host[name]) >= self._depth(name, queue, f.per_host, f.inflight, shared, i):
                     continue
                 canary = self.canaries.due(name) if self.canaries is not None else None
+                if canary is not None and not self.placement.runs(name, canary):
+                    canary = None  # the canary's environment is not one this host runs: none there
                 if canary is not None:
                     self.progress.total += 1
-                trial, attempt = (canary, 1) if canary is not None else queue.popleft()
+                trial, attempt = (canary, 1) if canary is not None else _pop(queue, i)
                 key = trial_guest_key(trial)
-                keep = self.matrix.reuse == "configuration" and key is not None and bool(queue) and trial_guest_key(queue[0][0]) == key
+                following = self.placement.pick(queue, name)
+                keep = self.matrix.reuse == "configuration" and key is not None and following is not None and \
+                    trial_guest_key(queue[following][0]) == key
                 self._send(client, f, name, trial, attempt, keep, shared)
 
     def _send(self, client: Any, f: _Flight, name: str, trial: Trial, attempt: int, keep: bool, shared: bool) -> None:
@@ -329,17 +335,23 @@ class Dispatch:
         except OSError as exc:  # the scheduler's connection broke while we asked it something
             raise SchedulerLost(self._scheduler_lost(len(f.inflight), exc)) from None
 
-    def _depth(self, name: str, queue: collections.deque, per_host: Mapping[str, collections.deque], inflight: Mapping[Any, tuple[Trial, int, str]], shared: bool) -> int:
+    def _pick(self, queues: dict[Any, collections.deque], name: str) -> int | None:
+        """The index of the first trial in `name`'s queue that it may run (None: none there)."""
+        queue = queues.get(self._queue_key(name))
+        return None if not queue else self.placement.pick(queue, name)
+
+    def _depth(self, name: str, queue: collections.deque, per_host: Mapping[str, collections.deque], inflight: Mapping[Any, tuple[Trial, int, str]],
+               shared: bool, first: int = 0) -> int:
         """How many trials `name` may have in flight: 2 (the next one waits on the host's worker) for trials on
         the host itself with a local cluster, where the turn lock and one worker per host keep them in order;
         1 with a shared scheduler (a waiting trial would hold a worker thread other campaigns could use), for
         guest trials (a kept guest lives in one worker process), and in placement pool once fewer trials
         are left than hosts can take (a trial queued behind another would end a trial length after the rest)."""
-        if shared or not _on_host(queue[0][0]) or any(not _on_host(inflight[f][0]) for f in per_host[name]):
+        if shared or not _on_host(queue[first][0]) or any(not _on_host(inflight[f][0]) for f in per_host[name]):
             return 1
         if not self.placement.per_host:
-            live = len(set(self.specs) - self.dead - set(self.lost))
-            if len(queue) < live:
+            live = [n for n in self.specs if n not in self.dead and n not in self.lost and self.placement.runs(n, queue[first][0])]
+            if len(queue) - first < len(live):
                 return 1
         return 2
 
@@ -349,7 +361,7 @@ class Dispatch:
         if self.canaries is None:
             return []
         hosts = [n for n in sorted(self.specs) if n not in self.dead and n not in self.lost]
-        return [(n, trial) for n in hosts if (trial := self.canaries.closing(n)) is not None]
+        return [(n, trial) for n in hosts if (trial := self.canaries.closing(n)) is not None and self.placement.runs(n, trial)]
 
     def _queue_key(self, name: str) -> str | None:
         return self.placement.queue_key(name)
@@ -446,9 +458,15 @@ class Dispatch:
             self._checks.shutdown(wait=False)
             self._checks = None
 
-    def _unrun_reason(self, host: str) -> str:
+    def _unrun_reason(self, host: str, trial: Trial | None = None) -> str:
         if host in self.dead_reasons or host in self.lost:
             return self.dead_reasons.get(host) or self.lost[host]
+        if trial is not None and self.placement.envs is not None:
+            env = trial_env(trial)
+            able = [n for n in self.specs if self.placement.runs(n, trial)]
+            if not any(n not in self.dead and n not in self.lost for n in able):
+                gone = "; ".join(f"{n}: {self.dead_reasons.get(n) or self.lost.get(n)}" for n in able)
+                return f"no live host left that runs env {env}" + (f" ({gone})" if gone else "")
         if self.lost:
             return f"no live host left to run it (holds lost: {', '.join(sorted(self.lost))})"
         return "no live host left to run it"
@@ -490,6 +508,15 @@ class Dispatch:
         self.progress.failed += 1
         self.failures.append(f"{trial.trial_id} ({trial.label()}): {rec.error}")
         self.notify(self.progress)
+
+
+def _pop(queue: collections.deque, i: int) -> tuple[Trial, int]:
+    """Take the `i`th (trial, attempt) out of a queue (the first, mostly)."""
+    if i == 0:
+        return queue.popleft()
+    item = queue[i]
+    del queue[i]
+    return item
 
 
 def _on_host(trial: Trial) -> bool:

@@ -68,9 +68,14 @@ def starts_guests(name: str) -> bool:
     return envs.get(name).starts_guests
 
 
-def setup_seconds(params: Mapping[str, Any]) -> float:
-    """Rough seconds to start a trial's guests or containers (k guests boot at once, roughly k times the work)."""
-    return envs.get(str(params.get("env", defaults.ENV))).setup_seconds(params)
+def setup_seconds(params: Mapping[str, Any], boot_s: Mapping[str, float] | None = None) -> float:
+    """Rough seconds to start a trial's guests or containers (k guests boot at once, roughly k times the work).
+    `boot_s`: the host's own seconds per guest boot by environment (inventory runner_boot_s), where known."""
+    env = envs.get(str(params.get("env", defaults.ENV)))
+    if boot_s and env.name in boot_s and env.starts_guests:
+        vms = int(params.get("vms", defaults.VMS)) if env.virtual_machines else 1
+        return float(boot_s[env.name]) * vms
+    return env.setup_seconds(params)
 
 
 def estimate_seconds(plugin: Workload, params: Mapping[str, Any]) -> float:
@@ -78,17 +83,35 @@ def estimate_seconds(plugin: Workload, params: Mapping[str, Any]) -> float:
     return plugin.estimate_seconds(params) + setup_seconds(params)
 
 
+def trial_seconds(plugin: Workload, trial: Trial, previous: Trial | None, reuse: str,
+                  boot_s: Mapping[str, float] | None = None, trial_s: float = 0.0) -> float:
+    """Rough wall time of `trial` on a host whose trial before it was `previous`: the workload's estimate,
+    the host's own cost of a trial beyond its workload (`trial_s`: inventory runner_trial_s), and a boot
+    when its guests are not kept from the previous trial (guests.reuse)."""
+    total = plugin.estimate_seconds(trial.param_dict) + trial_s
+    key = trial_guest_key(trial)
+    if key is not None and (reuse == "trial" or previous is None or trial_guest_key(previous) != key):
+        total += setup_seconds(trial.param_dict, boot_s)
+    return total
+
+
 def estimate_trials(plugin: Workload, trials: Sequence[Trial], reuse: str) -> float:
     """Rough wall time of trials run in this order on one host: workloads plus one set-up per boot."""
     total, last = 0.0, None
     for t in trials:
-        params = t.param_dict
-        key = trial_guest_key(t)
-        total += plugin.estimate_seconds(params)
-        if key is not None and (reuse == "trial" or key != last):
-            total += setup_seconds(params)
-        last = key
+        total += trial_seconds(plugin, t, last, reuse)
+        last = t
     return total
+
+
+def host_cost(plugin: Workload, reuse: str, specs: Mapping[str, Any]) -> Callable[[str, Trial, Trial | None], float]:
+    """`cost(host, trial, previous)` for placement.makespan: trial_seconds with each host's runner_boot_s and
+    runner_trial_s (HostSpec.boot_s, trial_s) where the inventory gives them."""
+    def cost(host: str, trial: Trial, previous: Trial | None) -> float:
+        spec = specs.get(host)
+        boot = dict(getattr(spec, "boot_s", ()) or ())
+        return trial_seconds(plugin, trial, previous, reuse, boot, getattr(spec, "trial_s", None) or 0.0)
+    return cost
 
 
 def prepare_once(host: Host, plugin: Workload, ctx: WorkloadContext, cache: set[tuple[str, ...]], key: tuple[str, ...]) -> None:

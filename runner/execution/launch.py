@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner import __version__, defaults
+from runner import __version__
 from runner.errors import HostError
 from runner.execution import environments
 from runner.execution.canary import Canaries
@@ -23,8 +23,8 @@ from runner.execution.cluster import check_scheduler, warming
 from runner.execution.dispatch import Dispatch, Progress
 from runner.execution.facts import collect_all, describe_changes, fact_changes, facts_after
 from runner.execution.images import prepare_images
-from runner.execution.placement import Placement
-from runner.execution.preflight import PROJECT_ROOT, check_guests, check_host_tools, inventory_path
+from runner.execution.placement import EnvPlacement, Placement, makespan, trial_env
+from runner.execution.preflight import PROJECT_ROOT, check_guests, inventory_path, place_hosts
 from runner.execution.rounds import Rounds
 from runner.lab.reservations import HoldSet, hold_hosts
 from runner.matrix.load import Matrix
@@ -183,7 +183,12 @@ def _launch_held(ctx: LaunchContext, live: Sequence[Any], facts: dict[str, dict[
             cpus[name] = earlier.get(name, {}).get("cpus") or next(iter(cpus.values()), 1)
     trials = plan(matrix, cpus)
     check_guests(matrix, trials)
-    check_host_tools(live, {str(t.param_dict.get("env", defaults.ENV)) for t in trials})
+    # Each host takes only the environments it can run (its tools, its hypervisor, the inventory's runner_envs);
+    # an environment no host can run ends the launch here, in one line.
+    envs = place_hosts(live, {trial_env(t) for t in trials}, matrix.hosts)
+    live = _placed(ctx, envs, live, notes)
+    if placement.per_host:  # every host runs the matrix's trials of its own environments
+        trials = [t for t in trials if t.host is None or envs.runs(str(t.host), trial_env(t))]
     kernelbuild.prepare_kernels([t.param_dict for t in trials], store.root, lambda line: print(f"runner: {line}", file=sys.stderr, flush=True),
                                 inventory=inventory, known_hosts=ctx.known_hosts)
     # Disk and container images are built here, once, before any trial (a minute or two the first time).
@@ -242,11 +247,13 @@ def _launch_held(ctx: LaunchContext, live: Sequence[Any], facts: dict[str, dict[
     # A trial that already used up its attempts in an earlier launch gets the policy's attempts again.
     progress = Progress(total=len(trials), skipped=len(trials) - len(todo), messages=notes)
     plugin = base.get(matrix.workload)
-    progress.estimate_s = environments.estimate_trials(plugin, [t for t, _ in todo], matrix.reuse) / max(1, len(live))
+    progress.estimate_s, _ = makespan([t for t, _ in todo], [s.name for s in live],
+                                      environments.host_cost(plugin, matrix.reuse, {s.name: s for s in live}),
+                                      runs=Placement.of(matrix).with_envs(envs).runs, per_host=placement.per_host)
 
     holds = ctx.holds
     runner = Dispatch(matrix, store, types, live, dead, progress, on_progress, holds and holds.drop, holds and holds.confirm,
-                      holds and holds.trial_guard)
+                      holds and holds.trial_guard, envs=envs)
     runner.rounds = rounds
     if matrix.canary is not None:  # re-runs of the canary cell on each host (runner.execution.canary)
         runner.canaries = Canaries.start(matrix, cpus, recorded, store.read_table("trials").to_pandas() if recorded else None)
@@ -294,6 +301,20 @@ def _launch_held(ctx: LaunchContext, live: Sequence[Any], facts: dict[str, dict[
         lost_holds=tuple(why for _, why in sorted(runner.lost.items())),
     )
 
+
+
+def _placed(ctx: LaunchContext, envs: EnvPlacement, live: Sequence[Any], notes: list[str]) -> list[Any]:
+    """The hosts that take trials: a host that runs none of the campaign's environments is left out (its hold
+    released), with one line; where hosts differ in what they run, one line says which take which."""
+    notes += list(envs.notes)
+    for name, why in envs.left_out.items():
+        notes.append(why)
+        if ctx.holds is not None:
+            ctx.holds.drop(name)
+    kept = [s for s in live if s.name not in envs.left_out]
+    if any(not envs.runs_all(s.name) for s in kept):
+        notes.append("environments per host: " + "; ".join(f"{s.name}: {', '.join(envs.envs_of(s.name))}" for s in kept))
+    return kept
 
 
 def threading_is_main() -> bool:

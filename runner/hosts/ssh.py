@@ -85,6 +85,9 @@ class HostSpec:
     guest_bridge: str | None = None  # the host's guest network for kvm/xen guests (None: the default)
     guest_subnet: str | None = None
     hold_path: str | None = None  # the host's hold file (inventory runner_hold_path; None: runner.lab's default)
+    envs: tuple[str, ...] | None = None  # the environments it may run (inventory runner_envs; None: whichever it can)
+    boot_s: tuple[tuple[str, float], ...] = ()  # (env, seconds one guest takes to boot there): runner_boot_s, for estimates
+    trial_s: float | None = None  # seconds a trial costs there beyond its workload (runner_trial_s), for estimates
 
     def where(self) -> str:
         """'host tb1 (root@10.0.0.2:22)' for messages."""

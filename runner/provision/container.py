@@ -126,10 +126,19 @@ def build_image(host: Host, name: str, *, rootfs: Path | None = None, archive: P
         remote = f"/var/tmp/runner/{archive.name}.{os.getpid()}.{name.replace(':', '-').replace('/', '-')}"
         host.put(archive, remote)
         try:
-            _cli(host, "import", remote, name)
+            _cli(host, "import", remote, name, timeout=import_timeout(archive.stat().st_size))
         finally:
             host.run(["rm", "-f", remote], timeout=30)
     return name
+
+
+IMPORT_S_PER_MIB = 1.0  # the debian image's rootfs took over 120 s to import on the nested KVM host VM
+
+
+def import_timeout(size: int) -> float:
+    """Seconds an engine may take to import a root filesystem archive of `size` bytes: 120, or a second per MiB
+    for a bigger one (pure)."""
+    return max(120.0, IMPORT_S_PER_MIB * size / 2**20)
 
 
 def _append_files(archive: Path, files: Mapping[str, Path]) -> None:

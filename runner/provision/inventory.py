@@ -302,7 +302,11 @@ def _shown_path(path: Path, source: Path, shown: Path) -> Path:
 # The host's guest network (bridge name, CIDR) for kvm and xen guests; every host may use the same.
 _GUEST_NET = ("runner_guest_bridge", "runner_guest_subnet")
 HOLD_PATH = "runner_hold_path"  # the host's hold file (runner.lab.reservations), a full path
-_CONNECTION_VARS = ("ansible_connection", *_ADDRESS, *_PORT, *_USER, *_KEY, *_TIMEOUT, *_SSH_ARGS, *_GUEST_NET, HOLD_PATH)
+# What the host runs and how fast (runner.execution.placement): the environments it may run, and for estimates the
+# seconds one guest takes to boot there per environment and the seconds a trial costs beyond its workload.
+ENVS, BOOT_S, TRIAL_S = "runner_envs", "runner_boot_s", "runner_trial_s"
+_CONNECTION_VARS = ("ansible_connection", *_ADDRESS, *_PORT, *_USER, *_KEY, *_TIMEOUT, *_SSH_ARGS, *_GUEST_NET, HOLD_PATH,
+                    ENVS, BOOT_S, TRIAL_S)
 
 
 def _template(templar: Any, value: Any, path: Path, host: str, key: str) -> Any:
@@ -350,6 +354,7 @@ def host_spec(name: str, conn_vars: Mapping[str, Any], path: Path) -> HostSpec:
     if hold not in (None, "") and (not isinstance(hold, str) or not hold.startswith("/") or hold.endswith("/")
                                    or any(c in hold for c in "\n\0")):
         raise UsageError(f"{path}: host {name}: {HOLD_PATH} {hold!r} is not the full path of a file, e.g. /var/lib/runner/holds/hold.json")
+    envs, boot_s, trial_s = _placement_vars(conn_vars, path, name)
     return HostSpec(
         name=name,
         address=str(address or name),
@@ -362,7 +367,38 @@ def host_spec(name: str, conn_vars: Mapping[str, Any], path: Path) -> HostSpec:
         guest_bridge=str(bridge) if bridge is not None else None,
         guest_subnet=str(subnet) if subnet is not None else None,
         hold_path=hold or None,
+        envs=envs,
+        boot_s=boot_s,
+        trial_s=trial_s,
     )
+
+
+def _placement_vars(conn_vars: Mapping[str, Any], path: Path, name: str) -> tuple[tuple[str, ...] | None, tuple[tuple[str, float], ...], float | None]:
+    """runner_envs (a list of environment names), runner_boot_s (env -> seconds) and runner_trial_s (seconds),
+    checked for their shape here; the names are checked against the known environments when a campaign plans
+    (runner.execution.placement). Pure."""
+    envs = conn_vars.get(ENVS)
+    if envs is not None:
+        if isinstance(envs, str):
+            envs = [e.strip() for e in envs.split(",") if e.strip()]
+        if not isinstance(envs, (list, tuple)) or not all(isinstance(e, str) and e for e in envs):
+            raise UsageError(f"{path}: host {name}: {ENVS} {envs!r} is not a list of environment names, e.g. [host, kvm]")
+        envs = tuple(dict.fromkeys(str(e) for e in envs))
+    boot = conn_vars.get(BOOT_S)
+    boot_s: tuple[tuple[str, float], ...] = ()
+    if boot is not None:
+        if not isinstance(boot, Mapping):
+            raise UsageError(f"{path}: host {name}: {BOOT_S} {boot!r} is not a mapping of environment to seconds, e.g. {{kvm: 40}}")
+        pairs = []
+        for env, seconds in boot.items():
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+                raise UsageError(f"{path}: host {name}: {BOOT_S}.{env} {seconds!r} is not a number of seconds >= 0")
+            pairs.append((str(env), float(seconds)))
+        boot_s = tuple(sorted(pairs))
+    trial = conn_vars.get(TRIAL_S)
+    if trial is not None and (isinstance(trial, bool) or not isinstance(trial, (int, float)) or trial < 0):
+        raise UsageError(f"{path}: host {name}: {TRIAL_S} {trial!r} is not a number of seconds >= 0")
+    return envs, boot_s, None if trial is None else float(trial)
 
 
 def _number(value: Any, default: Any, kind: type, path: Path, host: str, key: str) -> Any:

@@ -137,6 +137,14 @@ def missing_cap(kind: str, caps: set[str]) -> str | None:
     return None
 
 
+DOM0_PROBE = "grep -qs control_d /proc/xen/capabilities"  # xenfs on /proc/xen says control_d in a dom0 only
+
+
+def is_dom0(host: Host) -> bool:
+    """The host's kernel is a Xen dom0 (a paravirtualised guest of Xen that controls it), not a bare kernel."""
+    return host.run(["sh", "-c", DOM0_PROBE], timeout=30).ok
+
+
 def check_can_run(host: Host, kind: str, env: str) -> str | None:
     """One line saying why the host's Xen cannot run guests of xl type `kind` (the environment `env`), or
     None. A guest type the hypervisor cannot provide is refused, never silently run as another type."""

@@ -23,21 +23,32 @@ A KVM host VM here is:
 
 Nested under TCG, everything is slow (figures in docs/guests.md say so); they say nothing about the speed
 of real hardware.
+
+From a shell (the VMs outlive the command; docs/study.md runs the study on them):
+
+    python -m runner.testing.vmhost up --dir DIR [--kvm] [--xen]   # prints DIR/hosts.yml (group vmhosts)
+    python -m runner.testing.vmhost down --dir DIR                  # powers them off, removes their overlays
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from runner.errors import ProvisionError
+from runner.errors import ProvisionError, RunnerError
 from runner.provision import image, rootfs
 from runner.util import alive, answers_ssh, env_seconds, wait_until
 
@@ -45,12 +56,15 @@ KVM_HOST_PACKAGES = (
     "openssh-server", "openssh-sftp-server", "python3", "libvirt-daemon-system", "libvirt-clients",
     "qemu-system-x86", "qemu-utils", "iproute2", "procps", "kmod", "mount", "util-linux",
     "stress-ng",  # the stressng workload on the host itself (env host)
+    "podman", "runc",  # env container (runner.provision.container: podman with runc)
 )  # fmt: skip
 KVM_HOST_INIT = """#!/bin/sh
 # runner test bed: a KVM host VM's services (runner.testing.vmhost)
 for m in kvm_amd kvm tun bridge vhost_net; do modprobe "$m" 2>/dev/null; done
 [ -c /dev/kvm ] && chmod 0666 /dev/kvm  # no udev here to give group kvm access; QEMU runs as libvirt-qemu
 mkdir -p /run/libvirt /run/lock /var/log/libvirt /var/lib/libvirt/images
+# containers (podman with runc) need a cgroup hierarchy; no init system mounts one here
+mountpoint -q /sys/fs/cgroup || mount -t cgroup2 cgroup2 /sys/fs/cgroup
 virtlogd -d
 libvirtd -d
 i=0; while [ ! -S /run/libvirt/libvirt-sock ] && [ "$i" -lt 100 ]; do sleep 0.2; i=$((i+1)); done
@@ -242,9 +256,22 @@ def _gone(pid: int, proc: subprocess.Popen | None, wait: float) -> bool:
     return bool(wait_until(lambda: not alive(pid), wait))  # started by another process: a zombie has ended too
 
 
+# What each kind of VM host runs (inventory runner_envs, runner.execution.placement): the KVM host runs the bare
+# host (stress-ng is installed), containers (podman) and libvirt guests; the Xen host's dom0 runs Xen guests only (its own kernel is a
+# Xen guest, not a bare host).
+ENVS = {"kvm": ["host", "container", "kvm", "qemu"], "xen": ["xen-pv", "xen-pvh", "xen-hvm"]}
+# Seconds for estimates (runner_boot_s: one guest from start to SSH-ready, per environment; runner_trial_s: what a
+# trial costs beyond its workload), measured on these VMs nested under TCG on a 2-core machine that was also
+# compiling two kernels (docs/study.md, "What was run here": kvm and xen-pv; xen-pvh and xen-hvm from
+# docs/guests.md): the built-in figures (guests booted under TCG directly) are far too low for them.
+BOOT_S = {"kvm": {"kvm": 60.0, "qemu": 60.0}, "xen": {"xen-pv": 100.0, "xen-pvh": 120.0, "xen-hvm": 480.0}}
+TRIAL_S = {"kvm": 50.0, "xen": 150.0}
+
+
 def write_inventory(vms: list[VMHost], directory: Path) -> Path:
     """An Ansible inventory of the VM hosts (groups `vmhosts` and `hypervisors`) and its known_hosts file
-    beside it; returns the inventory's path."""
+    beside it; returns the inventory's path. Each host says what it runs (runner_envs) and how long its
+    guests take to boot and its trials cost (runner_boot_s, runner_trial_s, for estimates)."""
     known = directory / "known_hosts"
     known.write_text("".join(vm.known_hosts_line for vm in vms))
     common = f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
@@ -252,7 +279,8 @@ def write_inventory(vms: list[VMHost], directory: Path) -> Path:
                        "ansible_ssh_private_key_file": str(vm.key_path), "ansible_ssh_common_args": common,
                        "ansible_python_interpreter": "/usr/bin/python3", "runner_hypervisor": True,
                        "ansible_timeout": CONNECT_TIMEOUT_S,
-                       "runner_vm_host": vm.kind}
+                       "runner_vm_host": vm.kind, "runner_envs": ENVS[vm.kind], "runner_boot_s": BOOT_S[vm.kind],
+                       "runner_trial_s": TRIAL_S[vm.kind]}
              for vm in vms}
     doc = {"all": {"children": {"vmhosts": {"hosts": hosts}, "hypervisors": {"hosts": dict.fromkeys(hosts)}}}}
     path = directory / "hosts.yml"
@@ -288,3 +316,92 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# ----- CLI -------------------------------------------------------------------------------------------
+STATE = "vmhosts.json"
+
+
+def save(vms: Sequence[VMHost], directory: Path) -> Path:
+    """The running VMs, for `down` from another process."""
+    path = directory / STATE
+    path.write_text(json.dumps([{k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(vm).items()} for vm in vms],
+                               indent=2))
+    return path
+
+
+def load(directory: Path) -> list[VMHost]:
+    path = directory / STATE
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ProvisionError(f"{path}: no VM hosts recorded there ({exc})") from None
+    paths = {f.name for f in dataclasses.fields(VMHost) if f.type in ("Path", Path)}
+    return [VMHost(**{k: Path(v) if k in paths else v for k, v in row.items()}) for row in rows]
+
+
+def up(directory: Path, kinds: Sequence[str], *, cpus: int = 2, memory_mib: int = 3072, xen_memory_mib: int = 3584,
+       cache: Path | None = None) -> Path:
+    """Boot the VM hosts of `kinds` ("kvm", "xen") at once, write their inventory and state; returns the
+    inventory's path. A Xen host gets more memory: its dom0 keeps 1 GiB, and 4 guests of 512 MiB must fit."""
+    from runner.execution.images import CONTROLLER_CACHE
+
+    directory.mkdir(parents=True, exist_ok=True)
+    cache = cache or CONTROLLER_CACHE
+
+    def start(kind: str) -> VMHost:
+        if kind == "kvm":
+            return start_kvm_host(directory, cache, cpus=cpus, memory_mib=memory_mib)
+        return start_xen_host(directory, cache, cpus=cpus, memory_mib=xen_memory_mib)
+
+    with ThreadPoolExecutor(max_workers=len(kinds)) as pool:
+        futures = [pool.submit(start, k) for k in kinds]
+    vms, errors = [], []
+    for f in futures:
+        try:
+            vms.append(f.result())
+        except RunnerError as exc:
+            errors.append(str(exc))
+    if errors:
+        for vm in vms:
+            stop(vm)
+        raise ProvisionError("; ".join(errors))
+    save(vms, directory)
+    return write_inventory(vms, directory)
+
+
+def down(directory: Path) -> list[str]:
+    """Power off the VM hosts recorded in `directory`; returns their names."""
+    vms = load(directory)
+    for vm in vms:
+        stop(vm)
+    (directory / STATE).unlink(missing_ok=True)
+    return [vm.name for vm in vms]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runner.testing.vmhost", description="KVM and Xen host VMs for the test bed")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_up = sub.add_parser("up", help="boot VM hosts; prints the inventory path (group vmhosts)")
+    p_up.add_argument("--dir", type=Path, required=True)
+    p_up.add_argument("--kvm", action="store_true", help="a KVM host VM (kvm1)")
+    p_up.add_argument("--xen", action="store_true", help="a Xen host VM (xen1)")
+    p_up.add_argument("--cpus", type=int, default=2, help="vCPUs of each VM host (default 2)")
+    p_down = sub.add_parser("down", help="power off the VM hosts whose state is in DIR")
+    p_down.add_argument("--dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "up":
+            kinds = [k for k in ("kvm", "xen") if getattr(args, k)] or ["kvm", "xen"]
+            print(up(args.dir.resolve(), kinds, cpus=args.cpus))
+        else:
+            for name in down(args.dir.resolve()):
+                print(f"stopped {name}")
+    except RunnerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from runner.hosts.base import Host
-from runner.provision import libvirt
+from runner.provision import libvirt, xen
 from runner.provision.environments.base import BootOrder, Network, register
 from runner.provision.environments.vm import VirtualMachines
 from runner.provision.guestspec import GuestSpec
@@ -17,6 +17,12 @@ class Kvm(VirtualMachines):
     guest_noun = "libvirt domain"
     accels = ("kvm", "tcg")
     host_tools = (("virsh",), "libvirt-clients and libvirt-daemon-system")
+
+    def check_host(self, hv: Host) -> str | None:
+        # In a Xen dom0 there is no usable /dev/kvm: libvirt's guests would silently run under TCG.
+        if xen.is_dom0(hv):
+            return f"host {hv.name}: env {self.name}: it is a Xen dom0 (no KVM there; its guests would run under TCG)"
+        return None
 
     def prepare_host(self, hv: Host) -> None:
         libvirt.ensure_libvirtd(hv)
