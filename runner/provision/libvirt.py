@@ -266,6 +266,10 @@ def console_tail(host: Host, log: str, lines: int = 8) -> str:
     return " | ".join(line.strip() for line in text.splitlines() if line.strip())[-600:]
 
 
+KERNEL_STARTED = "Linux version"  # the kernel's first console line: it runs under the accelerator
+PROBE_SLOW_FACTOR = 8  # the probe's time to init, once the kernel started, as a multiple of its time to start
+
+
 def wait_console(host: Host, log: str, marker: str, timeout: float) -> float | None:
     """Seconds until `marker` appears in the console log on the host, or None after `timeout`."""
     start = time.monotonic()
@@ -292,8 +296,10 @@ def probe_accel(host: Host, kernel: str, initrd: str, timeout: float = 15.0, *, 
     `timeout` seconds on the host, else "tcg".
 
     Boots a 1-vCPU transient domain with `runner.probe` on the command line (init prints its marker and
-    powers off) and watches its serial log. A stock guest on a software KVM backend hangs after the
-    decompressor, so a timeout (or a refused domain) means: use TCG.
+    powers off) and watches its serial log. A stock guest on a software KVM backend hangs before the kernel
+    prints its first line, so no kernel within `timeout` (or a refused domain) means: use TCG. A kernel that
+    did start under KVM gets PROBE_SLOW_FACTOR times `timeout` to reach init: a nested KVM host that is still
+    busy after its own boot is slow, not broken (its guests ran under TCG when 15 s decided it).
     """
     ensure_libvirtd(host)
     name = f"rnr-probe-{os.getpid()}"
@@ -313,7 +319,8 @@ def probe_accel(host: Host, kernel: str, initrd: str, timeout: float = 15.0, *, 
     except ProvisionError:
         return "tcg"
     try:
-        booted = wait_console(host, log, INIT_MARKER, timeout)
+        started = wait_console(host, log, KERNEL_STARTED, timeout)
+        booted = wait_console(host, log, INIT_MARKER, timeout * PROBE_SLOW_FACTOR) if started is not None else None
     finally:
         destroy(host, name)
     return "kvm" if booted is not None else "tcg"
