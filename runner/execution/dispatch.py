@@ -465,8 +465,10 @@ class Dispatch:
             env = trial_env(trial)
             able = [n for n in self.specs if self.placement.runs(n, trial)]
             if not any(n not in self.dead and n not in self.lost for n in able):
-                gone = "; ".join(f"{n}: {self.dead_reasons.get(n) or self.lost.get(n)}" for n in able)
-                return f"no live host left that runs env {env}" + (f" ({gone})" if gone else "")
+                lost = sorted(n for n in able if n in self.lost and n not in self.dead_reasons)
+                gone = [f"{n}: {self.dead_reasons[n]}" for n in able if n in self.dead_reasons]
+                gone += [f"holds lost: {', '.join(lost)}"] if lost else []  # as the message without envs says it
+                return f"no live host left that runs env {env}" + (f" ({'; '.join(gone)})" if gone else "")
         if self.lost:
             return f"no live host left to run it (holds lost: {', '.join(sorted(self.lost))})"
         return "no live host left to run it"
