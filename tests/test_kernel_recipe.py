@@ -16,6 +16,7 @@ from runner.errors import MatrixError
 from runner.matrix.load import parse_matrix
 from runner.provision import kernel as kr
 from runner.provision import kernelbuild as kb
+from runner.provision import kernelfacts as kf
 from runner.trials import plan
 
 BASE = "campaign: c\nworkload: {name: lockbench, params: {env: kvm}}\nrepetitions: 1\n"
@@ -237,10 +238,10 @@ def test_a_cached_build_is_found_by_recipe_content_and_nothing_is_built(tmp_path
 def test_the_trial_columns_come_from_what_the_guest_said() -> None:
     facts = {"kernel_release": "6.1.0-runner", "kernel_build": "pv abcd 6.1.0-runner cfgd",
              "pvspin_line": "PV spinlocks disabled, single CPU."}
-    assert kb.trial_columns(facts, "nopv") == {"kernel_recipe": "nopv", "kernel_build": "abcd", "kernel_release": "6.1.0-runner",
+    assert kf.trial_columns(facts, "nopv") == {"kernel_recipe": "nopv", "kernel_build": "abcd", "kernel_release": "6.1.0-runner",
                                                "kernel_config_digest": "cfgd", "guest_uname": "6.1.0-runner",
                                                "guest_pvspin": "PV spinlocks disabled, single CPU."}
-    plain = kb.trial_columns({"kernel_release": "6.1.0-27-amd64", "kernel_build": "", "pvspin_line": ""}, "default")
+    plain = kf.trial_columns({"kernel_release": "6.1.0-27-amd64", "kernel_build": "", "pvspin_line": ""}, "default")
     assert plain == {"kernel_recipe": None, "kernel_build": None, "kernel_release": None, "kernel_config_digest": None,
                      "guest_uname": "6.1.0-27-amd64", "guest_pvspin": None}
 
@@ -252,17 +253,17 @@ def test_the_facts_script_reads_the_pv_spinlock_line_from_dmesg(tmp_path: Path) 
     bin_dir.mkdir()
     (bin_dir / "dmesg").write_text("#!/bin/sh\necho '[    0.1] kvm-guest: PV spinlocks enabled'\necho '[ 0.2] other'\n")
     (bin_dir / "dmesg").chmod(0o755)
-    out = subprocess.run(["sh", "-c", kb.FACTS_LINES + "exit 0"], capture_output=True, text=True,
+    out = subprocess.run(["sh", "-c", kf.FACTS_LINES + "exit 0"], capture_output=True, text=True,
                          env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}).stdout
     assert parse_guest_facts(out)["pvspin_line"] == "PV spinlocks enabled"
     (bin_dir / "dmesg").write_text("#!/bin/sh\necho '[    0.1] xen: PV spinlocks disabled'\n")
-    out = subprocess.run(["sh", "-c", kb.FACTS_LINES], capture_output=True, text=True,
+    out = subprocess.run(["sh", "-c", kf.FACTS_LINES], capture_output=True, text=True,
                          env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}).stdout
     assert parse_guest_facts(out)["pvspin_line"] == "xen: PV spinlocks disabled"
 
 
 @pytest.mark.parametrize(("symbols", "expect"), [
-    ("ffffffff81000000 T _stext\nffffffff81c5f6d0 T native_queued_spin_lock_slowpath\n", kb.NO_PV_SPINLOCK_CODE),
+    ("ffffffff81000000 T _stext\nffffffff81c5f6d0 T native_queued_spin_lock_slowpath\n", kf.NO_PV_SPINLOCK_CODE),
     ("ffffffff81c5f6d0 T native_queued_spin_lock_slowpath\nffffffff81c5fa30 T __pv_queued_spin_lock_slowpath\n", ""),
     (None, ""),  # no symbol table (a tinyconfig kernel has no KALLSYMS): nothing is claimed
 ])
@@ -279,7 +280,7 @@ def test_a_kernel_without_pv_spinlock_code_says_so_when_it_printed_no_line(tmp_p
     kallsyms = tmp_path / "kallsyms"
     if symbols is not None:
         kallsyms.write_text(symbols)
-    script = kb.FACTS_LINES.replace("/proc/kallsyms", str(kallsyms))
+    script = kf.FACTS_LINES.replace("/proc/kallsyms", str(kallsyms))
     out = subprocess.run(["sh", "-c", script + "exit 0"], capture_output=True, text=True,
                          env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}).stdout
     assert parse_guest_facts(out).get("pvspin_line", "") == expect.replace("/proc/kallsyms", str(kallsyms))

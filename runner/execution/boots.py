@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 from runner.errors import HostError, ProvisionError
 from runner.execution import images
 from runner.hosts.base import Host, Spawned
-from runner.provision import kernelbuild, libvirt
+from runner.provision import kernelfacts, libvirt
 from runner.provision.environments import BootOrder, Environment, Network, destroy_all, in_parallel
 from runner.provision.guest import GuestSpec, campaign_slug, describe_guest
 from runner.provision.topology import Topology
@@ -54,7 +54,7 @@ FACTS_SCRIPT = (
     # Linux detects "Xen PV" (PVH and HVM guests detect "Xen HVM")
     't=$(cat /sys/hypervisor/guest_type 2>/dev/null); '
     '{ [ "$t" = PV ] || { [ -z "$t" ] && dmesg 2>/dev/null | grep -q "Hypervisor detected: Xen PV"; }; } && echo "pv xen_pv"; '
-    '[ "$t" = PVH ] && echo "pv xen_pvh"; ' + kernelbuild.FACTS_LINES + 'exit 0'
+    '[ "$t" = PVH ] && echo "pv xen_pvh"; ' + kernelfacts.FACTS_LINES + 'exit 0'
 )
 
 

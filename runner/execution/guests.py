@@ -40,7 +40,7 @@ from runner.execution.killed import SIGKILL_STATUSES
 from runner.execution.pervm import common_window, merge_outcomes, run_delay_s, steal_pct
 from runner.hosts.base import CommandResult, Host, Spawned
 from runner.probes.session import ProbeWindow
-from runner.provision import kernelbuild
+from runner.provision import kernelfacts
 from runner.provision.environments import Environment, annotate, in_parallel
 from runner.provision.guest import GuestSpec
 from runner.workloads.base import GUEST_WORKDIR, Workload, WorkloadContext
@@ -143,7 +143,7 @@ def _trial_fields(boot: Boot) -> dict[str, Any]:
             "guest_pins": json.dumps([list(p) for p in spec.vcpu_pins]),
             "guest_cmdline": spec.cmdline or None,
             "guest_facts_json": json.dumps(boot.facts, sort_keys=True, separators=(",", ":")),
-            **kernelbuild.trial_columns(boot.facts[0] if boot.facts else {}, spec.guest_kernel),
+            **kernelfacts.trial_columns(boot.facts[0] if boot.facts else {}, spec.guest_kernel),
         },
     }
 

@@ -199,7 +199,7 @@ def build_image(
             raise ProvisionError(f"extra file {host_path} for guest path {guest_path} does not exist")
         files[guest_path] = Path(host_path)
 
-    if built:  # the guest says which build it booted (runner.provision.kernelbuild.FACTS_LINES)
+    if built:  # the guest says which build it booted (runner.provision.kernelfacts.FACTS_LINES)
         files["/etc/runner-kernel"] = kernel_note(out_dir, built)
     digest = _digest(kernel, files, authorized, [_module_name(m) for m in modules])
     final = Path(out_dir) / digest
