@@ -21,6 +21,7 @@ from runner.execution import guests, images  # noqa: F401 - guests registers the
 from runner.hosts.base import Host
 from runner.provision import image, libvirt
 from runner.provision.ansible import run_playbook
+from runner.provision.environments import qemu
 from runner.provision.fingerprint import load_facts
 from runner.provision.guest import describe_guest
 from runner.provision.inventory import connect, load_inventory
@@ -85,6 +86,10 @@ def test_probe_finds_working_kvm_on_the_kvm_host(kvm_host: tuple[vmhost.VMHost, 
         host.put(img.initrd, "/var/tmp/pytest-probe/initrd")
         assert libvirt.probe_accel(host, "/var/tmp/pytest-probe/vmlinuz", "/var/tmp/pytest-probe/initrd", timeout=240) == "kvm"
         assert not [n for n in libvirt.list_domains(host) if n.startswith("rnr-probe-")]
+        # the qemu environment's probe (plain QEMU, no libvirt) decides the same way
+        assert qemu.probe_accel(host, "/var/tmp/pytest-probe/vmlinuz", "/var/tmp/pytest-probe/initrd", 240,
+                                "/var/tmp/pytest-probe") == "kvm"
+        assert not host.run(["pgrep", "-f", "rnr-qprobe-"], timeout=30).ok
     finally:
         host.close()
 

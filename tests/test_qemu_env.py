@@ -8,6 +8,7 @@ trials record accel tcg.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,13 @@ def test_qemu_overcommit_campaign_here(tmp_path: Path, capsys: pytest.CaptureFix
     assert _left(here, name) == []  # every QEMU process and its files gone
     assert not Path(f"/sys/class/net/{libvirt.BRIDGE}").exists()  # bridge removed with the last guest
     assert not [n for n in Path("/sys/class/net").iterdir() if n.name.startswith("rnrq")]  # tap devices too
+    assert not _probes_left()  # the accelerator probe's QEMU (it hangs here under KVM) was killed
+
+
+def _probes_left() -> list[str]:
+    """Processes of the qemu environment's accelerator probe, and their pid files."""
+    procs = subprocess.run(["pgrep", "-af", "rnr-qprobe-"], capture_output=True, text=True).stdout.splitlines()
+    return [p for p in procs if "pgrep" not in p] + [str(f) for f in Path(qemu.RUN_DIR).glob("rnr-qprobe-*")]
 
 
 @pytest.mark.integration

@@ -319,11 +319,19 @@ def probe_accel(host: Host, kernel: str, initrd: str, timeout: float = 15.0, *, 
     except ProvisionError:
         return "tcg"
     try:
-        started = wait_console(host, log, KERNEL_STARTED, timeout)
-        booted = wait_console(host, log, INIT_MARKER, timeout * PROBE_SLOW_FACTOR) if started is not None else None
+        booted = reaches_init(host, log, timeout)
     finally:
         destroy(host, name)
-    return "kvm" if booted is not None else "tcg"
+    return "kvm" if booted else "tcg"
+
+
+def reaches_init(host: Host, log: str, timeout: float) -> bool:
+    """Whether a probe guest writing its console to `log` on the host reaches its init: its kernel's first line
+    within `timeout`, then the init marker within PROBE_SLOW_FACTOR times `timeout` (the accelerator probes of
+    the kvm and qemu environments)."""
+    if wait_console(host, log, KERNEL_STARTED, timeout) is None:
+        return False
+    return wait_console(host, log, INIT_MARKER, timeout * PROBE_SLOW_FACTOR) is not None
 
 
 def qemu_pid(host: Host, name: str) -> int:
