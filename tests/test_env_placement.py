@@ -86,3 +86,26 @@ def test_an_environment_no_host_runs_is_one_line_before_any_trial(testbed: TestB
     assert "\n" not in msg and not (tmp_path / "ds" / matrix.campaign / "trials").exists()
     assert main(["launch", str(matrix.path), "--datasets", str(tmp_path / "ds2")]) == 2
     assert "env xen-pv: no host of 'testbed' can run it" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+@pytest.mark.netns
+def test_group_runs_a_matrix_written_for_this_machine_on_an_inventory_group(testbed: TestBed, tmp_path: Path, campaigns: list[str],
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """`--inventory BED --group GROUP` runs a matrix whose `hosts:` is `local` (examples/study.yml) on that group:
+    no edited copy of the matrix. A group the inventory lacks is one line naming the known ones."""
+    name = f"grp{tmp_path.name[-6:]}".replace("_", "")
+    campaigns.append(name)
+    matrix = tmp_path / "m.yml"
+    matrix.write_text(f"campaign: {name}\nhosts: local\nworkload: {{name: command, params: {{run: 'echo {{\\\"v\\\": 1}}'}}}}\n"
+                      "axes: {x: [1, 2]}\nrepetitions: 1\ntimeout: 30\n")
+    inv = str(testbed.inventory_path)
+    assert main(["plan", str(matrix), "--inventory", inv, "--group", "testbed", "--show", "0"]) == 0
+    assert "on hosts 'testbed'" in " ".join(capsys.readouterr().out.split())
+    assert main(["launch", str(matrix), "--inventory", inv, "--group", "testbed", "--datasets", str(tmp_path / "ds")]) == 0
+    _, trials, _ = read_campaign(name, tmp_path / "ds")
+    assert set(trials["status"]) == {"ok"} and set(trials["host"]) <= {h.name for h in testbed.hosts}
+    capsys.readouterr()
+    assert main(["launch", str(matrix), "--inventory", inv, "--group", "testbd", "--datasets", str(tmp_path / "ds")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no host or group 'testbd'" in err[0] and "testbed" in err[0]

@@ -7,6 +7,7 @@ exit status (2 for bad input, 1 for other failures, 130 when interrupted). `--ve
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno as errnos
 import importlib
 import os
@@ -16,9 +17,13 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runner import __version__
 from runner.errors import RunnerError
+
+if TYPE_CHECKING:
+    from runner.matrix.load import Matrix
 
 # Subcommands in the order of a campaign's life.
 SUBCOMMANDS = ["plan", "provision", "launch", "status", "report", "compare", "fit", "cleanup", "hosts", "schedule", "serve", "dataset"]
@@ -178,6 +183,18 @@ def add_inventory_option(p: argparse.ArgumentParser, default_help: str = "invent
                    help=f"Ansible inventory file or directory (env RUNNER_INVENTORY; default: {default_help}); only an "
                         "inventory named here or in RUNNER_INVENTORY may be an executable (dynamic inventory) script, "
                         "which is then run")
+
+
+def add_group_option(p: argparse.ArgumentParser) -> None:
+    """--group GROUP: the inventory group a command runs on instead of the matrix's `hosts:` group."""
+    p.add_argument("--group", metavar="GROUP",
+                   help="inventory group to run on instead of the matrix's `hosts:` (its placement and other settings "
+                        "kept), e.g. the test bed's vmhosts with --inventory")
+
+
+def on_group(matrix: Matrix, group: str | None) -> Matrix:
+    """The matrix with its hosts group replaced by --group (unchanged without it)."""
+    return matrix if not group else dataclasses.replace(matrix, hosts=group)
 
 
 def add_json_option(p: argparse.ArgumentParser, what: str) -> None:

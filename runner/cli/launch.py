@@ -20,7 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from runner.cli import add_datasets_option, add_inventory_option, add_known_hosts_option, datasets_hint, exit_status, known_hosts_default
+from runner.cli import add_datasets_option, add_group_option, add_inventory_option, add_known_hosts_option, datasets_hint, exit_status, known_hosts_default, on_group
 from runner.execution.cluster import prestart
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ examples:
   runner launch matrix.yml --scheduler tcp://127.0.0.1:8786    a long-lived lab scheduler
   runner launch matrix.yml --known-hosts ~/.ssh/known_hosts_lab  host keys of the lab (docs/hosts.md)
   RUNNER_DATASETS=/data/campaigns runner launch matrix.yml
+  runner launch examples/study.yml --inventory /tmp/vmbed/hosts.yml --group vmhosts   on another inventory's group
 """
 
 
@@ -55,13 +56,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_datasets_option(p, "where datasets go")
     p.add_argument("--scheduler", default=os.environ.get("RUNNER_SCHEDULER"), help="Dask scheduler address, e.g. tcp://HOST:8786 (env RUNNER_SCHEDULER; default: a local cluster)")
     add_inventory_option(p, "the matrix's, else inventory/ beside it, else the project's")
+    add_group_option(p)
     add_known_hosts_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     summary = launch_matrix(args.matrix, datasets=args.datasets, scheduler=args.scheduler, inventory=args.inventory, quiet=args.quiet,
-                            known_hosts=args.known_hosts)
+                            known_hosts=args.known_hosts, group=args.group)
     return 0 if summary.success else (130 if summary.interrupted else 1)
 
 
@@ -73,6 +75,7 @@ def launch_matrix(
     inventory: str | None = None,
     quiet: bool = False,
     known_hosts: Path | None = None,
+    group: str | None = None,
 ) -> campaign.Summary:
     """What `runner launch` does. `known_hosts` None: RUNNER_KNOWN_HOSTS, else the inventory's (scheduled
     runs call this without argv)."""
@@ -80,7 +83,7 @@ def launch_matrix(
     from runner.execution import campaign  # after prestart, on purpose (see above): half a second of imports
     from runner.matrix.load import load_matrix
 
-    matrix = load_matrix(matrix_path)
+    matrix = on_group(load_matrix(matrix_path), group)
     known_hosts = known_hosts or known_hosts_default()
     hosts = campaign.resolve_hosts(matrix, inventory, known_hosts)
     console = Console(stderr=True)

@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from runner.cli import add_inventory_option, add_json_option, add_known_hosts_option, exit_status, int_at_least
+from runner.cli import add_group_option, add_inventory_option, add_json_option, add_known_hosts_option, exit_status, int_at_least, on_group
 from runner import defaults
 from runner.errors import UnknownNameError
 from runner.execution import environments
@@ -48,6 +48,7 @@ examples:
   runner plan matrix.yml
   runner plan matrix.yml --cpus 80 --show 20     as it would expand on an 80-core host
   runner plan matrix.yml --inventory inventory/lab.yml
+  runner plan matrix.yml --inventory inventory/lab.yml --group kvmhosts   that group, not the matrix's hosts:
   runner plan each.yml --hosts 4                 placement each, on 4 hosts not in any inventory yet
 """
 
@@ -65,6 +66,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="hosts to plan for when the inventory does not have the matrix's group (default 1)")
     p.add_argument("--show", type=int_at_least(-1), default=30, help="trials to list (default 30; 0 for none, -1 for all)")
     add_inventory_option(p, "as launch: the matrix's, else inventory/ beside it, else the project's")
+    add_group_option(p)
     add_json_option(p, "the plan (counts, estimate, every trial)")
     add_known_hosts_option(p)
     p.set_defaults(func=run)
@@ -117,9 +119,10 @@ def plan_specs(matrix: Matrix, inventory: str | None, n_hosts: int, known_hosts:
 
 def make_plan(
     matrix_path: Path, cpus: int | None = None, inventory: str | None = None, n_hosts: int = 1, known_hosts: Path | None = None,
+    group: str | None = None,
 ) -> Plan:
     """The trials launch would run (placement `each`: every trial on every host of the group)."""
-    matrix = load_matrix(matrix_path)
+    matrix = on_group(load_matrix(matrix_path), group)
     n = cpus or len(os.sched_getaffinity(0))
     specs, note = plan_specs(matrix, inventory, n_hosts, known_hosts)
     specs = specs or [HostSpec(name=h, address=h) for h in placeholder_hosts(1)]
@@ -174,7 +177,7 @@ def estimate_basis(planned: Plan) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    planned = make_plan(args.matrix, args.cpus, args.inventory, args.hosts, args.known_hosts)
+    planned = make_plan(args.matrix, args.cpus, args.inventory, args.hosts, args.known_hosts, args.group)
     matrix, trials = planned.matrix, planned.trials
     hosts = len(planned.hosts)
     info = summarize(trials, matrix.workload, planned, matrix.reuse)
