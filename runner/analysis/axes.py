@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from runner.analysis.stats import axis_columns, slice_label
+from runner.records.schema import CATALOG_PARAMS
 
 AXIS_PREFIX = "axis:"
 STAT_PREFIX = "stat_"
@@ -48,7 +49,7 @@ def with_trial_axes(metrics: pd.DataFrame, trials: pd.DataFrame | None) -> pd.Da
         return metrics
     first = trials.drop_duplicates("trial_id")
     params = {tid: _params(text) for tid, text in zip(first["trial_id"], first["params_json"])}
-    keys = sorted({k for p in params.values() for k in p} - set(metrics.columns))
+    keys = sorted({k for p in params.values() for k in p} - set(metrics.columns) - set(CATALOG_PARAMS))  # guest_kernel names its spec
     varying = [k for k in keys if len({json.dumps(p.get(k), sort_keys=True, default=str) for p in params.values()}) > 1]
     if not varying:
         return metrics

@@ -90,6 +90,10 @@ METRIC_COLUMNS: tuple[str, ...] = (*(f.name for f in METRIC_FIELDS), PARTITION_C
 # The columns of a metric row that describe the measured value rather than the attempt.
 VALUE_COLUMNS: tuple[str, ...] = tuple(f.name for f in METRIC_FIELDS[len(ATTEMPT_FIELDS):])
 
+# Parameters of a trial (params_json) that hold the catalog entry of another parameter (guest_kernels:,
+# guest_images:): they vary only with that parameter, which names them in tables and figures.
+CATALOG_PARAMS: dict[str, str] = {"guest_kernel_spec": "guest_kernel", "guest_image_spec": "guest_image"}
+
 # What a trial in guests records of the boot that served it (null on the bare host).
 GUEST_FIELDS: list[pa.Field] = [
     pa.field("boot_id", pa.string()),
