@@ -121,6 +121,29 @@ def test_the_estimate_follows_the_hosts_that_run_each_environment() -> None:
     # placement each: every host its own trials
     each = [_trial("host", 1, host="a"), _trial("host", 2, host="a"), _trial("host", 3, host="b")]
     assert makespan(each, ["a", "b"], lambda h, t, prev: 2.0, per_host=True) == (4.0, {"a": 4.0, "b": 2.0})
+    # each trial's own seconds, for the progress's weights: the boots fall on the first trial of each host
+    costs: dict[str, float] = {}
+    named = [SimpleNamespace(**vars(t), trial_id=f"t{i}") for i, t in enumerate(same)]
+    makespan(named, ["a", "b"], cost, costs=costs)
+    assert costs == {"t0": 6.0, "t1": 6.0, "t2": 1.0, "t3": 1.0}
+
+
+def test_the_eta_weighs_what_is_left_by_its_estimate_not_by_its_count() -> None:
+    """One guest boot (100 s estimated) and nine bare-host runs (10 s each): the boot ended after 100 s. Counting
+    trials says 9 x 100 s are left; the estimates say 90 s of work against 100 s done in 100 s: 90 s."""
+    from runner.execution.dispatch import Progress
+
+    p = Progress(total=10, started=0.0, estimate_s=190.0, weights={"boot": 100.0, **{f"h{i}": 10.0 for i in range(9)}})
+    p.weight_mean = 19.0
+    assert p.eta_s(now=5.0) == 190.0  # nothing ended yet: the estimate
+    p.done += 1
+    p.finished("boot")
+    assert p.eta_s(now=100.0) == pytest.approx(90.0)  # the linear ETA said 900
+    p.total += 1  # a canary run the estimate did not cover counts as the mean
+    assert p.eta_s(now=100.0) == pytest.approx(109.0)
+    p.done += 1
+    p.finished("canary")
+    assert p.weight_done == pytest.approx(119.0) and len(p.weights) == 9
 
 
 def test_env_placement_of_an_environment_outside_the_campaign() -> None:

@@ -17,7 +17,6 @@ from rich.progress import (
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 
 from runner.cli import add_datasets_option, add_group_option, add_inventory_option, add_known_hosts_option, datasets_hint, exit_status, known_hosts_default, on_group
@@ -109,7 +108,7 @@ class _TerminalView:
             TextColumn("{task.fields[counts]}"),
             TimeElapsedColumn(),
             TextColumn("eta"),
-            TimeRemainingColumn(),
+            TextColumn("{task.fields[eta]}"),
             TextColumn("{task.fields[running]}"),
             console=console,
             transient=False,
@@ -125,15 +124,22 @@ class _TerminalView:
             for msg in p.messages:
                 self.bar.console.print(f"[yellow]{msg}")
             return
+        eta = _clock(p.eta_s())
         if self.task is None:
-            self.task = self.bar.add_task("trials", total=p.total, completed=p.skipped, counts=counts, running=running)
-        self.bar.update(self.task, total=p.total, completed=p.skipped + p.done + p.failed, counts=counts, running=running)
+            self.task = self.bar.add_task("trials", total=p.total, completed=p.skipped, counts=counts, running=running, eta=eta)
+        self.bar.update(self.task, total=p.total, completed=p.skipped + p.done + p.failed, counts=counts, running=running, eta=eta)
         for msg in p.messages[self.seen :]:
             self.bar.console.print(f"[yellow]{msg}")
         self.seen = len(p.messages)
 
     def close(self) -> None:
         self.bar.stop()
+
+
+def _clock(seconds: float) -> str:
+    """H:MM:SS, as the elapsed time beside it."""
+    s = max(0, round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 class _LineView:
@@ -159,7 +165,7 @@ class _LineView:
         self.last = key
         elapsed = time.monotonic() - p.started
         finished = p.done + p.failed
-        eta = elapsed / finished * p.remaining if finished else p.estimate_s
+        eta = p.eta_s()
         self.console.print(
             f"trials {p.skipped + finished}/{p.total}{f' (round {p.round})' if p.round else ''}: {p.done} ok, {p.failed} failed, {p.remaining} left; "
             f"elapsed {elapsed:.0f}s, eta {eta:.0f}s",

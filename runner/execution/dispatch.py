@@ -48,10 +48,30 @@ class Progress:
     estimate_s: float = 0.0
     messages: list[str] = field(default_factory=list)
     round: int = 0  # repetitions as bounds: the round running (1: the min repetitions of every cell)
+    weights: dict[str, float] = field(default_factory=dict)  # trial_id -> estimated seconds, of the trials not finished
+    weight_done: float = 0.0  # estimated seconds of the trials finished
+    weight_mean: float = 0.0  # a trial the estimate did not cover (a canary run, a later round) counts as this
 
     @property
     def remaining(self) -> int:
         return self.total - self.skipped - self.done - self.failed
+
+    def finished(self, trial_id: str) -> None:
+        """A trial ended for good (ok, or failed after its attempts): its estimate counts as done."""
+        self.weight_done += self.weights.pop(trial_id, self.weight_mean)
+
+    def eta_s(self, now: float | None = None) -> float:
+        """Seconds left: the time so far scaled by the estimated work left over the estimated work done, so a
+        campaign of short and long trials (bare host runs, guest boots) is not extrapolated from the short
+        ones; by the count of trials where nothing was estimated; the estimate before any trial ended."""
+        finished = self.done + self.failed
+        if not finished:
+            return self.estimate_s
+        elapsed = (time.monotonic() if now is None else now) - self.started
+        if self.weight_done <= 0:
+            return elapsed / finished * self.remaining
+        left = sum(self.weights.values()) + self.weight_mean * max(0, self.remaining - len(self.weights))
+        return elapsed * left / self.weight_done
 
 
 @dataclass
@@ -484,6 +504,7 @@ class Dispatch:
             if self.rounds is not None:
                 self.rounds.observe(rec)
             self.progress.done += 1
+            self.progress.finished(rec.trial_id)
             self.notify(self.progress)
             return
         if rec.failure_kind == "host" and name not in self.dead:  # (the trial that waited behind it fails too)
@@ -500,6 +521,7 @@ class Dispatch:
                 self.progress.messages.append(f"trial {trial.label()} will be retried on another host (attempt {attempt + 1})")
         else:
             self.progress.failed += 1
+            self.progress.finished(trial.trial_id)
             self.failures.append(f"{trial.trial_id} ({trial.label()}): {rec.error}")
         self.notify(self.progress)
 
@@ -508,6 +530,7 @@ class Dispatch:
         self.store.write_attempt(self.matrix.campaign, self.matrix.workload, self.types, rec)
         self.attempts += 1
         self.progress.failed += 1
+        self.progress.finished(trial.trial_id)
         self.failures.append(f"{trial.trial_id} ({trial.label()}): {rec.error}")
         self.notify(self.progress)
 

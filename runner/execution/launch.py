@@ -249,7 +249,9 @@ def _launch_held(ctx: LaunchContext, live: Sequence[Any], facts: dict[str, dict[
     plugin = base.get(matrix.workload)
     progress.estimate_s, _ = makespan([t for t, _ in todo], [s.name for s in live],
                                       environments.host_cost(plugin, matrix.reuse, {s.name: s for s in live}),
-                                      runs=Placement.of(matrix).with_envs(envs).runs, per_host=placement.per_host)
+                                      runs=Placement.of(matrix).with_envs(envs).runs, per_host=placement.per_host,
+                                      costs=progress.weights)
+    progress.weight_mean = sum(progress.weights.values()) / len(progress.weights) if progress.weights else 0.0
 
     holds = ctx.holds
     runner = Dispatch(matrix, store, types, live, dead, progress, on_progress, holds and holds.drop, holds and holds.confirm,

@@ -113,21 +113,27 @@ def declared_abilities(envs: Sequence[str], specs: Sequence[Any]) -> dict[str, d
 
 
 def makespan(trials: Sequence[Any], hosts: Sequence[str], cost: Callable[[str, Any, Any], float], *,
-             runs: Callable[[str, Any], bool] = lambda host, trial: True, per_host: bool = False) -> tuple[float, dict[str, float]]:
+             runs: Callable[[str, Any], bool] = lambda host, trial: True, per_host: bool = False,
+             costs: dict[str, float] | None = None) -> tuple[float, dict[str, float]]:
     """Rough wall time of running `trials` on `hosts` as the dispatcher does (pure): placement each
     (`per_host`), every host runs the trials named for it; pool, the host that is free first takes the
     first trial it can run (`runs`). `cost(host, trial, previous trial on that host or None)` is a trial's
     seconds there (a boot when the guest configuration changes). Returns (the longest host's time, the
-    time of each host)."""
+    time of each host); `costs`, when given, gets each trial's seconds by trial_id (the progress's weights)."""
     busy = dict.fromkeys(hosts, 0.0)
     last: dict[str, Any] = dict.fromkeys(hosts)
+
+    def take(host: str, t: Any) -> None:
+        seconds = cost(host, t, last[host])
+        busy[host] += seconds
+        last[host] = t
+        if costs is not None:
+            costs[t.trial_id] = seconds
+
     if per_host:
         for t in trials:
-            host = t.host if t.host in busy else None
-            if host is None:
-                continue
-            busy[host] += cost(host, t, last[host])
-            last[host] = t
+            if t.host in busy:
+                take(t.host, t)
         return max(busy.values(), default=0.0), busy
     queue = list(trials)
     idle: set[str] = set()  # hosts with nothing left they can run
@@ -137,9 +143,7 @@ def makespan(trials: Sequence[Any], hosts: Sequence[str], cost: Callable[[str, A
         if i is None:
             idle.add(host)
             continue
-        t = queue.pop(i)
-        busy[host] += cost(host, t, last[host])
-        last[host] = t
+        take(host, queue.pop(i))
     return max(busy.values(), default=0.0), busy
 
 
