@@ -4,7 +4,9 @@ and the plugin's pure parts: argv, validation, stressor check, stop command."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -56,6 +58,34 @@ def test_a_run_stopped_early_reports_over_the_time_it_ran() -> None:
     assert metrics["duration_s"] < 30
     assert metrics["throughput"] > 0
     assert exit_status(stderr) == 0
+
+
+def _starved() -> tuple[str, str]:
+    """futex-stopped with no operation done: what a guest starved by the others of an over-commit trial
+    printed in the study (exit 0, no word from stress-ng, bogo-ops 0; the YAML's counts set to 0 here)."""
+    stdout, stderr = _out("futex-stopped")
+    for key in ("bogo-ops", "bogo-ops-per-second-usr-sys-time", "bogo-ops-per-second-real-time"):
+        stdout = re.sub(rf"^(\s+{key}): .*$", r"\1: 0", stdout, flags=re.M)
+    return stdout, stderr.replace("122109", "     0")
+
+
+def test_a_guest_starved_in_the_common_window_measured_zero() -> None:
+    """One of k > 1 guests stopped at one instant (the over-commit window) whose workers finished no operation:
+    throughput 0 is the measurement (Jain's index then shows the unfairness), not a failed trial that a retry
+    would replace with a luckier run. Alone (k = 1) the same output fails, as any run without bogo-ops."""
+    stdout, stderr = _starved()
+    metrics = {m.name: m.value for m in parse_run(stdout, stderr, "futex", windowed=True)}
+    assert metrics["throughput"] == 0 and metrics["bogo_ops"] == 0 and metrics["duration_s"] > 2
+    with pytest.raises(TrialError, match=r"^stress-ng futex: no bogo-ops: stress-ng said nothing about it$"):
+        parse_run(stdout, stderr, "futex")
+    plugin = StressNG()
+    result = SimpleNamespace(stdout=stdout, stderr=stderr)
+    assert plugin.parse(result, {"stressor": "futex", "vms": 2})[0].value == 0  # type: ignore[arg-type]
+    with pytest.raises(TrialError):
+        plugin.parse(result, {"stressor": "futex", "vms": 1})  # type: ignore[arg-type]
+    # a stressor that says why it did nothing fails also in a window
+    with pytest.raises(TrialError, match="binderfs not supported"):
+        parse_run(*_out("binderfs"), "binderfs", windowed=True)
 
 
 @pytest.mark.parametrize(("stressor", "said"), [
