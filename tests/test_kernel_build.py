@@ -343,3 +343,58 @@ def test_a_failed_build_stops_the_launch_before_any_trial_with_the_recipe_and_th
     assert f"guest kernel 'oticket': patch {bad} does not apply: kernel/locking/qspinlock.c (not in the tree)" in err
     assert "--- last lines of the build log ---" in err and "can't find file to patch" in err
     assert not list((tmp_path / "ds").rglob("*.parquet"))  # no trial ran
+
+
+LOCK_STAT_MATRIX = """\
+campaign: {campaign}
+hosts: {{group: here, inventory: {inventory}}}
+guest_kernels:
+  lockstat: {{build: {{source: linux-source, config: tinyconfig, set: {{DEBUG_KERNEL: y, LOCK_STAT: y}}, build_host: {build_host}}}}}
+workload:
+  name: command
+  params:
+    env: kvm
+    vcpus: 2
+    run: 'for w in 1 2; do (i=0; while [ $i -lt 3000 ]; do : > /tmp/f$w.$i; rm /tmp/f$w.$i; i=$((i+1)); done) & done; wait; echo "{{\\"files\\": 6000}}"'
+axes: {{guest_kernel: [lockstat]}}
+probes: [lock_stat]
+repetitions: 1
+timeout: 600
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.netns
+@pytest.mark.guest
+@pytest.mark.long
+@pytest.mark.timeout(5400)
+@pytest.mark.skipif(not kr.LINUX_SOURCE_TARBALL.is_file(), reason="needs Debian's linux-source-6.1 (scripts/setup.sh --test)")
+def test_a_lock_stat_kernel_built_on_a_build_host_gives_the_lock_stat_probe_inside_the_guest(
+        testbed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+    """A real build of Debian's linux-source (tinyconfig with DEBUG_KERNEL and LOCK_STAT: lockdep's lock
+    statistics) on a build_host reached over SSH (a namespace test-bed host: its own sshd, this machine's
+    CPUs; cold about 23 min on 2 cores, hence `long`), fetched back and booted as a kvm guest here (TCG); the
+    lock_stat probe reads /proc/lock_stat inside the guest around two shells creating and removing files."""
+    import yaml
+
+    from runner.cli import main
+    from runner.records.store import read_campaign
+
+    host = testbed.hosts[0].name
+    doc = yaml.safe_load(testbed.inventory_path.read_text())
+    doc["all"]["children"]["here"] = {"hosts": {"here": {"ansible_connection": "local"}}}
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump(doc, sort_keys=False))
+    matrix = tmp_path / "lockstat.yml"
+    matrix.write_text(LOCK_STAT_MATRIX.format(campaign="pytest-lockstat", inventory=inventory, build_host=host))
+    assert main(["launch", str(matrix), "--datasets", str(tmp_path / "ds")]) == 0
+    capsys.readouterr()
+    metrics, trials, _ = read_campaign(tmp_path / "ds" / "pytest-lockstat")
+    row = trials.iloc[0]
+    assert row["status"] == "ok" and row["kernel_recipe"] == "lockstat"
+    built = next((tmp_path / "ds/pytest-lockstat/kernels").glob("*.config")).read_text()
+    assert "CONFIG_LOCK_STAT=y" in built.splitlines()
+    probe = metrics[(metrics["probe"] == "lock_stat") & (metrics["side"] == "guest")]
+    values = dict(zip(probe["metric"], probe["value"]))
+    assert values["lock_stat.acquisitions"] > 0 and values["lock_stat.contentions"] >= 0
+    assert [m for m in values if m.endswith(".wait_us") and m != "lock_stat.wait_us"]  # the top classes by wait
