@@ -335,3 +335,29 @@ def test_ssh_through_another_host_and_its_spawned_guard(testbed: TestBed, tmp_pa
         hop.close()  # the connection goes: the guard's stdin ends and it cleans up
     wait_for(lambda: marker.exists(), 10)
     assert marker.exists()
+
+
+@pytest.mark.integration
+def test_a_host_that_sends_no_banner_is_one_error_without_paramikos_traceback(tmp_path, caplog):
+    """A listener on loopback that accepts and never speaks SSH (a dom0 too busy to answer): the connection
+    fails as one HostError; paramiko's transport thread, which also logs the exception and then its traceback
+    line by line (seen in a campaign's output), is kept quiet: the runner's line says it."""
+    import logging
+    import socket
+
+    key = tmp_path / "key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        caplog.set_level(logging.DEBUG, logger="paramiko")
+        with pytest.raises(HostError, match=r"^host silent \(root@127\.0\.0\.1:\d+\): "):
+            SSHHost(HostSpec("silent", "127.0.0.1", port, "root", key, known, connect_timeout=1)).run(["true"], timeout=5)
+        # the transport thread gives up on the banner by itself, then logs: wait for it to end
+        wait_for(lambda: not [t for t in threading.enumerate() if type(t).__name__ == "Transport"], 60)
+    assert any(r.getMessage().startswith("starting thread") for r in caplog.records)  # paramiko's log was captured
+    shown = [r.getMessage() for r in caplog.records if r.name.startswith("paramiko") and r.levelno >= logging.ERROR]
+    assert shown == []

@@ -59,10 +59,22 @@ class _QuietChannelRefusals(logging.Filter):
     """paramiko logs every refused `direct-tcpip` channel as an error; waiting for a booting guest through
     its host refuses many, and `open_channel` already turns each into an exception its caller handles.
     It also logs "Success for unrequested channel!" when a slow host answers a channel open after its
-    timeout: that open already failed as a HostError the caller handled."""
+    timeout: that open already failed as a HostError the caller handled. And a transport thread that fails
+    (a host that sends no SSH banner in time) logs "Exception (client): ..." and then its traceback line by
+    line, before connect() raises the same exception, which the runner reports in one line: none of that
+    thread's later errors is shown either."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._failed: set[int | None] = set()  # transport threads that reported their exception
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
+        if message.startswith(("Exception (client)", "Exception (server)")):
+            self._failed.add(record.thread)
+            return False
+        if record.levelno >= logging.ERROR and record.thread in self._failed:  # the traceback's lines
+            return False
         refused = message.startswith("Secsh channel") and "open FAILED" in message
         return not (refused or message.startswith("Success for unrequested channel"))
 
