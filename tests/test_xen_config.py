@@ -5,6 +5,7 @@ Xen cannot run here: these tests check the text only; no Xen guest is ever boote
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -93,6 +94,25 @@ def test_mac_is_stable_and_in_xen_range() -> None:
 def test_xl_argv() -> None:
     assert xl_create_argv(Path("/etc/xen/g.cfg")) == ["xl", "create", "/etc/xen/g.cfg"]
     assert xl_destroy_argv("rnr-lab-0-0123abcd") == ["xl", "destroy", "rnr-lab-0-0123abcd"]
+
+
+def test_an_xl_command_that_does_not_finish_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A dom0 too busy to finish `xl create` (seen nested under TCG): the error says it did not finish in time
+    and what xl had printed, not "failed: Parsing config from ..." as if xl had said why. Here a stand-in
+    `xl` on PATH prints xl's first line and hangs."""
+    from runner.hosts.local import LocalHost
+    from runner.provision import xen
+
+    fake = tmp_path / "xl"
+    fake.write_text("#!/bin/sh\necho \"Parsing config from $2\" >&2\nexec sleep 60\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setattr(xen, "XL_TIMEOUT_S", 1.0)
+    with pytest.raises(ProvisionError, match=r"^localhost: xl create did not finish within 1 s: Parsing config from /g\.cfg$"):
+        xen.xl(LocalHost(), ["xl", "create", "/g.cfg"])
+    fake.write_text("#!/bin/sh\necho 'libxl: error: no memory' >&2\nexit 3\n")
+    with pytest.raises(ProvisionError, match=r"^localhost: xl create failed: libxl: error: no memory$"):
+        xen.xl(LocalHost(), ["xl", "create", "/g.cfg"])
 
 
 XL_INFO = """host                   : xen1

@@ -106,13 +106,19 @@ def xl_config(spec: GuestSpec, kind: str, *, bridge: str = BRIDGE) -> str:
     return "\n".join(lines) + "\n"
 
 
+XL_TIMEOUT_S = 120.0  # for one xl command on the dom0
+
+
 def xl(host: Host, argv: list[str]) -> str:
     """Run an xl command on the host (its dom0); stdout, or ProvisionError with xl's message."""
-    res = host.run(argv, timeout=120)
+    res = host.run(argv, timeout=XL_TIMEOUT_S)
     if res.rc == 127:
         raise ProvisionError(f"{host.name}: xl is not installed; a Xen dom0 with xen-utils is needed")
+    said = " ".join((res.stderr or res.stdout).split())[:300]
+    if res.timed_out:  # a dom0 too busy to finish (nested, loaded): say so, not just the line xl had printed
+        raise ProvisionError(f"{host.name}: {' '.join(argv[:2])} did not finish within {XL_TIMEOUT_S:.0f} s" + (f": {said}" if said else ""))
     if not res.ok:
-        raise ProvisionError(f"{host.name}: {' '.join(argv[:2])} failed: {' '.join((res.stderr or res.stdout).split())[:300]}")
+        raise ProvisionError(f"{host.name}: {' '.join(argv[:2])} failed: {said}")
     return res.stdout
 
 
