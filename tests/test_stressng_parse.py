@@ -83,6 +83,13 @@ def test_a_guest_starved_in_the_common_window_measured_zero() -> None:
     assert plugin.parse(result, {"stressor": "futex", "vms": 2})[0].value == 0  # type: ignore[arg-type]
     with pytest.raises(TrialError):
         plugin.parse(result, {"stressor": "futex", "vms": 1})  # type: ignore[arg-type]
+    # exit status 2 (its workers ended by the stop before they started), still without a word: starved too
+    two = stderr.replace("runner-stressng: exit 0", "runner-stressng: exit 2")
+    assert parse_run(stdout, two, "futex", windowed=True)[0].value == 0
+    with pytest.raises(TrialError, match=r"^stress-ng futex: no bogo-ops \(exit status 2\): stress-ng said nothing about it$"):
+        parse_run(stdout, two, "futex")
+    with pytest.raises(TrialError, match=r"exit status 3"):  # out of resources is no starvation
+        parse_run(stdout, stderr.replace("runner-stressng: exit 0", "runner-stressng: exit 3"), "futex", windowed=True)
     # a stressor that says why it did nothing fails also in a window
     with pytest.raises(TrialError, match="binderfs not supported"):
         parse_run(*_out("binderfs"), "binderfs", windowed=True)

@@ -53,6 +53,9 @@ _ROUTINE = re.compile(
     r"cache allocate|system: |RAM total|temporary file path|processors online|invoked with|^stress-ng \d"
 )
 NOTHING_SAID = "stress-ng said nothing about it"
+# stress-ng's exit status of a run stopped at the window before its workers did anything: 0, or 2 (a stressor
+# "failed": its workers, not started yet, were ended by the stop) with no word in its log either way.
+STARVED_STATUS = frozenset({0, 2})
 _PID = re.compile(r" ?\[\d+\]")  # "process [20560] (efivar) aborted early": each instance its own pid
 _LOG = re.compile(r"^stress-ng: (?:\w+):\s+\[\d+\] (?P<text>.*)$")
 
@@ -157,16 +160,17 @@ def parse_run(stdout: str, stderr: str, stressor: str, workers: int | None = Non
 
     Raises TrialError with stress-ng's own message when the stressor reported no bogo-ops, when stress-ng
     exited non-zero, or when its output cannot be understood. `windowed` (one of k > 1 guests, all stopped
-    at one instant): no bogo-ops from a run that exited 0 and said nothing is a measurement, not a failure:
-    the guest's workers finished no operation in the common window (starved by the others), throughput 0."""
+    at one instant): no bogo-ops from a run that said nothing and exited 0 or 2 (STARVED_STATUS) is a
+    measurement, not a failure: the guest's workers finished no operation in the common window (starved by
+    the others), throughput 0."""
     status = exit_status(stderr)
     doc = load_yaml(stdout, stressor) if stdout.strip() else None
     entry = stressor_entry(doc, stressor) if doc is not None else None
-    starved = windowed and status == 0 and own_message(stderr) == NOTHING_SAID
+    starved = windowed and status in STARVED_STATUS and own_message(stderr) == NOTHING_SAID
     if entry is not None and "bogo-ops" in entry and _number(entry, "bogo-ops", stressor) == 0 and not starved:
         said = "" if status in (None, 0) else f" (exit status {status})"
         raise _fail(stressor, f"no bogo-ops{said}: {own_message(stderr)}")
-    if status not in (None, 0):
+    if status not in (None, 0) and not starved:
         raise _fail(stressor, f"exited with status {status}: {own_message(stderr)}")
     if entry is None:
         if doc is None:
