@@ -265,3 +265,22 @@ def test_wide_spread_table_has_one_column_per_statistic(tmp_path: Path) -> None:
     assert first[0] in ("mutex", "mcs") and first[2] == "throughput" and first[3] == "3"
     assert not any("=" in cell for cell in first)  # no 'n=3 median=... q1=...' record in a cell
     assert math.isfinite(float(first[4]))
+
+
+def test_the_cpu_count_label_stays_inside_the_figure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The study's load axis ends at the host's CPU count (1, 2 on its 2-CPU hosts): the dotted line sits at the
+    right edge, and its label ran out of the figure ("2 host CP"). It is written inside, to the line's left."""
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    levels = np.array([1.0, 2.0])
+    line = plots.Line("env=kvm accel=kvm", levels, np.array([1.0, 0.6]), np.array([0.9, 0.5]), np.array([1.1, 0.7]))
+    plots.normalised(tmp_path / "f.png", [line], axis="vcpus", ylabel="throughput", title="t", cpus=[(2.0, "host CPUs")])
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = figures[0]
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    [label] = [t for t in fig.axes[0].texts if t.get_text() == "2 host CPUs"]
+    box, width = label.get_window_extent(renderer), fig.bbox.width
+    assert 0 <= box.x0 and box.x1 <= width

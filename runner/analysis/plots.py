@@ -84,10 +84,12 @@ def shown_width(path: Path) -> int:
 
 def _mark_cpus(ax, cpus: Sequence[tuple[float, str]]) -> None:
     """Dotted vertical lines at the CPU counts (value, what: 'host CPUs', 'guest vCPUs'), labelled at the top."""
+    lo, hi = ax.get_xlim()
     for value, what in sorted(set(cpus)):
         ax.axvline(value, ls=":", color="black", lw=1.0, alpha=0.7)
-        ax.annotate(f"{value:g} {what}", xy=(value, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -10),
-                    textcoords="offset points", fontsize=8, color="black", alpha=0.8)
+        left = value > (lo + hi) / 2  # a line at the right end (the CPU count is the largest load): label inside
+        ax.annotate(f"{value:g} {what}", xy=(value, 1.0), xycoords=("data", "axes fraction"), xytext=(-3 if left else 3, -10),
+                    textcoords="offset points", fontsize=8, color="black", alpha=0.8, ha="right" if left else "left")
 
 
 def scaling(path: Path, series: Sequence[Series], *, axis: str, ylabel: str, title: str, speedup: bool = True) -> Path:
