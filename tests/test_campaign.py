@@ -21,7 +21,7 @@ import pytest
 from runner.cli import main
 from runner.errors import DatasetError
 from runner.records.store import CampaignStore, read_campaign
-from tests.events import wait_for
+from tests.events import as_a_terminal_starts_it, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,8 @@ def write_matrix(tmp: Path, name: str, *, reps: int = 2, duration: float = 0.1, 
 
 def start(argv: list[str], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [*RUNNER, *argv], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        [*RUNNER, *argv], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=as_a_terminal_starts_it,
     )
 
 

@@ -21,7 +21,7 @@ from runner.lab import schedule as sch
 from runner.provision import container
 from runner.records.store import read_campaign
 from runner.workloads import base
-from tests.events import wait_for
+from tests.events import as_a_terminal_starts_it, wait_for
 
 PROJECT = Path(__file__).resolve().parents[1]
 RUNNER = [sys.executable, "-m", "runner.cli"]
@@ -154,7 +154,8 @@ def test_ctrl_c_while_the_fork_server_starts_is_one_line(tmp_path: Path) -> None
     matrix.write_text(f"campaign: cc\nhosts: {{group: local, inventory: {PROJECT / 'inventory'}}}\n"
                       "workload: {name: command, params: {run: 'echo {\\\"v\\\": $RUNNER_N}'}}\naxes: {n: [1, 2]}\n")
     proc = subprocess.Popen([*RUNNER, "launch", str(matrix), "--datasets", str(tmp_path / "ds")], env=ENV, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=as_a_terminal_starts_it)
     try:
         assert wait_for(lambda: _children_with(proc.pid, "forkserver"), timeout=900)
         os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
